@@ -1,0 +1,78 @@
+"""augury's errors: one hierarchy, no transport concepts.
+
+Every error a user can cause or meet derives from `AuguryError`. The CLI prints `str(error)` and exits
+non-zero; `serve/errors.py` alone maps these classes to HTTP status codes. Library errors (sqlite3,
+redis, a model framework) are translated into these with ``raise ... from exc`` where they cross into
+augury, so callers never have to catch a framework's exceptions.
+"""
+
+from __future__ import annotations
+
+
+class AuguryError(Exception):
+    """Base class of every error augury raises on purpose."""
+
+
+class InputError(AuguryError):
+    """The caller's data is wrong: a missing or unknown column, a bad type, an empty file, a bad value."""
+
+
+class SchemaError(InputError):
+    """Data does not fit the model's input schema (missing feature, unknown field, uncastable type)."""
+
+
+class ModelLoadError(AuguryError):
+    """A model file cannot be loaded: not a model, corrupt, unknown format, or an extra is missing."""
+
+
+class MissingExtraError(ModelLoadError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        super().__init__(f"{what} needs the '{module}' package: pip install 'augury[{extra}]'")
+        self.extra = extra
+        self.module = module
+
+
+class PredictionError(AuguryError):
+    """The model raised while scoring, or returned a result of the wrong shape."""
+
+
+class ConfigError(AuguryError):
+    """A configuration value or file (checks TOML, manifest, store URL) is invalid."""
+
+
+class StoreError(AuguryError):
+    """The prediction store failed (unreachable, corrupt) or refused an operation."""
+
+
+class VersionNotFoundError(StoreError):
+    """A store version that was asked for does not exist."""
+
+
+class NotFoundError(AuguryError):
+    """A named thing (model, key, version) is not there."""
+
+
+class VerificationFailed(AuguryError):
+    """One or more verification gates failed; `report` holds every gate's outcome."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class BatchError(AuguryError):
+    """A batch run cannot start, cannot resume, or exceeded its bad-row threshold."""
+
+
+class OverloadedError(AuguryError):
+    """The server's queue is full; the request was shed and may be retried later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(AuguryError):
+    """A request's deadline passed before it was scored."""

@@ -1,0 +1,130 @@
+"""The prediction store contract (every backend keeps it; tests/store/test_contract.py checks them all).
+
+A store holds immutable, numbered versions of precomputed predictions, one row per key, and a pointer to
+the active version. `get_many(keys)` returns a list aligned with `keys`: a `StoredPrediction` for a hit,
+`None` for a miss (an absent key, or one whose TTL has passed: TTL is enforced on read). Publishing writes
+a whole new version first and only then switches the pointer in one atomic step, so a reader sees the old
+version or the new one, never a mix; a crash mid-publish leaves the active version intact and the partial
+one as an orphan that `gc` removes (DESIGN.md, invariant 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+#: the columns a published batch carries besides the prediction columns.
+KEY_COLUMN = "key"
+MODEL_VERSION_COLUMN = "model_version"
+COMPUTED_AT_COLUMN = "computed_at"
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as an ISO 8601 UTC timestamp with microseconds (how augury writes times everywhere)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One store version. `state` is 'ready' once complete; 'loading' means unfinished (an orphan if old)."""
+
+    version: str
+    model_version: str
+    created_at: float
+    row_count: int
+    columns: tuple[str, ...]
+    state: str
+    active: bool = False
+    ttl_s: float | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store_version": self.version,
+            "model_version": self.model_version,
+            "created_at": iso(self.created_at),
+            "row_count": self.row_count,
+            "columns": list(self.columns),
+            "state": self.state,
+            "active": self.active,
+            "ttl_s": self.ttl_s,
+            "meta": self.meta,
+        }
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A precomputed prediction and where it came from."""
+
+    key: str
+    values: dict[str, Any]
+    model_version: str
+    store_version: str
+    computed_at: float
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "source": "static",
+            "model_version": self.model_version,
+            "store_version": self.store_version,
+            "computed_at": iso(self.computed_at),
+        }
+
+
+@runtime_checkable
+class PredictionStore(Protocol):
+    """A versioned key -> prediction store. Implementations: memory, sqlite (later redis)."""
+
+    url: str
+
+    def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
+        ...
+
+    def publish(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        model_version: str,
+        ttl_s: float | None = None,
+        profile: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> VersionInfo:
+        """Write a new version from `batches` (a `key` string column, a `computed_at` timestamp column and
+        the prediction columns), mark it ready, and activate it atomically unless `activate` is False.
+        A key that appears twice is an `InputError` and nothing is published."""
+        ...
+
+    def activate(self, version: str) -> VersionInfo:
+        """Make a ready version the active one, atomically."""
+        ...
+
+    def active(self) -> VersionInfo | None:
+        """The active version, or None before the first publish."""
+        ...
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version, oldest first, orphans ('loading') included."""
+        ...
+
+    def rollback(self, to: str | None = None) -> VersionInfo:
+        """Activate `to`, or the newest ready version older than the active one."""
+        ...
+
+    def delete(self, version: str) -> None:
+        """Delete a version that is not active."""
+        ...
+
+    def gc(self, keep: int = 2) -> list[str]:
+        """Delete orphans and all but the newest `keep` ready versions (never the active one)."""
+        ...
+
+    def close(self) -> None: ...
