@@ -66,6 +66,10 @@ class BatchError(AuguryError):
     """A batch run cannot start, cannot resume, or exceeded its bad-row threshold."""
 
 
+class TooManyBadRows(BatchError):
+    """More rows than the run allows could not be scored; they are listed in the errors file."""
+
+
 class OverloadedError(AuguryError):
     """The server's queue is full; the request was shed and may be retried later."""
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Batch scoring: augury's `run_batch` beside the one-call limit, on the same file, in one run.
+
+Workload (the issue's): 5,000,000 rows x 20 float64 features (make_classification, random_state=1,
+250,000-row row groups) and a HistGradientBoostingClassifier with 100 iterations trained on 200k rows.
+
+Modes, each in a fresh child process; the driver samples the RSS of the child's whole process tree
+every 50 ms for the peak:
+  limit   read the whole file, ONE predict_proba call on all rows, write p0/p1 to Parquet
+  augury  run_batch(model, file, out) with the defaults (every core, hash keys, label + probabilities);
+          augury-processes / augury-threads force an engine
+rows/s = rows / seconds from the start of reading to the output written (imports excluded).
+
+Run:  python benchmarks/batch_bench.py                 # makes data and model under /tmp/augury-bench once
+      python benchmarks/batch_bench.py --rows 1000000  # a smaller file (separate data file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path("/tmp/augury-bench")
+
+
+def make_inputs(rows: int) -> tuple[Path, Path]:
+    import joblib
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    ROOT.mkdir(parents=True, exist_ok=True)
+    data, model = ROOT / f"batch_{rows}.parquet", ROOT / "hgb100.joblib"
+    if not model.exists():
+        X, y = make_classification(n_samples=200_000, n_features=20, n_informative=10, n_redundant=5,
+                                   random_state=0)
+        joblib.dump(HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, y), model)
+    if not data.exists():
+        X, _ = make_classification(n_samples=rows, n_features=20, n_informative=10, n_redundant=5,
+                                   random_state=1)
+        pq.write_table(pa.table({f"f{i}": X[:, i] for i in range(20)}), data, row_group_size=250_000,
+                       compression="snappy")
+        del X
+        _ = np
+    return data, model
+
+
+def child(mode: str, data: str, model: str, out: str) -> None:
+    if mode == "limit":
+        import joblib
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        clf = joblib.load(model)
+        t0 = time.perf_counter()
+        table = pq.read_table(data)
+        X = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
+        del table
+        P = clf.predict_proba(X)
+        pq.write_table(pa.table({"p0": P[:, 0], "p1": P[:, 1]}), out)
+        seconds = time.perf_counter() - t0
+        rows = len(X)
+    else:
+        from augury.batch import BatchOptions, run_batch
+
+        t0 = time.perf_counter()
+        engine = mode.split("-", 1)[1] if "-" in mode else "auto"
+        result = run_batch(model, data, out, BatchOptions(engine=engine))
+        seconds, rows = time.perf_counter() - t0, result.rows
+    print("RESULT " + json.dumps({"mode": mode, "rows": rows, "seconds": seconds}), flush=True)
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_mode(mode: str, data: Path, model: Path) -> dict[str, float | str]:
+    out = ROOT / f"out_{mode}.parquet"
+    proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(data), str(model), str(out)],
+                            stdout=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    stdout, _ = proc.communicate()
+    stop.set()
+    t.join()
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    r = json.loads(line[len("RESULT "):])
+    return {"mode": mode, "rows": r["rows"], "seconds": round(r["seconds"], 2),
+            "rows_per_s": round(r["rows"] / r["seconds"]), "peak_rss_mb": round(peak / 2**20)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--modes", default="limit,augury")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--child", nargs=4, metavar=("MODE", "DATA", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    data, model = make_inputs(args.rows)
+    results = [run_mode(m, data, model) for _ in range(args.rounds) for m in args.modes.split(",")]
+    limit = max((r["rows_per_s"] for r in results if r["mode"] == "limit"), default=None)
+    print(f"\n{args.rows:,} rows x 20 float features, HistGradientBoostingClassifier(100), {os.cpu_count()} cores\n")
+    print("| mode | seconds | rows/s | x limit | peak RSS (MB) |\n|---|---:|---:|---:|---:|")
+    for r in results:
+        ratio = f"{float(r['rows_per_s']) / float(limit):.2f}" if limit else "-"
+        print(f"| {r['mode']} | {r['seconds']} | {r['rows_per_s']:,} | {ratio} | {r['peak_rss_mb']:,} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

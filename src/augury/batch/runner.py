@@ -1,0 +1,244 @@
+"""`run_batch`: score every row of an input with a model, exactly once, into one Parquet file.
+
+Work happens in a staging folder beside the output (`.<output name>.augury-run/`): one part file per task,
+renamed into place when complete. When every task is done the parts are merged, in input order, into a
+temporary file that replaces the output in one rename, and the staging folder is removed. An interrupted
+run leaves the output as it was and the finished parts on disk; `resume=True` checks that the input, model
+and settings are the same and scores only the missing tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from augury.errors import BatchError, InputError, TooManyBadRows
+from augury.models import load_model
+
+from .engine import make_engine
+from .sources import Source, Task, open_source
+from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Settings of a batch run; each has a default that suits a single machine."""
+
+    key_columns: tuple[str, ...] = ()
+    #: rows per chunk handed to the model; bounds memory per worker.
+    chunk_rows: int = 65_536
+    #: worker processes; None = every core.
+    workers: int | None = None
+    #: continue an interrupted run instead of starting over.
+    resume: bool = False
+    #: the run fails when more than this share of rows cannot be scored.
+    max_error_rate: float = 0.01
+    #: where rows that cannot be scored are written (JSON Lines); default `<output>.errors.jsonl`.
+    errors_path: Path | None = None
+    #: "auto" (threads, or processes for `module:function` models, which hold the GIL), "threads",
+    #: "processes" or "inline".
+    engine: str = "auto"
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    rows_done: int
+    rows_total: int | None
+    rows_failed: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output: Path
+    rows: int
+    scored: int
+    failed: int
+    errors_path: Path | None
+    model_name: str
+    model_version: str
+    seconds: float
+    tasks: int
+    resumed_tasks: int
+    workers: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": str(self.output), "rows": self.rows, "scored": self.scored, "failed": self.failed,
+                "errors_path": str(self.errors_path) if self.errors_path else None,
+                "model": self.model_name, "model_version": self.model_version,
+                "seconds": round(self.seconds, 3), "rows_per_s": round(self.rows_per_s, 1),
+                "tasks": self.tasks, "resumed_tasks": self.resumed_tasks, "workers": self.workers,
+                "notes": self.notes}
+
+
+def staging_dir(output: Path) -> Path:
+    return output.parent / f".{output.name}.augury-run"
+
+
+def run_batch(model_ref: str, input_path: str | os.PathLike[str], output: str | os.PathLike[str],
+              options: BatchOptions = BatchOptions(),
+              on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
+    """Score `input_path` with the model at `model_ref` into the Parquet file `output`."""
+    started = time.perf_counter()
+    out = Path(output)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise InputError(f"output {out} must be a .parquet file")
+    if not out.parent.exists():
+        raise InputError(f"output folder {out.parent} does not exist")
+    if options.chunk_rows < 1:
+        raise InputError("--chunk-rows must be at least 1")
+    model = load_model(model_ref, name=options.model_name)
+    keys = tuple(options.key_columns)
+    overlap = [k for k in keys if k in model.info.outputs.names or k in ("model_version", "computed_at")]
+    if overlap:
+        raise InputError(f"key column(s) {', '.join(overlap)} clash with output columns")
+    columns = tuple(dict.fromkeys([*keys, *model.info.inputs.names]))
+    source = open_source(input_path, columns, options.chunk_rows)
+    workers = options.workers or os.cpu_count() or 1
+    staging = staging_dir(out)
+    job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows, str(staging),
+              run_metadata(model, keys))
+    notes: list[str] = []
+    done = _prepare_staging(staging, _fingerprint(source, job, model.info.version), options.resume, notes)
+
+    engine = make_engine(options.engine, job, model, workers)
+    rows_done = failed = resumed = tasks = 0
+    task_ids: list[str] = []
+
+    def todo() -> Iterator[Task]:
+        nonlocal rows_done, resumed
+        for task in source.tasks():
+            task_ids.append(task.task_id)
+            if task.task_id in done:
+                rows_done += task.num_rows + len(task.errors)
+                resumed += 1
+                continue
+            yield task
+
+    try:
+        for result in engine.run(todo()):
+            tasks += 1
+            rows_done += result.rows
+            failed += result.failed
+            if on_progress:
+                on_progress(Progress(rows_done, source.total_rows, failed, time.perf_counter() - started))
+    except BrokenProcessPool as exc:
+        raise BatchError("a worker process died (out of memory, or killed); finished work is kept: "
+                         "rerun with --resume to continue") from exc
+    finally:
+        engine.close()
+
+    errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
+    failed = _collect_errors(staging, task_ids, errors_file)
+    total = rows_done
+    if total == 0:
+        raise InputError("the input has no rows")
+    if failed / total > options.max_error_rate:
+        raise TooManyBadRows(f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
+                         f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
+                         f"the output was not written (to accept them, rerun with --resume and a higher "
+                         f"--max-error-rate)")
+    scored = _merge(staging, task_ids, out)
+    shutil.rmtree(staging, ignore_errors=True)
+    return BatchResult(out, total, scored, failed, errors_file if failed else None, model.info.name,
+                       model.info.version, time.perf_counter() - started, len(task_ids), resumed, workers, notes)
+
+
+def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]:
+    return {"input": source.fingerprint(), "model_version": model_version, "key_columns": list(job.key_columns),
+            "chunk_rows": job.chunk_rows, "format": 1}
+
+
+def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, notes: list[str]) -> set[str]:
+    """Create or reuse the staging folder; return the ids of the tasks already finished there."""
+    run_file = staging / "run.json"
+    if staging.exists() and resume:
+        if not run_file.exists():
+            raise BatchError(f"cannot resume: {staging} has no run.json; rerun without --resume")
+        previous = orjson.loads(run_file.read_bytes())
+        if previous != fingerprint:
+            changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
+            raise BatchError(f"cannot resume: the {', '.join(changed)} changed since the interrupted run; "
+                             f"rerun without --resume to start over")
+        for tmp in staging.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return {p.name[len("part-"):-len(".parquet")] for p in staging.glob("part-*.parquet")}
+    if staging.exists():
+        finished = len(list(staging.glob("part-*.parquet")))
+        notes.append(f"discarded an interrupted run's {finished} finished task(s); pass --resume to continue one")
+        shutil.rmtree(staging)
+    elif resume:
+        notes.append("nothing to resume: starting a new run")
+    staging.mkdir(parents=True)
+    tmp = staging / ".run.json.tmp"
+    tmp.write_bytes(orjson.dumps(fingerprint))
+    os.replace(tmp, run_file)
+    return set()
+
+
+def _collect_errors(staging: Path, task_ids: list[str], errors_file: Path) -> int:
+    """Gather every task's rejected rows into `errors_file` (JSON Lines); return how many there are."""
+    count = 0
+    tmp = errors_file.with_name(f".{errors_file.name}.tmp")
+    with open(tmp, "wb") as fh:
+        for task_id in task_ids:
+            path = errors_path(staging, task_id)
+            if path.exists():
+                for row in pq.read_table(path, schema=ERROR_SCHEMA).to_pylist():
+                    fh.write(orjson.dumps(row) + b"\n")
+                    count += 1
+    if count:
+        os.replace(tmp, errors_file)
+    else:
+        tmp.unlink()
+        errors_file.unlink(missing_ok=True)
+    return count
+
+
+def _merge(staging: Path, task_ids: list[str], out: Path) -> int:
+    """Concatenate the parts in input order into `out`, atomically. Returns the rows written."""
+    tmp = out.with_name(f".{out.name}.augury-tmp")
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for task_id in task_ids:
+            pf = pq.ParquetFile(part_path(staging, task_id))
+            if pf.metadata.num_rows == 0 and pf.schema_arrow.names == []:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, pf.schema_arrow)
+            for rg in range(pf.num_row_groups):
+                table = pf.read_row_group(rg)
+                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
+                rows += table.num_rows
+        if writer is None:
+            raise BatchError("no row of the input could be scored")
+        writer.close()
+        writer = None
+        os.replace(tmp, out)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BatchError(f"cannot write {out}: {exc}") from exc
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+__all__ = ["BatchOptions", "BatchResult", "Progress", "TaskResult", "run_batch", "staging_dir"]

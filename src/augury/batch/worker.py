@@ -1,0 +1,188 @@
+"""Scoring one task: read its rows, conform them, key them, predict, and write one part file atomically.
+
+A task's part file appears (by rename) only once all its rows are scored, so its existence is the
+checkpoint: a resumed run skips exactly the tasks whose part is on disk, and every input row ends up in
+exactly one part or one errors part (DESIGN.md, invariant 7). The errors part is renamed into place before
+the part, so a task with a part always has its errors recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from augury.errors import PredictionError, SchemaError
+from augury.keys import column_keys, feature_keys
+from augury.models.base import Model, predict_checked
+from augury.schema import conform
+
+from .sources import Task, read_task
+
+ERROR_SCHEMA = pa.schema([("row", pa.int64()), ("file", pa.string()), ("key", pa.string()),
+                          ("reason", pa.string())])
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs to know about the run (picklable: it crosses process boundaries)."""
+
+    model_ref: str
+    model_name: str | None
+    key_columns: tuple[str, ...]
+    columns: tuple[str, ...]
+    chunk_rows: int
+    staging: str
+    metadata: bytes
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task_id: str
+    rows: int
+    scored: int
+    failed: int
+    first_error: str | None
+
+
+def part_path(staging: str | Path, task_id: str) -> Path:
+    return Path(staging) / f"part-{task_id}.parquet"
+
+
+def errors_path(staging: str | Path, task_id: str) -> Path:
+    return Path(staging) / f"errors-{task_id}.parquet"
+
+
+def output_schema(model: Model, source_schema: pa.Schema | None, job: Job) -> pa.Schema:
+    """Key column(s), the model's output columns, `model_version`, `computed_at`; with run metadata."""
+    if job.key_columns:
+        assert source_schema is not None
+        key_fields = [source_schema.field(c) for c in job.key_columns]
+    else:
+        key_fields = [pa.field("key", pa.string())]
+    fields = [*key_fields, *model.info.outputs.to_arrow(), pa.field("model_version", pa.string()),
+              pa.field("computed_at", pa.timestamp("us", tz="UTC"))]
+    return pa.schema(fields, metadata={b"augury": job.metadata})
+
+
+def score_task(model: Model, task: Task, job: Job) -> TaskResult:
+    schema = model.info.inputs
+    errors: list[dict[str, object]] = [{"row": e.index, "file": task.file, "key": None, "reason": e.reason}
+                                       for e in task.errors]
+    part, tmp = part_path(job.staging, task.task_id), Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.tmp"
+    writer: pq.ParquetWriter | None = None
+    scored = 0
+    first_row = task.first_row
+    try:
+        for batch in read_task(task, list(job.columns), job.chunk_rows):
+            conformed = conform(batch, schema)
+            for e in conformed.errors:
+                errors.append({"row": first_row + e.index, "file": task.file, "key": None, "reason": e.reason})
+            good = batch.take(pa.array(conformed.indices)) if conformed.errors else batch
+            if job.key_columns:
+                keyed, key_errors = _user_keys(good, job.key_columns)
+                keys = column_keys(good, list(job.key_columns))
+            else:
+                keyed, key_errors = np.ones(good.num_rows, dtype=bool), []
+                keys = feature_keys(conformed.batch, schema)
+            preds, failed = _predict_isolating(model, conformed.batch)
+            ok = keyed.copy()
+            ok[list(failed)] = False
+            for j in np.flatnonzero(~ok):
+                reason = key_errors[j] if not keyed[j] else failed[int(j)]
+                errors.append({"row": first_row + int(conformed.indices[j]), "file": task.file,
+                               "key": keys[j].as_py() if keyed[j] else None, "reason": reason})
+            if not ok.all():
+                mask = pa.array(ok)
+                good, keys, preds = good.filter(mask), keys.filter(mask), preds.filter(mask)
+            n = good.num_rows
+            key_cols = [good.column(c) for c in job.key_columns] if job.key_columns else [keys]
+            now_us = int(time.time() * 1_000_000)
+            out_schema = output_schema(model, batch.schema if job.key_columns else None, job)
+            out = pa.RecordBatch.from_arrays(
+                [*key_cols, *preds.columns, pa.array([model.info.version] * n, pa.string()),
+                 pa.array(np.full(n, now_us, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC"))],
+                schema=out_schema)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, out_schema)
+            writer.write_batch(out)
+            scored += n
+            first_row += batch.num_rows
+        if writer is None:  # no rows at all: an empty part still marks the task done
+            pq.write_table(pa.table({}), tmp)
+        else:
+            writer.close()
+            writer = None
+        _write_errors(errors, errors_path(job.staging, task.task_id))
+        os.replace(tmp, part)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return TaskResult(task.task_id, task.num_rows + len(task.errors), scored, len(errors),
+                      str(errors[0]["reason"]) if errors else None)
+
+
+def _user_keys(batch: pa.RecordBatch, key_columns: tuple[str, ...]) -> tuple[np.ndarray, dict[int, str]]:
+    ok = np.ones(batch.num_rows, dtype=bool)
+    reasons: dict[int, str] = {}
+    for c in key_columns:
+        col = batch.column(c)
+        if col.null_count:
+            nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            for j in np.flatnonzero(nulls & ok):
+                reasons[int(j)] = f"key column {c!r} is missing"
+            ok &= ~nulls
+    return ok, reasons
+
+
+def _predict_isolating(model: Model, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, dict[int, str]]:
+    """Predict `batch`; if the model fails, bisect to find the rows it fails on. Returns the predictions
+    (null placeholders where it failed) and the failed rows' indices with the model's error."""
+    if batch.num_rows == 0:
+        return predict_empty(model), {}
+    try:
+        return predict_checked(model, batch), {}
+    except PredictionError as exc:
+        if batch.num_rows == 1:
+            return _placeholder(model, 1), {0: str(exc)}
+    half = batch.num_rows // 2
+    left, left_failed = _predict_isolating(model, batch.slice(0, half))
+    right, right_failed = _predict_isolating(model, batch.slice(half))
+    table = pa.Table.from_batches([left, right]).combine_chunks()
+    return table.to_batches()[0], {**left_failed, **{half + j: r for j, r in right_failed.items()}}
+
+
+def predict_empty(model: Model) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=model.info.outputs.to_arrow())
+
+
+def _placeholder(model: Model, n: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.nulls(n, f.arrow_type) for f in model.info.outputs.fields],
+                                      schema=model.info.outputs.to_arrow())
+
+
+def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), tmp)
+    os.replace(tmp, path)
+
+
+def check_key_columns(schema: pa.Schema, key_columns: tuple[str, ...]) -> None:
+    missing = [c for c in key_columns if c not in schema.names]
+    if missing:
+        raise SchemaError(f"key column(s) {', '.join(missing)} not in the input")
+
+
+def run_metadata(model: Model, key_columns: tuple[str, ...]) -> bytes:
+    return orjson.dumps({"model": model.info.to_dict(), "key_columns": list(key_columns) or ["key"],
+                         "key_kind": "columns" if key_columns else "hash"})

@@ -1,0 +1,78 @@
+"""Publishing: verify a predictions file, then load it into a store as a new version and activate it.
+
+Nothing unverified is published (DESIGN.md, invariant 6): the gates run first, against the store's active
+version as the baseline, and a failed gate raises `VerificationFailed` before the store is touched. The
+profile computed by verification is saved with the version, so the next publish measures drift against
+it without reading the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from augury.errors import InputError, VerificationFailed
+from augury.keys import column_keys
+from augury.store.base import COMPUTED_AT_COLUMN, KEY_COLUMN, MODEL_VERSION_COLUMN, PredictionStore, VersionInfo
+from augury.verify import Checks, Report, verify
+from augury.verify.source import PredictionsFile
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    report: Report
+    version: VersionInfo
+
+
+def publish_predictions(path: str | os.PathLike[str], store: PredictionStore, checks: Checks, *,
+                        ttl_s: float | None = None, activate: bool = True) -> PublishResult:
+    """Verify `path` against `store`'s active version, then publish it; raises VerificationFailed."""
+    report = verify(path, checks, store.active())
+    try:
+        report.raise_if_failed()
+    except VerificationFailed as exc:
+        raise VerificationFailed(f"refusing to publish: {exc}; nothing was published", report) from None
+    with PredictionsFile(path) as pred:
+        layout = pred.layout
+        if layout.missing or not layout.key_columns:
+            raise InputError(f"{pred.path} cannot be published: it lacks "
+                             f"{', '.join(layout.missing) or 'key columns'}")
+        model = dict(layout.model or {})
+        model_version = str(model.get("version") or _single_version(pred))
+        version = store.publish(
+            _store_batches(pred, model_version), model_version=model_version, ttl_s=ttl_s,
+            profile=report.profile.to_dict(),
+            meta={"source": str(pred.path), "model": model.get("name"), "key_columns": list(layout.key_columns),
+                  "key_kind": layout.key_kind},
+            activate=activate)
+    return PublishResult(report, version)
+
+
+def _single_version(pred: PredictionsFile) -> str:
+    for batch in pred.batches([MODEL_VERSION_COLUMN]):
+        if batch.num_rows:
+            return str(batch.column(0)[0].as_py())
+    raise InputError(f"{pred.path} has no rows to publish")
+
+
+def _store_batches(pred: PredictionsFile, model_version: str) -> Iterator[pa.RecordBatch]:
+    """The file's rows as store records: `key` (canonical text), `computed_at`, the output columns.
+
+    Raises InputError on a row made by another model version, or with no key."""
+    keys = list(pred.layout.key_columns)
+    outputs = [o.name for o in pred.layout.outputs]
+    for batch in pred.batches([*keys, *outputs, MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN]):
+        versions = pc.unique(batch.column(MODEL_VERSION_COLUMN)).to_pylist()
+        if any(v != model_version for v in versions):
+            raise InputError(f"{pred.path} mixes model versions ({', '.join(map(str, versions))}); "
+                             f"publish one model version at a time")
+        for c in keys:
+            if batch.column(c).null_count:
+                raise InputError(f"{pred.path} has rows with no value in key column {c!r}")
+        yield pa.RecordBatch.from_arrays(
+            [column_keys(batch, keys), batch.column(COMPUTED_AT_COLUMN), *(batch.column(c) for c in outputs)],
+            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs])

@@ -1,0 +1,152 @@
+"""Batch runs end to end on real files and tiny real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from augury.batch import BatchOptions, run_batch, staging_dir
+from augury.errors import BatchError, InputError, SchemaError, TooManyBadRows
+from augury.keys import feature_keys
+from augury.models import load_model
+from augury.schema import conform
+
+INLINE = BatchOptions(workers=1, chunk_rows=256)
+
+
+def test_scores_every_row_with_hash_keys(hgb_model: Path, features_parquet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.parquet"
+    result = run_batch(str(hgb_model), features_parquet, out, INLINE)
+    assert (result.rows, result.scored, result.failed) == (3000, 3000, 0)
+    table = pq.read_table(out)
+    assert table.column_names == ["key", "label", "proba_0", "proba_1", "model_version", "computed_at"]
+    meta = orjson.loads(table.schema.metadata[b"augury"])
+    assert meta["key_kind"] == "hash" and meta["model"]["version"] == result.model_version
+    # same answer as the model called directly, and the keys are the canonical feature hash
+    source = pq.read_table(features_parquet)
+    X = np.column_stack([source.column(f"f{i}").to_numpy() for i in range(4)])
+    clf = joblib.load(hgb_model)
+    np.testing.assert_array_equal(table.column("label").to_numpy(), clf.predict(X))
+    np.testing.assert_array_equal(table.column("proba_1").to_numpy(), clf.predict_proba(X)[:, 1])
+    model = load_model(str(hgb_model))
+    expected_keys = feature_keys(conform(source, model.info.inputs).batch, model.info.inputs)
+    assert table.column("key").to_pylist() == expected_keys.to_pylist()
+    assert not staging_dir(out).exists()
+
+
+def test_key_column_and_workers_give_the_same_answer(hgb_model: Path, features_parquet: Path,
+                                                      tmp_path: Path) -> None:
+    one = run_batch(str(hgb_model), features_parquet, tmp_path / "one.parquet",
+                    BatchOptions(key_columns=("id",), workers=1, chunk_rows=300))
+    two = run_batch(str(hgb_model), features_parquet, tmp_path / "two.parquet",
+                    BatchOptions(key_columns=("id",), workers=2, chunk_rows=128))
+    assert one.rows == two.rows == 3000
+    a = pq.read_table(tmp_path / "one.parquet").drop_columns(["computed_at"])
+    b = pq.read_table(tmp_path / "two.parquet").drop_columns(["computed_at"])
+    assert a.column("id").to_pylist() == list(range(3000))
+    assert a.equals(b)
+
+
+def test_csv_with_bad_rows_reports_them(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\nabc,3\n4,\n5,6,7\n8,9\n")
+    out = tmp_path / "out.parquet"
+    result = run_batch("fixture_models:add", src, out, BatchOptions(workers=1, max_error_rate=1.0))
+    assert (result.rows, result.scored, result.failed) == (5, 2, 3)
+    assert pq.read_table(out).column("value").to_pylist() == [3.0, 17.0]
+    assert result.errors_path is not None
+    reasons = [orjson.loads(line)["reason"] for line in result.errors_path.read_text().splitlines()]
+    assert any("cannot read 'abc' as float64" in r for r in reasons)
+    assert any("feature 'b' is missing" in r for r in reasons)
+    assert any("expected 2 fields, got 3" in r for r in reasons)
+
+
+def test_jsonl_with_bad_lines_and_model_refusals(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"a": 1, "b": 2}\nnot json\n{"a": "x", "b": 1}\n{"a": 5000, "b": 1}\n{"a": 2, "b": 2}\n')
+    out = tmp_path / "out.parquet"
+    result = run_batch("fixture_models:picky_add", src, out, BatchOptions(workers=1, max_error_rate=1.0))
+    assert (result.rows, result.scored, result.failed) == (5, 2, 3)
+    assert result.errors_path is not None
+    errors = [orjson.loads(line) for line in result.errors_path.read_text().splitlines()]
+    assert any("invalid JSON" in e["reason"] for e in errors)
+    assert any("a must be at most 1000" in e["reason"] and e["row"] == 2 for e in errors)
+
+
+def test_too_many_bad_rows_fails_and_keeps_the_old_output(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\nx,3\ny,4\n")
+    out = tmp_path / "out.parquet"
+    out.write_bytes(b"previous good output")
+    with pytest.raises(TooManyBadRows, match="2 of 3 rows"):
+        run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
+    assert out.read_bytes() == b"previous good output"
+    # accepting them is a resume with a higher threshold: nothing is scored twice
+    result = run_batch("fixture_models:add", src, out, BatchOptions(workers=1, resume=True, max_error_rate=1.0))
+    assert (result.scored, result.failed, result.resumed_tasks) == (1, 2, 1)
+
+
+def test_directory_input_and_resume_after_partial_run(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"a": np.arange(100.0) + 100 * i, "b": np.ones(100)}), folder / f"{i}.parquet",
+                       row_group_size=25)
+    out = tmp_path / "out.parquet"
+    result = run_batch("fixture_models:add", folder, out, BatchOptions(workers=1))
+    assert result.tasks == 12 and result.rows == 300
+    values = pq.read_table(out).column("value").to_numpy()
+    np.testing.assert_array_equal(values, np.arange(300.0) + 1)
+
+
+def test_resume_refuses_a_changed_input(tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0], "b": [1.0, 1.0]}), src)
+    out = tmp_path / "out.parquet"
+    staging = staging_dir(out)
+    staging.mkdir()
+    (staging / "run.json").write_bytes(b'{"input": [], "format": 1}')
+    with pytest.raises(BatchError, match="cannot resume: the input"):
+        run_batch("fixture_models:add", src, out, BatchOptions(workers=1, resume=True))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"x,y\n1,2\n", "lacks column\\(s\\) a, b"),
+])
+def test_bad_csv_inputs(tmp_path: Path, content: bytes, message: str) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        run_batch("fixture_models:add", src, tmp_path / "out.parquet", INLINE)
+
+
+def test_bad_parquet_inputs(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.float64()), "b": pa.array([], pa.float64())}), empty)
+    with pytest.raises(InputError, match="no rows"):
+        run_batch("fixture_models:add", empty, tmp_path / "out.parquet", INLINE)
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="cannot read .* as Parquet"):
+        run_batch("fixture_models:add", junk, tmp_path / "out.parquet", INLINE)
+    with pytest.raises(InputError, match="does not exist"):
+        run_batch("fixture_models:add", tmp_path / "nope.parquet", tmp_path / "out.parquet", INLINE)
+    odd = tmp_path / "in.xlsx"
+    odd.write_bytes(b"x")
+    with pytest.raises(InputError, match="must be Parquet"):
+        run_batch("fixture_models:add", odd, tmp_path / "out.parquet", INLINE)
+
+
+def test_missing_key_column_is_a_schema_error(tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": [1.0], "b": [1.0]}), src)
+    with pytest.raises((InputError, SchemaError), match="lacks column\\(s\\) id"):
+        run_batch("fixture_models:add", src, tmp_path / "out.parquet",
+                  BatchOptions(workers=1, key_columns=("id",)))

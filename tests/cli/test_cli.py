@@ -1,0 +1,108 @@
+"""The command line as a user meets it: a real `augury` process, exit codes, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def augury(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(FIXTURES), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "augury.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert text in proc.stderr
+
+
+@pytest.fixture()
+def ab_parquet(tmp_path: Path) -> Path:
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["x", "y", "z"], "a": [1.0, 2.0, 3.0], "b": [1.0, 1.0, 1.0]}), path)
+    return path
+
+
+def test_batch_publish_get_round_trip(tmp_path: Path, ab_parquet: Path) -> None:
+    out = tmp_path / "p.parquet"
+    proc = augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--key", "id", "--json",
+                  "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["rows"] == 3 and doc["failed"] == 0
+    assert "progress rows=3" in proc.stderr  # not a terminal: parseable progress lines
+
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    proc = augury("publish", str(out), "--store", store, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["version"]["store_version"] == "1"
+
+    proc = augury("store", "get", "x", "nope", "--store", store, "--json")
+    assert proc.returncode == 1  # a miss is reported
+    results = json.loads(proc.stdout)["results"]
+    assert results[0]["prediction"] == {"value": 2.0}
+    assert results[0]["provenance"]["source"] == "static"
+    assert results[0]["provenance"]["store_version"] == "1"
+    assert results[0]["provenance"]["model_version"] == "1"
+    assert results[0]["provenance"]["computed_at"].endswith("Z")
+    assert results[1]["prediction"] is None
+
+    proc = augury("store", "versions", "--store", store, "--json")
+    assert proc.returncode == 0
+    assert [v["store_version"] for v in json.loads(proc.stdout)["versions"]] == ["1"]
+
+
+def test_verify_exit_code_names_the_failed_gate(tmp_path: Path, ab_parquet: Path) -> None:
+    out = tmp_path / "p.parquet"
+    assert augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--workers", "1").returncode == 0
+    checks = tmp_path / "checks.toml"
+    checks.write_text("min_rows = 10\n")
+    proc = augury("verify", str(out), "--checks", str(checks), "--json")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["passed"] is False
+    proc = augury("publish", str(out), "--checks", str(checks), "--store", f"sqlite:///{tmp_path / 's.db'}")
+    assert_clean_error(proc, 1, "refusing to publish")
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("empty", "is empty"),
+    ("wrong_columns", "lacks column(s) a, b"),
+    ("unknown_model", "model"),
+    ("missing_input", "does not exist"),
+])
+def test_bad_input_gives_one_clear_message(tmp_path: Path, setup: str, message: str) -> None:
+    src = tmp_path / "in.csv"
+    model = "fixture_models:add"
+    if setup == "empty":
+        src.write_text("")
+    elif setup == "wrong_columns":
+        src.write_text("x,y\n1,2\n")
+    elif setup == "unknown_model":
+        src.write_text("a,b\n1,2\n")
+        model = str(tmp_path / "model.xyz")
+        Path(model).write_text("not a model")
+    proc = augury("batch", model, str(src), "-o", str(tmp_path / "o.parquet"))
+    assert_clean_error(proc, 2, message)
+
+
+def test_json_errors_are_json(tmp_path: Path) -> None:
+    proc = augury("store", "rollback", "--store", f"sqlite:///{tmp_path / 's.db'}", "--json")
+    assert proc.returncode == 2
+    assert "error" in json.loads(proc.stdout)
+
+
+def test_unknown_store_scheme(tmp_path: Path) -> None:
+    proc = augury("store", "versions", "--store", "ftp://x")
+    assert_clean_error(proc, 2, "ftp")
