@@ -1,0 +1,331 @@
+"""Dynamic batching: requests that arrive together are scored together, in one model call.
+
+A request is one Arrow record batch of n >= 1 rows, already conformed to the model's input schema.
+`await Batcher.submit(batch)` returns exactly that request's output rows, in order. Queued requests are
+taken first in, first out, into batches of at most `max_batch_size` rows (a single larger request runs
+alone, never split); the requests of a batch are concatenated into one `predict` call, which runs on an
+executor thread, and the output is sliced back per request by row offsets.
+
+The loop (after Ray Serve's `serve/batching.py`): block for the first request, then start the wait timer
+(`time.monotonic()`) and take more until the batch is full or `max_delay_ms` has passed. While the model
+scores one batch the next is collected; it is topped up with whatever arrived and sent the moment the
+model is free, so under load batches grow instead of requests queueing one model call each.
+
+Failure is per batch: if `predict` raises or returns other than one row per input row, every request of
+that batch fails (framework errors become `PredictionError`) and the loop carries on with the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+from augury.errors import (
+    AuguryError,
+    ConfigError,
+    DeadlineExceeded,
+    InputError,
+    OverloadedError,
+    PredictionError,
+)
+
+log = logging.getLogger(__name__)
+
+PredictFn = Callable[[pa.RecordBatch], pa.RecordBatch]
+
+
+class BatchObserver(Protocol):
+    """Hooks for metrics. Every method has a no-op default: subclass and override the ones you need.
+
+    Hooks run on the event loop thread and must be cheap; an exception from one is logged and ignored.
+    """
+
+    def batch_scored(self, rows: int, requests: int, inference_s: float) -> None:
+        """A batch of `requests` requests, `rows` rows in all, was scored in `inference_s` seconds."""
+        return None
+
+    def batch_failed(self, requests: int, error: BaseException) -> None:
+        """A batch of `requests` requests failed as a whole with `error` (all of them got it)."""
+        return None
+
+    def queue_wait(self, seconds: float) -> None:
+        """A request waited `seconds` between `submit` and its batch being sent to the model."""
+        return None
+
+    def shed(self) -> None:
+        """A request was refused with `OverloadedError` because the queue was full."""
+        return None
+
+    def deadline_missed(self) -> None:
+        """A request failed with `DeadlineExceeded` (its deadline passed before it was answered)."""
+        return None
+
+
+class _NoObserver(BatchObserver):
+    """The default observer: every hook does nothing."""
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class _Request:
+    """One queued request, created before it is queued; `future` resolves to its output rows."""
+
+    batch: pa.RecordBatch
+    future: asyncio.Future[pa.RecordBatch]
+    enqueued_at: float
+    deadline: float | None
+
+    @property
+    def rows(self) -> int:
+        return int(self.batch.num_rows)
+
+
+class Batcher:
+    """Coalesce concurrent `submit` calls into batched calls of `predict`, one batch in flight at a time.
+
+    `predict` scores a record batch and must return one row per input row, in order. `max_batch_size`
+    counts rows; `max_delay_ms` is how long a batch waits for company after its first request;
+    `max_queue` bounds the requests waiting to be batched. The model runs on `executor` (by default a
+    single thread owned, and shut down, by the batcher), so the event loop keeps accepting requests.
+    The batcher belongs to the event loop it is started on (by `start()` or the first `submit`).
+    """
+
+    def __init__(self, predict: PredictFn, *, max_batch_size: int = 64, max_delay_ms: float = 2.0,
+                 max_queue: int = 1024, executor: concurrent.futures.Executor | None = None,
+                 observer: BatchObserver | None = None) -> None:
+        if max_batch_size < 1 or max_queue < 1 or not max_delay_ms >= 0:
+            raise ConfigError(f"batcher needs max_batch_size >= 1, max_queue >= 1 and max_delay_ms >= 0; got "
+                              f"{max_batch_size}, {max_queue}, {max_delay_ms}")
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_ms / 1000.0
+        self.max_queue = max_queue
+        self._predict = predict
+        self._owns_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, "augury-batcher")
+        self._observer: BatchObserver = observer or _NoObserver()
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._forming: list[_Request] = []  # taken from the queue, not yet sent to the model
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._closed = False
+        self._batch_s = 0.0  # recent seconds per batch (moving average), for retry_after_s
+        self._requests_per_batch = 1.0
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting to be taken into a batch (not counting the batch being formed or scored)."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop; `submit` calls it. Idempotent.
+
+        Raises RuntimeError outside a running loop, or on a loop other than the one it was started on.
+        """
+        if self._closed:
+            raise _shutting_down()
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._loop, self._task = loop, loop.create_task(self._run(), name="augury-batcher")
+        elif loop is not self._loop:
+            raise RuntimeError("this batcher was started on another event loop")
+
+    async def submit(self, batch: pa.RecordBatch, deadline: float | None = None) -> pa.RecordBatch:
+        """Score `batch` within a batch of other requests; return its own output rows, in order.
+
+        `deadline` is an absolute `time.monotonic()` value: past it the request is never sent to the model
+        and `submit` raises `DeadlineExceeded` (a request already being scored is given up at its deadline).
+        Raises `OverloadedError` at once if `max_queue` requests are waiting or the batcher is closed,
+        and `PredictionError` (or the model's own `AuguryError`) if its batch failed.
+        """
+        if batch.num_rows < 1:
+            raise InputError("a request to the batcher must hold at least one row")
+        self.start()
+        assert self._loop is not None
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            self._notify(self._observer.deadline_missed)
+            late_ms = (now - deadline) * 1e3
+            raise DeadlineExceeded(f"request deadline passed {late_ms:.1f} ms before it was queued")
+        if len(self._queue) >= self.max_queue:
+            self._notify(self._observer.shed)
+            raise OverloadedError(f"too many requests waiting ({len(self._queue)}); retry later",
+                                  self.retry_after_s())
+        req = _Request(batch, self._loop.create_future(), now, deadline)
+        self._queue.append(req)
+        self._arrived.set()
+        try:
+            if deadline is None:
+                return await req.future
+            await asyncio.wait((req.future,), timeout=deadline - time.monotonic())
+            if req.future.done():
+                return req.future.result()
+            now = time.monotonic()
+            where = "in the queue" if req in self._queue or req in self._forming else "while being scored"
+            self._notify(self._observer.deadline_missed)
+            raise DeadlineExceeded(f"request deadline passed ({(now - deadline) * 1e3:.1f} ms late) after "
+                                   f"{(now - req.enqueued_at) * 1e3:.1f} ms {where}")
+        finally:
+            if not req.future.done() or req.future.cancelled():  # client gone or deadline: drop the request
+                req.future.cancel()
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(req)
+
+    def retry_after_s(self) -> float:
+        """Seconds a shed client should wait: the batches queued ahead × recent seconds per batch, >= 1 s.
+
+        Batches ahead = queued requests / requests per recent batch; both averages are exponentially
+        weighted (alpha 0.2) over scored batches. Rounded up to whole seconds, as `Retry-After` takes.
+        """
+        batches_ahead = len(self._queue) / max(self._requests_per_batch, 1.0)
+        return float(max(1, math.ceil(batches_ahead * self._batch_s)))
+
+    async def close(self) -> None:
+        """Stop the loop, fail every waiting request with `OverloadedError` (shutting down), let the batch
+        being scored finish, and shut down the executor if the batcher owns it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait((self._task,))
+        waiting, self._forming = [*self._forming, *self._queue], []
+        self._queue.clear()
+        _fail(waiting, _shutting_down())
+        if self._inflight is not None:
+            await asyncio.wait((self._inflight,))
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        """The batching loop. It ends only when `close` cancels it; a failed batch never stops it."""
+        assert self._loop is not None
+        while True:
+            self._forming = []
+            try:
+                await self._collect(self._forming)
+                if self._inflight is not None:  # the next batch waits for the model, gaining requests
+                    await asyncio.wait((self._inflight,))
+                self._take(self._forming)
+                ready = self._ready(self._forming)
+                if ready:
+                    self._inflight = self._loop.create_task(self._score(ready))
+            except Exception as exc:  # a bug here must fail these requests, not stop serving
+                log.exception("batcher loop failed; failing %d requests, carrying on", len(self._forming))
+                _fail(self._forming, PredictionError(f"batching failed: {type(exc).__name__}: {exc}"))
+
+    async def _collect(self, batch: list[_Request]) -> None:
+        """Block for the first request, then take more until the batch is full or max_delay_s has passed."""
+        full = False
+        while not batch:
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            full = self._take(batch)
+        until = time.monotonic() + self.max_delay_s
+        while not full and (remaining := until - time.monotonic()) > 0:
+            if not self._queue:
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._arrived.wait()
+            full = self._take(batch)
+
+    def _take(self, batch: list[_Request]) -> bool:
+        """Move queued requests into `batch` while they fit; True when it can take no more.
+
+        A request that would pass max_batch_size rows, or whose schema differs, waits for the next batch;
+        an empty batch takes the first request whatever its size.
+        """
+        rows = sum(r.rows for r in batch)
+        while self._queue:
+            nxt = self._queue[0]
+            if batch and (rows + nxt.rows > self.max_batch_size or nxt.batch.schema != batch[0].batch.schema):
+                return True
+            batch.append(self._queue.popleft())
+            rows += nxt.rows
+        return rows >= self.max_batch_size
+
+    def _ready(self, batch: list[_Request]) -> list[_Request]:
+        """The requests to send: drop cancelled ones, fail those past their deadline."""
+        now = time.monotonic()
+        ready = []
+        for req in batch:
+            if req.future.done():
+                continue
+            if req.deadline is not None and req.deadline <= now:
+                req.future.set_exception(DeadlineExceeded(
+                    f"request deadline passed ({(now - req.deadline) * 1e3:.1f} ms late) after "
+                    f"{(now - req.enqueued_at) * 1e3:.1f} ms in the queue; it was not scored"))
+                self._notify(self._observer.deadline_missed)
+            else:
+                ready.append(req)
+                self._notify(self._observer.queue_wait, now - req.enqueued_at)
+        return ready
+
+    async def _score(self, batch: list[_Request]) -> None:
+        """Score one batch on the executor and resolve each request's future with its own rows."""
+        assert self._loop is not None
+        rows = sum(r.rows for r in batch)
+        try:
+            out, seconds = await self._loop.run_in_executor(self._executor, self._call_model, batch)
+        except Exception as exc:
+            error = exc if isinstance(exc, AuguryError) else PredictionError(
+                f"model failed on a batch of {rows} rows: {type(exc).__name__}: {exc}")
+            if error is not exc:
+                error.__cause__ = exc
+            _fail(batch, error)
+            self._notify(self._observer.batch_failed, len(batch), error)
+            return
+        offset = 0
+        for req in batch:
+            if not req.future.done():
+                req.future.set_result(out.slice(offset, req.rows))
+            offset += req.rows
+        self._batch_s = seconds if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * seconds
+        self._requests_per_batch = 0.8 * self._requests_per_batch + 0.2 * len(batch)
+        self._notify(self._observer.batch_scored, rows, len(batch), seconds)
+
+    def _call_model(self, batch: list[_Request]) -> tuple[pa.RecordBatch, float]:
+        """On the executor thread: concatenate, predict, check one output row per input row."""
+        data = batch[0].batch if len(batch) == 1 else _concat([r.batch for r in batch])
+        started = time.monotonic()
+        out = self._predict(data)
+        if not isinstance(out, pa.RecordBatch):
+            raise PredictionError(f"model returned {type(out).__name__}, expected a pyarrow RecordBatch")
+        seconds = time.monotonic() - started
+        if out.num_rows != data.num_rows:
+            raise PredictionError(f"model returned {out.num_rows} rows for {data.num_rows} inputs")
+        return out, seconds
+
+    def _notify(self, hook: Callable[..., None], *args: object) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("batch observer hook %s failed", getattr(hook, "__name__", hook))
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if hasattr(pa, "concat_batches"):  # pyarrow >= 19
+        return pa.concat_batches(batches)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _fail(batch: list[_Request], error: BaseException) -> None:
+    for req in batch:
+        if not req.future.done():
+            req.future.set_exception(error)
+
+
+def _shutting_down() -> OverloadedError:
+    return OverloadedError("the batcher is closed: the server is shutting down", retry_after_s=1.0)
