@@ -18,6 +18,7 @@ Run:  python benchmarks/batch_bench.py                 # makes data and model un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,14 +41,20 @@ def make_inputs(rows: int) -> tuple[Path, Path]:
     ROOT.mkdir(parents=True, exist_ok=True)
     data, model = ROOT / f"batch_{rows}.parquet", ROOT / "hgb100.joblib"
     if not model.exists():
-        X, y = make_classification(n_samples=200_000, n_features=20, n_informative=10, n_redundant=5,
-                                   random_state=0)
+        X, y = make_classification(
+            n_samples=200_000, n_features=20, n_informative=10, n_redundant=5, random_state=0
+        )
         joblib.dump(HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, y), model)
     if not data.exists():
-        X, _ = make_classification(n_samples=rows, n_features=20, n_informative=10, n_redundant=5,
-                                   random_state=1)
-        pq.write_table(pa.table({f"f{i}": X[:, i] for i in range(20)}), data, row_group_size=250_000,
-                       compression="snappy")
+        X, _ = make_classification(
+            n_samples=rows, n_features=20, n_informative=10, n_redundant=5, random_state=1
+        )
+        pq.write_table(
+            pa.table({f"f{i}": X[:, i] for i in range(20)}),
+            data,
+            row_group_size=250_000,
+            compression="snappy",
+        )
         del X
         _ = np
     return data, model
@@ -89,17 +96,18 @@ def tree_rss(pid: int) -> int:
         return 0
     total = 0
     for q in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += q.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
 def run_mode(mode: str, data: Path, model: Path) -> dict[str, float | str]:
     out = ROOT / f"out_{mode}.parquet"
-    proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(data), str(model), str(out)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, str(data), str(model), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     peak = 0
     stop = threading.Event()
 
@@ -115,9 +123,14 @@ def run_mode(mode: str, data: Path, model: Path) -> dict[str, float | str]:
     stop.set()
     t.join()
     line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
-    r = json.loads(line[len("RESULT "):])
-    return {"mode": mode, "rows": r["rows"], "seconds": round(r["seconds"], 2),
-            "rows_per_s": round(r["rows"] / r["seconds"]), "peak_rss_mb": round(peak / 2**20)}
+    r = json.loads(line[len("RESULT ") :])
+    return {
+        "mode": mode,
+        "rows": r["rows"],
+        "seconds": round(r["seconds"], 2),
+        "rows_per_s": round(r["rows"] / r["seconds"]),
+        "peak_rss_mb": round(peak / 2**20),
+    }
 
 
 def main() -> None:
@@ -134,7 +147,10 @@ def main() -> None:
     data, model = make_inputs(args.rows)
     results = [run_mode(m, data, model) for _ in range(args.rounds) for m in args.modes.split(",")]
     limit = max((r["rows_per_s"] for r in results if r["mode"] == "limit"), default=None)
-    print(f"\n{args.rows:,} rows x 20 float features, HistGradientBoostingClassifier(100), {os.cpu_count()} cores\n")
+    print(
+        f"\n{args.rows:,} rows x 20 float features, HistGradientBoostingClassifier(100), "
+        f"{os.cpu_count()} cores\n"
+    )
     print("| mode | seconds | rows/s | x limit | peak RSS (MB) |\n|---|---:|---:|---:|---:|")
     for r in results:
         ratio = f"{float(r['rows_per_s']) / float(limit):.2f}" if limit else "-"

@@ -26,9 +26,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def _store_option(required: bool = False) -> Callable[[F], F]:
-    return click.option("--store", "store_url", default=None if not required else Settings.from_env().store,
-                        show_default=required, metavar="URL",
-                        help="Prediction store URL: sqlite:///path.db or memory://  (env AUGURY_STORE).")
+    return click.option(
+        "--store",
+        "store_url",
+        default=None if not required else Settings.from_env().store,
+        show_default=required,
+        metavar="URL",
+        help="Prediction store URL: sqlite:///path.db or memory://  (env AUGURY_STORE).",
+    )
 
 
 def reporting(fn: F) -> F:
@@ -48,6 +53,7 @@ def reporting(fn: F) -> F:
         except AuguryError as exc:
             _show_failure(str(exc), as_json)
             return EXIT_ERROR
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -82,9 +88,16 @@ def info(model: str, as_json: bool) -> int:
         console.print_json(d)
         return 0
     console.out.print(f"[bold]{d['name']}[/] version {d['version']} ({d['format']}, {d['task']})")
-    console.out.print(console.table("inputs", ["name", "dtype", "missing allowed"],
-                                    [(f["name"], f["dtype"], f["allow_missing"]) for f in d["inputs"]]))
-    console.out.print(console.table("outputs", ["name", "dtype"], [(f["name"], f["dtype"]) for f in d["outputs"]]))
+    console.out.print(
+        console.table(
+            "inputs",
+            ["name", "dtype", "missing allowed"],
+            [(f["name"], f["dtype"], f["allow_missing"]) for f in d["inputs"]],
+        )
+    )
+    console.out.print(
+        console.table("outputs", ["name", "dtype"], [(f["name"], f["dtype"]) for f in d["outputs"]])
+    )
     return 0
 
 
@@ -92,29 +105,59 @@ def info(model: str, as_json: bool) -> int:
 @click.argument("model")
 @click.argument("input_path", metavar="INPUT")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--key", "keys", multiple=True, metavar="COL",
-              help="Key column(s); default: a canonical hash of the feature values.")
-@click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk [65536].")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="COL",
+    help="Key column(s); default: a canonical hash of the feature values.",
+)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk [32768].")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Worker processes [every core].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Fail when a larger share of rows cannot be scored.")
-@click.option("--errors", "errors_path", type=click.Path(dir_okay=False), default=None,
-              help="Where unscorable rows go [OUTPUT stem + .errors.jsonl].")
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Fail when a larger share of rows cannot be scored.",
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where unscorable rows go [OUTPUT stem + .errors.jsonl].",
+)
 @click.option("--name", default=None, help="Model name (default: manifest name or file stem).")
 @json_option
 @reporting
-def batch(model: str, input_path: str, output: str, keys: tuple[str, ...], chunk_rows: int | None,
-          workers: int | None, resume: bool, max_error_rate: float, errors_path: str | None, name: str | None,
-          as_json: bool) -> int:
+def batch(
+    model: str,
+    input_path: str,
+    output: str,
+    keys: tuple[str, ...],
+    chunk_rows: int | None,
+    workers: int | None,
+    resume: bool,
+    max_error_rate: float,
+    errors_path: str | None,
+    name: str | None,
+    as_json: bool,
+) -> int:
     """Score every row of INPUT (Parquet, CSV, JSON Lines; a file or a folder) with MODEL."""
     from augury.batch import BatchOptions, run_batch
 
     settings = Settings.from_env()
-    options = BatchOptions(key_columns=keys, chunk_rows=chunk_rows or settings.chunk_rows,
-                           workers=workers or settings.workers or None, resume=resume,
-                           max_error_rate=max_error_rate, errors_path=Path(errors_path) if errors_path else None,
-                           model_name=name)
+    options = BatchOptions(
+        key_columns=keys,
+        chunk_rows=chunk_rows or settings.chunk_rows,
+        workers=workers or settings.workers or None,
+        resume=resume,
+        max_error_rate=max_error_rate,
+        errors_path=Path(errors_path) if errors_path else None,
+        model_name=name,
+    )
     with console.ProgressReporter("scoring") as progress:
         result = run_batch(model, input_path, output, options, on_progress=progress)
     for note in result.notes:
@@ -123,11 +166,22 @@ def batch(model: str, input_path: str, output: str, keys: tuple[str, ...], chunk
         console.print_json(result.to_dict())
         return 0
     d = result.to_dict()
-    console.out.print(console.table(f"batch: {result.model_name} {result.model_version}", ["", ""], [
-        ("output", d["output"]), ("rows", f"{d['rows']:,}"), ("scored", f"{d['scored']:,}"),
-        ("failed", f"{d['failed']:,}" + (f"  (see {d['errors_path']})" if d["failed"] else "")),
-        ("seconds", d["seconds"]), ("rows/s", f"{d['rows_per_s']:,.0f}"), ("workers", d["workers"]),
-        ("tasks resumed", d["resumed_tasks"])]))
+    console.out.print(
+        console.table(
+            f"batch: {result.model_name} {result.model_version}",
+            ["", ""],
+            [
+                ("output", d["output"]),
+                ("rows", f"{d['rows']:,}"),
+                ("scored", f"{d['scored']:,}"),
+                ("failed", f"{d['failed']:,}" + (f"  (see {d['errors_path']})" if d["failed"] else "")),
+                ("seconds", d["seconds"]),
+                ("rows/s", f"{d['rows_per_s']:,.0f}"),
+                ("workers", d["workers"]),
+                ("tasks resumed", d["resumed_tasks"]),
+            ],
+        )
+    )
     return 0
 
 
@@ -139,7 +193,8 @@ def batch(model: str, input_path: str, output: str, keys: tuple[str, ...], chunk
 @reporting
 def verify(predictions: str, checks: str | None, store_url: str | None, as_json: bool) -> int:
     """Check PREDICTIONS against the gates; with --store, also against the active version (drift, count)."""
-    from augury.verify import load_checks, verify as run_verify
+    from augury.verify import load_checks
+    from augury.verify import verify as run_verify
 
     baseline = None
     if store_url:
@@ -162,12 +217,15 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
 @click.argument("predictions")
 @_store_option(required=True)
 @click.option("--checks", type=click.Path(dir_okay=False), default=None, help="TOML file of gate settings.")
-@click.option("--ttl", default=None, metavar="DURATION", help="Serve these predictions for at most this long.")
+@click.option(
+    "--ttl", default=None, metavar="DURATION", help="Serve these predictions for at most this long."
+)
 @click.option("--no-activate", is_flag=True, help="Load the version but leave the active one as it is.")
 @json_option
 @reporting
-def publish(predictions: str, store_url: str, checks: str | None, ttl: str | None, no_activate: bool,
-            as_json: bool) -> int:
+def publish(
+    predictions: str, store_url: str, checks: str | None, ttl: str | None, no_activate: bool, as_json: bool
+) -> int:
     """Verify PREDICTIONS, then load them as a new store version and activate it atomically."""
     from augury.publish import publish_predictions
     from augury.store import open_store
@@ -176,8 +234,9 @@ def publish(predictions: str, store_url: str, checks: str | None, ttl: str | Non
     ttl_s = parse_duration(ttl) if ttl else None
     store = open_store(store_url)
     try:
-        result = publish_predictions(predictions, store, load_checks(checks), ttl_s=ttl_s,
-                                     activate=not no_activate)
+        result = publish_predictions(
+            predictions, store, load_checks(checks), ttl_s=ttl_s, activate=not no_activate
+        )
     finally:
         store.close()
     if as_json:
@@ -186,8 +245,10 @@ def publish(predictions: str, store_url: str, checks: str | None, ttl: str | Non
     console.out.print(result.report.render())
     v = result.version
     state = "active" if v.active else "loaded, not active"
-    console.out.print(f"published store version [bold]{v.version}[/] ({v.row_count:,} rows, model "
-                      f"{v.model_version}): {state}")
+    console.out.print(
+        f"published store version [bold]{v.version}[/] ({v.row_count:,} rows, model "
+        f"{v.model_version}): {state}"
+    )
     return 0
 
 
@@ -203,9 +264,21 @@ def _open(url: str | None) -> Any:
 
 
 def _versions_table(versions: list[Any]) -> Any:
-    return console.table("store versions", ["version", "active", "state", "rows", "model version", "created"],
-                         [(v["store_version"], "*" if v["active"] else "", v["state"], f"{v['row_count']:,}",
-                           v["model_version"], v["created_at"]) for v in versions])
+    return console.table(
+        "store versions",
+        ["version", "active", "state", "rows", "model version", "created"],
+        [
+            (
+                v["store_version"],
+                "*" if v["active"] else "",
+                v["state"],
+                f"{v['row_count']:,}",
+                v["model_version"],
+                v["created_at"],
+            )
+            for v in versions
+        ],
+    )
 
 
 @store.command("versions")
@@ -271,24 +344,42 @@ def store_get(keys: tuple[str, ...], store_url: str | None, as_json: bool) -> in
         results = s.get_many(list(keys))
     finally:
         s.close()
-    docs = [{"key": k, "prediction": r.values if r else None, "provenance": r.provenance() if r else None}
-            for k, r in zip(keys, results, strict=True)]
+    docs: list[dict[str, Any]] = [
+        {"key": k, "prediction": r.values if r else None, "provenance": r.provenance() if r else None}
+        for k, r in zip(keys, results, strict=True)
+    ]
     if as_json:
         console.print_json({"results": docs})
     else:
-        console.out.print(console.table("predictions", ["key", "prediction", "store version", "model version",
-                                                        "computed at"],
-                                        [(d["key"], d["prediction"] if d["prediction"] is not None else "(miss)",
-                                          *((d["provenance"] or {}).get(f) for f in
-                                            ("store_version", "model_version", "computed_at")))
-                                         for d in docs]))
+        console.out.print(
+            console.table(
+                "predictions",
+                ["key", "prediction", "store version", "model version", "computed at"],
+                [
+                    (
+                        d["key"],
+                        d["prediction"] if d["prediction"] is not None else "(miss)",
+                        *(
+                            (d["provenance"] or {}).get(f)
+                            for f in ("store_version", "model_version", "computed_at")
+                        ),
+                    )
+                    for d in docs
+                ],
+            )
+        )
     return 0 if all(results) else EXIT_CHECK_FAILED
 
 
 @store.command("gc")
 @_store_option()
-@click.option("--keep", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Ready versions to keep (the active one always stays).")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Ready versions to keep (the active one always stays).",
+)
 @json_option
 @reporting
 def store_gc(store_url: str | None, keep: int, as_json: bool) -> int:
@@ -325,10 +416,21 @@ def store_delete(version: str, store_url: str | None, as_json: bool) -> int:
 
 
 @cli.command()
-@click.option("--dir", "workdir", type=click.Path(file_okay=False), default="augury-demo", show_default=True,
-              help="Folder for the demo's model, data and store.")
-@click.option("--rows", type=click.IntRange(min=100), default=200_000, show_default=True,
-              help="Rows in the demo catalogue.")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False),
+    default="augury-demo",
+    show_default=True,
+    help="Folder for the demo's model, data and store.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=100),
+    default=200_000,
+    show_default=True,
+    help="Rows in the demo catalogue.",
+)
 @reporting
 def demo(workdir: str, rows: int) -> int:
     """Run the static half end to end: train, batch-predict, verify, publish, read back."""

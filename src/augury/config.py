@@ -32,7 +32,7 @@ class Settings:
     #: batch worker processes (0 = every core).
     workers: int = 0
     #: rows per chunk in batch runs.
-    chunk_rows: int = 65_536
+    chunk_rows: int = 32_768
 
     @classmethod
     def from_env(cls) -> Settings:

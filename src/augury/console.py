@@ -20,7 +20,9 @@ err = Console(stderr=True, highlight=False)
 
 
 def print_json(doc: Any) -> None:
-    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() + "\n"
+    )
     sys.stdout.flush()
 
 
@@ -47,8 +49,14 @@ class ProgressReporter:
 
     def __enter__(self) -> ProgressReporter:
         if self.tty:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(), console=err)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} rows/s"),
+                TimeRemainingColumn(),
+                console=err,
+            )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=None, rate="-")
         return self
@@ -63,10 +71,14 @@ class ProgressReporter:
             return
         self._last = now
         eta = (p.rows_total - p.rows_done) / rate if p.rows_total and rate > 0 else None
-        err.print(f"progress rows={p.rows_done} total={p.rows_total if p.rows_total is not None else '?'} "
-                  f"failed={p.rows_failed} rows_per_s={rate:.0f} eta_s={'?' if eta is None else f'{eta:.0f}'}",
-                  soft_wrap=True)
+        err.print(
+            f"progress rows={p.rows_done} total={p.rows_total if p.rows_total is not None else '?'} "
+            f"failed={p.rows_failed} rows_per_s={rate:.0f} eta_s={'?' if eta is None else f'{eta:.0f}'}",
+            soft_wrap=True,
+        )
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.__exit__(t, e, tb)

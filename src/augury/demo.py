@@ -36,7 +36,9 @@ def _train(workdir: Path, seed: int, version: str) -> Path:
     import pandas as pd
 
     X = pd.DataFrame(data.data, columns=names)
-    clf = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, random_state=seed).fit(X, data.target)
+    clf = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, random_state=seed).fit(
+        X, data.target
+    )
     path = workdir / f"wine-{version}.joblib"
     joblib.dump(clf, path)
     path.with_name(f"wine-{version}.augury.toml").write_text(f'name = "wine"\nversion = "{version}"\n')
@@ -51,7 +53,9 @@ def _catalogue(workdir: Path, rows: int) -> Path:
     pick = rng.integers(0, len(data.data), size=rows)
     X = data.data[pick] * (1 + rng.normal(scale=0.03, size=(rows, data.data.shape[1])))
     names = [n.replace("/", "_") for n in data.feature_names]
-    table = pa.table({"wine_id": [f"w{i:07d}" for i in range(rows)], **{n: X[:, j] for j, n in enumerate(names)}})
+    table = pa.table(
+        {"wine_id": [f"w{i:07d}" for i in range(rows)], **{n: X[:, j] for j, n in enumerate(names)}}
+    )
     path = workdir / "catalogue.parquet"
     pq.write_table(table, path, row_group_size=50_000)
     return path
@@ -66,10 +70,15 @@ def _golden(workdir: Path, model_path: Path, catalogue: Path) -> Path:
     clf = joblib.load(model_path)
     expected = clf.predict(sample.drop(columns=["wine_id"]).astype(float))
     path = workdir / "golden.parquet"
-    pq.write_table(pa.Table.from_pandas(pd.DataFrame({"wine_id": sample["wine_id"], "label": expected}),
-                                        preserve_index=False), path)
-    (workdir / "checks.toml").write_text('[golden]\npath = "golden.parquet"\nmin_agreement = 1.0\n\n'
-                                         '[drift]\npsi_max = 0.25\n')
+    pq.write_table(
+        pa.Table.from_pandas(
+            pd.DataFrame({"wine_id": sample["wine_id"], "label": expected}), preserve_index=False
+        ),
+        path,
+    )
+    (workdir / "checks.toml").write_text(
+        '[golden]\npath = "golden.parquet"\nmin_agreement = 1.0\n\n[drift]\npsi_max = 0.25\n'
+    )
     return path
 
 
@@ -83,16 +92,21 @@ def run_demo(workdir: Path, rows: int) -> None:
     model_v1 = _train(workdir, seed=0, version="1")
     catalogue = _catalogue(workdir, rows)
     _golden(workdir, model_v1, catalogue)
-    console.out.print(f"model {model_v1.name}, catalogue {catalogue.name} ({rows:,} rows, key wine_id), "
-                      f"golden set of 25 reviewed examples")
+    console.out.print(
+        f"model {model_v1.name}, catalogue {catalogue.name} ({rows:,} rows, key wine_id), "
+        f"golden set of 25 reviewed examples"
+    )
 
     _step(2, "Batch-predict the catalogue: augury batch")
     preds = workdir / "predictions-v1.parquet"
     with console.ProgressReporter("scoring") as progress:
-        result = run_batch(str(model_v1), catalogue, preds, BatchOptions(key_columns=("wine_id",)),
-                           on_progress=progress)
-    console.out.print(f"{result.rows:,} rows scored in {result.seconds:.1f}s ({result.rows_per_s:,.0f} rows/s) "
-                      f"on {result.workers} worker(s), {result.failed} failed -> {preds.name}")
+        result = run_batch(
+            str(model_v1), catalogue, preds, BatchOptions(key_columns=("wine_id",)), on_progress=progress
+        )
+    console.out.print(
+        f"{result.rows:,} rows scored in {result.seconds:.1f}s ({result.rows_per_s:,.0f} rows/s) "
+        f"on {result.workers} worker(s), {result.failed} failed -> {preds.name}"
+    )
 
     store_url = f"sqlite:///{workdir / 'store.db'}"
     checks = load_checks(workdir / "checks.toml")
@@ -116,10 +130,16 @@ def run_demo(workdir: Path, rows: int) -> None:
             probs = {k: v for k, v in hit.values.items() if k.startswith("proba_")}
             best = max(probs.values()) if probs else float("nan")
             p = hit.provenance()
-            rows_out.append((key, hit.values["label"], f"{best:.3f}", p["source"], p["store_version"],
-                             p["computed_at"]))
-        console.out.print(console.table(f"4 keys in {micros:.0f} µs", ["key", "label", "confidence", "source",
-                                                                       "store version", "computed at"], rows_out))
+            rows_out.append(
+                (key, hit.values["label"], f"{best:.3f}", p["source"], p["store_version"], p["computed_at"])
+            )
+        console.out.print(
+            console.table(
+                f"4 keys in {micros:.0f} µs",
+                ["key", "label", "confidence", "source", "store version", "computed at"],
+                rows_out,
+            )
+        )
 
         _step(5, "A retrained model: batch, verify against the active version (drift), publish")
         model_v2 = _train(workdir, seed=1, version="2")
@@ -135,9 +155,16 @@ def run_demo(workdir: Path, rows: int) -> None:
 
         _step(6, "Versions, and a rollback")
         store.rollback()
-        console.out.print(console.table("store versions", ["version", "active", "rows", "model version"],
-                                        [(v.version, "*" if v.active else "", f"{v.row_count:,}", v.model_version)
-                                         for v in store.versions()]))
+        console.out.print(
+            console.table(
+                "store versions",
+                ["version", "active", "rows", "model version"],
+                [
+                    (v.version, "*" if v.active else "", f"{v.row_count:,}", v.model_version)
+                    for v in store.versions()
+                ],
+            )
+        )
     finally:
         store.close()
     console.out.print(f"\nDone. Try: augury store get w0000000 --store {store_url}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,9 @@ _SEED2 = 0x13198A2E03707344
 _STEP1 = 0x9E3779B97F4A7C15
 _STEP2 = 0xC2B2AE3D27D4EB4F
 _NULL_WORD = np.uint64(0x6A09E667F3BCC909)
-_CANONICAL_NAN = np.frombuffer(np.float64("nan").tobytes(), dtype=np.uint64)[0] | np.uint64(0x7FF8000000000000)
+_CANONICAL_NAN = np.frombuffer(np.float64("nan").tobytes(), dtype=np.uint64)[0] | np.uint64(
+    0x7FF8000000000000
+)
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -51,9 +55,15 @@ def _words(col: pa.Array, dtype: str) -> np.ndarray:
     if dtype == "string":
         raw = col.to_pylist()
         words = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
-             if v is not None else 0 for v in raw),
-            dtype=np.uint64, count=len(raw))
+            (
+                int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
+                if v is not None
+                else 0
+                for v in raw
+            ),
+            dtype=np.uint64,
+            count=len(raw),
+        )
     elif dtype == "bool":
         words = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint64)
     elif dtype.startswith("int"):
@@ -117,3 +127,45 @@ def column_keys(batch: pa.RecordBatch | pa.Table, key_columns: list[str]) -> pa.
             return col.cast(pa.string())
     cols = [batch.column(c).to_pylist() for c in key_columns]
     return pa.array([key_text(list(vals)) for vals in zip(*cols, strict=True)], type=pa.string())
+
+
+_MASK = 0xFFFFFFFFFFFFFFFF
+_NAN_BITS = int(_CANONICAL_NAN)
+
+
+def _fmix_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
+    return h ^ (h >> 33)
+
+
+def _word(v: Any, dtype: str) -> int:
+    if v is None:
+        return int(_NULL_WORD)
+    if dtype == "string":
+        return int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
+    if dtype == "bool":
+        return 1 if v else 0
+    if dtype.startswith("int"):
+        return int(v) & _MASK
+    x = float(v)
+    if x != x:
+        return _NAN_BITS
+    if x == 0.0:
+        x = 0.0
+    return int.from_bytes(struct.pack("<d", x), "little")
+
+
+def row_key(values: Sequence[Any], schema: Schema) -> str:
+    """The canonical hash key of one example, `values` already cast to `schema` in schema order.
+
+    Pure Python for single requests (NumPy's per-call overhead dominates at one row); always equal to
+    `feature_keys` on the same row (tests/test_keys.py checks it)."""
+    h1, h2 = _SEED1, _SEED2
+    for i, (f, v) in enumerate(zip(schema.fields, values, strict=True)):
+        w = _word(v, f.dtype)
+        h1 = _fmix_int(h1 ^ ((w + _STEP1 * (i + 1)) & _MASK))
+        h2 = _fmix_int(h2 ^ (((w ^ _STEP2) * ((2 * i + 3) | 1)) & _MASK))
+    return f"{h1:016x}{h2:016x}"

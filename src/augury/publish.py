@@ -9,6 +9,7 @@ it without reading the store.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,13 @@ import pyarrow.compute as pc
 
 from augury.errors import InputError, VerificationFailed
 from augury.keys import column_keys
-from augury.store.base import COMPUTED_AT_COLUMN, KEY_COLUMN, MODEL_VERSION_COLUMN, PredictionStore, VersionInfo
+from augury.store.base import (
+    COMPUTED_AT_COLUMN,
+    KEY_COLUMN,
+    MODEL_VERSION_COLUMN,
+    PredictionStore,
+    VersionInfo,
+)
 from augury.verify import Checks, Report, verify
 from augury.verify.source import PredictionsFile
 
@@ -28,9 +35,16 @@ class PublishResult:
     version: VersionInfo
 
 
-def publish_predictions(path: str | os.PathLike[str], store: PredictionStore, checks: Checks, *,
-                        ttl_s: float | None = None, activate: bool = True) -> PublishResult:
+def publish_predictions(
+    path: str | os.PathLike[str],
+    store: PredictionStore,
+    checks: Checks,
+    *,
+    ttl_s: float | None = None,
+    activate: bool = True,
+) -> PublishResult:
     """Verify `path` against `store`'s active version, then publish it; raises VerificationFailed."""
+    path = Path(path)
     report = verify(path, checks, store.active())
     try:
         report.raise_if_failed()
@@ -39,16 +53,24 @@ def publish_predictions(path: str | os.PathLike[str], store: PredictionStore, ch
     with PredictionsFile(path) as pred:
         layout = pred.layout
         if layout.missing or not layout.key_columns:
-            raise InputError(f"{pred.path} cannot be published: it lacks "
-                             f"{', '.join(layout.missing) or 'key columns'}")
+            raise InputError(
+                f"{pred.path} cannot be published: it lacks {', '.join(layout.missing) or 'key columns'}"
+            )
         model = dict(layout.model or {})
         model_version = str(model.get("version") or _single_version(pred))
         version = store.publish(
-            _store_batches(pred, model_version), model_version=model_version, ttl_s=ttl_s,
+            _store_batches(pred, model_version),
+            model_version=model_version,
+            ttl_s=ttl_s,
             profile=report.profile.to_dict(),
-            meta={"source": str(pred.path), "model": model.get("name"), "key_columns": list(layout.key_columns),
-                  "key_kind": layout.key_kind},
-            activate=activate)
+            meta={
+                "source": str(pred.path),
+                "model": model.get("name"),
+                "key_columns": list(layout.key_columns),
+                "key_kind": layout.key_kind,
+            },
+            activate=activate,
+        )
     return PublishResult(report, version)
 
 
@@ -68,11 +90,14 @@ def _store_batches(pred: PredictionsFile, model_version: str) -> Iterator[pa.Rec
     for batch in pred.batches([*keys, *outputs, MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN]):
         versions = pc.unique(batch.column(MODEL_VERSION_COLUMN)).to_pylist()
         if any(v != model_version for v in versions):
-            raise InputError(f"{pred.path} mixes model versions ({', '.join(map(str, versions))}); "
-                             f"publish one model version at a time")
+            raise InputError(
+                f"{pred.path} mixes model versions ({', '.join(map(str, versions))}); "
+                f"publish one model version at a time"
+            )
         for c in keys:
             if batch.column(c).null_count:
                 raise InputError(f"{pred.path} has rows with no value in key column {c!r}")
         yield pa.RecordBatch.from_arrays(
             [column_keys(batch, keys), batch.column(COMPUTED_AT_COLUMN), *(batch.column(c) for c in outputs)],
-            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs])
+            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs],
+        )

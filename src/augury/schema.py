@@ -28,8 +28,16 @@ DTYPES: Mapping[str, pa.DataType] = {
     "bool": pa.bool_(),
     "string": pa.string(),
 }
-_ALIASES = {"float": "float64", "double": "float64", "int": "int64", "str": "string", "boolean": "bool",
-            "text": "string", "object": "string", "large_string": "string"}
+_ALIASES = {
+    "float": "float64",
+    "double": "float64",
+    "int": "int64",
+    "str": "string",
+    "boolean": "bool",
+    "text": "string",
+    "object": "string",
+    "large_string": "string",
+}
 
 
 def dtype_name(name: str) -> str:
@@ -55,7 +63,8 @@ def dtype_of_arrow(t: pa.DataType) -> str:
 
 @dataclass(frozen=True)
 class Field:
-    """One named, typed column. `allow_missing`: nulls and NaN are valid values (they reach the model as NaN)."""
+    """One named, typed column. `allow_missing`: nulls and NaN are valid values (they reach the model as
+    NaN)."""
 
     name: str
     dtype: str
@@ -109,8 +118,12 @@ class Schema:
     @classmethod
     def from_list(cls, items: Sequence[Mapping[str, Any]]) -> Schema:
         try:
-            return cls(tuple(Field(str(d["name"]), dtype_name(str(d["dtype"])), bool(d.get("allow_missing", False)))
-                             for d in items))
+            return cls(
+                tuple(
+                    Field(str(d["name"]), dtype_name(str(d["dtype"])), bool(d.get("allow_missing", False)))
+                    for d in items
+                )
+            )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"bad schema entry: {exc}") from exc
 
@@ -143,12 +156,16 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: Schema) -> Conformed:
     reported in `errors` with the reason; `indices` says which input rows `batch` holds.
     """
     if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist(
-            [], schema=batch.schema)
+        batch = (
+            batch.combine_chunks().to_batches()[0]
+            if batch.num_rows
+            else pa.RecordBatch.from_pylist([], schema=batch.schema)
+        )
     missing = [n for n in schema.names if n not in batch.schema.names]
     if missing:
-        raise SchemaError(f"missing feature column(s): {', '.join(missing)} "
-                          f"(the model expects {', '.join(schema.names)})")
+        raise SchemaError(
+            f"missing feature column(s): {', '.join(missing)} (the model expects {', '.join(schema.names)})"
+        )
     n = batch.num_rows
     bad = np.zeros(n, dtype=bool)
     reasons: dict[int, str] = {}
@@ -194,7 +211,9 @@ def _cast_column(col: pa.Array, f: Field) -> tuple[pa.Array, np.ndarray, dict[in
         nans = np.isnan(cast.to_numpy(zero_copy_only=False)) & ~bad
         if nans.any():
             for i in np.flatnonzero(nans):
-                reasons.setdefault(int(i), f"feature {f.name!r} is NaN and the model does not accept missing values")
+                reasons.setdefault(
+                    int(i), f"feature {f.name!r} is NaN and the model does not accept missing values"
+                )
             bad |= nans
     return cast, bad, reasons
 
@@ -242,3 +261,52 @@ def cast_value(v: Any, dtype: str) -> Any:
     if isinstance(v, str | int | float):
         return float(v)
     raise TypeError(v)
+
+
+def cast_row(obj: Mapping[str, Any], schema: Schema, *, ignore_unknown: bool = False) -> list[Any]:
+    """Cast one example (a mapping of feature name to JSON-like value) to `schema`, in schema order.
+
+    The same rules as `conform`, for one row without Arrow's per-call overhead: the server's path. A
+    missing feature, an unknown field (unless `ignore_unknown`), a value that cannot be cast, or a null or
+    NaN where the field does not allow missing values raises SchemaError naming the field."""
+    if not ignore_unknown:
+        unknown = [k for k in obj if k not in schema]
+        if unknown:
+            raise SchemaError(
+                f"unknown field(s): {', '.join(map(str, unknown))} "
+                f"(the model's features are {', '.join(schema.names)})"
+            )
+    row: list[Any] = []
+    for f in schema.fields:
+        if f.name not in obj:
+            raise SchemaError(f"missing feature {f.name!r}")
+        v = obj[f.name]
+        try:
+            v = cast_value(v, f.dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise SchemaError(f"feature {f.name!r}: cannot read {v!r} as {f.dtype}") from None
+        if f.dtype == "float32" and v is not None:
+            v = float(np.float32(v))
+        elif f.dtype.startswith("int") and v is not None and not -(2**63) <= v < 2**63:
+            raise SchemaError(f"feature {f.name!r}: {v} does not fit in {f.dtype}")
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            if not f.allow_missing:
+                raise SchemaError(
+                    f"feature {f.name!r} is {'missing' if v is None else 'NaN'} and the model "
+                    f"does not accept missing values"
+                )
+            if pa.types.is_floating(f.arrow_type):
+                v = math.nan
+            elif v is None:
+                raise SchemaError(f"feature {f.name!r} is missing")
+        row.append(v)
+    return row
+
+
+def rows_to_batch(rows: Sequence[Sequence[Any]], schema: Schema) -> pa.RecordBatch:
+    """Rows produced by `cast_row` as one Arrow batch (column by column: one call per feature)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema.fields]
+    return pa.RecordBatch.from_arrays(
+        [pa.array(col, type=f.arrow_type) for col, f in zip(columns, schema.fields, strict=True)],
+        schema=schema.to_arrow(),
+    )

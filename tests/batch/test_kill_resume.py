@@ -24,15 +24,39 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 def test_kill_9_then_resume_scores_each_row_exactly_once(tmp_path: Path, workers: int) -> None:
     n = 20_000
     src = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"id": np.arange(n), "a": np.arange(n, dtype=np.float64), "b": np.ones(n)}), src,
-                   row_group_size=250)
+    pq.write_table(
+        pa.table({"id": np.arange(n), "a": np.arange(n, dtype=np.float64), "b": np.ones(n)}),
+        src,
+        row_group_size=250,
+    )
     out = tmp_path / "out.parquet"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]),
-           "AUGURY_TEST_SLEEP": "0.03"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]),
+        "AUGURY_TEST_SLEEP": "0.03",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "augury.cli", "batch", "fixture_models:slow_add", str(src), "-o", str(out),
-         "--key", "id", "--chunk-rows", "250", "--workers", str(workers)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "augury.cli",
+            "batch",
+            "fixture_models:slow_add",
+            str(src),
+            "-o",
+            str(out),
+            "--key",
+            "id",
+            "--chunk-rows",
+            "250",
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     staging = staging_dir(out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(staging.glob("part-*.parquet"))) < 10:
@@ -43,8 +67,12 @@ def test_kill_9_then_resume_scores_each_row_exactly_once(tmp_path: Path, workers
     assert 10 <= finished < n // 250, "the run should have been killed midway"
     assert not out.exists()
 
-    result = run_batch("fixture_models:slow_add", src, out,
-                       BatchOptions(key_columns=("id",), chunk_rows=250, workers=1, resume=True))
+    result = run_batch(
+        "fixture_models:slow_add",
+        src,
+        out,
+        BatchOptions(key_columns=("id",), chunk_rows=250, workers=1, resume=True),
+    )
     assert result.resumed_tasks >= finished
     table = pq.read_table(out)
     ids = table.column("id").to_numpy()

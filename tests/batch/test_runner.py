@@ -40,12 +40,21 @@ def test_scores_every_row_with_hash_keys(hgb_model: Path, features_parquet: Path
     assert not staging_dir(out).exists()
 
 
-def test_key_column_and_workers_give_the_same_answer(hgb_model: Path, features_parquet: Path,
-                                                      tmp_path: Path) -> None:
-    one = run_batch(str(hgb_model), features_parquet, tmp_path / "one.parquet",
-                    BatchOptions(key_columns=("id",), workers=1, chunk_rows=300))
-    two = run_batch(str(hgb_model), features_parquet, tmp_path / "two.parquet",
-                    BatchOptions(key_columns=("id",), workers=2, chunk_rows=128))
+def test_key_column_and_workers_give_the_same_answer(
+    hgb_model: Path, features_parquet: Path, tmp_path: Path
+) -> None:
+    one = run_batch(
+        str(hgb_model),
+        features_parquet,
+        tmp_path / "one.parquet",
+        BatchOptions(key_columns=("id",), workers=1, chunk_rows=300),
+    )
+    two = run_batch(
+        str(hgb_model),
+        features_parquet,
+        tmp_path / "two.parquet",
+        BatchOptions(key_columns=("id",), workers=2, chunk_rows=128),
+    )
     assert one.rows == two.rows == 3000
     a = pq.read_table(tmp_path / "one.parquet").drop_columns(["computed_at"])
     b = pq.read_table(tmp_path / "two.parquet").drop_columns(["computed_at"])
@@ -88,7 +97,9 @@ def test_too_many_bad_rows_fails_and_keeps_the_old_output(tmp_path: Path) -> Non
         run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
     assert out.read_bytes() == b"previous good output"
     # accepting them is a resume with a higher threshold: nothing is scored twice
-    result = run_batch("fixture_models:add", src, out, BatchOptions(workers=1, resume=True, max_error_rate=1.0))
+    result = run_batch(
+        "fixture_models:add", src, out, BatchOptions(workers=1, resume=True, max_error_rate=1.0)
+    )
     assert (result.scored, result.failed, result.resumed_tasks) == (1, 2, 1)
 
 
@@ -96,8 +107,11 @@ def test_directory_input_and_resume_after_partial_run(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
-        pq.write_table(pa.table({"a": np.arange(100.0) + 100 * i, "b": np.ones(100)}), folder / f"{i}.parquet",
-                       row_group_size=25)
+        pq.write_table(
+            pa.table({"a": np.arange(100.0) + 100 * i, "b": np.ones(100)}),
+            folder / f"{i}.parquet",
+            row_group_size=25,
+        )
     out = tmp_path / "out.parquet"
     result = run_batch("fixture_models:add", folder, out, BatchOptions(workers=1))
     assert result.tasks == 12 and result.rows == 300
@@ -116,10 +130,13 @@ def test_resume_refuses_a_changed_input(tmp_path: Path) -> None:
         run_batch("fixture_models:add", src, out, BatchOptions(workers=1, resume=True))
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "is empty"),
-    (b"x,y\n1,2\n", "lacks column\\(s\\) a, b"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"x,y\n1,2\n", "lacks column\\(s\\) a, b"),
+    ],
+)
 def test_bad_csv_inputs(tmp_path: Path, content: bytes, message: str) -> None:
     src = tmp_path / "in.csv"
     src.write_bytes(content)
@@ -134,7 +151,7 @@ def test_bad_parquet_inputs(tmp_path: Path) -> None:
         run_batch("fixture_models:add", empty, tmp_path / "out.parquet", INLINE)
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"not parquet at all")
-    with pytest.raises(InputError, match="cannot read .* as Parquet"):
+    with pytest.raises(InputError, match=r"cannot read .* as Parquet"):
         run_batch("fixture_models:add", junk, tmp_path / "out.parquet", INLINE)
     with pytest.raises(InputError, match="does not exist"):
         run_batch("fixture_models:add", tmp_path / "nope.parquet", tmp_path / "out.parquet", INLINE)
@@ -148,5 +165,6 @@ def test_missing_key_column_is_a_schema_error(tmp_path: Path) -> None:
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"a": [1.0], "b": [1.0]}), src)
     with pytest.raises((InputError, SchemaError), match="lacks column\\(s\\) id"):
-        run_batch("fixture_models:add", src, tmp_path / "out.parquet",
-                  BatchOptions(workers=1, key_columns=("id",)))
+        run_batch(
+            "fixture_models:add", src, tmp_path / "out.parquet", BatchOptions(workers=1, key_columns=("id",))
+        )

@@ -17,8 +17,14 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 def augury(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(FIXTURES), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "augury.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "augury.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, text: str) -> None:
@@ -36,8 +42,18 @@ def ab_parquet(tmp_path: Path) -> Path:
 
 def test_batch_publish_get_round_trip(tmp_path: Path, ab_parquet: Path) -> None:
     out = tmp_path / "p.parquet"
-    proc = augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--key", "id", "--json",
-                  "--workers", "1")
+    proc = augury(
+        "batch",
+        "fixture_models:add",
+        str(ab_parquet),
+        "-o",
+        str(out),
+        "--key",
+        "id",
+        "--json",
+        "--workers",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["rows"] == 3 and doc["failed"] == 0
@@ -65,7 +81,10 @@ def test_batch_publish_get_round_trip(tmp_path: Path, ab_parquet: Path) -> None:
 
 def test_verify_exit_code_names_the_failed_gate(tmp_path: Path, ab_parquet: Path) -> None:
     out = tmp_path / "p.parquet"
-    assert augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--workers", "1").returncode == 0
+    assert (
+        augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--workers", "1").returncode
+        == 0
+    )
     checks = tmp_path / "checks.toml"
     checks.write_text("min_rows = 10\n")
     proc = augury("verify", str(out), "--checks", str(checks), "--json")
@@ -76,12 +95,15 @@ def test_verify_exit_code_names_the_failed_gate(tmp_path: Path, ab_parquet: Path
     assert_clean_error(proc, 1, "refusing to publish")
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    ("empty", "is empty"),
-    ("wrong_columns", "lacks column(s) a, b"),
-    ("unknown_model", "model"),
-    ("missing_input", "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("empty", "is empty"),
+        ("wrong_columns", "lacks column(s) a, b"),
+        ("unknown_model", "model"),
+        ("missing_input", "does not exist"),
+    ],
+)
 def test_bad_input_gives_one_clear_message(tmp_path: Path, setup: str, message: str) -> None:
     src = tmp_path / "in.csv"
     model = "fixture_models:add"

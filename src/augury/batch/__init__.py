@@ -3,5 +3,13 @@
 from .engine import Engine, InlineEngine, LocalEngine
 from .runner import BatchOptions, BatchResult, Progress, run_batch, staging_dir
 
-__all__ = ["BatchOptions", "BatchResult", "Engine", "InlineEngine", "LocalEngine", "Progress", "run_batch",
-           "staging_dir"]
+__all__ = [
+    "BatchOptions",
+    "BatchResult",
+    "Engine",
+    "InlineEngine",
+    "LocalEngine",
+    "Progress",
+    "run_batch",
+    "staging_dir",
+]

@@ -16,8 +16,15 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from typing import Protocol
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from typing import Any, Protocol
 
 from augury.models import load_model
 from augury.models.base import Model
@@ -36,7 +43,7 @@ class Engine(Protocol):
         ...
 
 
-def _thread_limits(threads: int) -> object:
+def _thread_limits(threads: int) -> Any:
     """Limit native thread pools (OpenMP, BLAS) to `threads`; the returned handle restores them."""
     try:
         from threadpoolctl import threadpool_limits
@@ -101,8 +108,9 @@ class ThreadEngine:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="augury-batch")
 
     def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
-        return _bounded_map(self.pool, lambda task: score_task(self.model, task, self.job), tasks,
-                            2 * self.workers)
+        return _bounded_map(
+            self.pool, lambda task: score_task(self.model, task, self.job), tasks, 2 * self.workers
+        )
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -117,11 +125,18 @@ class LocalEngine:
 
     def __init__(self, job: Job, workers: int) -> None:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+        method = (
+            "fork"
+            if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
             else "spawn"
+        )
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                                        initializer=_init_worker, initargs=(job, threads))
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(job, threads),
+        )
 
     def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         return _bounded_map(self.pool, _run_in_worker, tasks, 2 * self.workers)

@@ -36,7 +36,7 @@ class BatchOptions:
 
     key_columns: tuple[str, ...] = ()
     #: rows per chunk handed to the model; bounds memory per worker.
-    chunk_rows: int = 65_536
+    chunk_rows: int = 32_768
     #: worker processes; None = every core.
     workers: int | None = None
     #: continue an interrupted run instead of starting over.
@@ -79,21 +79,34 @@ class BatchResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": str(self.output), "rows": self.rows, "scored": self.scored, "failed": self.failed,
-                "errors_path": str(self.errors_path) if self.errors_path else None,
-                "model": self.model_name, "model_version": self.model_version,
-                "seconds": round(self.seconds, 3), "rows_per_s": round(self.rows_per_s, 1),
-                "tasks": self.tasks, "resumed_tasks": self.resumed_tasks, "workers": self.workers,
-                "notes": self.notes}
+        return {
+            "output": str(self.output),
+            "rows": self.rows,
+            "scored": self.scored,
+            "failed": self.failed,
+            "errors_path": str(self.errors_path) if self.errors_path else None,
+            "model": self.model_name,
+            "model_version": self.model_version,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_s, 1),
+            "tasks": self.tasks,
+            "resumed_tasks": self.resumed_tasks,
+            "workers": self.workers,
+            "notes": self.notes,
+        }
 
 
 def staging_dir(output: Path) -> Path:
     return output.parent / f".{output.name}.augury-run"
 
 
-def run_batch(model_ref: str, input_path: str | os.PathLike[str], output: str | os.PathLike[str],
-              options: BatchOptions = BatchOptions(),
-              on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
+def run_batch(
+    model_ref: str,
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: BatchOptions = BatchOptions(),
+    on_progress: Callable[[Progress], None] | None = None,
+) -> BatchResult:
     """Score `input_path` with the model at `model_ref` into the Parquet file `output`."""
     started = time.perf_counter()
     out = Path(output)
@@ -112,8 +125,15 @@ def run_batch(model_ref: str, input_path: str | os.PathLike[str], output: str | 
     source = open_source(input_path, columns, options.chunk_rows)
     workers = options.workers or os.cpu_count() or 1
     staging = staging_dir(out)
-    job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows, str(staging),
-              run_metadata(model, keys))
+    job = Job(
+        model_ref,
+        options.model_name,
+        keys,
+        columns,
+        options.chunk_rows,
+        str(staging),
+        run_metadata(model, keys),
+    )
     notes: list[str] = []
     done = _prepare_staging(staging, _fingerprint(source, job, model.info.version), options.resume, notes)
 
@@ -139,8 +159,10 @@ def run_batch(model_ref: str, input_path: str | os.PathLike[str], output: str | 
             if on_progress:
                 on_progress(Progress(rows_done, source.total_rows, failed, time.perf_counter() - started))
     except BrokenProcessPool as exc:
-        raise BatchError("a worker process died (out of memory, or killed); finished work is kept: "
-                         "rerun with --resume to continue") from exc
+        raise BatchError(
+            "a worker process died (out of memory, or killed); finished work is kept: "
+            "rerun with --resume to continue"
+        ) from exc
     finally:
         engine.close()
 
@@ -150,19 +172,38 @@ def run_batch(model_ref: str, input_path: str | os.PathLike[str], output: str | 
     if total == 0:
         raise InputError("the input has no rows")
     if failed / total > options.max_error_rate:
-        raise TooManyBadRows(f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
-                         f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
-                         f"the output was not written (to accept them, rerun with --resume and a higher "
-                         f"--max-error-rate)")
+        raise TooManyBadRows(
+            f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
+            f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
+            f"the output was not written (to accept them, rerun with --resume and a higher "
+            f"--max-error-rate)"
+        )
     scored = _merge(staging, task_ids, out)
     shutil.rmtree(staging, ignore_errors=True)
-    return BatchResult(out, total, scored, failed, errors_file if failed else None, model.info.name,
-                       model.info.version, time.perf_counter() - started, len(task_ids), resumed, workers, notes)
+    return BatchResult(
+        out,
+        total,
+        scored,
+        failed,
+        errors_file if failed else None,
+        model.info.name,
+        model.info.version,
+        time.perf_counter() - started,
+        len(task_ids),
+        resumed,
+        workers,
+        notes,
+    )
 
 
 def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]:
-    return {"input": source.fingerprint(), "model_version": model_version, "key_columns": list(job.key_columns),
-            "chunk_rows": job.chunk_rows, "format": 1}
+    return {
+        "input": source.fingerprint(),
+        "model_version": model_version,
+        "key_columns": list(job.key_columns),
+        "chunk_rows": job.chunk_rows,
+        "format": 1,
+    }
 
 
 def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, notes: list[str]) -> set[str]:
@@ -174,14 +215,18 @@ def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, n
         previous = orjson.loads(run_file.read_bytes())
         if previous != fingerprint:
             changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
-            raise BatchError(f"cannot resume: the {', '.join(changed)} changed since the interrupted run; "
-                             f"rerun without --resume to start over")
+            raise BatchError(
+                f"cannot resume: the {', '.join(changed)} changed since the interrupted run; "
+                f"rerun without --resume to start over"
+            )
         for tmp in staging.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        return {p.name[len("part-"):-len(".parquet")] for p in staging.glob("part-*.parquet")}
+        return {p.name[len("part-") : -len(".parquet")] for p in staging.glob("part-*.parquet")}
     if staging.exists():
         finished = len(list(staging.glob("part-*.parquet")))
-        notes.append(f"discarded an interrupted run's {finished} finished task(s); pass --resume to continue one")
+        notes.append(
+            f"discarded an interrupted run's {finished} finished task(s); pass --resume to continue one"
+        )
         shutil.rmtree(staging)
     elif resume:
         notes.append("nothing to resume: starting a new run")

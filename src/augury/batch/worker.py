@@ -25,8 +25,9 @@ from augury.schema import conform
 
 from .sources import Task, read_task
 
-ERROR_SCHEMA = pa.schema([("row", pa.int64()), ("file", pa.string()), ("key", pa.string()),
-                          ("reason", pa.string())])
+ERROR_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("file", pa.string()), ("key", pa.string()), ("reason", pa.string())]
+)
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,24 @@ def output_schema(model: Model, source_schema: pa.Schema | None, job: Job) -> pa
         key_fields = [source_schema.field(c) for c in job.key_columns]
     else:
         key_fields = [pa.field("key", pa.string())]
-    fields = [*key_fields, *model.info.outputs.to_arrow(), pa.field("model_version", pa.string()),
-              pa.field("computed_at", pa.timestamp("us", tz="UTC"))]
+    fields = [
+        *key_fields,
+        *model.info.outputs.to_arrow(),
+        pa.field("model_version", pa.string()),
+        pa.field("computed_at", pa.timestamp("us", tz="UTC")),
+    ]
     return pa.schema(fields, metadata={b"augury": job.metadata})
 
 
 def score_task(model: Model, task: Task, job: Job) -> TaskResult:
     schema = model.info.inputs
-    errors: list[dict[str, object]] = [{"row": e.index, "file": task.file, "key": None, "reason": e.reason}
-                                       for e in task.errors]
-    part, tmp = part_path(job.staging, task.task_id), Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.tmp"
+    errors: list[dict[str, object]] = [
+        {"row": e.index, "file": task.file, "key": None, "reason": e.reason} for e in task.errors
+    ]
+    part, tmp = (
+        part_path(job.staging, task.task_id),
+        Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.tmp",
+    )
     writer: pq.ParquetWriter | None = None
     scored = 0
     first_row = task.first_row
@@ -83,21 +92,29 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
         for batch in read_task(task, list(job.columns), job.chunk_rows):
             conformed = conform(batch, schema)
             for e in conformed.errors:
-                errors.append({"row": first_row + e.index, "file": task.file, "key": None, "reason": e.reason})
+                errors.append(
+                    {"row": first_row + e.index, "file": task.file, "key": None, "reason": e.reason}
+                )
             good = batch.take(pa.array(conformed.indices)) if conformed.errors else batch
             if job.key_columns:
                 keyed, key_errors = _user_keys(good, job.key_columns)
                 keys = column_keys(good, list(job.key_columns))
             else:
-                keyed, key_errors = np.ones(good.num_rows, dtype=bool), []
+                keyed, key_errors = np.ones(good.num_rows, dtype=bool), {}
                 keys = feature_keys(conformed.batch, schema)
             preds, failed = _predict_isolating(model, conformed.batch)
             ok = keyed.copy()
             ok[list(failed)] = False
             for j in np.flatnonzero(~ok):
-                reason = key_errors[j] if not keyed[j] else failed[int(j)]
-                errors.append({"row": first_row + int(conformed.indices[j]), "file": task.file,
-                               "key": keys[j].as_py() if keyed[j] else None, "reason": reason})
+                reason = key_errors[int(j)] if not keyed[j] else failed[int(j)]
+                errors.append(
+                    {
+                        "row": first_row + int(conformed.indices[j]),
+                        "file": task.file,
+                        "key": keys[j].as_py() if keyed[j] else None,
+                        "reason": reason,
+                    }
+                )
             if not ok.all():
                 mask = pa.array(ok)
                 good, keys, preds = good.filter(mask), keys.filter(mask), preds.filter(mask)
@@ -106,9 +123,14 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
             now_us = int(time.time() * 1_000_000)
             out_schema = output_schema(model, batch.schema if job.key_columns else None, job)
             out = pa.RecordBatch.from_arrays(
-                [*key_cols, *preds.columns, pa.array([model.info.version] * n, pa.string()),
-                 pa.array(np.full(n, now_us, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC"))],
-                schema=out_schema)
+                [
+                    *key_cols,
+                    *preds.columns,
+                    pa.array([model.info.version] * n, pa.string()),
+                    pa.array(np.full(n, now_us, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC")),
+                ],
+                schema=out_schema,
+            )
             if writer is None:
                 writer = pq.ParquetWriter(tmp, out_schema)
             writer.write_batch(out)
@@ -125,8 +147,13 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-    return TaskResult(task.task_id, task.num_rows + len(task.errors), scored, len(errors),
-                      str(errors[0]["reason"]) if errors else None)
+    return TaskResult(
+        task.task_id,
+        task.num_rows + len(task.errors),
+        scored,
+        len(errors),
+        str(errors[0]["reason"]) if errors else None,
+    )
 
 
 def _user_keys(batch: pa.RecordBatch, key_columns: tuple[str, ...]) -> tuple[np.ndarray, dict[int, str]]:
@@ -164,8 +191,9 @@ def predict_empty(model: Model) -> pa.RecordBatch:
 
 
 def _placeholder(model: Model, n: int) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.nulls(n, f.arrow_type) for f in model.info.outputs.fields],
-                                      schema=model.info.outputs.to_arrow())
+    return pa.RecordBatch.from_arrays(
+        [pa.nulls(n, f.arrow_type) for f in model.info.outputs.fields], schema=model.info.outputs.to_arrow()
+    )
 
 
 def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
@@ -184,5 +212,10 @@ def check_key_columns(schema: pa.Schema, key_columns: tuple[str, ...]) -> None:
 
 
 def run_metadata(model: Model, key_columns: tuple[str, ...]) -> bytes:
-    return orjson.dumps({"model": model.info.to_dict(), "key_columns": list(key_columns) or ["key"],
-                         "key_kind": "columns" if key_columns else "hash"})
+    return orjson.dumps(
+        {
+            "model": model.info.to_dict(),
+            "key_columns": list(key_columns) or ["key"],
+            "key_kind": "columns" if key_columns else "hash",
+        }
+    )

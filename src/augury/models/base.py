@@ -70,12 +70,16 @@ def predict_checked(model: Model, batch: pa.RecordBatch) -> pa.RecordBatch:
     except PredictionError:
         raise
     except Exception as exc:
-        raise PredictionError(f"model {model.info.name!r} failed to predict: {type(exc).__name__}: {exc}") from exc
+        raise PredictionError(
+            f"model {model.info.name!r} failed to predict: {type(exc).__name__}: {exc}"
+        ) from exc
     if out.num_rows != batch.num_rows:
         raise PredictionError(
-            f"model {model.info.name!r} returned {out.num_rows} rows for {batch.num_rows} inputs")
+            f"model {model.info.name!r} returned {out.num_rows} rows for {batch.num_rows} inputs"
+        )
     expected = model.info.outputs.names
     if out.schema.names != expected:
         raise PredictionError(
-            f"model {model.info.name!r} returned columns {out.schema.names}, expected {expected}")
+            f"model {model.info.name!r} returned columns {out.schema.names}, expected {expected}"
+        )
     return out
