@@ -46,7 +46,9 @@ def test_row_key_equals_feature_keys(values: list[tuple[object, ...]]) -> None:
     per_row = [row_key(cast_row(dict(zip(SCHEMA.names, v, strict=True)), SCHEMA), SCHEMA) for v in values]
     assert vectorised == per_row
     # and a row's key does not depend on the batch it is in
-    assert [feature_keys(conformed.batch.slice(i, 1), SCHEMA)[0].as_py() for i in range(len(values))] == per_row
+    assert [
+        feature_keys(conformed.batch.slice(i, 1), SCHEMA)[0].as_py() for i in range(len(values))
+    ] == per_row
 
 
 def test_canonical_encoding() -> None:
@@ -63,7 +65,10 @@ def test_canonical_encoding() -> None:
 def test_keys_are_stable_across_releases() -> None:
     """Stored keys must never change meaning: pin one."""
     s = Schema.of([("a", "float64"), ("t", "string")])
-    assert row_key([1.5, "héllo"], s) == feature_keys(pa.record_batch({"a": [1.5], "t": ["héllo"]}), s)[0].as_py()
+    assert (
+        row_key([1.5, "héllo"], s)
+        == feature_keys(pa.record_batch({"a": [1.5], "t": ["héllo"]}), s)[0].as_py()
+    )
     assert row_key([1.5, "héllo"], s) == PINNED
 
 
@@ -97,5 +102,5 @@ def test_no_collisions_on_a_million_rows() -> None:
 def test_cast_row_errors_name_the_field(bad: dict[str, object]) -> None:
     from augury.errors import SchemaError
 
-    with pytest.raises(SchemaError, match="x|zzz"):
+    with pytest.raises(SchemaError, match=r"x|zzz"):
         cast_row(bad, Schema.of([("x", "float64")]))

@@ -9,9 +9,9 @@ it without reading the store.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -6,6 +6,17 @@ the active version. `get_many(keys)` returns a list aligned with `keys`: a `Stor
 a whole new version first and only then switches the pointer in one atomic step, so a reader sees the old
 version or the new one, never a mix; a crash mid-publish leaves the active version intact and the partial
 one as an orphan that `gc` removes (DESIGN.md, invariant 5).
+
+Rules every backend keeps (the contract suite checks them):
+
+- Versions are numbered "1", "2", ... in the order publishes start, and a number is never reused, not
+  even after its version is deleted or its publish failed.
+- A publish that fails (bad input, a duplicate key, an exception from `batches`) deletes its partial
+  version before raising; only a crash (kill -9, power loss) leaves one behind, as an orphan.
+- A publish with no rows is allowed: it creates an empty version, in which every key is a miss.
+- `computed_at` is kept to the microsecond; `ttl_s` makes a row a miss once `computed_at < now - ttl_s`.
+- Errors: a caller's bad data or argument is `InputError`, an unknown version `VersionNotFoundError`,
+  a refused operation or a failed backend `StoreError`; backend exceptions never escape.
 """
 
 from __future__ import annotations
@@ -17,7 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-#: the columns a published batch carries besides the prediction columns.
+#: version states: being written by a live publish / complete / left by a publish that died (gc removes it).
+LOADING = "loading"
+READY = "ready"
+ORPHAN = "orphan"
+
+#: the columns a published batch carries besides the prediction columns (a `model_version` column, if
+#: present, must equal the publish's `model_version`; it is not stored per row).
 KEY_COLUMN = "key"
 MODEL_VERSION_COLUMN = "model_version"
 COMPUTED_AT_COLUMN = "computed_at"
@@ -32,7 +49,8 @@ def iso(ts: float | None) -> str | None:
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One store version. `state` is 'ready' once complete; 'loading' means unfinished (an orphan if old)."""
+    """One store version. `state` is READY once complete, LOADING while a live publish writes it, and
+    ORPHAN when the publish that wrote it died before finishing (`gc` removes it)."""
 
     version: str
     model_version: str
@@ -116,15 +134,16 @@ class PredictionStore(Protocol):
         ...
 
     def rollback(self, to: str | None = None) -> VersionInfo:
-        """Activate `to`, or the newest ready version older than the active one."""
+        """Activate `to`, or the newest ready version older than the active one (StoreError if none)."""
         ...
 
     def delete(self, version: str) -> None:
-        """Delete a version that is not active."""
+        """Delete a version: VersionNotFoundError if unknown, StoreError if active or still being written."""
         ...
 
     def gc(self, keep: int = 2) -> list[str]:
-        """Delete orphans and all but the newest `keep` ready versions (never the active one)."""
+        """Delete orphans and all but the newest `keep` ready versions (never the active one, which is
+        kept besides them); returns the deleted versions, oldest first."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,269 @@
+"""Prediction store benchmark: bulk publish throughput and in-process lookup latency.
+
+Data like a binary classifier's: `key` (32 hex digits), `computed_at` (timestamp[us, UTC]), `label`
+(string) and two float probabilities, published in batches of 65,536 rows.
+
+Measures, in one run:
+- publish rows/s into SQLite (a fresh file) and into memory, for `--rows` rows (default 1M);
+- lookup latency for 1 key and for 100 keys (p50/p99 µs, per call with perf_counter_ns, random keys,
+  after a warm-up) for a plain dict (the floor), the memory store and the SQLite store;
+- the cost of noticing a switch (``PRAGMA data_version``) against reading the pointer row.
+With `--variants`, also raw SQLite load layouts (no augury code) to justify the one the store uses.
+
+    python benchmarks/store_bench.py --rows 1000000 --out store_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from augury.store import MemoryStore, SQLiteStore
+
+BATCH_ROWS = 65_536
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def make_batches(n: int, seed: int = 0) -> list[pa.RecordBatch]:
+    """`n` classifier predictions as record batches of BATCH_ROWS rows."""
+    rng = np.random.default_rng(seed)
+    raw = np.frombuffer(rng.bytes(16 * n), dtype=np.uint8).reshape(n, 16)
+    hexed = np.empty((n, 32), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX[raw >> 4]
+    hexed[:, 1::2] = _HEX[raw & 15]
+    keys = pa.array(hexed.view("S32").ravel().astype(str))
+    p1 = rng.random(n)
+    table = pa.table(
+        {
+            "key": keys,
+            "computed_at": pa.array(
+                np.full(n, 1_700_000_000_000_000, dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
+            ),
+            "label": pa.array(np.where(p1 > 0.5, "yes", "no")),
+            "proba_no": 1.0 - p1,
+            "proba_yes": p1,
+        }
+    )
+    batches: list[pa.RecordBatch] = table.to_batches(max_chunksize=BATCH_ROWS)
+    return batches
+
+
+def _fresh_db(folder: str, name: str) -> str:
+    path = os.path.join(folder, name)
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    return path
+
+
+def bench_publish(
+    store_factory: Callable[[], Any], batches: list[pa.RecordBatch], repeat: int
+) -> dict[str, Any]:
+    rows = sum(b.num_rows for b in batches)
+    seconds = []
+    for _ in range(repeat):
+        store = store_factory()
+        start = time.perf_counter()
+        store.publish(batches, model_version="bench")
+        seconds.append(time.perf_counter() - start)
+        store.close()
+    best = min(seconds)
+    return {
+        "rows": rows,
+        "seconds": [round(s, 3) for s in seconds],
+        "best_rows_per_s": round(rows / best),
+        "median_rows_per_s": round(rows / statistics.median(seconds)),
+    }
+
+
+def bench_lookup(
+    fn: Callable[[Sequence[str]], Any], keys: list[str], per_call: int, calls: int, seed: int = 1
+) -> dict[str, float]:
+    """p50/p99/mean latency in µs of `fn(k random keys)`, one perf_counter_ns pair per call."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(keys), size=(calls + calls // 10, per_call))
+    lists = [[keys[i] for i in row] for row in picks]
+    for ks in lists[calls:]:  # warm-up
+        fn(ks)
+    timings = np.empty(calls, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        ks = lists[i]
+        t0 = clock()
+        fn(ks)
+        timings[i] = clock() - t0
+    us = timings / 1000.0
+    return {
+        "p50_us": round(float(np.percentile(us, 50)), 2),
+        "p99_us": round(float(np.percentile(us, 99)), 2),
+        "mean_us": round(float(us.mean()), 2),
+    }
+
+
+def bench_switch_check(path: str, calls: int = 20_000) -> dict[str, float]:
+    """What noticing a switch costs per lookup: PRAGMA data_version against reading the pointer row."""
+    con = sqlite3.connect(path, isolation_level=None)
+    out = {}
+    for name, sql in (
+        ("data_version_us", "PRAGMA data_version"),
+        ("pointer_row_us", "SELECT active FROM augury_pointer WHERE id = 1"),
+    ):
+        for _ in range(1000):
+            con.execute(sql).fetchone()
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            con.execute(sql).fetchone()
+        out[name] = round((time.perf_counter_ns() - t0) / calls / 1000, 3)
+    con.close()
+    return out
+
+
+def bench_variants(batches: list[pa.RecordBatch], folder: str) -> dict[str, dict[str, float]]:
+    """Raw SQLite load layouts for the same rows (keys + one 32-byte blob), one transaction each."""
+    table = pa.Table.from_batches(batches)
+    keys: list[str] = table.column("key").to_pylist()
+    blobs = [os.urandom(32) for _ in keys]
+    n = len(keys)
+    out: dict[str, dict[str, float]] = {}
+
+    def load(name: str, ddl: str, rows_per_stmt: int, sort: bool, index: bool) -> None:
+        path = _fresh_db(folder, f"variant-{name}.db")
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute(ddl)
+        start = time.perf_counter()
+        ks, bs = keys, blobs
+        if sort:
+            pairs = sorted(zip(keys, blobs, strict=True))
+            ks, bs = [k for k, _ in pairs], [b for _, b in pairs]
+        con.execute("BEGIN IMMEDIATE")
+        if rows_per_stmt == 1:
+            con.executemany("INSERT INTO t VALUES (?,?)", zip(ks, bs, strict=True))
+        else:
+            full = n - n % rows_per_stmt
+            flat: list[Any] = [None] * (2 * full)
+            flat[0::2], flat[1::2] = ks[:full], bs[:full]
+            sql = "INSERT INTO t VALUES " + ",".join(["(?,?)"] * rows_per_stmt)
+            step = 2 * rows_per_stmt
+            con.executemany(sql, [flat[i : i + step] for i in range(0, 2 * full, step)])
+            con.executemany("INSERT INTO t VALUES (?,?)", zip(ks[full:], bs[full:], strict=True))
+        if index:
+            con.execute("CREATE UNIQUE INDEX t_key ON t (key)")
+        con.execute("COMMIT")
+        seconds = time.perf_counter() - start
+        con.close()
+        out[name] = {"seconds": round(seconds, 3), "rows_per_s": round(n / seconds)}
+
+    rowid = "CREATE TABLE t (key TEXT, v BLOB)"
+    wr = "CREATE TABLE t (key TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID"
+    load("without_rowid_random_1row", wr, 1, False, False)
+    load("without_rowid_sorted_1row", wr, 1, True, False)
+    load("without_rowid_sorted_128rows", wr, 128, True, False)
+    load("rowid_index_after_1row", rowid, 1, False, True)
+    load("rowid_index_after_128rows", rowid, 128, False, True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="publishes per backend (best and median)")
+    parser.add_argument("--calls", type=int, default=20_000, help="timed single-key lookups")
+    parser.add_argument("--calls-100", type=int, default=5_000, help="timed 100-key lookups")
+    parser.add_argument("--variants", action="store_true", help="also time raw SQLite load layouts")
+    parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temp dir)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    batches = make_batches(args.rows)
+    keys: list[str] = pa.Table.from_batches(batches).column("key").to_pylist()
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        path = os.path.join(folder, "bench.db")
+        results: dict[str, Any] = {
+            "rows": args.rows,
+            "python": sys.version.split()[0],
+            "sqlite": sqlite3.sqlite_version,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        }
+        results["publish"] = {
+            "sqlite": bench_publish(lambda: SQLiteStore(_fresh_db(folder, "bench.db")), batches, args.repeat),
+            "memory": bench_publish(MemoryStore, batches, 1),
+        }
+        memory = MemoryStore()
+        memory.publish(batches, model_version="bench")
+        sqlite_store = SQLiteStore(path)
+        sqlite_store.publish(batches, model_version="bench")
+        floor = {k: (1, "yes", 0.5, 0.5) for k in keys}
+
+        def dict_floor(ks: Sequence[str]) -> list[Any]:
+            return [floor.get(k) for k in ks]
+
+        lookups: dict[str, Any] = {}
+        backends = (("dict", dict_floor), ("memory", memory.get_many), ("sqlite", sqlite_store.get_many))
+        for name, fn in backends:
+            lookups[name] = {
+                "1_key": bench_lookup(fn, keys, 1, args.calls),
+                "100_keys": bench_lookup(fn, keys, 100, args.calls_100),
+            }
+        results["lookup"] = lookups
+        results["switch_check"] = bench_switch_check(path)
+        sqlite_store.close()
+        if args.variants:
+            results["sqlite_load_variants"] = bench_variants(batches, folder)
+    print(markdown(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"### store benchmark: {r['rows']:,} rows, Python {r['python']}, SQLite {r['sqlite']}, "
+        f"{r['cpus']} CPUs",
+        "",
+        "| publish | best rows/s | median rows/s | seconds |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, p in r["publish"].items():
+        lines.append(f"| {name} | {p['best_rows_per_s']:,} | {p['median_rows_per_s']:,} | {p['seconds']} |")
+    lines += [
+        "",
+        "| lookup | 1 key p50 µs | 1 key p99 µs | 100 keys p50 µs | 100 keys p99 µs |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, lk in r["lookup"].items():
+        one, hundred = lk["1_key"], lk["100_keys"]
+        lines.append(
+            f"| {name} | {one['p50_us']} | {one['p99_us']} | {hundred['p50_us']} | {hundred['p99_us']} |"
+        )
+    sc = r["switch_check"]
+    lines += [
+        "",
+        f"switch check per call: PRAGMA data_version {sc['data_version_us']} µs, "
+        f"pointer row {sc['pointer_row_us']} µs",
+    ]
+    if "sqlite_load_variants" in r:
+        lines += ["", "| raw SQLite load layout | rows/s | seconds |", "| --- | ---: | ---: |"]
+        for name, v in r["sqlite_load_variants"].items():
+            lines.append(f"| {name} | {v['rows_per_s']:,} | {v['seconds']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

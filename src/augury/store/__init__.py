@@ -1,0 +1,109 @@
+"""Prediction stores behind one contract (`base.PredictionStore`), opened by URL.
+
+``open_store(url, **options)`` understands:
+
+- ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db``: the embedded default, one file
+  (`sqlite.SQLiteStore`); options ``max_readers`` (reader connections, default 8), ``busy_timeout_s``
+  (how long a write waits for another writer, default 30) and ``pool_timeout_s`` (how long a lookup waits
+  for a free reader connection, default 10). A missing file is created; a file that is not a store is
+  a StoreError.
+- ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
+  the process): `memory.MemoryStore`.
+
+``redis://`` is reserved for the Redis backend (``augury[redis]``, a later release). It fits the same
+contract: each version is a key namespace (``<prefix>:v<n>``, a hash of key -> the same MessagePack
+record as SQLite's, read with chunked HMGET); version metadata is a hash (``<prefix>:meta:<n>``);
+numbers come from INCR on a counter, so they are never reused; the active version is one pointer key
+switched with SET inside MULTI (atomic), and a lookup reads pointer and rows in one server-side script so
+it never mixes versions; a live publish refreshes a lease key with an expiry, so a 'loading' version
+without a lease is an orphan; the connection pool is bounded like SQLite's readers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from augury.errors import ConfigError
+from augury.store.base import (
+    COMPUTED_AT_COLUMN,
+    KEY_COLUMN,
+    LOADING,
+    MODEL_VERSION_COLUMN,
+    ORPHAN,
+    READY,
+    PredictionStore,
+    StoredPrediction,
+    VersionInfo,
+)
+from augury.store.memory import MemoryStore, named_memory_store
+from augury.store.sqlite import SQLiteStore
+
+__all__ = [
+    "COMPUTED_AT_COLUMN",
+    "KEY_COLUMN",
+    "LOADING",
+    "MODEL_VERSION_COLUMN",
+    "ORPHAN",
+    "READY",
+    "MemoryStore",
+    "PredictionStore",
+    "SQLiteStore",
+    "StoredPrediction",
+    "VersionInfo",
+    "open_store",
+]
+
+SUPPORTED = "sqlite:///path.db (relative), sqlite:////abs/path.db, memory://, memory://name"
+_SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float}
+
+
+def open_store(url: str, **options: Any) -> PredictionStore:
+    """Open the prediction store at `url` (see the module docstring); ConfigError for a bad URL or option."""
+    scheme, sep, rest = str(url).partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError(f"store URL '{url}' has no scheme; supported: {SUPPORTED}")
+    if scheme == "sqlite":
+        return SQLiteStore(_sqlite_path(url, rest), url=url, **_sqlite_options(options))
+    if scheme == "memory":
+        if options:
+            raise ConfigError(f"memory:// stores take no options (got {sorted(options)})")
+        if "/" in rest or "?" in rest:
+            raise ConfigError(f"bad memory store URL '{url}': use memory:// or memory://name")
+        return named_memory_store(rest) if rest else MemoryStore(url)
+    if scheme in ("redis", "rediss"):
+        raise ConfigError(
+            "the Redis prediction store comes with augury[redis] in a later release; "
+            f"supported now: {SUPPORTED}"
+        )
+    raise ConfigError(f"unknown store URL scheme '{scheme}://' in '{url}'; supported: {SUPPORTED}")
+
+
+def _sqlite_path(url: str, rest: str) -> str:
+    if not rest.startswith("/") or len(rest) < 2:
+        raise ConfigError(
+            f"bad SQLite store URL '{url}': use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = rest[1:]
+    if path == ":memory:" or path.startswith("file:") or "?" in path:
+        raise ConfigError(
+            f"bad SQLite store URL '{url}': give a file path (use memory:// for an in-process store)"
+        )
+    return path
+
+
+def _sqlite_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_SQLITE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown SQLite store option(s) {unknown}; known: {sorted(_SQLITE_OPTIONS)}")
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        kind = _SQLITE_OPTIONS[name]
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"SQLite store option {name}={value!r} is not a number") from exc
+        if isinstance(value, bool) or converted <= 0:
+            raise ConfigError(f"SQLite store option {name} must be positive, not {value!r}")
+        out[name] = converted
+    return out

@@ -1,0 +1,218 @@
+"""The in-process prediction store: dicts behind the store contract.
+
+A product feature (a store for tests, demos and single-process serving, `memory://` or `memory://name`
+to share one store by name inside the process) and the test double for code that takes a store.
+
+Rows are kept as the same MessagePack records SQLite stores (`codec`): the semantics cannot drift from
+the other backends, a million rows take about 100 MB instead of 300, and bytes are invisible to Python's
+cyclic garbage collector, whose full passes over millions of tuples otherwise show up as millisecond
+stalls in lookup latency (`benchmarks/store_bench.py`).
+
+Thread-safety: writers (publish bookkeeping, activate, rollback, delete, gc) hold one lock; readers take
+none. A version's rows live in a dict that is complete before the version becomes visible as ready and
+is never changed afterwards, and the active version is one attribute that is replaced in one step, so a
+`get_many` reads the old version or the new one, never a mix. A failed publish removes its partial
+version before raising; nothing here can outlive its process, so this backend never has orphans.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from augury.errors import InputError
+from augury.store import versions as vs
+from augury.store.base import LOADING, READY, StoredPrediction, VersionInfo
+from augury.store.codec import (
+    View,
+    batch_rows,
+    decode_record,
+    dump_json,
+    encode_record,
+    load_json,
+    prediction_columns,
+    to_prediction,
+)
+from augury.store.publishing import check_publish_args, iter_batches
+
+_NAMED: dict[str, MemoryStore] = {}
+_NAMED_LOCK = threading.Lock()
+
+
+def named_memory_store(name: str) -> MemoryStore:
+    """The process-wide memory store called `name`, created on first use (`memory://name`)."""
+    with _NAMED_LOCK:
+        store = _NAMED.get(name)
+        if store is None:
+            store = _NAMED[name] = MemoryStore(f"memory://{name}")
+        return store
+
+
+@dataclass
+class _Version:
+    number: int
+    model_version: str
+    created_at: float
+    columns: tuple[str, ...]
+    ttl_s: float | None
+    profile_json: str
+    meta_json: str
+    state: str = LOADING
+    rows: dict[str, bytes] = field(default_factory=dict)
+
+    def view(self) -> View:
+        return View(str(self.number), self.model_version, self.columns, self.ttl_s)
+
+
+@dataclass(frozen=True)
+class _Active:
+    version: _Version
+    view: View
+
+
+class MemoryStore:
+    """A versioned key -> prediction store held in this process's memory."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._next = 1
+        self._versions: dict[int, _Version] = {}
+        self._active: _Active | None = None
+
+    def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
+        active = self._active
+        if active is None:
+            return [None] * len(keys)
+        rows, view = active.version.rows, active.view
+        cutoff = view.cutoff_us(time.time())
+        out: list[StoredPrediction | None] = []
+        for key in keys:
+            blob = rows.get(key)
+            out.append(None if blob is None else to_prediction(key, decode_record(blob), view, cutoff))
+        return out
+
+    def publish(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        model_version: str,
+        ttl_s: float | None = None,
+        profile: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> VersionInfo:
+        """Write a new version from `batches`, mark it ready, and activate it unless `activate` is False."""
+        check_publish_args(model_version, ttl_s)
+        profile_json, meta_json = dump_json(profile, "profile"), dump_json(meta, "meta")
+        it = iter_batches(batches)
+        first = next(it, None)
+        columns = prediction_columns(first.schema) if first is not None else ()
+        with self._lock:
+            version = _Version(
+                self._next, model_version, time.time(), columns, ttl_s, profile_json, meta_json
+            )
+            self._versions[version.number] = version
+            self._next += 1
+        try:
+            rows = _load(first, it, columns, model_version)
+        except BaseException:
+            with self._lock:
+                self._versions.pop(version.number, None)
+            raise
+        with self._lock:
+            version.rows = rows
+            version.state = READY
+            if activate:
+                self._active = _Active(version, version.view())
+            return self._info(version)
+
+    def activate(self, version: str) -> VersionInfo:
+        """Make a ready version the active one, atomically."""
+        with self._lock:
+            info = vs.find(self._infos(), version)
+            vs.check_activatable(info)
+            return self._switch(int(info.version))
+
+    def active(self) -> VersionInfo | None:
+        """The active version, or None before the first publish."""
+        active = self._active
+        return None if active is None else self._info(active.version)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every version, oldest first."""
+        with self._lock:
+            return self._infos()
+
+    def rollback(self, to: str | None = None) -> VersionInfo:
+        """Activate `to`, or the newest ready version older than the active one."""
+        with self._lock:
+            return self._switch(int(vs.rollback_target(self._infos(), to).version))
+
+    def delete(self, version: str) -> None:
+        """Delete a version that is neither active nor being written."""
+        with self._lock:
+            info = vs.find(self._infos(), version)
+            vs.check_deletable(info)
+            del self._versions[int(info.version)]
+
+    def gc(self, keep: int = 2) -> list[str]:
+        """Delete all but the newest `keep` ready versions (never the active one); returns their ids."""
+        with self._lock:
+            victims = vs.gc_victims(self._infos(), keep)
+            for victim in victims:
+                del self._versions[int(victim)]
+            return victims
+
+    def close(self) -> None:
+        """Nothing to release: the data stays for other users of a named store until the process ends."""
+
+    def _switch(self, number: int) -> VersionInfo:
+        version = self._versions[number]
+        self._active = _Active(version, version.view())
+        return self._info(version)
+
+    def _infos(self) -> list[VersionInfo]:
+        return [self._info(v) for v in sorted(self._versions.values(), key=lambda v: v.number)]
+
+    def _info(self, v: _Version) -> VersionInfo:
+        active = self._active
+        return VersionInfo(
+            version=str(v.number),
+            model_version=v.model_version,
+            created_at=v.created_at,
+            row_count=len(v.rows),
+            columns=v.columns,
+            state=v.state,
+            active=active is not None and active.version is v,
+            ttl_s=v.ttl_s,
+            profile=load_json(v.profile_json),
+            meta=load_json(v.meta_json),
+        )
+
+
+def _load(
+    first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch], columns: tuple[str, ...], model_version: str
+) -> dict[str, bytes]:
+    """Every row of the published batches, keyed; InputError naming a key that appears twice."""
+    rows: dict[str, bytes] = {}
+    batch = first
+    while batch is not None:
+        r = batch_rows(batch, columns, model_version)
+        chunk = dict(zip(r.keys, map(encode_record, r.records()), strict=True))
+        if len(chunk) != len(r.keys):
+            key, _ = Counter(r.keys).most_common(1)[0]
+            raise InputError(f"key '{key}' appears more than once in the published rows")
+        clash = rows.keys() & chunk.keys() if rows else set()
+        if clash:
+            raise InputError(f"key '{min(clash)}' appears more than once in the published rows")
+        rows.update(chunk)
+        batch = next(rest, None)
+    return rows

@@ -1,0 +1,146 @@
+"""The SQLite store's file layout: opening, checking and creating it, and reading its version table.
+
+One database file (WAL mode, `synchronous=NORMAL`) holds:
+
+- ``augury_store(name, value)``: the format marker (``format = augury-prediction-store``, ``format_version``);
+  a file without it is not a store, and opening one is a clear `StoreError`;
+- ``augury_versions``: one row per version (``id INTEGER PRIMARY KEY AUTOINCREMENT``, so a number is never
+  reused, even after its row is deleted), with its state, row count, columns, TTL, profile and meta;
+- ``augury_pointer``: one row, the active version (NULL before the first activation);
+- ``preds_<n>(key TEXT, v BLOB)``: version n's rows, one MessagePack record per key (see `codec`), with a
+  unique index ``preds_<n>_key`` built after the bulk load.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from augury.errors import StoreError
+from augury.store.base import LOADING, ORPHAN, VersionInfo
+from augury.store.codec import View, load_json
+from augury.store.lease import lease_path, writer_alive
+
+FORMAT = "augury-prediction-store"
+FORMAT_VERSION = 1
+
+#: after a checkpoint, the WAL file is truncated back to this size (a big publish grows it).
+WAL_SIZE_LIMIT_BYTES = 64 << 20
+
+_DDL = (
+    "CREATE TABLE augury_store (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE augury_versions (id INTEGER PRIMARY KEY AUTOINCREMENT, model_version TEXT NOT NULL, "
+    "created_at REAL NOT NULL, state TEXT NOT NULL, row_count INTEGER NOT NULL DEFAULT 0, "
+    "columns TEXT NOT NULL, ttl_s REAL, profile TEXT NOT NULL, meta TEXT NOT NULL)",
+    "CREATE TABLE augury_pointer (id INTEGER PRIMARY KEY CHECK (id = 1), active INTEGER)",
+    "INSERT INTO augury_pointer VALUES (1, NULL)",
+)
+
+VERSIONS_SQL = (
+    "SELECT id, model_version, created_at, state, row_count, columns, ttl_s, profile, meta, "
+    "(SELECT active FROM augury_pointer) FROM augury_versions"
+)
+ACTIVE_SQL = (
+    "SELECT v.id, v.model_version, v.columns, v.ttl_s FROM augury_pointer p "
+    "JOIN augury_versions v ON v.id = p.active"
+)
+
+
+def table(version: int) -> str:
+    """The table holding version `version`'s rows (`version` is an int from the versions table)."""
+    return f"preds_{int(version)}"
+
+
+def connect(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time."""
+    try:
+        con = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=512
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
+    return con
+
+
+def prepare(con: sqlite3.Connection, path: str) -> None:
+    """Check that `con` is on an augury store, creating the layout in an empty file; switch to WAL."""
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not an augury prediction store (not an SQLite database: {exc})") from exc
+    try:
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot switch the prediction store {path} to WAL mode (got {mode})")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+        if not tables:
+            _create(con)
+            tables = {"augury_store"}
+        if "augury_store" not in tables:
+            raise StoreError(
+                f"{path} is an SQLite database but not an augury prediction store "
+                f"(it has no augury_store table; tables: {sorted(tables)[:5]})"
+            )
+        marker = dict(con.execute("SELECT name, value FROM augury_store").fetchall())
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
+    if marker.get("format") != FORMAT:
+        raise StoreError(f"{path} is not an augury prediction store (format marker {marker.get('format')!r})")
+    if str(marker.get("format_version")) != str(FORMAT_VERSION):
+        raise StoreError(
+            f"{path} has store format version {marker.get('format_version')}; this augury reads "
+            f"version {FORMAT_VERSION}"
+        )
+
+
+def _create(con: sqlite3.Connection) -> None:
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if con.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:  # nobody beat us to it
+            for ddl in _DDL:
+                con.execute(ddl)
+            con.execute(
+                "INSERT INTO augury_store VALUES ('format', ?), ('format_version', ?)",
+                (FORMAT, str(FORMAT_VERSION)),
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def read_versions(con: sqlite3.Connection, path: str, active_only: bool = False) -> list[VersionInfo]:
+    """Every version (or only the active one), oldest first, with its active flag; a 'loading' version
+    whose publish died is ORPHAN."""
+    where = " WHERE id = (SELECT active FROM augury_pointer)" if active_only else " ORDER BY id"
+    sql = VERSIONS_SQL + where
+    return [_info(row, path) for row in con.execute(sql).fetchall()]
+
+
+def _info(row: tuple[Any, ...], path: str) -> VersionInfo:
+    number, model_version, created_at, state, row_count, columns, ttl_s, profile, meta, active = row
+    if state == LOADING and not writer_alive(lease_path(path, number)):
+        state = ORPHAN
+    return VersionInfo(
+        version=str(number),
+        model_version=model_version,
+        created_at=created_at,
+        row_count=row_count,
+        columns=tuple(load_json(columns)["columns"]),
+        state=state,
+        active=number == active,
+        ttl_s=ttl_s,
+        profile=load_json(profile),
+        meta=load_json(meta),
+    )
+
+
+def read_active(con: sqlite3.Connection) -> tuple[str, View] | None:
+    """The active version's table and view, or None when no version is active."""
+    row = con.execute(ACTIVE_SQL).fetchone()
+    if row is None:
+        return None
+    number, model_version, columns, ttl_s = row
+    view = View(str(number), model_version, tuple(load_json(columns)["columns"]), ttl_s)
+    return table(number), view

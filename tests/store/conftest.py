@@ -1,0 +1,72 @@
+"""Store fixtures: every backend behind one `store` fixture, so the contract suite runs against each.
+
+Adding a backend (Redis) is one more entry in BACKENDS and a branch in `_open`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from augury.store import PredictionStore, open_store
+
+BACKENDS = ["memory", "sqlite"]
+
+#: a fixed, microsecond-exact instant: 2024-01-02T03:04:05.123456Z.
+T0_US = 1_704_164_645_123_456
+
+
+def make_batch(
+    keys: Sequence[str],
+    *,
+    computed_at_us: int | Sequence[int] | None = None,
+    extra: dict[str, Any] | None = None,
+    **columns: Any,
+) -> pa.RecordBatch:
+    """A published batch: `key`, `computed_at` (timestamp[us, UTC]) and the given prediction columns.
+    Without columns, one float column `score` = the key's position."""
+    n = len(keys)
+    if computed_at_us is None:
+        computed_at_us = int(time.time() * 1e6)
+    stamps = [computed_at_us] * n if isinstance(computed_at_us, int) else list(computed_at_us)
+    data: dict[str, Any] = {
+        "key": pa.array(list(keys), pa.string()),
+        "computed_at": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+    }
+    data.update(columns or {"score": pa.array([float(i) for i in range(n)], pa.float64())})
+    data.update(extra or {})
+    return pa.record_batch(data)
+
+
+@pytest.fixture()
+def batch_of() -> Callable[..., pa.RecordBatch]:
+    """`make_batch`, for tests that build published batches."""
+    return make_batch
+
+
+def _open(backend: str, tmp_path: Path) -> PredictionStore:
+    if backend == "memory":
+        return open_store("memory://")
+    if backend == "sqlite":
+        return open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    raise AssertionError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionStore]:
+    """A fresh, empty store of each backend."""
+    s = _open(request.param, tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture()
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
