@@ -56,6 +56,7 @@ class ProgressReporter:
                 TextColumn("{task.fields[rate]} rows/s"),
                 TimeRemainingColumn(),
                 console=err,
+                auto_refresh=False,  # no refresh thread: batch workers can then be forked safely
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=None, rate="-")
@@ -65,6 +66,7 @@ class ProgressReporter:
         rate = p.rows_done / p.elapsed_s if p.elapsed_s > 0 else 0.0
         if self._bar is not None:
             self._bar.update(self._task, completed=p.rows_done, total=p.rows_total, rate=f"{rate:,.0f}")
+            self._bar.refresh()
             return
         now = time.monotonic()
         if now - self._last < self.interval_s and p.rows_done != p.rows_total:

@@ -40,8 +40,9 @@ def test_scores_every_row_with_hash_keys(hgb_model: Path, features_parquet: Path
     assert not staging_dir(out).exists()
 
 
+@pytest.mark.parametrize("engine", ["processes", "threads"])
 def test_key_column_and_workers_give_the_same_answer(
-    hgb_model: Path, features_parquet: Path, tmp_path: Path
+    hgb_model: Path, features_parquet: Path, tmp_path: Path, engine: str
 ) -> None:
     one = run_batch(
         str(hgb_model),
@@ -53,7 +54,7 @@ def test_key_column_and_workers_give_the_same_answer(
         str(hgb_model),
         features_parquet,
         tmp_path / "two.parquet",
-        BatchOptions(key_columns=("id",), workers=2, chunk_rows=128),
+        BatchOptions(key_columns=("id",), workers=2, chunk_rows=128, engine=engine),
     )
     assert one.rows == two.rows == 3000
     a = pq.read_table(tmp_path / "one.parquet").drop_columns(["computed_at"])

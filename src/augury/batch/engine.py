@@ -1,11 +1,12 @@
 """Engines run a batch job's tasks. The seam: `Engine.run(tasks) -> results`, in any order.
 
 `InlineEngine` scores in the calling process (one worker: no start-up cost, easy to debug).
-`ThreadEngine` runs `workers` threads in this process over one shared model, each model call limited to one
-native thread: frameworks that release the GIL while predicting (scikit-learn's trees, ONNX Runtime,
-XGBoost, LightGBM) then keep every core busy with one copy of the model in memory and no start-up cost.
-`LocalEngine` runs a pool of worker processes on this machine, each loading the model once and limited to
-its share of the cores' threads: the choice for Python-heavy models (`module:function`) that hold the GIL.
+`LocalEngine` (the default, "processes") runs a pool of worker processes on this machine, each loading the
+model once and limited to its share of the cores' threads: every step of a chunk (decode, cast, hash,
+predict, encode, write) runs in parallel, whatever holds the GIL.
+`ThreadEngine` ("threads") runs `workers` threads in this process over one shared model, each model call
+limited to one native thread: less memory (one copy of the model), but the Python parts of each chunk
+take turns on the GIL; measured in BENCHMARKS.md, it is the slower of the two on 2 cores.
 Both keep at most `2 * workers` tasks in flight, so memory stays bounded.
 A distributed engine (Dask) plugs in here with the same two methods.
 """
@@ -149,13 +150,14 @@ ENGINES = ("auto", "threads", "processes", "inline")
 
 
 def make_engine(name: str, job: Job, model: Model, workers: int) -> Engine:
-    """`threads` or `processes` with `workers` > 1; `inline` (or one worker) scores in this process."""
+    """`processes` (also `auto`) or `threads` with `workers` > 1; `inline`, or one worker, scores in this
+    process."""
     if name not in ENGINES:
         from augury.errors import ConfigError
 
         raise ConfigError(f"unknown batch engine {name!r}; available: {', '.join(ENGINES)}")
     if name == "auto":
-        name = "processes" if model.info.format == "function" else "threads"
+        name = "processes"
     if workers <= 1 or name == "inline":
         return InlineEngine(job, model)
     if name == "threads":

@@ -45,7 +45,7 @@ class BatchOptions:
     max_error_rate: float = 0.01
     #: where rows that cannot be scored are written (JSON Lines); default `<output>.errors.jsonl`.
     errors_path: Path | None = None
-    #: "auto" (threads, or processes for `module:function` models, which hold the GIL), "threads",
+    #: "auto" (= "processes": worker processes on this machine), "threads" (one process, less memory),
     #: "processes" or "inline".
     engine: str = "auto"
     model_name: str | None = None
