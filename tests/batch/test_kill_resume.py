@@ -1,4 +1,4 @@
-"""Exactly once: a batch run killed with SIGKILL mid-way and resumed scores every row once."""
+"""Exactly once: a batch run killed mid-way (SIGKILL, or Ctrl-C) and resumed scores every row once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,56 +18,34 @@ import pytest
 from augury.batch import BatchOptions, run_batch, staging_dir
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+N = 20_000
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
-def test_kill_9_then_resume_scores_each_row_exactly_once(tmp_path: Path, workers: int) -> None:
-    n = 20_000
+def start_run(tmp_path: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path, Path]:
     src = tmp_path / "in.parquet"
-    pq.write_table(
-        pa.table({"id": np.arange(n), "a": np.arange(n, dtype=np.float64), "b": np.ones(n)}),
-        src,
-        row_group_size=250,
-    )
+    table = pa.table({"id": np.arange(N), "a": np.arange(N, dtype=np.float64), "b": np.ones(N)})
+    pq.write_table(table, src, row_group_size=250)
     out = tmp_path / "out.parquet"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")]),
         "AUGURY_TEST_SLEEP": "0.03",
     }
+    cmd = [sys.executable, "-m", "augury.cli", "batch", "fixture_models:slow_add", str(src), "-o", str(out)]
+    cmd += ["--key", "id", "--chunk-rows", "250", "--workers", str(workers)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "augury.cli",
-            "batch",
-            "fixture_models:slow_add",
-            str(src),
-            "-o",
-            str(out),
-            "--key",
-            "id",
-            "--chunk-rows",
-            "250",
-            "--workers",
-            str(workers),
-        ],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     staging = staging_dir(out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(staging.glob("part-*.parquet"))) < 10:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished = len(list(staging.glob("part-*.parquet")))
-    assert 10 <= finished < n // 250, "the run should have been killed midway"
-    assert not out.exists()
+    return proc, src, out
 
+
+def resume_and_check(src: Path, out: Path, finished: int) -> None:
+    assert 10 <= finished < N // 250, "the run should have been stopped midway"
+    assert not out.exists()
     result = run_batch(
         "fixture_models:slow_add",
         src,
@@ -76,7 +55,33 @@ def test_kill_9_then_resume_scores_each_row_exactly_once(tmp_path: Path, workers
     assert result.resumed_tasks >= finished
     table = pq.read_table(out)
     ids = table.column("id").to_numpy()
-    assert len(ids) == n and len(np.unique(ids)) == n
-    np.testing.assert_array_equal(np.sort(ids), np.arange(n))
+    assert len(ids) == N and len(np.unique(ids)) == N
+    np.testing.assert_array_equal(np.sort(ids), np.arange(N))
     np.testing.assert_array_equal(table.column("value").to_numpy(), ids + 1.0)
-    assert not staging.exists()
+    assert not staging_dir(out).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "victim"), [(1, "group"), (2, "group"), (2, "driver")])
+def test_kill_9_then_resume_scores_each_row_exactly_once(tmp_path: Path, workers: int, victim: str) -> None:
+    proc, src, out = start_run(tmp_path, workers)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    if victim == "group":
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:  # only the driver: its workers must not live on as orphans
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()  # type: ignore[union-attr]
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "workers outlived their driver"
+    resume_and_check(src, out, len(list(staging_dir(out).glob("part-*.parquet"))))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    proc, src, out = start_run(tmp_path, workers=2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    resume_and_check(src, out, len(list(staging_dir(out).glob("part-*.parquet"))))

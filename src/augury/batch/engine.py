@@ -13,8 +13,11 @@ A distributed engine (Dask) plugs in here with the same two methods.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import (
@@ -74,11 +77,28 @@ _worker_job: Job | None = None
 
 def _init_worker(job: Job, threads: int) -> None:
     global _worker_model, _worker_job
+    # Ctrl-C reaches the whole process group: only the driver acts on it; a worker finishes its task
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _thread_limits(threads)
     _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads)
     _worker_job = job
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the driver dies (even by kill -9), so no orphan
+    keeps scoring for a run that is gone."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the driver died before prctl took effect
+        os._exit(1)
 
 
 def _run_in_worker(task: Task) -> TaskResult:

@@ -9,6 +9,8 @@ and settings are the same and scores only the missing tasks.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 from augury.errors import BatchError, InputError, TooManyBadRows
 from augury.models import load_model
 
-from .engine import make_engine
+from .engine import Engine, make_engine
 from .sources import Source, Task, open_source
 from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
 
@@ -135,51 +137,23 @@ def run_batch(
         run_metadata(model, keys),
     )
     notes: list[str] = []
-    done = _prepare_staging(staging, _fingerprint(source, job, model.info.version), options.resume, notes)
-
-    engine = make_engine(options.engine, job, model, workers)
-    rows_done = failed = resumed = tasks = 0
-    task_ids: list[str] = []
-
-    def todo() -> Iterator[Task]:
-        nonlocal rows_done, resumed
-        for task in source.tasks():
-            task_ids.append(task.task_id)
-            if task.task_id in done:
-                rows_done += task.num_rows + len(task.errors)
-                resumed += 1
-                continue
-            yield task
-
-    try:
-        for result in engine.run(todo()):
-            tasks += 1
-            rows_done += result.rows
-            failed += result.failed
-            if on_progress:
-                on_progress(Progress(rows_done, source.total_rows, failed, time.perf_counter() - started))
-    except BrokenProcessPool as exc:
-        raise BatchError(
-            "a worker process died (out of memory, or killed); finished work is kept: "
-            "rerun with --resume to continue"
-        ) from exc
-    finally:
-        engine.close()
-
-    errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
-    failed = _collect_errors(staging, task_ids, errors_file)
-    total = rows_done
-    if total == 0:
-        raise InputError("the input has no rows")
-    if failed / total > options.max_error_rate:
-        raise TooManyBadRows(
-            f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
-            f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
-            f"the output was not written (to accept them, rerun with --resume and a higher "
-            f"--max-error-rate)"
-        )
-    scored = _merge(staging, task_ids, out)
-    shutil.rmtree(staging, ignore_errors=True)
+    with _exclusive(out):
+        done = _prepare_staging(staging, _fingerprint(source, job, model.info.version), options.resume, notes)
+        engine = make_engine(options.engine, job, model, workers)
+        total, resumed, task_ids = _score(engine, source, done, started, on_progress)
+        errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
+        failed = _collect_errors(staging, task_ids, errors_file)
+        if total == 0:
+            raise InputError("the input has no rows")
+        if failed / total > options.max_error_rate:
+            raise TooManyBadRows(
+                f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
+                f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
+                f"the output was not written (to accept them, rerun with --resume and a higher "
+                f"--max-error-rate)"
+            )
+        scored = _merge(staging, task_ids, out)
+        shutil.rmtree(staging, ignore_errors=True)
     return BatchResult(
         out,
         total,
@@ -194,6 +168,61 @@ def run_batch(
         workers,
         notes,
     )
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold a lock for `out` while a run writes it: a second run on the same output fails at once.
+
+    A POSIX record lock (lockf): it belongs to this process alone, so forked workers do not inherit it,
+    and the kernel releases it when the process dies, however it dies."""
+    lock = out.with_name(f".{out.name}.augury-lock")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BatchError(f"another augury batch run is writing {out}; wait for it or stop it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _score(
+    engine: Engine,
+    source: Source,
+    done: set[str],
+    started: float,
+    on_progress: Callable[[Progress], None] | None,
+) -> tuple[int, int, list[str]]:
+    """Run every task not in `done` on `engine`; return (rows, tasks skipped as done, all task ids)."""
+    rows = failed = resumed = 0
+    task_ids: list[str] = []
+
+    def todo() -> Iterator[Task]:
+        nonlocal rows, resumed
+        for task in source.tasks():
+            task_ids.append(task.task_id)
+            if task.task_id in done:
+                rows += task.num_rows + len(task.errors)
+                resumed += 1
+                continue
+            yield task
+
+    try:
+        for result in engine.run(todo()):
+            rows += result.rows
+            failed += result.failed
+            if on_progress:
+                on_progress(Progress(rows, source.total_rows, failed, time.perf_counter() - started))
+    except BrokenProcessPool as exc:
+        raise BatchError(
+            "a worker process died (out of memory, or killed); finished work is kept: "
+            "rerun with --resume to continue"
+        ) from exc
+    finally:
+        engine.close()
+    return rows, resumed, task_ids
 
 
 def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]:
