@@ -1,0 +1,36 @@
+-- wrk script: GET $PATH_PREFIX<key>, per request, for a key picked at random from $KEYS_FILE (one a line,
+-- already URL-safe).
+-- usage: KEYS_FILE=/tmp/augury-bench/http/keys.txt PATH_PREFIX=/v1/models/hgb20/predictions/ \
+--          wrk -t1 -c32 -d10s --latency -s get_random.lua http://127.0.0.1:8000
+-- Every request is formatted once, in init (after wrk has set the Host header), so a request costs one
+-- table index and one random number.
+local requests_ = {}
+
+init = function(args)
+  local path = os.getenv("KEYS_FILE")
+  local prefix = assert(os.getenv("PATH_PREFIX"), "PATH_PREFIX is not set")
+  local f = assert(io.open(path, "rb"), "cannot open KEYS_FILE " .. tostring(path))
+  for line in f:lines() do
+    if #line > 0 then
+      requests_[#requests_ + 1] = wrk.format("GET", prefix .. line)
+    end
+  end
+  f:close()
+  assert(#requests_ > 0, "no keys in " .. path)
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+end
+
+request = function()
+  return requests_[math.random(#requests_)]
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"err_connect":%d,"err_read":%d,' ..
+    '"err_write":%d,"err_status":%d,"err_timeout":%d,"lat_mean_us":%.1f,"lat_stdev_us":%.1f,' ..
+    '"lat_max_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency.mean, latency.stdev, latency.max, latency:percentile(50),
+    latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
