@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Dynamic batching: N concurrent clients sending one-row requests through `Batcher`, in one process.
 
-Models (20 float64 features, make_classification):
-  trivial  y = 2 * f0 (a pyarrow compute call: measures the batcher's own overhead)
+Models (20 float64 features, make_classification; a request is one row, a list of 20 floats):
+  trivial  y = 2 * f0 per row (measures the batcher's own overhead)
   hgb      HistGradientBoostingClassifier, 100 iterations, trained on 20,000 rows; the wrapper turns
-           the batch into a 2-D numpy array and returns p0/p1 from predict_proba
+           the rows into a 2-D numpy array and returns (p0, p1) per row from predict_proba
 For each model: a baseline scoring one row at a time in a plain loop, no asyncio (trivial: the function
-on a one-row batch; hgb: `predict_proba` on a 1x20 numpy array),
+on a one-row list; hgb: `predict_proba` on a 1x20 numpy array),
 then the batcher under N asyncio clients (each: submit one row, await it, repeat) for a few
 (max_batch_size, max_delay_ms) settings. Reported: requests/s, mean rows per model call, and p50/p99
 latency of one request (submit to answer). Each setting runs --seconds after a short warm-up.
@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from augury.serve.batcher import Batcher, BatchObserver
 
@@ -44,10 +42,11 @@ class Sizes(BatchObserver):
         self.calls += 1
 
 
-Model = Callable[[pa.RecordBatch], pa.RecordBatch]
+Row = list[float]
+Model = Callable[[list[Row]], list[object]]
 
 
-def make_models() -> tuple[pa.RecordBatch, dict[str, Model], dict[str, Callable[[int], object]]]:
+def make_models() -> tuple[list[Row], dict[str, Model], dict[str, Callable[[int], object]]]:
     """The request rows, the batch model functions, and for each one row scored directly (the baseline)."""
     from sklearn.datasets import make_classification
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -55,17 +54,16 @@ def make_models() -> tuple[pa.RecordBatch, dict[str, Model], dict[str, Callable[
     X, y = make_classification(n_samples=22_000, n_features=20, n_informative=10, n_redundant=5,
                                random_state=0)
     clf = HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X[:20_000], y[:20_000])
-    rows = pa.record_batch({f"f{i}": X[20_000:, i] for i in range(20)})
+    rows: list[Row] = X[20_000:].tolist()
 
-    def trivial(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return pa.record_batch({"y": pc.multiply(batch.column(0), 2.0)})
+    def trivial(batch: list[Row]) -> list[object]:
+        return [2.0 * r[0] for r in batch]
 
-    def hgb(batch: pa.RecordBatch) -> pa.RecordBatch:
-        P = clf.predict_proba(np.column_stack([c.to_numpy() for c in batch.columns]))
-        return pa.record_batch({"p0": P[:, 0], "p1": P[:, 1]})
+    def hgb(batch: list[Row]) -> list[object]:
+        return [tuple(p) for p in clf.predict_proba(np.array(batch)).tolist()]
 
-    singles, X_test = [rows.slice(i, 1) for i in range(rows.num_rows)], X[20_000:]
-    direct = {"trivial": lambda i: trivial(singles[i]), "hgb": lambda i: clf.predict_proba(X_test[i:i + 1])}
+    X_test = X[20_000:]
+    direct = {"trivial": lambda i: trivial([rows[i]]), "hgb": lambda i: clf.predict_proba(X_test[i:i + 1])}
     return rows, {"trivial": trivial, "hgb": hgb}, direct
 
 
@@ -86,11 +84,12 @@ def one_at_a_time(score_row: Callable[[int], object], n_rows: int, seconds: floa
     return summary("one row at a time, plain loop", len(lat), time.perf_counter() - start, lat, 1.0)
 
 
-async def batched(fn: Model, rows: pa.RecordBatch, clients: int,
+async def batched(fn: Model, rows: list[Row], clients: int,
                   seconds: float, max_batch_size: int, max_delay_ms: float) -> str:
-    singles = [rows.slice(i, 1) for i in range(rows.num_rows)]
+    singles = [[r] for r in rows]
     sizes = Sizes()
-    batcher = Batcher(fn, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, observer=sizes)
+    batcher: Batcher[Row, object] = Batcher(fn, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                                            observer=sizes)
     lat: list[float] = []
     measuring = False
     stop_at = 0.0
@@ -130,7 +129,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, fn in models.items():
         print(f"\n[{name}]\n{'':<34} {'req/s':>10} {'rows/call':>10} {'p50 ms':>9} {'p99 ms':>9}")
-        print(one_at_a_time(direct[name], rows.num_rows, args.seconds), flush=True)
+        print(one_at_a_time(direct[name], len(rows), args.seconds), flush=True)
         for size, delay in SETTINGS:
             print(asyncio.run(batched(fn, rows, args.clients, args.seconds, size, delay)), flush=True)
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from augury.errors import ConfigError, DeadlineExceeded, InputError, OverloadedError, PredictionError
@@ -17,7 +15,7 @@ from augury.serve.batcher import Batcher, BatchObserver
 
 
 class Doubler:
-    """y = 2x, recording the x values of every call. `gate`, when given, holds each call until set."""
+    """y = 2x per row, recording the rows of every call. `gate`, when given, holds each call until set."""
 
     def __init__(self, sleep_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.calls: list[list[float]] = []
@@ -25,8 +23,8 @@ class Doubler:
         self.gate = gate
         self.started = threading.Event()
 
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        self.calls.append(batch.column("x").to_pylist())
+    def __call__(self, rows: list[float]) -> list[float]:
+        self.calls.append(list(rows))
         self.started.set()
         if self.gate is not None:
             assert self.gate.wait(10), "test forgot to open the gate"
@@ -34,7 +32,7 @@ class Doubler:
             time.sleep(self.sleep_s)
         if -1.0 in self.calls[-1]:
             raise ValueError("marker row -1 cannot be scored")
-        return pa.record_batch({"y": pc.multiply(batch.column("x"), 2)})
+        return [2 * x for x in rows]
 
     @property
     def seen(self) -> list[float]:
@@ -66,12 +64,13 @@ class Recorder(BatchObserver):
         self.missed += 1
 
 
-def req(*xs: float) -> pa.RecordBatch:
-    return pa.record_batch({"x": pa.array(xs, pa.float64())})
+def req(*xs: float) -> list[float]:
+    return list(xs)
 
 
-def ys(out: pa.RecordBatch) -> list[float]:
-    return list(out.column("y").to_pylist())
+def ys(out: list[float]) -> list[float]:
+    assert isinstance(out, list)
+    return out
 
 
 def run(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -113,7 +112,7 @@ def test_multi_row_requests_are_sliced_back_in_order() -> None:
         batches = [req(*[10.0 * n + i for i in range(n)]) for n in range(1, 8)]
         outs = await asyncio.gather(*(b.submit(x) for x in batches))
         for x, out in zip(batches, outs, strict=True):
-            assert ys(out) == [2 * v for v in x.column("x").to_pylist()]
+            assert ys(out) == [2 * v for v in x]
         await b.close()
 
     run(main)
@@ -165,8 +164,8 @@ def test_failing_batch_fails_only_its_requests_and_the_loop_goes_on() -> None:
 
 
 def test_wrong_row_count_fails_every_request_of_the_batch() -> None:
-    def drops_a_row(batch: pa.RecordBatch) -> pa.RecordBatch:
-        return pa.record_batch({"y": batch.column("x")}).slice(1)
+    def drops_a_row(rows: list[float]) -> list[float]:
+        return rows[1:]
 
     async def main() -> None:
         b = Batcher(drops_a_row, max_batch_size=8, max_delay_ms=20)
@@ -334,18 +333,31 @@ def test_request_larger_than_max_batch_size_runs_alone() -> None:
     assert [len(c) for c in model.calls] == [2, 10, 2]
 
 
-def test_requests_with_different_schemas_are_not_mixed() -> None:
+def test_requests_of_different_groups_are_not_mixed() -> None:
     model = Doubler()
 
     async def main() -> None:
         b = Batcher(model, max_batch_size=64, max_delay_ms=20)
-        ints = pa.record_batch({"x": pa.array([5], pa.int64())})
-        outs = await asyncio.gather(b.submit(req(1.0)), b.submit(ints), b.submit(req(2.0)))
+        ints = b.submit([5], group="ints")
+        outs = await asyncio.gather(b.submit(req(1.0)), ints, b.submit(req(2.0)))
         assert [ys(o) for o in outs] == [[2.0], [10], [4.0]]
         await b.close()
 
     run(main)
     assert model.calls == [[1.0], [5], [2.0]]
+
+
+def test_predict_returning_other_than_a_list_fails_the_batch() -> None:
+    def not_a_list(rows: list[float]) -> Any:
+        return {"y": rows}
+
+    async def main() -> None:
+        b = Batcher(not_a_list, max_batch_size=8, max_delay_ms=5)
+        results = await settle(b.submit(req(1.0)), b.submit(req(2.0)))
+        assert all(isinstance(r, PredictionError) and "expected a list" in str(r) for r in results)
+        await b.close()
+
+    run(main)
 
 
 def test_observer_that_raises_does_not_break_batching() -> None:

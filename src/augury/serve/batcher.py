@@ -1,18 +1,22 @@
 """Dynamic batching: requests that arrive together are scored together, in one model call.
 
-A request is one Arrow record batch of n >= 1 rows, already conformed to the model's input schema.
-`await Batcher.submit(batch)` returns exactly that request's output rows, in order. Queued requests are
-taken first in, first out, into batches of at most `max_batch_size` rows (a single larger request runs
-alone, never split); the requests of a batch are concatenated into one `predict` call, which runs on an
-executor thread, and the output is sliced back per request by row offsets.
+A request is a list of n >= 1 rows (whatever the caller's `predict` takes: the server passes feature
+rows already cast by `schema.cast_row`). `await Batcher.submit(rows)` returns exactly that request's
+results, one per row, in order. Queued requests are taken first in, first out, into batches of at most
+`max_batch_size` rows (a single larger request runs alone, never split); the rows of a batch's requests
+are joined into one flat list for one `predict` call, which runs on an executor thread, and the results
+are sliced back per request by row offsets. Rows are plain Python objects, not Arrow batches: building a
+one-row record batch per request costs ~80 µs and concatenating them more, while the caller's `predict`
+turns the whole flat list into one batch in a single pass.
 
 The loop (after Ray Serve's `serve/batching.py`): block for the first request, then start the wait timer
 (`time.monotonic()`) and take more until the batch is full or `max_delay_ms` has passed. While the model
 scores one batch the next is collected; it is topped up with whatever arrived and sent the moment the
 model is free, so under load batches grow instead of requests queueing one model call each.
 
-Failure is per batch: if `predict` raises or returns other than one row per input row, every request of
-that batch fails (framework errors become `PredictionError`) and the loop carries on with the next.
+Failure is per batch: if `predict` raises or returns other than one result per input row, every request
+of that batch fails (framework errors become `PredictionError`) and the loop carries on with the next.
+(A `predict` that wants per-row failures returns them as results: the server's does.)
 """
 
 from __future__ import annotations
@@ -24,11 +28,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import pyarrow as pa
+from typing import Generic, Protocol, TypeVar
 
 from augury.errors import (
     AuguryError,
@@ -41,7 +43,8 @@ from augury.errors import (
 
 log = logging.getLogger(__name__)
 
-PredictFn = Callable[[pa.RecordBatch], pa.RecordBatch]
+Row = TypeVar("Row")
+Result = TypeVar("Result")
 
 
 class BatchObserver(Protocol):
@@ -76,31 +79,34 @@ class _NoObserver(BatchObserver):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class _Request:
-    """One queued request, created before it is queued; `future` resolves to its output rows."""
+class _Request(Generic[Row, Result]):
+    """One queued request, created before it is queued; `future` resolves to its results."""
 
-    batch: pa.RecordBatch
-    future: asyncio.Future[pa.RecordBatch]
+    rows: Sequence[Row]
+    future: asyncio.Future[list[Result]]
     enqueued_at: float
     deadline: float | None
+    group: Hashable
 
     @property
-    def rows(self) -> int:
-        return int(self.batch.num_rows)
+    def size(self) -> int:
+        return len(self.rows)
 
 
-class Batcher:
+class Batcher(Generic[Row, Result]):
     """Coalesce concurrent `submit` calls into batched calls of `predict`, one batch in flight at a time.
 
-    `predict` scores a record batch and must return one row per input row, in order. `max_batch_size`
-    counts rows; `max_delay_ms` is how long a batch waits for company after its first request;
-    `max_queue` bounds the requests waiting to be batched. The model runs on `executor` (by default a
-    single thread owned, and shut down, by the batcher), so the event loop keeps accepting requests.
-    The batcher belongs to the event loop it is started on (by `start()` or the first `submit`).
+    `predict` takes the flat list of rows of every request in a batch and must return one result per
+    row, in order. `max_batch_size` counts rows; `max_delay_ms` is how long a batch waits for company
+    after its first request; `max_queue` bounds the requests waiting to be batched. The model runs on
+    `executor` (by default a single thread owned, and shut down, by the batcher), so the event loop keeps
+    accepting requests. The batcher belongs to the event loop it is started on (by `start()` or the first
+    `submit`).
     """
 
-    def __init__(self, predict: PredictFn, *, max_batch_size: int = 64, max_delay_ms: float = 2.0,
-                 max_queue: int = 1024, executor: concurrent.futures.Executor | None = None,
+    def __init__(self, predict: Callable[[list[Row]], Sequence[Result]], *, max_batch_size: int = 64,
+                 max_delay_ms: float = 2.0, max_queue: int = 1024,
+                 executor: concurrent.futures.Executor | None = None,
                  observer: BatchObserver | None = None) -> None:
         if max_batch_size < 1 or max_queue < 1 or not max_delay_ms >= 0:
             raise ConfigError(f"batcher needs max_batch_size >= 1, max_queue >= 1 and max_delay_ms >= 0; got "
@@ -112,9 +118,9 @@ class Batcher:
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, "augury-batcher")
         self._observer: BatchObserver = observer or _NoObserver()
-        self._queue: collections.deque[_Request] = collections.deque()
+        self._queue: collections.deque[_Request[Row, Result]] = collections.deque()
         self._arrived = asyncio.Event()
-        self._forming: list[_Request] = []  # taken from the queue, not yet sent to the model
+        self._forming: list[_Request[Row, Result]] = []  # taken from the queue, not yet sent to the model
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[None] | None = None
@@ -140,15 +146,17 @@ class Batcher:
         elif loop is not self._loop:
             raise RuntimeError("this batcher was started on another event loop")
 
-    async def submit(self, batch: pa.RecordBatch, deadline: float | None = None) -> pa.RecordBatch:
-        """Score `batch` within a batch of other requests; return its own output rows, in order.
+    async def submit(self, rows: Sequence[Row], deadline: float | None = None,
+                     group: Hashable = None) -> list[Result]:
+        """Score `rows` within a batch of other requests; return their results, one per row, in order.
 
-        `deadline` is an absolute `time.monotonic()` value: past it the request is never sent to the model
-        and `submit` raises `DeadlineExceeded` (a request already being scored is given up at its deadline).
+        Requests of different `group`s (say, rows for different models) never share a batch. `deadline`
+        is an absolute `time.monotonic()` value: past it the request is never sent to the model and
+        `submit` raises `DeadlineExceeded` (a request already being scored is given up at its deadline).
         Raises `OverloadedError` at once if `max_queue` requests are waiting or the batcher is closed,
         and `PredictionError` (or the model's own `AuguryError`) if its batch failed.
         """
-        if batch.num_rows < 1:
+        if len(rows) < 1:
             raise InputError("a request to the batcher must hold at least one row")
         self.start()
         assert self._loop is not None
@@ -161,7 +169,7 @@ class Batcher:
             self._notify(self._observer.shed)
             raise OverloadedError(f"too many requests waiting ({len(self._queue)}); retry later",
                                   self.retry_after_s())
-        req = _Request(batch, self._loop.create_future(), now, deadline)
+        req: _Request[Row, Result] = _Request(rows, self._loop.create_future(), now, deadline, group)
         self._queue.append(req)
         self._arrived.set()
         try:
@@ -224,7 +232,7 @@ class Batcher:
                 log.exception("batcher loop failed; failing %d requests, carrying on", len(self._forming))
                 _fail(self._forming, PredictionError(f"batching failed: {type(exc).__name__}: {exc}"))
 
-    async def _collect(self, batch: list[_Request]) -> None:
+    async def _collect(self, batch: list[_Request[Row, Result]]) -> None:
         """Block for the first request, then take more until the batch is full or max_delay_s has passed."""
         full = False
         while not batch:
@@ -241,22 +249,22 @@ class Batcher:
                         await self._arrived.wait()
             full = self._take(batch)
 
-    def _take(self, batch: list[_Request]) -> bool:
+    def _take(self, batch: list[_Request[Row, Result]]) -> bool:
         """Move queued requests into `batch` while they fit; True when it can take no more.
 
-        A request that would pass max_batch_size rows, or whose schema differs, waits for the next batch;
+        A request that would pass max_batch_size rows, or of another group, waits for the next batch;
         an empty batch takes the first request whatever its size.
         """
-        rows = sum(r.rows for r in batch)
+        rows = sum(r.size for r in batch)
         while self._queue:
             nxt = self._queue[0]
-            if batch and (rows + nxt.rows > self.max_batch_size or nxt.batch.schema != batch[0].batch.schema):
+            if batch and (rows + nxt.size > self.max_batch_size or nxt.group != batch[0].group):
                 return True
             batch.append(self._queue.popleft())
-            rows += nxt.rows
+            rows += nxt.size
         return rows >= self.max_batch_size
 
-    def _ready(self, batch: list[_Request]) -> list[_Request]:
+    def _ready(self, batch: list[_Request[Row, Result]]) -> list[_Request[Row, Result]]:
         """The requests to send: drop cancelled ones, fail those past their deadline."""
         now = time.monotonic()
         ready = []
@@ -273,10 +281,10 @@ class Batcher:
                 self._notify(self._observer.queue_wait, now - req.enqueued_at)
         return ready
 
-    async def _score(self, batch: list[_Request]) -> None:
-        """Score one batch on the executor and resolve each request's future with its own rows."""
+    async def _score(self, batch: list[_Request[Row, Result]]) -> None:
+        """Score one batch on the executor and resolve each request's future with its own results."""
         assert self._loop is not None
-        rows = sum(r.rows for r in batch)
+        rows = sum(r.size for r in batch)
         try:
             out, seconds = await self._loop.run_in_executor(self._executor, self._call_model, batch)
         except Exception as exc:
@@ -290,23 +298,23 @@ class Batcher:
         offset = 0
         for req in batch:
             if not req.future.done():
-                req.future.set_result(out.slice(offset, req.rows))
-            offset += req.rows
+                req.future.set_result(out[offset:offset + req.size])
+            offset += req.size
         self._batch_s = seconds if self._batch_s == 0 else 0.8 * self._batch_s + 0.2 * seconds
         self._requests_per_batch = 0.8 * self._requests_per_batch + 0.2 * len(batch)
         self._notify(self._observer.batch_scored, rows, len(batch), seconds)
 
-    def _call_model(self, batch: list[_Request]) -> tuple[pa.RecordBatch, float]:
-        """On the executor thread: concatenate, predict, check one output row per input row."""
-        data = batch[0].batch if len(batch) == 1 else _concat([r.batch for r in batch])
+    def _call_model(self, batch: list[_Request[Row, Result]]) -> tuple[list[Result], float]:
+        """On the executor thread: join the rows, predict, check one result per input row."""
+        rows = list(batch[0].rows) if len(batch) == 1 else [row for r in batch for row in r.rows]
         started = time.monotonic()
-        out = self._predict(data)
-        if not isinstance(out, pa.RecordBatch):
-            raise PredictionError(f"model returned {type(out).__name__}, expected a pyarrow RecordBatch")
+        out = self._predict(rows)
         seconds = time.monotonic() - started
-        if out.num_rows != data.num_rows:
-            raise PredictionError(f"model returned {out.num_rows} rows for {data.num_rows} inputs")
-        return out, seconds
+        if not isinstance(out, Sequence) or isinstance(out, str | bytes):
+            raise PredictionError(f"model returned {type(out).__name__}, expected a list of results")
+        if len(out) != len(rows):
+            raise PredictionError(f"model returned {len(out)} rows for {len(rows)} inputs")
+        return list(out), seconds
 
     def _notify(self, hook: Callable[..., None], *args: object) -> None:
         try:
@@ -315,13 +323,7 @@ class Batcher:
             log.exception("batch observer hook %s failed", getattr(hook, "__name__", hook))
 
 
-def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    if hasattr(pa, "concat_batches"):  # pyarrow >= 19
-        return pa.concat_batches(batches)
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-
-
-def _fail(batch: list[_Request], error: BaseException) -> None:
+def _fail(batch: list[_Request[Row, Result]], error: BaseException) -> None:
     for req in batch:
         if not req.future.done():
             req.future.set_exception(error)

@@ -1,0 +1,181 @@
+"""The server's Prometheus metrics, declared once, each with its help text, labels and buckets.
+
+`ServeMetrics` holds every metric in its own `CollectorRegistry` (one per app, so two apps in one process,
+as in the tests, never collide) and renders them in the Prometheus text format for ``GET /metrics``.
+`BatchMetrics` is the dynamic batcher's observer: it has the hooks of `augury.serve.batcher.BatchObserver`
+(matched by structure; this package does not import the server). Gauges whose value lives elsewhere (the
+queue depth, the active store version and its age) are read when Prometheus scrapes, through callables
+the app registers with `watch_queue` and `watch_store`; a callable that raises reads as NaN.
+
+Label values are bounded: routes are route templates (``/v2/models/{name}/infer``), never raw paths;
+errors are AuguryError class names; sources are ``static``, ``dynamic`` or ``mixed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+#: request latency buckets in seconds: 0.5 ms to 10 s.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: model call and queue wait buckets in seconds: 0.1 ms to 5 s.
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+#: rows or requests per model call: powers of two up to 4096.
+SIZE_BUCKETS = tuple(float(2**i) for i in range(13))
+
+
+def _safe(read: Callable[[], float]) -> Callable[[], float]:
+    def value() -> float:
+        try:
+            return float(read())
+        except Exception:  # a scrape must never fail because a source is down
+            return math.nan
+
+    return value
+
+
+class ServeMetrics:
+    """Every metric the server exports, in one registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "augury_requests", "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"], registry=r)
+        self.errors = Counter(
+            "augury_request_errors", "Requests answered with an error (status >= 400), by route template, "
+            "status code and error class.", ["route", "status", "error"], registry=r)
+        self.request_seconds = Histogram(
+            "augury_request_duration_seconds", "Time from receiving a request to sending its response, by "
+            "route template.", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "augury_requests_in_flight", "HTTP requests being handled right now.", registry=r)
+        self.prediction_seconds = Histogram(
+            "augury_prediction_duration_seconds", "Time to answer a prediction request, by where its "
+            "predictions came from: static (all from the store), dynamic (all computed) or mixed.",
+            ["source"], buckets=LATENCY_BUCKETS, registry=r)
+        self.predictions = Counter(
+            "augury_predictions", "Predictions served, by source (static or dynamic).", ["source"],
+            registry=r)
+        self.store_lookups = Counter(
+            "augury_store_lookups", "Keys looked up in the prediction store, by result (hit or miss).",
+            ["result"], registry=r)
+        self.store_errors = Counter(
+            "augury_store_errors", "Store lookups that failed (the store was unreachable or broken).",
+            registry=r)
+        self.writeback_lookups = Counter(
+            "augury_writeback_lookups", "Keys looked up in the write-back cache of dynamic predictions, by "
+            "result (hit or miss).", ["result"], registry=r)
+        self.batch_rows = Histogram(
+            "augury_batch_rows", "Rows per model call made by the dynamic batcher.",
+            buckets=SIZE_BUCKETS, registry=r)
+        self.batch_requests = Histogram(
+            "augury_batch_requests", "Requests coalesced into one model call by the dynamic batcher.",
+            buckets=SIZE_BUCKETS, registry=r)
+        self.inference_seconds = Histogram(
+            "augury_model_inference_seconds", "Time the model took to score one batch.",
+            buckets=FAST_BUCKETS, registry=r)
+        self.batch_failures = Counter(
+            "augury_batch_failures", "Model calls that failed as a whole (every request in them failed).",
+            registry=r)
+        self.queue_depth = Gauge(
+            "augury_queue_depth", "Requests waiting in the batcher's queue to be taken into a batch.",
+            registry=r)
+        self.queue_wait = Histogram(
+            "augury_queue_wait_seconds", "Time a request waited between arriving at the batcher and its "
+            "batch being sent to the model.", buckets=FAST_BUCKETS, registry=r)
+        self.shed = Counter(
+            "augury_shed_requests", "Requests refused with 503 because the batcher's queue was full.",
+            registry=r)
+        self.deadline_exceeded = Counter(
+            "augury_deadline_exceeded", "Requests whose deadline passed before they were scored (504).",
+            registry=r)
+        self.store_version = Gauge(
+            "augury_store_active_version", "The number of the prediction store's active version (NaN when "
+            "there is none).", registry=r)
+        self.store_version_age = Gauge(
+            "augury_store_version_age_seconds", "Seconds since the store's active version was published "
+            "(NaN when there is none).", registry=r)
+        self.model_info = Gauge(
+            "augury_model_info", "The model being served (value 1), by name, version and mode.",
+            ["name", "version", "mode"], registry=r)
+
+    def batch_observer(self) -> BatchMetrics:
+        """The batcher hooks that feed these metrics."""
+        return BatchMetrics(self)
+
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        """Read the queue depth from `depth` at every scrape."""
+        self.queue_depth.set_function(_safe(depth))
+
+    def watch_store(self, version: Callable[[], float], age_s: Callable[[], float]) -> None:
+        """Read the active store version's number and age (seconds) at every scrape."""
+        self.store_version.set_function(_safe(version))
+        self.store_version_age.set_function(_safe(age_s))
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float,
+                        error: str | None) -> None:
+        """Count one answered request and its latency; `error` is the error class when status >= 400."""
+        code = str(status)
+        self.requests.labels(route, method, code).inc()
+        self.request_seconds.labels(route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(route, code, error or "HTTPError").inc()
+
+    def observe_predictions(self, static: int, dynamic: int, seconds: float) -> None:
+        """Count a prediction request's answers by source and record its latency by source."""
+        if static:
+            self.predictions.labels("static").inc(static)
+        if dynamic:
+            self.predictions.labels("dynamic").inc(dynamic)
+        source = "mixed" if static and dynamic else "static" if static else "dynamic"
+        self.prediction_seconds.labels(source).observe(seconds)
+
+    def observe_store(self, hits: int, misses: int) -> None:
+        if hits:
+            self.store_lookups.labels("hit").inc(hits)
+        if misses:
+            self.store_lookups.labels("miss").inc(misses)
+
+    def observe_writeback(self, hits: int, misses: int) -> None:
+        if hits:
+            self.writeback_lookups.labels("hit").inc(hits)
+        if misses:
+            self.writeback_lookups.labels("miss").inc(misses)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of every metric, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BatchMetrics:
+    """The dynamic batcher's observer (`augury.serve.batcher.BatchObserver`), feeding `ServeMetrics`."""
+
+    def __init__(self, metrics: ServeMetrics) -> None:
+        self._m = metrics
+
+    def batch_scored(self, rows: int, requests: int, inference_s: float) -> None:
+        self._m.batch_rows.observe(rows)
+        self._m.batch_requests.observe(requests)
+        self._m.inference_seconds.observe(inference_s)
+
+    def batch_failed(self, requests: int, error: BaseException) -> None:
+        self._m.batch_failures.inc()
+
+    def queue_wait(self, seconds: float) -> None:
+        self._m.queue_wait.observe(seconds)
+
+    def shed(self) -> None:
+        self._m.shed.inc()
+
+    def deadline_missed(self) -> None:
+        self._m.deadline_exceeded.inc()

@@ -1,0 +1,154 @@
+"""`create_app`: the one place a server is put together from a model, a store and settings.
+
+The mode follows from what is given: a store alone is *static* (lookups by key; a miss is a 404), a model
+alone *dynamic* (every example computed, through the dynamic batcher), both *hybrid* (the store answers
+what it holds, the model the rest). The app owns the batcher and the model's thread; the caller owns the
+model and the store (pass `on_close` to have them closed when the app shuts down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from augury.errors import AuguryError, ConfigError, StoreError
+from augury.models import Model
+from augury.monitor import ServeMetrics
+from augury.serve.batcher import Batcher
+from augury.serve.middleware import Observability
+from augury.serve.openapi import build_openapi
+from augury.serve.router import Router
+from augury.serve.routes import Routes
+from augury.serve.scoring import Outcome, Row, Scorer, limit_threads, model_executor
+from augury.serve.service import Service, augury_version
+from augury.serve.settings import ServeSettings, mode_of
+from augury.serve.wire import JSONResponse, error_response
+from augury.serve.writeback import WriteBackCache
+from augury.store import PredictionStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServeSettings, model: Model | None, store: PredictionStore | None, *,
+               on_close: Callable[[], None] | None = None) -> Starlette:
+    """A Starlette app serving `model` and/or `store` (see the module docstring)."""
+    mode = mode_of(model is not None, store is not None)
+    name = _name(settings, model, store)
+    metrics = ServeMetrics()
+    executor = model_executor(settings.model_threads) if model is not None else None
+    batcher: Batcher[Row, Outcome] | None = None
+    scorer = Scorer(model) if model is not None else None
+    if scorer is not None:
+        batcher = Batcher(scorer, max_batch_size=settings.max_batch_size,
+                          max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue,
+                          executor=executor, observer=metrics.batch_observer())
+        queue = batcher
+        metrics.watch_queue(lambda: queue.queue_depth)
+    cache = None
+    if model is not None and settings.write_back_ttl_s is not None:
+        cache = WriteBackCache(settings.write_back_ttl_s, settings.write_back_max_entries)
+    router = Router(model=model, store=store, batcher=batcher, cache=cache, metrics=metrics,
+                    require_version_match=settings.require_version_match)
+    if store is not None:
+        metrics.watch_store(router.active_version, router.active_age_s)
+    service = Service(settings, name, mode, model, store, router, metrics)
+    service.openapi = build_openapi(name=name, mode=mode, inputs=router.schema, outputs=service.outputs(),
+                                    settings=settings, version=augury_version(),
+                                    model_version=model.info.version if model is not None else None)
+    metrics.model_info.labels(name, model.info.version if model is not None else "", mode).set(1)
+    _check_versions(model, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        limit_threads(settings.model_threads)
+        if batcher is not None and scorer is not None:
+            batcher.start()
+            await _warm_up(scorer, executor)
+        service.started = True
+        log.info("serving %r (%s mode)", name, mode)
+        try:
+            yield
+        finally:
+            service.started = False
+            if batcher is not None:
+                await batcher.close()
+            if executor is not None:
+                executor.shutdown(wait=True)
+            if on_close is not None:
+                on_close()
+
+    app = Starlette(
+        routes=Routes(service).table(),
+        middleware=[Middleware(Observability, metrics=metrics)],
+        exception_handlers={AuguryError: _augury_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+def _name(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:
+    if settings.name:
+        return settings.name
+    if model is not None:
+        return model.info.name
+    assert store is not None
+    active = store.active()
+    published = active.meta.get("model") if active is not None else None
+    if isinstance(published, str) and published and "/" not in published:
+        return published
+    raise ConfigError("cannot tell the model's name from the store (its active version does not record one); "
+                      "give --name")
+
+
+def _check_versions(model: Model | None, store: PredictionStore | None) -> None:
+    if model is None or store is None:
+        return
+    try:
+        active = store.active()
+    except StoreError as exc:
+        log.warning("prediction store unavailable at startup (requests will be computed): %s", exc)
+        return
+    if active is not None and active.model_version != model.info.version:
+        log.warning("the store's active version %s holds predictions of model version %s, the server's model "
+                    "is version %s: hybrid answers will mix them (provenance says which is which; "
+                    "--require-version-match serves only matching ones)",
+                    active.version, active.model_version, model.info.version)
+
+
+async def _warm_up(scorer: Scorer, executor: Any) -> None:
+    """Score one row of zeros (empty strings, false) so the first request does not pay for lazy setup."""
+    row: Row = [{"string": "", "bool": False}.get(f.dtype, 0) for f in scorer.model.info.inputs.fields]
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, scorer, [row])
+    except Exception as exc:  # a model that refuses zeros still serves real rows
+        log.info("warm-up prediction on a row of zeros failed (harmless): %s", exc)
+
+
+async def _augury_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuguryError)
+    request.state.error = type(exc).__name__
+    request.state.error_message = str(exc)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see GET /openapi.json"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    request.state.error = "HTTPException"
+    request.state.error_message = message
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)

@@ -1,0 +1,223 @@
+"""The Open Inference Protocol (v2) for tabular models: infer requests to examples, answers to tensors.
+
+A tabular model takes its features in one of two layouts (the model metadata's ``parameters`` says so):
+
+- one tensor per feature, named after it, of shape ``[n]`` or ``[n, 1]``, its datatype fitting the
+  feature (BYTES for a string feature; FP*, INT* or UINT* for a number; BOOL or integers 0/1 for a bool);
+- one 2-D tensor ``[n, n_features]`` under any other name, its columns in the metadata's input order:
+  BYTES (each element cast to its feature's dtype, as a float sent as JSON text is), or any numeric
+  datatype when every feature is numeric.
+
+A BYTES (or integer) tensor named ``key`` of shape ``[n]`` (``[n, k]`` for k key columns) gives the rows'
+store keys; with no feature tensors, every row is a pure lookup (the only layout in static mode). Rows
+are cast with `schema.cast_row`, as v1 instances are. The response has one tensor ``[n]`` per output
+column (``label``, ``proba_<class>``, ``value``...), or those the request's ``outputs`` names, and
+``parameters.provenance``: one provenance object per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from augury.errors import InputError, SchemaError
+from augury.keys import key_text
+from augury.schema import Schema, cast_row
+from augury.serve.errors import TooManyInstances
+from augury.serve.router import Answer, Example
+from augury.serve.v2_tensors import (
+    INTEGER_RANGES,
+    NUMPY,
+    OF_DTYPE,
+    Tensor,
+    datatype_of_values,
+    decode_inputs,
+    encode_output,
+)
+
+KEY_INPUT = "key"
+HEADER_LENGTH = "inference-header-content-length"
+_BOOLISH = ("BOOL", *(d for d in NUMPY if d.startswith(("INT", "UINT"))))
+_NUMERIC = tuple(d for d in NUMPY if d != "BOOL")
+_FITS = {"string": ("BYTES",), "bool": _BOOLISH, "float64": _NUMERIC, "float32": _NUMERIC,
+         "int64": _NUMERIC, "int32": _NUMERIC}
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request: its examples and what the response should look like."""
+
+    id: str | None
+    examples: list[Example]
+    outputs: tuple[str, ...] | None
+    #: outputs whose request said binary_data true or false; the others follow `binary_all`.
+    binary: Mapping[str, bool]
+    binary_all: bool
+    parameters: Mapping[str, Any]
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data after it (empty without the binary extension)."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InputError(f"Inference-Header-Content-Length {header_length!r} does not fit a body of "
+                         f"{len(body)} bytes")
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def parse_infer(doc: Any, binary: bytes, schema: Schema | None, *, ignore_unknown: bool,
+                max_instances: int) -> InferRequest:
+    if not isinstance(doc, dict):
+        raise InputError('the body must be a JSON object {"inputs": [...]}')
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InputError(f"'id' must be a string, not {request_id!r}")
+    parameters = doc.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InputError("'parameters' must be an object")
+    tensors = decode_inputs(doc.get("inputs"), binary)
+    key_is_feature = schema is not None and KEY_INPUT in schema
+    keys_tensor = next((t for t in tensors if t.name == KEY_INPUT and not key_is_feature), None)
+    features = [t for t in tensors if t is not keys_tensor]
+    n = _rows(keys_tensor, features)
+    if n > max_instances:
+        raise TooManyInstances(f"{n:,} rows in one request; the limit is {max_instances:,} (--max-instances)")
+    keys = _keys(keys_tensor) if keys_tensor is not None else [None] * n
+    if schema is None or (keys_tensor is not None and not features):
+        if features and not ignore_unknown:
+            names = ", ".join(repr(t.name) for t in features)
+            raise InputError(f"unknown input tensor(s) {names}: this server has no model (static mode); "
+                             f"send a BYTES tensor 'key' of store keys")
+        if keys_tensor is None:
+            raise InputError("send a BYTES tensor named 'key' holding the store keys of the rows")
+        examples = [Example(k, None) for k in keys]
+    else:
+        rows = _feature_rows(features, schema, ignore_unknown)
+        examples = [Example(k, r) for k, r in zip(keys, rows, strict=True)]
+    outputs, binary_outputs = _requested(doc.get("outputs"))
+    return InferRequest(request_id, examples, outputs, binary_outputs,
+                        parameters.get("binary_data_output") is True, parameters)
+
+
+def _rows(keys: Tensor | None, features: list[Tensor]) -> int:
+    counts = {t.name: t.shape[0] for t in ([keys] if keys else []) + features}
+    if len(set(counts.values())) > 1:
+        raise InputError(f"input tensors disagree on the number of rows (shape[0]): "
+                         f"{', '.join(f'{k}={v}' for k, v in counts.items())}")
+    n = next(iter(counts.values()))
+    if n == 0:
+        raise InputError("the input tensors have no rows (shape[0] is 0)")
+    return n
+
+
+def _keys(t: Tensor) -> list[str | None]:
+    if t.datatype == "BYTES" or t.datatype in INTEGER_RANGES:
+        if len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1):
+            return [key_text([v]) for v in t.data]
+        if len(t.shape) == 2 and t.shape[1] > 1:
+            k = t.shape[1]
+            return [key_text(t.data[i:i + k]) for i in range(0, len(t.data), k)]
+    raise InputError(f"input tensor 'key' must be BYTES (or integers) of shape [n] or [n, k], not "
+                     f"{t.datatype} {list(t.shape)}")
+
+
+def _feature_rows(tensors: list[Tensor], schema: Schema, ignore_unknown: bool) -> list[list[Any]]:
+    names = schema.names
+    if len(tensors) == 1 and tensors[0].name not in schema:
+        t = tensors[0]
+        if len(t.shape) != 2 or t.shape[1] != len(names):
+            raise InputError(f"input tensor {t.name!r} is not a model input; a 2-D tensor of all inputs "
+                             f"must have shape [n, {len(names)}] (inputs: {', '.join(names)}), "
+                             f"not {list(t.shape)}")
+        if t.datatype != "BYTES" and not all(t.datatype in _FITS[f.dtype] for f in schema.fields):
+            raise InputError(f"input tensor {t.name!r}: datatype {t.datatype} does not fit every input "
+                             f"({', '.join(f'{f.name}: {f.dtype}' for f in schema.fields)}); send BYTES")
+        k = len(names)
+        columns = [t.data[j::k] for j in range(k)]
+    else:
+        unknown = [t.name for t in tensors if t.name not in schema]
+        if unknown and not ignore_unknown:
+            raise SchemaError(f"unknown input tensor(s) {', '.join(map(repr, unknown))} (the model's inputs "
+                              f"are {', '.join(names)})")
+        by_name = {t.name: t for t in tensors}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise SchemaError(f"missing input tensor(s) {', '.join(map(repr, missing))} (the model's inputs "
+                              f"are {', '.join(names)}; or send one [n, {len(names)}] tensor)")
+        for f in schema.fields:
+            t = by_name[f.name]
+            if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+                raise InputError(f"input tensor {f.name!r} must have shape [n] or [n, 1], "
+                                 f"not {list(t.shape)}")
+            if t.datatype not in _FITS[f.dtype]:
+                raise InputError(f"input tensor {f.name!r}: datatype {t.datatype} does not fit feature "
+                                 f"{f.name!r} ({f.dtype}); use {' or '.join(_FITS[f.dtype][:3])}")
+        columns = [by_name[name].data for name in names]
+    rows: list[list[Any]] = []
+    for i, values in enumerate(zip(*columns, strict=True)):
+        try:
+            rows.append(cast_row(dict(zip(names, values, strict=True)), schema))
+        except SchemaError as exc:
+            raise SchemaError(f"row {i}: {exc}") from None
+    return rows
+
+
+def _requested(outputs: Any) -> tuple[tuple[str, ...] | None, dict[str, bool]]:
+    if outputs is None:
+        return None, {}
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise InputError('"outputs" must be a list of objects {"name": ..., "parameters": {...}}')
+    binary: dict[str, bool] = {}
+    for o in outputs:
+        params = o.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InputError(f"output {o['name']!r}: 'parameters' must be an object")
+        if params.get("classification"):
+            raise InputError(f"output {o['name']!r}: the classification extension is not supported; ask for "
+                             f"the label and proba_<class> outputs")
+        if isinstance(params.get("binary_data"), bool):
+            binary[o["name"]] = params["binary_data"]
+    return tuple(o["name"] for o in outputs), binary
+
+
+def encode_infer(req: InferRequest, answers: list[Answer], model_name: str, model_version: str,
+                 columns: Sequence[tuple[str, str | None]]) -> tuple[bytes, int | None]:
+    """The response body and, with binary outputs, the length of its JSON header.
+
+    `columns`: every output (name, v2 datatype or None to infer it from the values)."""
+    known = dict(columns)
+    names = list(req.outputs) if req.outputs is not None else [name for name, _ in columns]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the outputs are "
+                         f"{', '.join(known)}")
+    outputs, blobs = [], []
+    for name in names:
+        values = [a.values.get(name) for a in answers]
+        datatype = known[name] or datatype_of_values(values)
+        out, raw = encode_output(name, datatype, values, req.binary.get(name, req.binary_all))
+        outputs.append(out)
+        if raw:
+            blobs.append(raw)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if req.id is not None:
+        doc["id"] = req.id
+    doc["parameters"] = {"provenance": [a.provenance for a in answers]}
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc)
+    if not any("parameters" in o for o in outputs):
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def output_columns(schema: Schema | None, store_columns: Sequence[str]) -> list[tuple[str, str | None]]:
+    """The outputs and their datatypes: the model's, or in static mode the store's (datatype inferred)."""
+    if schema is not None:
+        return [(f.name, OF_DTYPE[f.dtype]) for f in schema.fields]
+    return [(name, None) for name in store_columns]

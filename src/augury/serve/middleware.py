@@ -1,0 +1,109 @@
+"""One ASGI middleware for what every request needs: a request id, metrics, a log line, a last resort.
+
+- ``X-Request-Id``: echoed when the client sends a sane one (printable ASCII, at most 128 characters),
+  otherwise generated; set on every response and in every log line.
+- Metrics: each request is counted by route template, method and status, and timed
+  (`monitor.ServeMetrics.observe_request`); errors also by error class.
+- Logs (logger ``augury.serve.access``): one JSON line per request at DEBUG; error responses always
+  (WARNING for 4xx, 503 and 504; ERROR with the traceback for other 5xx).
+- An exception that escapes a route (a bug) becomes a 500 ``{"error": ...}`` naming the request id,
+  and the server carries on.
+
+Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a stream per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from augury.monitor import ServeMetrics
+
+log = logging.getLogger("augury.serve.access")
+
+REQUEST_ID = "x-request-id"
+_MAX_ID = 128
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            if 0 < len(value) <= _MAX_ID and all(33 <= c <= 126 for c in value):
+                return str(value.decode("ascii"))
+            break
+    return uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class Observability:
+    """Request ids, request metrics, access and error logs, and the last-resort 500."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = _request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = 0
+        raw_id = rid.encode("ascii")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw_id)]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            state["error"] = type(exc).__name__
+            state["error_message"] = f"internal error ({type(exc).__name__}); request id {rid}"
+            log.exception("request %s %s failed (request id %s)", scope["method"], scope["path"], rid)
+            if status == 0:
+                body = orjson.dumps({"error": state["error_message"]})
+                await send_with_id({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.observe_request(route, scope["method"], status or 500, seconds, state.get("error"))
+            self._log(scope, rid, route, status or 500, seconds, state)
+
+    @staticmethod
+    def _log(scope: Scope, rid: str, route: str, status: int, seconds: float, state: dict[str, Any]) -> None:
+        if status < 400:
+            if not log.isEnabledFor(logging.DEBUG):
+                return
+            level = logging.DEBUG
+        elif status >= 500 and status not in (503, 504):
+            level = logging.ERROR
+        else:
+            level = logging.WARNING
+        line: dict[str, Any] = {"request_id": rid, "method": scope["method"], "path": scope["path"],
+                                "route": route, "status": status, "ms": round(seconds * 1e3, 3)}
+        if "error_message" in state:
+            line["error"] = state["error_message"]
+        client = scope.get("client")
+        if client:
+            line["client"] = f"{client[0]}:{client[1]}"
+        log.log(level, "%s", orjson.dumps(line).decode())

@@ -1,0 +1,261 @@
+"""Hybrid routing: answer each example from the prediction store when it holds it, compute the rest.
+
+For every example of a request: its key is the one given, or the canonical hash of its cast feature
+values (`keys.row_key`, equal to what `augury batch` writes: DESIGN.md, invariant 3). The keys are looked
+up in the store's active version in one `get_many`; hits are answered from the store, misses from the
+write-back cache if there is one, and what is left goes to the dynamic batcher as one request. Answers
+come back in request order, each with its provenance (invariant 4). The three modes are this one router
+with parts missing: static has no model (a miss is a 404), dynamic has no store.
+
+The store is read on the event loop for up to `INLINE_LOOKUP_KEYS` keys and on a thread above that:
+measured on the SQLite store, `get_many` takes ~7 µs for 1 key and ~180 µs for 64, while a thread hop
+adds ~25 µs and holds the GIL for most of the decode anyway. A store version published while the server
+runs is picked up by the store itself on the next lookup (SQLite checks ``PRAGMA data_version``).
+
+In hybrid mode a failed store lookup falls back to the model for every example (logged and counted in
+``augury_store_errors_total``); only key-only examples, which the model cannot answer, then fail (503).
+A stored prediction whose columns differ from the model's outputs (published by another model) is
+treated as a miss, as is one made by another model version when `require_version_match` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from augury.errors import NotFoundError, StoreError
+from augury.keys import row_key
+from augury.models import Model
+from augury.monitor import ServeMetrics
+from augury.schema import Schema
+from augury.serve.batcher import Batcher
+from augury.serve.errors import UnscorableError
+from augury.serve.scoring import Outcome, Refused, Row
+from augury.serve.writeback import WriteBackCache
+from augury.store import PredictionStore, StoredPrediction
+from augury.store.base import iso
+
+log = logging.getLogger(__name__)
+
+#: lookups of up to this many keys run on the event loop; larger ones on a thread.
+INLINE_LOOKUP_KEYS = 64
+#: a failing store is logged at most this often (every failure is counted in the metrics).
+STORE_WARNING_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One example of a request: its store key if given, and its features cast to the model's schema
+    (None for a pure lookup by key)."""
+
+    key: str | None
+    row: Row | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One prediction: output column -> value, and where it came from."""
+
+    values: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+
+
+class Router:
+    """Answers examples from the store, the write-back cache and the model, in that order."""
+
+    def __init__(self, *, model: Model | None, store: PredictionStore | None,
+                 batcher: Batcher[Row, Outcome] | None, cache: WriteBackCache | None,
+                 metrics: ServeMetrics, require_version_match: bool = False) -> None:
+        self.model = model
+        self.store = store
+        self.schema: Schema | None = model.info.inputs if model is not None else None
+        self.model_version = model.info.version if model is not None else None
+        self._batcher = batcher
+        self._cache = cache
+        self._metrics = metrics
+        self._outputs = frozenset(model.info.outputs.names) if model is not None else None
+        self._require_match = require_version_match
+        self._warned_at = -math.inf
+        self._unwarned = 0
+
+    @property
+    def needs_keys(self) -> bool:
+        """Whether examples without a key need their feature hash (only to look something up)."""
+        return self.store is not None or self._cache is not None
+
+    async def predict(self, examples: list[Example], deadline: float | None = None) -> list[Answer]:
+        """One answer per example, in order. NotFoundError for a key-only example nobody holds;
+        UnscorableError when the model refused an example; what the batcher raises otherwise."""
+        answers: list[Answer | None] = [None] * len(examples)
+        keys = [self._key(ex) for ex in examples]
+        pending = list(range(len(examples)))
+        store_failed: StoreError | None = None
+        unusable: dict[int, StoredPrediction] = {}
+        if self.store is not None:
+            try:
+                pending = await self._from_store(keys, pending, answers, unusable)
+            except StoreError as exc:
+                if self.model is None:
+                    raise
+                store_failed = exc
+                self._store_failed(exc)
+        if self._cache is not None and pending:
+            pending = self._from_cache(keys, pending, answers)
+        lookups = [i for i in pending if examples[i].row is None]
+        if lookups:
+            if store_failed is not None:
+                raise store_failed
+            first = lookups[0]
+            if first in unusable:
+                raise self._unusable(unusable[first], first)
+            raise self._not_found(keys[first], first)
+        if pending:
+            await self._compute(examples, keys, pending, answers, deadline)
+        return [a for a in answers if a is not None]
+
+    async def lookup(self, key: str) -> Answer:
+        """The stored (or cached) prediction of `key`; NotFoundError if there is none."""
+        if self.store is None and self._cache is None:
+            raise NotFoundError("this server has no prediction store (dynamic mode): nothing can be looked "
+                                "up by key; POST the example's features to :predict or /infer instead")
+        answers: list[Answer | None] = [None]
+        pending = [0]
+        unusable: dict[int, StoredPrediction] = {}
+        if self.store is not None:
+            pending = await self._from_store([key], pending, answers, unusable)
+        if self._cache is not None and pending:
+            pending = self._from_cache([key], pending, answers)
+        if answers[0] is None:
+            raise self._unusable(unusable[0], None) if unusable else self._not_found(key, None)
+        return answers[0]
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """Count a failed lookup; log it, at most once every `STORE_WARNING_EVERY_S` seconds."""
+        self._metrics.store_errors.inc()
+        now = time.monotonic()
+        if now - self._warned_at < STORE_WARNING_EVERY_S:
+            self._unwarned += 1
+            return
+        log.warning("prediction store lookup failed; computing the examples instead (%d more failures "
+                    "since the last warning): %s", self._unwarned, exc)
+        self._warned_at, self._unwarned = now, 0
+
+    def _key(self, ex: Example) -> str | None:
+        if ex.key is not None:
+            return ex.key
+        if ex.row is not None and self.schema is not None and self.needs_keys:
+            return row_key(ex.row, self.schema)
+        return None
+
+    async def _from_store(self, keys: list[str | None], pending: list[int], answers: list[Answer | None],
+                          unusable: dict[int, StoredPrediction]) -> list[int]:
+        assert self.store is not None
+        asked = [i for i in pending if keys[i] is not None]
+        wanted = [k for k in (keys[i] for i in asked) if k is not None]
+        if not wanted:
+            return pending
+        if len(wanted) <= INLINE_LOOKUP_KEYS:
+            hits = self.store.get_many(wanted)
+        else:
+            hits = await asyncio.to_thread(self.store.get_many, wanted)
+        now = time.time()
+        found = 0
+        for i, hit in zip(asked, hits, strict=True):
+            if hit is None:
+                continue
+            if self._usable(hit):
+                answers[i] = Answer(hit.values, static_provenance(hit, now))
+                found += 1
+            else:
+                unusable[i] = hit
+        self._metrics.observe_store(found, len(wanted) - found)
+        return [i for i in pending if answers[i] is None]
+
+    def _usable(self, hit: StoredPrediction) -> bool:
+        if self._outputs is None:
+            return True
+        if self._require_match and hit.model_version != self.model_version:
+            return False
+        return hit.values.keys() == self._outputs
+
+    def _from_cache(self, keys: list[str | None], pending: list[int],
+                    answers: list[Answer | None]) -> list[int]:
+        assert self._cache is not None
+        asked = [i for i in pending if keys[i] is not None]
+        if not asked or self.model_version is None:
+            return pending
+        wanted = [k for k in (keys[i] for i in asked) if k is not None]
+        hits = self._cache.get_many(wanted, self.model_version)
+        now = time.time()
+        found = 0
+        for i, hit in zip(asked, hits, strict=True):
+            if hit is not None:
+                answers[i] = Answer(hit.values, hit.provenance(now))
+                found += 1
+        self._metrics.observe_writeback(found, len(asked) - found)
+        return [i for i in pending if answers[i] is None]
+
+    async def _compute(self, examples: list[Example], keys: list[str | None], pending: list[int],
+                       answers: list[Answer | None], deadline: float | None) -> None:
+        assert self._batcher is not None and self.model_version is not None
+        rows = [r for r in (examples[i].row for i in pending) if r is not None]
+        outcomes = await self._batcher.submit(rows, deadline)
+        computed_at = time.time()
+        provenance = {"source": "dynamic", "model_version": self.model_version,
+                      "computed_at": iso(computed_at)}
+        for i, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                raise UnscorableError(f"the model could not score instance {i}: {outcome.reason}")
+            answers[i] = Answer(outcome, provenance)
+        if self._cache is not None:
+            items = [(k, a.values) for k, a in ((keys[i], answers[i]) for i in pending)
+                     if k is not None and a is not None]
+            self._cache.put_many(items, self.model_version, computed_at)
+
+    def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
+        where = f"instance {index}: " if index is not None else ""
+        if self.store is None:
+            return NotFoundError(f"{where}key {key!r} is not in the write-back cache and the instance has "
+                                 f"no features to compute it from")
+        try:
+            active = self.store.active()
+        except StoreError:
+            active = None
+        version = (f"prediction store's active version {active.version}" if active is not None
+                   else "prediction store (it has no active version)")
+        return NotFoundError(f"{where}key {key!r} was never precomputed: it is not in the {version} "
+                             f"(or its TTL has passed)"
+                             + ("" if self.model is None else "; send the example's features to compute it"))
+
+    def _unusable(self, hit: StoredPrediction, index: int | None) -> NotFoundError:
+        where = f"instance {index}: " if index is not None else ""
+        assert self._outputs is not None
+        if hit.values.keys() != self._outputs:
+            why = (f"its columns {', '.join(hit.values)} are not the served model's outputs "
+                   f"{', '.join(sorted(self._outputs))}")
+        else:
+            why = f"it was made by model version {hit.model_version}, not {self.model_version}"
+        return NotFoundError(f"{where}key {hit.key!r} is in store version {hit.store_version} but cannot be "
+                             f"served: {why}; send the example's features to compute it")
+
+    def active_version(self) -> float:
+        """The active store version's number (NaN if none), for the metrics."""
+        active = self.store.active() if self.store is not None else None
+        return float(active.version) if active is not None else float("nan")
+
+    def active_age_s(self) -> float:
+        """Seconds since the active store version was published (NaN if none), for the metrics."""
+        active = self.store.active() if self.store is not None else None
+        return time.time() - active.created_at if active is not None else float("nan")
+
+
+def static_provenance(hit: StoredPrediction, now: float) -> dict[str, Any]:
+    """A stored prediction's provenance, with its age in seconds."""
+    p = hit.provenance()
+    p["age_s"] = round(max(0.0, now - hit.computed_at), 3)
+    return p

@@ -1,0 +1,102 @@
+"""Running the server: open the model and the store, build the app, hand it to uvicorn.
+
+With one worker the app is built in this process and served by a `uvicorn.Server`, so a bad model or
+store URL fails before anything binds. With ``workers > 1`` the model and store are first opened once
+here (to fail fast with a clear message), then uvicorn starts that many processes, each building its own
+app with `app_from_env` from the `LaunchConfig` passed in the environment (`settings.CONFIG_ENV`): each
+process holds its own model copy, batcher, store connections, write-back cache and metrics.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+
+from starlette.applications import Starlette
+
+from augury.errors import ConfigError, MissingExtraError
+from augury.models import Model, load_model
+from augury.serve.app import create_app
+from augury.serve.settings import CONFIG_ENV, LaunchConfig
+from augury.store import PredictionStore, open_store
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def open_parts(config: LaunchConfig) -> tuple[Model | None, PredictionStore | None]:
+    """Load the model and open the store the config names (either may be None)."""
+    s = config.settings
+    model = load_model(config.model_ref, name=s.name, threads=s.model_threads) if config.model_ref else None
+    store = open_store(config.store_url) if config.store_url else None
+    return model, store
+
+
+def build_app(config: LaunchConfig) -> Starlette:
+    """The app for `config`; it closes the store when it shuts down.
+
+    Then every object alive (the model, the libraries) is frozen out of the garbage collector's reach
+    (`gc.freeze`): full collections otherwise walk them all, and measured on 2 cores with 32 clients
+    they made the p99 latency of one-row requests 51 ms instead of 6 ms. This process is the server's,
+    so the process-wide setting is ours to make (`create_app` itself leaves the collector alone).
+    """
+    model, store = open_parts(config)
+    try:
+        app = create_app(config.settings, model, store, on_close=store.close if store is not None else None)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app factory uvicorn's worker processes call (``augury.serve.run:app_from_env``)."""
+    config = LaunchConfig.from_env()
+    configure_logging(config.log_level)
+    return build_app(config)
+
+
+def configure_logging(level: str) -> None:
+    """Send augury's logs (access and error lines included) to stderr at `level`."""
+    logger = logging.getLogger("augury")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def serve(config: LaunchConfig) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM: finish the requests in flight, then stop)."""
+    try:
+        import uvicorn
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("serving over HTTP", "serve", exc.name or "uvicorn") from exc
+
+    configure_logging(config.log_level)
+    try:
+        if config.workers == 1:
+            server = uvicorn.Server(uvicorn.Config(
+                build_app(config), host=config.host, port=config.port, log_level=config.log_level,
+                access_log=False, lifespan="on", server_header=False))
+            server.run()
+            started = server.started
+        else:
+            model, store = open_parts(config)  # fail fast, in this process, with a clear message
+            if store is not None:
+                store.close()
+            del model
+            os.environ[CONFIG_ENV] = config.to_json()
+            uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
+                        host=config.host, port=config.port, log_level=config.log_level, access_log=False,
+                        lifespan="on", server_header=False)
+            started = True
+    except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
+        raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
+    if not started:
+        raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)")

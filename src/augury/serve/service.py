@@ -1,0 +1,171 @@
+"""What the routes share: the served model's identity, readiness, metadata, and timed predictions.
+
+A `Service` is built once per app by `create_app`. The routes do HTTP (bodies, headers, status codes)
+and the codecs do formats; everything about *what* is served lives here and in the router.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from augury.errors import NotFoundError, StoreError
+from augury.models import Model
+from augury.monitor import ServeMetrics
+from augury.serve.codec_v2 import KEY_INPUT, output_columns
+from augury.serve.router import Answer, Example, Router
+from augury.serve.settings import ServeSettings
+from augury.serve.v2_tensors import OF_DTYPE
+from augury.store import PredictionStore
+
+
+def augury_version() -> str:
+    try:
+        return metadata.version("augury")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class Service:
+    """The served model (and/or store) behind the routes."""
+
+    settings: ServeSettings
+    name: str
+    mode: str
+    model: Model | None
+    store: PredictionStore | None
+    router: Router
+    metrics: ServeMetrics
+    openapi: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+
+    def check(self, path_params: Mapping[str, Any]) -> None:
+        """NotFoundError unless the path names this model (and, if it names one, a version of it)."""
+        name = path_params.get("name")
+        if name != self.name:
+            raise NotFoundError(f"unknown model {name!r}; this server serves {self.name!r}")
+        version = path_params.get("version")
+        if version is not None and version not in self.versions():
+            known = ", ".join(map(repr, self.versions())) or "none"
+            raise NotFoundError(f"model {self.name!r} has no version {version!r} (versions: {known})")
+
+    def versions(self) -> list[str]:
+        """The model version served: the model's, or in static mode the active store version's model's."""
+        if self.model is not None:
+            return [self.model.info.version]
+        active = self._active()
+        return [active.model_version] if active is not None else []
+
+    def not_ready(self) -> str | None:
+        """Why the server cannot answer yet, or None when it is ready."""
+        if not self.started:
+            return "the server is starting or stopping"
+        if self.model is None:
+            try:
+                active = self.store.active() if self.store is not None else None
+            except StoreError as exc:
+                return f"the prediction store is unavailable: {exc}"
+            if active is None:
+                return "the prediction store has no active version yet (static mode needs one)"
+        return None
+
+    async def predict(self, examples: list[Example], deadline: float | None) -> list[Answer]:
+        """The router's answers, timed and counted by source."""
+        started = time.perf_counter()
+        answers = await self.router.predict(examples, deadline)
+        static = sum(1 for a in answers if a.provenance["source"] == "static")
+        self.metrics.observe_predictions(static, len(answers) - static, time.perf_counter() - started)
+        return answers
+
+    async def lookup(self, key: str) -> Answer:
+        """The stored (or cached) prediction of `key`, timed and counted."""
+        started = time.perf_counter()
+        answer = await self.router.lookup(key)
+        static = int(answer.provenance["source"] == "static")
+        self.metrics.observe_predictions(static, 1 - static, time.perf_counter() - started)
+        return answer
+
+    def outputs(self, answers: list[Answer] | None = None) -> list[tuple[str, str | None]]:
+        """Output columns and v2 datatypes: the model's; in static mode the store's (from `answers` or the
+        active version; datatype None: inferred from the values)."""
+        if self.model is not None:
+            return output_columns(self.model.info.outputs, ())
+        if answers:
+            return output_columns(None, list(answers[0].values))
+        active = self._active()
+        return output_columns(None, active.columns if active is not None else ())
+
+    def model_metadata(self) -> dict[str, Any]:
+        """The v2 model metadata: inputs, outputs, and how a request may lay its inputs out."""
+        key = {"name": KEY_INPUT, "datatype": "BYTES", "shape": [-1]}
+        params: dict[str, Any] = {"mode": self.mode, "key_input": KEY_INPUT}
+        if self.model is None:
+            inputs = [key]
+            params["layouts"] = ["a BYTES tensor 'key' [n] of store keys (static mode: lookups only)"]
+            platform = "augury_store"
+        else:
+            info = self.model.info
+            schema = info.inputs
+            inputs = [{"name": f.name, "datatype": OF_DTYPE[f.dtype], "shape": [-1]} for f in schema.fields]
+            params.update(
+                features=schema.names,
+                allow_missing=[f.name for f in schema.fields if f.allow_missing],
+                layouts=[
+                    "one tensor per input, named after it, shape [n] or [n, 1]",
+                    f"one 2-D tensor [n, {len(schema)}] under any other name, columns in input order "
+                    f"(BYTES, or a numeric datatype when every input is numeric)",
+                    f"optionally a BYTES tensor '{KEY_INPUT}' [n] of store keys (default: the feature hash)",
+                ],
+                task=info.task,
+                classes=list(info.classes),
+            )
+            platform = f"augury_{info.format}"
+        guessed = self._profiled_datatypes() if self.model is None else {}
+        outputs = [{"name": n, "datatype": d or guessed.get(n, "BYTES"), "shape": [-1]}
+                   for n, d in self.outputs()]
+        if self.model is None:
+            params["datatypes"] = "from the active version's profile; a response's follow its values"
+        return {"name": self.name, "versions": self.versions(), "platform": platform, "inputs": inputs,
+                "outputs": outputs, "parameters": params}
+
+    def model_status(self) -> dict[str, Any]:
+        versions = self.versions()
+        status: dict[str, Any] = {"name": self.name, "ready": self.not_ready() is None, "mode": self.mode,
+                                  "model_version": versions[0] if versions else None}
+        if self.model is not None:
+            status["inputs"] = self.model.info.inputs.to_list()
+            status["outputs"] = self.model.info.outputs.to_list()
+        return status
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "augury", "version": augury_version(), "extensions": ["binary_tensor_data"]}
+
+    def _profiled_datatypes(self) -> dict[str, str]:
+        """Static mode: FP64 for the columns the active version's profile saw as numbers, else BYTES."""
+        active = self._active()
+        columns = (active.profile or {}).get("columns", {}) if active is not None else {}
+        return {name: "FP64" if isinstance(c, dict) and c.get("kind") == "numeric" else "BYTES"
+                for name, c in columns.items()} if isinstance(columns, dict) else {}
+
+    def _active(self) -> Any:
+        try:
+            return self.store.active() if self.store is not None else None
+        except StoreError:
+            return None
+
+
+def provenance_headers(answers: list[Answer]) -> dict[str, str]:
+    """``X-Augury-Source: static=3,dynamic=1`` and the distinct model and store versions answered with."""
+    static = sum(1 for a in answers if a.provenance["source"] == "static")
+    headers = {"x-augury-source": f"static={static},dynamic={len(answers) - static}",
+               "x-augury-model-version": ",".join(dict.fromkeys(str(a.provenance["model_version"])
+                                                                for a in answers))}
+    stores = ",".join(dict.fromkeys(str(a.provenance["store_version"]) for a in answers
+                                    if "store_version" in a.provenance))
+    if stores:
+        headers["x-augury-store-version"] = stores
+    return headers

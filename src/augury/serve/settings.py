@@ -1,0 +1,126 @@
+"""The server's settings: every knob with its default, checked once, and carried to worker processes.
+
+`ServeSettings` is what `create_app` needs (limits, batching, write-back). `LaunchConfig` adds what a
+launcher needs to build the app itself (the model and store references, host, port, workers): with
+``--workers N`` each uvicorn worker process rebuilds the app from it, passed as JSON in the environment
+variable `CONFIG_ENV` (see `augury.serve.run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from augury.errors import ConfigError
+
+#: the environment variable that carries a `LaunchConfig` to uvicorn worker processes.
+CONFIG_ENV = "AUGURY_SERVE_CONFIG"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server batches, limits and caches. Every value has a default that suits one machine."""
+
+    #: the model's name in URLs; None: the model's own name (manifest name or file stem), in static
+    #: mode the name the predictions were published under.
+    name: str | None = None
+    #: most rows the batcher sends to the model in one call.
+    max_batch_size: int = 64
+    #: how long a batch waits for more requests after its first one, in milliseconds. 0 (the default)
+    #: still batches under load: requests arriving while the model is busy form the next batch.
+    max_delay_ms: float = 0.0
+    #: most requests waiting for the model; past it requests get 503 with Retry-After.
+    max_queue: int = 1024
+    #: largest request body accepted (413 past it), checked from Content-Length and while reading.
+    max_body_bytes: int = 8 * MIB
+    #: most instances (rows) in one request (413 past it).
+    max_instances: int = 4096
+    #: accept and ignore fields that are not model features (default: 400 naming them).
+    ignore_unknown_fields: bool = False
+    #: keep dynamic predictions this many seconds in an in-process cache (None: no write-back).
+    write_back_ttl_s: float | None = None
+    #: most entries in the write-back cache (least recently used ones are evicted).
+    write_back_max_entries: int = 100_000
+    #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).
+    model_threads: int = 1
+    #: hybrid: answer from the store only predictions made by the served model version.
+    require_version_match: bool = False
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_batch_size": self.max_batch_size,
+            "max_queue": self.max_queue,
+            "max_body_bytes": self.max_body_bytes,
+            "max_instances": self.max_instances,
+            "write_back_max_entries": self.write_back_max_entries,
+            "model_threads": self.model_threads,
+        }
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a whole number of at least 1, "
+                                  f"not {value!r}")
+        if not self.max_delay_ms >= 0:
+            raise ConfigError(f"max-delay-ms must be 0 or more, not {self.max_delay_ms!r}")
+        if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:
+            raise ConfigError(f"write-back-ttl must be positive, not {self.write_back_ttl_s!r}")
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise ConfigError(f"model name {self.name!r} must be non-empty and contain no '/'")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Everything `augury serve` was asked for: what to serve, where, with how many processes."""
+
+    model_ref: str | None = None
+    store_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    settings: ServeSettings = field(default_factory=ServeSettings)
+
+    def __post_init__(self) -> None:
+        if self.model_ref is None and self.store_url is None:
+            raise ConfigError("give a model (--model), a prediction store (--store), or both")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers}")
+
+    @property
+    def mode(self) -> str:
+        return mode_of(self.model_ref is not None, self.store_url is not None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LaunchConfig:
+        try:
+            data: dict[str, Any] = json.loads(text)
+            settings = ServeSettings(**data.pop("settings"))
+            return cls(**data, settings=settings)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"bad {CONFIG_ENV}: {exc}") from exc
+
+    @classmethod
+    def from_env(cls) -> LaunchConfig:
+        text = os.environ.get(CONFIG_ENV)
+        if not text:
+            raise ConfigError(f"{CONFIG_ENV} is not set; start the server with `augury serve`")
+        return cls.from_json(text)
+
+
+def mode_of(has_model: bool, has_store: bool) -> str:
+    """'hybrid' with both, 'dynamic' with a model alone, 'static' with a store alone."""
+    if has_model and has_store:
+        return "hybrid"
+    if has_model:
+        return "dynamic"
+    if has_store:
+        return "static"
+    raise ConfigError("give a model, a prediction store, or both")
+

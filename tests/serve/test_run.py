@@ -1,0 +1,118 @@
+"""`augury serve` as a user runs it: a subprocess, real files, several worker processes, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from augury.errors import ConfigError
+from augury.serve.settings import LaunchConfig, ServeSettings
+from augury.store import SQLiteStore
+
+from .helpers import publish_values
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def augury_serve(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "augury.cli", "serve", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "augury serve did not become ready in 60 s"
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.stdout.close()
+
+
+def test_serve_hybrid_with_two_workers(hgb_model: Path, tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "preds.db")
+    store.publish([pa.record_batch({"key": ["item-1"], "computed_at": [time.time()], "label": [1],
+                                    "proba_0": [0.25], "proba_1": [0.75]})], model_version="m0")
+    store.close()
+    with augury_serve("--model", str(hgb_model), "--store", f"sqlite:///{tmp_path / 'preds.db'}",
+                      "--workers", "2", "--name", "churn") as (url, proc):
+        with httpx.Client(timeout=30) as c:
+            for _ in range(10):  # spread over both workers
+                r = c.post(f"{url}/v1/models/churn:predict",
+                           json={"instances": [{"key": "item-1"}, {"f0": 1, "f1": 2, "f2": 3, "f3": 4}]})
+                assert r.status_code == 200, r.text
+                assert r.headers["x-augury-source"] == "static=1,dynamic=1"
+            assert c.get(f"{url}/v2/models/churn").json()["parameters"]["mode"] == "hybrid"
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    assert "serving (hybrid mode) on http://127.0.0.1" in output
+
+
+def test_serve_static_binds_localhost_by_default(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "preds.db")
+    publish_values(store, ["a"], [1.0])
+    store.close()
+    with augury_serve("--store", f"sqlite:///{tmp_path / 'preds.db'}", "--name", "cat") as (url, _):
+        r = httpx.get(f"{url}/v1/models/cat/predictions/a")
+        assert r.status_code == 200 and r.json()["provenance"]["source"] == "static"
+        connections = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+        port = url.rsplit(":", 1)[1]
+        listening = [line for line in connections.splitlines() if f":{port} " in line]
+        assert listening and all("127.0.0.1:" in line for line in listening), listening
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "give a model (--model), a prediction store (--store), or both"),
+    (("--model", "nowhere.joblib"), "does not exist"),
+    (("--store", "redis://x"), "Redis"),
+    (("--model", "nowhere.joblib", "--write-back-ttl", "soon"), "duration"),
+])
+def test_serve_errors_exit_2_with_a_message(args: tuple[str, ...], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--port", "0", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_launch_config_round_trips_through_the_environment() -> None:
+    config = LaunchConfig("m.joblib", "sqlite:///x.db", "0.0.0.0", 9000, 3, "debug",
+                          ServeSettings(name="m", max_batch_size=8, write_back_ttl_s=60.0))
+    assert LaunchConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError):
+        LaunchConfig.from_json('{"model_ref": 1}')
+    with pytest.raises(ConfigError):
+        ServeSettings(max_queue=0)
