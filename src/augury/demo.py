@@ -1,12 +1,19 @@
-"""`augury demo`: the static half of augury end to end, on a model trained here from data that ships with
-scikit-learn (no download). Train, batch-predict a catalogue, verify, publish to SQLite, read keys back,
-then publish a retrained model's predictions and roll back, printing what happened at each step.
+"""`augury demo`: augury end to end, on a model trained here from data that ships with scikit-learn (no
+download). Train, batch-predict a catalogue, verify, publish to SQLite, read keys back, publish a retrained
+model's predictions and roll back, then serve hybrid over HTTP (known examples from the store, new ones
+computed) and show where every answer came from, printing what happened at each step.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +21,7 @@ import pyarrow.parquet as pq
 
 from augury import console
 from augury.batch import BatchOptions, run_batch
-from augury.errors import MissingExtraError, VerificationFailed
+from augury.errors import AuguryError, MissingExtraError, VerificationFailed
 from augury.publish import publish_predictions
 from augury.store import open_store
 from augury.verify import load_checks
@@ -167,4 +174,112 @@ def run_demo(workdir: Path, rows: int) -> None:
         )
     finally:
         store.close()
-    console.out.print(f"\nDone. Try: augury store get w0000000 --store {store_url}")
+
+    _step(
+        7,
+        "Serve hybrid: augury serve --model wine-1.joblib --store ... (known keys from the store, "
+        "new examples computed)",
+    )
+    _serve_and_ask(workdir, model_v1, store_url, catalogue)
+    console.out.print(
+        f"\nDone. Try: augury store get w0000000 --store {store_url}\n"
+        f"      augury serve --model {model_v1} --store {store_url}"
+    )
+
+
+def _serve_and_ask(workdir: Path, model: Path, store_url: str, catalogue: Path) -> None:
+    """Start a real `augury serve` process, send it known and new examples, show where answers came from."""
+    port = _free_port()
+    log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below, after the process
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "augury.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--store",
+            store_url,
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        rows = pq.read_table(catalogue).slice(0, 3).to_pylist()
+        features = {k: v for k, v in rows[2].items() if k != "wine_id"}
+        novel = {k: v * 1.07 for k, v in features.items()}
+        asks = [
+            ("key w0000000 (lookup)", {"key": "w0000000"}),
+            (
+                "key w0000001 + features",
+                {"key": "w0000001", **{k: v for k, v in rows[1].items() if k != "wine_id"}},
+            ),
+            ("a new example", novel),
+            ("another new example", {k: v * 0.95 for k, v in features.items()}),
+        ]
+        table_rows = []
+        for label, instance in asks:
+            t0 = time.perf_counter()
+            answer = _post(f"{base}/v1/models/wine:predict", {"instances": [instance]})
+            ms = (time.perf_counter() - t0) * 1000
+            pred, prov = answer["predictions"][0], answer["provenance"][0]
+            age = prov.get("age_s")
+            table_rows.append(
+                (
+                    label,
+                    pred["label"],
+                    prov["source"],
+                    prov["model_version"],
+                    prov.get("store_version") or "-",
+                    f"{age:.0f}s" if age is not None else "fresh",
+                    f"{ms:.1f} ms",
+                )
+            )
+        console.out.print(
+            console.table(
+                f"answers from {base}",
+                ["request", "label", "source", "model version", "store version", "age", "latency"],
+                table_rows,
+            )
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AuguryError(f"augury serve exited with code {proc.returncode}; see serve.log")
+        try:
+            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AuguryError("augury serve did not become ready in time; see serve.log")
+
+
+def _post(url: str, doc: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
