@@ -181,6 +181,22 @@ def run_demo(workdir: Path, rows: int) -> None:
         "new examples computed)",
     )
     _serve_and_ask(workdir, model_v1, store_url, catalogue)
+
+    _step(8, "Which mode fits? augury advise, on this model and a day of (synthetic) traffic")
+    log = _traffic_log(workdir, rows)
+    from augury.advise import advise
+
+    advice = advise(
+        str(model_v1),
+        catalogue,
+        key_columns=("wine_id",),
+        traffic=log,
+        qps=500,
+        latency_slo_ms=50,
+        max_staleness_s=86_400,
+        budget_s=8,
+    )
+    console.out.print(advice.render())
     console.out.print(
         f"\nDone. Try: augury store get w0000000 --store {store_url}\n"
         f"      augury serve --model {model_v1} --store {store_url}"
@@ -254,6 +270,22 @@ def _serve_and_ask(workdir: Path, model: Path, store_url: str, catalogue: Path) 
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _traffic_log(workdir: Path, rows: int) -> Path:
+    """Requests by key: Zipf-like over the catalogue (a few wines are asked for often), 15 % for new ids."""
+    rng = np.random.default_rng(11)
+    n = 100_000
+    ranks = np.minimum(rng.zipf(1.3, size=n), rows) - 1
+    ids = np.array([f"w{r:07d}" for r in ranks], dtype=object)
+    new = rng.random(n) < 0.15
+    ids[new] = [f"new{i:07d}" for i in range(int(new.sum()))]
+    ts = np.datetime64("2026-11-24T00:00:00") + np.sort(rng.integers(0, 86_400_000, size=n)).astype(
+        "timedelta64[ms]"
+    )
+    path = workdir / "traffic.parquet"
+    pq.write_table(pa.table({"wine_id": ids.astype(str), "timestamp": ts}), path)
+    return path
 
 
 def _free_port() -> int:

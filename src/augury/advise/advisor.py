@@ -1,0 +1,117 @@
+"""`advise`: measure the model, the store and the traffic on this machine, then recommend.
+
+Steps and their share of the time budget: load the model and read the sample and the traffic log (not
+budgeted: the inputs must be read, and a bad one fails before anything is measured); model latency and
+throughput (until 65 % of the budget is spent); scoring more of the sample for the store measurement (to
+75 %) and the store itself (to 85 %); the rest goes to the simulations of `recommend`, which take well
+under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pyarrow as pa
+
+from augury.advise.advice import Advice
+from augury.advise.budget import Budget, ModelThread
+from augury.advise.catalogue import Catalogue, read_catalogue
+from augury.advise.measure import measure_model, rss_bytes
+from augury.advise.measurements import CatalogueStats, Goals, Measurements, TrafficStats
+from augury.advise.recommend import recommend
+from augury.advise.storecost import MAX_ROWS, measure_store
+from augury.advise.traffic import column_names, read_traffic
+from augury.errors import ConfigError
+from augury.models import Model, load_model, predict_checked
+
+#: the default time budget for measuring, in seconds.
+DEFAULT_BUDGET_S = 30.0
+
+
+def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequence[str] = (),
+           traffic: str | os.PathLike[str] | None = None, qps: float | None = None,
+           latency_slo_ms: float | None = None, max_staleness_s: float | None = None,
+           catalogue_rows: int | None = None, cores: int | None = None,
+           budget_s: float = DEFAULT_BUDGET_S) -> Advice:
+    """Measure `model_ref` on the sample `data` (and the traffic log `traffic`) and recommend static,
+    dynamic or hybrid serving for the given goals. `cores` defaults to this machine's core count.
+
+    ConfigError for a goal that is not a positive number; InputError for unusable data or log;
+    ModelLoadError for a model that cannot be loaded."""
+    _check(qps=qps, latency_slo_ms=latency_slo_ms, max_staleness_s=max_staleness_s,
+           catalogue_rows=catalogue_rows, cores=cores, budget_s=budget_s)
+    budget = Budget(budget_s)
+    before = rss_bytes()
+    started = time.perf_counter()
+    model = load_model(model_ref, threads=1)
+    load_s = time.perf_counter() - started
+    after = rss_bytes()
+    keys = tuple(key_columns)
+    by_key = traffic is not None and bool(keys) and set(keys) <= set(column_names(traffic))
+    sample = read_catalogue(data, model.info.inputs, keys, hashes=traffic is not None and not by_key)
+    scorable = sample.rows_read - sample.rejected
+    if catalogue_rows is not None and catalogue_rows < scorable:
+        raise ConfigError(f"catalogue_rows ({catalogue_rows:,}) is smaller than the sample "
+                          f"({scorable:,} rows); give the whole catalogue's size")
+    total = catalogue_rows or scorable
+    stats = CatalogueStats(scorable, total, len(sample.key_set) if sample.held_all else scorable,
+                           ", ".join(keys) or "feature hash", sample.rejected)
+    traffic_stats = (read_traffic(traffic, model.info.inputs, keys, sample, total)
+                     if traffic is not None else None)
+    thread = ModelThread(threads=1)
+    try:
+        rss = after - before if before is not None and after is not None else None
+        measured = measure_model(model, sample.rows, thread, budget.until(0.65), rss=rss, load_s=load_s)
+        outputs = _score_more(model, sample, measured.outputs, thread, measured.cost.throughput_rows_s,
+                              budget.until(0.75))
+    finally:
+        thread.close()
+    store = measure_store(sample.keys, outputs, model.info.outputs, model.info.version, budget.until(0.85))
+    measurements = Measurements(measured.cost, stats, store, _noted(traffic_stats, sample), budget_s,
+                                budget.spent())
+    goals = Goals(qps, latency_slo_ms, max_staleness_s, cores or os.cpu_count() or 1)
+    advice = recommend(measurements, goals)
+    return replace(advice, measurements=replace(advice.measurements, spent_s=budget.spent()))
+
+
+def _check(**values: float | None) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    for name in ("catalogue_rows", "cores"):
+        value = values[name]
+        if value is not None and not float(value).is_integer():
+            raise ConfigError(f"{name} must be a whole number, not {value!r}")
+
+
+def _score_more(model: Model, sample: Catalogue, outputs: pa.RecordBatch | None, thread: ModelThread,
+                throughput: float, deadline: float) -> pa.RecordBatch | None:
+    """Predictions for more of the sample's rows (up to the store measurement's size), if the model can
+    score them before `deadline`; else the outputs already made."""
+    n = min(sample.rows.num_rows, MAX_ROWS)
+    have = outputs.num_rows if outputs is not None else 0
+    left = deadline - time.monotonic()
+    if n <= have or thread.stuck or left <= 0:
+        return outputs
+    n = min(n, int(0.8 * left * throughput))
+    if n <= have:
+        return outputs
+    rows = sample.rows.slice(0, n)
+    try:
+        return thread.run(lambda: predict_checked(model, rows), left)
+    except TimeoutError:
+        return outputs
+
+
+def _noted(traffic: TrafficStats | None, sample: Catalogue) -> TrafficStats | None:
+    if traffic is None or sample.held_all:
+        return traffic
+    note = f"only the sample's first {len(sample.key_set):,} keys were matched against the log"
+    return replace(traffic, notes=(*traffic.notes, note))

@@ -1,0 +1,61 @@
+"""What every command shares: options, exit codes, and the translation of errors to one message."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from augury import console
+from augury.config import Settings
+from augury.errors import AuguryError, TooManyBadRows, VerificationFailed
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+def store_option(required: bool = False) -> Callable[[F], F]:
+    return click.option(
+        "--store",
+        "store_url",
+        default=None if not required else Settings.from_env().store,
+        show_default=required,
+        metavar="URL",
+        help="Prediction store URL: sqlite:///path.db or memory://  (env AUGURY_STORE).",
+    )
+
+
+def reporting(fn: F) -> F:
+    """Turn augury's errors into one readable message and an exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return int(fn(*args, **kwargs) or 0)
+        except VerificationFailed as exc:
+            _show_failure(str(exc), as_json, exc.report)
+            return EXIT_CHECK_FAILED
+        except TooManyBadRows as exc:
+            _show_failure(str(exc), as_json)
+            return EXIT_CHECK_FAILED
+        except AuguryError as exc:
+            _show_failure(str(exc), as_json)
+            return EXIT_ERROR
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_failure(message: str, as_json: bool, report: Any = None) -> None:
+    if as_json:
+        doc: dict[str, Any] = {"error": message}
+        if report is not None:
+            doc["report"] = report.to_dict()
+        console.print_json(doc)
+    elif report is not None:
+        console.out.print(report.render())
+    console.err.print(f"augury: {message}", soft_wrap=True)

@@ -1,0 +1,138 @@
+"""`augury serve`: the HTTP server."""
+
+from __future__ import annotations
+
+import click
+
+from augury import console
+from augury.config import parse_duration
+
+from ._common import reporting
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_ref",
+    default=None,
+    metavar="PATH",
+    help="Model file or module:function to compute predictions with (dynamic or hybrid).",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Prediction store to answer from: sqlite:///path.db (static or hybrid).",
+)
+@click.option("--name", default=None, help="Model name in URLs [manifest name, else file stem].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes (each loads its own copy of the model).",
+)
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most rows per model call.",
+)
+@click.option(
+    "--max-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="How long a batch waits for more requests (under load batches form anyway).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Requests waiting for the model before new ones get 503.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=8 << 20,
+    show_default=True,
+    help="Largest request body (413 past it).",
+)
+@click.option(
+    "--max-instances",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Most instances (rows) per request (413 past it).",
+)
+@click.option("--ignore-unknown-fields", is_flag=True, help="Ignore fields that are not model features.")
+@click.option(
+    "--write-back-ttl",
+    default=None,
+    metavar="DURATION",
+    help="Reuse dynamic predictions for this long (in-process cache), e.g. 10m.",
+)
+@click.option(
+    "--require-version-match",
+    is_flag=True,
+    help="Hybrid: answer from the store only predictions of the served model version.",
+)
+@click.option(
+    "--model-threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="BLAS/OpenMP threads for the model.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="debug logs one line per request.",
+)
+@reporting
+def serve(
+    model_ref: str | None,
+    store_url: str | None,
+    name: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    max_batch_size: int,
+    max_delay_ms: float,
+    max_queue: int,
+    max_body_bytes: int,
+    max_instances: int,
+    ignore_unknown_fields: bool,
+    write_back_ttl: str | None,
+    require_version_match: bool,
+    model_threads: int,
+    log_level: str,
+) -> int:
+    """Serve predictions over HTTP: from a store (static), a model (dynamic), or both (hybrid)."""
+    from augury.serve.settings import LaunchConfig, ServeSettings
+
+    settings = ServeSettings(
+        name=name,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        max_queue=max_queue,
+        max_body_bytes=max_body_bytes,
+        max_instances=max_instances,
+        ignore_unknown_fields=ignore_unknown_fields,
+        write_back_ttl_s=parse_duration(write_back_ttl) if write_back_ttl else None,
+        model_threads=model_threads,
+        require_version_match=require_version_match,
+    )
+    config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings)
+    from augury.serve.run import serve as run_server
+
+    console.err.print(f"augury: serving ({config.mode} mode) on http://{host}:{port}  (Ctrl-C to stop)")
+    run_server(config)
+    return 0

@@ -1,0 +1,199 @@
+"""The static path: describe a model, batch-score, verify, publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from augury import console
+from augury.config import Settings, parse_duration
+
+from ._common import EXIT_CHECK_FAILED, json_option, reporting, store_option
+
+
+@click.command()
+@click.argument("model")
+@json_option
+@reporting
+def info(model: str, as_json: bool) -> int:
+    """Describe MODEL (a model file or module:function): name, version, input and output schema."""
+    from augury.models import load_model
+
+    m = load_model(model)
+    d = m.info.to_dict()
+    if as_json:
+        console.print_json(d)
+        return 0
+    console.out.print(f"[bold]{d['name']}[/] version {d['version']} ({d['format']}, {d['task']})")
+    console.out.print(
+        console.table(
+            "inputs",
+            ["name", "dtype", "missing allowed"],
+            [(f["name"], f["dtype"], f["allow_missing"]) for f in d["inputs"]],
+        )
+    )
+    console.out.print(
+        console.table("outputs", ["name", "dtype"], [(f["name"], f["dtype"]) for f in d["outputs"]])
+    )
+    return 0
+
+
+@click.command()
+@click.argument("model")
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="COL",
+    help="Key column(s); default: a canonical hash of the feature values.",
+)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk [32768].")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Worker processes [every core].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "processes", "threads", "inline"]),
+    default="auto",
+    show_default=True,
+    help="Where work runs: worker processes (auto), threads in one process, or inline.",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Fail when a larger share of rows cannot be scored.",
+)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where unscorable rows go [OUTPUT stem + .errors.jsonl].",
+)
+@click.option("--name", default=None, help="Model name (default: manifest name or file stem).")
+@json_option
+@reporting
+def batch(
+    model: str,
+    input_path: str,
+    output: str,
+    keys: tuple[str, ...],
+    chunk_rows: int | None,
+    workers: int | None,
+    resume: bool,
+    engine: str,
+    max_error_rate: float,
+    errors_path: str | None,
+    name: str | None,
+    as_json: bool,
+) -> int:
+    """Score every row of INPUT (Parquet, CSV, JSON Lines; a file or a folder) with MODEL."""
+    from augury.batch import BatchOptions, run_batch
+
+    settings = Settings.from_env()
+    options = BatchOptions(
+        engine=engine,
+        key_columns=keys,
+        chunk_rows=chunk_rows or settings.chunk_rows,
+        workers=workers or settings.workers or None,
+        resume=resume,
+        max_error_rate=max_error_rate,
+        errors_path=Path(errors_path) if errors_path else None,
+        model_name=name,
+    )
+    with console.ProgressReporter("scoring") as progress:
+        result = run_batch(model, input_path, output, options, on_progress=progress)
+    for note in result.notes:
+        console.err.print(f"augury: {note}")
+    if as_json:
+        console.print_json(result.to_dict())
+        return 0
+    d = result.to_dict()
+    console.out.print(
+        console.table(
+            f"batch: {result.model_name} {result.model_version}",
+            ["", ""],
+            [
+                ("output", d["output"]),
+                ("rows", f"{d['rows']:,}"),
+                ("scored", f"{d['scored']:,}"),
+                ("failed", f"{d['failed']:,}" + (f"  (see {d['errors_path']})" if d["failed"] else "")),
+                ("seconds", d["seconds"]),
+                ("rows/s", f"{d['rows_per_s']:,.0f}"),
+                ("workers", d["workers"]),
+                ("tasks resumed", d["resumed_tasks"]),
+            ],
+        )
+    )
+    return 0
+
+
+@click.command()
+@click.argument("predictions")
+@click.option("--checks", type=click.Path(dir_okay=False), default=None, help="TOML file of gate settings.")
+@store_option()
+@json_option
+@reporting
+def verify(predictions: str, checks: str | None, store_url: str | None, as_json: bool) -> int:
+    """Check PREDICTIONS against the gates; with --store, also against the active version (drift, count)."""
+    from augury.verify import load_checks
+    from augury.verify import verify as run_verify
+
+    baseline = None
+    if store_url:
+        from augury.store import open_store
+
+        store = open_store(store_url)
+        try:
+            baseline = store.active()
+        finally:
+            store.close()
+    report = run_verify(predictions, load_checks(checks), baseline)
+    if as_json:
+        console.print_json(report.to_dict())
+    else:
+        console.out.print(report.render())
+    return 0 if report.passed else EXIT_CHECK_FAILED
+
+
+@click.command()
+@click.argument("predictions")
+@store_option(required=True)
+@click.option("--checks", type=click.Path(dir_okay=False), default=None, help="TOML file of gate settings.")
+@click.option(
+    "--ttl", default=None, metavar="DURATION", help="Serve these predictions for at most this long."
+)
+@click.option("--no-activate", is_flag=True, help="Load the version but leave the active one as it is.")
+@json_option
+@reporting
+def publish(
+    predictions: str, store_url: str, checks: str | None, ttl: str | None, no_activate: bool, as_json: bool
+) -> int:
+    """Verify PREDICTIONS, then load them as a new store version and activate it atomically."""
+    from augury.publish import publish_predictions
+    from augury.store import open_store
+    from augury.verify import load_checks
+
+    ttl_s = parse_duration(ttl) if ttl else None
+    store = open_store(store_url)
+    try:
+        result = publish_predictions(
+            predictions, store, load_checks(checks), ttl_s=ttl_s, activate=not no_activate
+        )
+    finally:
+        store.close()
+    if as_json:
+        console.print_json({"version": result.version.to_dict(), "report": result.report.to_dict()})
+        return 0
+    console.out.print(result.report.render())
+    v = result.version
+    state = "active" if v.active else "loaded, not active"
+    console.out.print(
+        f"published store version [bold]{v.version}[/] ({v.row_count:,} rows, model "
+        f"{v.model_version}): {state}"
+    )
+    return 0

@@ -1,0 +1,147 @@
+"""`advise` end to end on real models and real files: the three decisions, the budget, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from augury.advise import advise
+from augury.advise.units import duration
+from augury.errors import ConfigError, InputError, ModelLoadError
+
+
+def test_slow_model_small_catalogue_is_static_within_the_budget(
+        tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> None:
+    data = write_ab_catalogue(tmp_path / "catalogue.parquet", 300)
+    ids = np.random.default_rng(2).integers(0, 300, 3000)
+    pq.write_table(pa.table({"id": ids}), tmp_path / "log.parquet")
+    started = time.monotonic()
+    a = advise("advise_models:slow", data, key_columns=["id"], traffic=tmp_path / "log.parquet", qps=100,
+               latency_slo_ms=200, max_staleness_s=3600, cores=2, budget_s=3)
+    assert time.monotonic() - started < 3 + 2.5  # measuring stays in budget; the rest is fast
+    assert a.mode == "static"
+    model = a.measurements.model
+    one = model.latency[0]
+    assert one.batch_size == 1 and one.measured and one.p50_s == pytest.approx(0.05, rel=0.2)
+    assert model.extrapolated and any("extrapolated" in n for n in model.notes)
+    assert a.measurements.traffic is not None and a.measurements.traffic.catalogue_share == 1.0
+    assert a.plan.head_size == 300 and not a.dynamic.holds
+
+
+def test_fast_model_with_mostly_unseen_traffic_is_dynamic(tmp_path: Path, lr_model: Path) -> None:
+    rng = np.random.default_rng(3)
+    catalogue = rng.normal(size=(2000, 4))
+    pq.write_table(pa.table({f"f{i}": catalogue[:, i] for i in range(4)}), tmp_path / "catalogue.parquet")
+    requests = rng.normal(size=(3000, 4))
+    requests[:300] = catalogue[:300]  # 10 % of requests are for catalogue examples
+    lines = [orjson.dumps({f"f{i}": float(r[i]) for i in range(4)}) for r in requests]
+    (tmp_path / "log.jsonl").write_bytes(b"\n".join(lines))
+    a = advise(str(lr_model), tmp_path / "catalogue.parquet", traffic=tmp_path / "log.jsonl", qps=200,
+               latency_slo_ms=50, cores=2, budget_s=3)
+    assert a.mode == "dynamic"
+    t = a.measurements.traffic
+    assert t is not None and t.key == "feature hash" and t.catalogue_share == pytest.approx(0.1)
+    assert a.dynamic.holds and a.plan.max_batch_size is not None
+    assert a.measurements.model.throughput_rows_s > 1000
+    assert a.measurements.store is not None and a.measurements.store.rows_published == 2000
+    assert json.loads(json.dumps(a.to_dict(), allow_nan=False))["mode"] == "dynamic"
+
+
+def test_zipf_traffic_large_catalogue_mid_model_is_hybrid(
+        tmp_path: Path, write_ab_catalogue: Callable[..., Path], zipf_ids: Callable[..., np.ndarray]) -> None:
+    n, m = 20_000, 40_000
+    data = write_ab_catalogue(tmp_path / "catalogue.parquet", n)
+    rng = np.random.default_rng(4)
+    ids = np.where(rng.random(m) < 0.1, 10**7 + np.arange(m), zipf_ids(n, m, 1.1))
+    times = 1.77e9 + np.sort(rng.uniform(0, 3600, m))
+    pacsv.write_csv(pa.table({"id": ids, "timestamp": times}), tmp_path / "log.csv")
+    a = advise("advise_models:mid", data, key_columns=["id"], traffic=tmp_path / "log.csv", qps=1000,
+               latency_slo_ms=100, max_staleness_s=3600, cores=2, budget_s=4)
+    assert a.mode == "hybrid"
+    assert a.tail is not None and a.tail.holds and not a.dynamic.holds
+    assert a.plan.head_share is not None and a.plan.head_share >= 1 - a.per_core_qps * 2 / 1000
+    assert a.plan.head_size is not None and a.plan.head_size < n
+    assert f"{a.plan.head_size:,}" in a.summary
+    t = a.measurements.traffic
+    assert t is not None and t.catalogue_share == pytest.approx(0.9, abs=0.01)
+    assert t.observed_qps == pytest.approx(m / 3600, rel=0.01)
+
+
+def test_a_model_slower_than_the_budget_gives_a_lower_bound(
+        tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> None:
+    data = write_ab_catalogue(tmp_path / "catalogue.parquet", 50)
+    started = time.monotonic()
+    a = advise("advise_models:stuck", data, latency_slo_ms=100, cores=1, budget_s=0.6)
+    assert time.monotonic() - started < 1.4  # did not wait for the 1.5 s call
+    assert a.measurements.model.lower_bound and a.mode == "static"
+    assert any("at least" in r for r in a.reasons)
+
+
+@pytest.fixture()
+def catalogue(tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> Path:
+    return write_ab_catalogue(tmp_path / "catalogue.parquet", 50)
+
+
+def test_empty_samples(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": pa.array([], pa.float64()), "b": pa.array([], pa.float64())}),
+                   tmp_path / "empty.parquet")
+    with pytest.raises(InputError, match="no rows"):
+        advise("advise_models:mid", tmp_path / "empty.parquet", budget_s=1)
+    (tmp_path / "header.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match="has no row the model can score"):
+        advise("advise_models:mid", tmp_path / "header.csv", budget_s=1)
+    (tmp_path / "bad.csv").write_text("a,b\nx,y\n")
+    with pytest.raises(InputError, match=r"no row the model can score \(first problem: .*cannot read 'x'"):
+        advise("advise_models:mid", tmp_path / "bad.csv", budget_s=1)
+
+
+def test_bad_logs_fail_before_measuring(tmp_path: Path, catalogue: Path) -> None:
+    pq.write_table(pa.table({"user": [1, 2]}), tmp_path / "nokeys.parquet")
+    started = time.monotonic()
+    with pytest.raises(InputError, match="neither the key column"):
+        advise("advise_models:slow", catalogue, key_columns=["id"], traffic=tmp_path / "nokeys.parquet")
+    assert time.monotonic() - started < 2
+    pq.write_table(pa.table({"a": ["x"], "b": ["y"]}), tmp_path / "mismatch.parquet")
+    with pytest.raises(InputError, match="no request that can be keyed"):
+        advise("advise_models:slow", catalogue, traffic=tmp_path / "mismatch.parquet")
+
+
+def test_unreadable_inputs(tmp_path: Path, catalogue: Path) -> None:
+    (tmp_path / "junk.parquet").write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="cannot read"):
+        advise("advise_models:mid", tmp_path / "junk.parquet")
+    with pytest.raises(InputError, match="does not exist"):
+        advise("advise_models:mid", tmp_path / "nowhere.parquet")
+    with pytest.raises(InputError, match="lacks column"):
+        advise("advise_models:mid", catalogue, key_columns=["sku"])
+    with pytest.raises(ModelLoadError):
+        advise(str(tmp_path / "model.joblib"), catalogue)
+
+
+@pytest.mark.parametrize("kwargs", [{"qps": 0}, {"qps": -3.0}, {"qps": float("nan")}, {"latency_slo_ms": 0},
+                                    {"max_staleness_s": -1}, {"cores": 0}, {"cores": 1.5},
+                                    {"budget_s": 0}, {"catalogue_rows": 10}])
+def test_bad_goals(catalogue: Path, kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        advise("advise_models:mid", catalogue, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_sample_is_scaled_to_the_catalogue(tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> None:
+    data = write_ab_catalogue(tmp_path / "sample.parquet", 200)
+    a = advise("advise_models:mid", data, catalogue_rows=2_000_000, qps=50, latency_slo_ms=100,
+               max_staleness_s=86_400, cores=2, budget_s=1.5)
+    c, m = a.measurements.catalogue, a.measurements
+    assert c.sampled and c.sample_rows == 200 and c.catalogue_rows == 2_000_000
+    assert m.store is not None and m.store.rows_published == 200
+    assert a.mode == "dynamic"  # 50 req/s of a 3 ms model: no need to precompute 2 million examples
+    est = duration(m.catalogue.catalogue_rows / (m.model.throughput_rows_s * 2))
+    assert any(f"(2,000,000 examples) takes about {est}" in r for r in a.reasons)

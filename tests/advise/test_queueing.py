@@ -1,0 +1,106 @@
+"""The batcher simulation: its batching rule on hand-made arrivals, and closed-form sanity checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from augury.advise.queueing import BatcherSettings, ServiceCurve, run_batcher, simulate
+from augury.errors import ConfigError
+
+ONE_MS = ServiceCurve((1,), (0.001,))
+
+
+def test_waits_max_delay_from_the_first_request_then_sends() -> None:
+    # 3 requests within the 2 ms window go together; the 4th, alone, waits its own 2 ms
+    ends, sizes = run_batcher([0.0, 0.0005, 0.001, 0.010], ServiceCurve((1, 4), (0.001, 0.001)),
+                              BatcherSettings(64, 2.0))
+    assert sizes == [3, 1]
+    assert ends == pytest.approx([0.003, 0.013])
+
+
+def test_a_full_batch_goes_at_once() -> None:
+    ends, sizes = run_batcher([0.0, 0.0001, 0.0002, 0.0003, 0.0004], ServiceCurve((1, 4), (0.001, 0.001)),
+                              BatcherSettings(2, 50.0))
+    assert sizes == [2, 2, 1]
+    assert ends[0] == pytest.approx(0.0001 + 0.001)  # sent when the second arrived, not after 50 ms
+
+
+def test_while_the_model_is_busy_the_next_batch_grows() -> None:
+    # one batch in the model at a time: what arrives meanwhile goes in one batch when the model frees
+    ten_ms = ServiceCurve((1, 8), (0.010, 0.010))
+    ends, sizes = run_batcher([0.0, 0.001, 0.002, 0.003], ten_ms, BatcherSettings(64, 0.0))
+    assert sizes == [1, 3]
+    assert ends == pytest.approx([0.010, 0.020])
+    _, capped = run_batcher([0.0, 0.001, 0.002, 0.003], ten_ms, BatcherSettings(2, 0.0))
+    assert capped == [1, 2, 1]
+
+
+def test_low_load_batch_of_one_is_the_service_time() -> None:
+    # M/D/1 at 5 % load: almost nobody waits, so the median latency is the service time
+    r = simulate(ONE_MS, 50.0, BatcherSettings(1, 0.0), requests=20_000)
+    assert r.stable and r.p50_s == pytest.approx(0.001, rel=0.01)
+    assert r.mean_batch == 1.0
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_mean_latency_matches_m_d_1(rho: float) -> None:
+    # Pollaczek-Khinchine for deterministic service: W = D + rho D / (2 (1 - rho))
+    r = simulate(ONE_MS, rho / 0.001, BatcherSettings(1, 0.0), requests=60_000)
+    expected = 0.001 + rho * 0.001 / (2 * (1 - rho))
+    assert r.mean_s == pytest.approx(expected, rel=0.05)
+    assert r.utilisation == pytest.approx(rho) and r.busy == pytest.approx(rho, rel=0.03)
+
+
+def test_utilisation_at_or_past_one_does_not_hold() -> None:
+    r = simulate(ONE_MS, 1000.0, BatcherSettings(1, 0.0))
+    assert not r.stable and math.isinf(r.p99_s) and r.utilisation == pytest.approx(1.0)
+    assert not r.holds(10.0)
+    # the same load on two workers is served
+    assert simulate(ONE_MS, 1000.0, BatcherSettings(1, 0.0), workers=2).holds(0.05)
+
+
+def test_batching_raises_capacity_when_calls_have_a_fixed_cost() -> None:
+    curve = ServiceCurve((1, 64), (0.001, 0.001 + 63 * 0.00005))  # 1 ms per call + 50 µs per row
+    assert not simulate(curve, 2000, BatcherSettings(1, 0.0)).stable
+    r = simulate(curve, 2000, BatcherSettings(64, 0.0))
+    assert r.stable and r.mean_batch > 1 and r.p99_s < 0.02
+
+
+def test_delay_adds_latency_at_low_load() -> None:
+    r = simulate(ONE_MS, 10.0, BatcherSettings(64, 5.0))
+    assert r.p50_s == pytest.approx(0.006, rel=0.02)
+
+
+def test_overhead_is_added_and_runs_are_deterministic() -> None:
+    a = simulate(ONE_MS, 300.0, BatcherSettings(8, 1.0), overhead_s=0.0005)
+    b = simulate(ONE_MS, 300.0, BatcherSettings(8, 1.0))
+    assert a.p50_s - b.p50_s == pytest.approx(0.0005)
+    assert simulate(ONE_MS, 300.0, BatcherSettings(8, 1.0)) == b
+
+
+def test_jitter_widens_the_tail() -> None:
+    jittery = ServiceCurve((1,), (0.001,), ((0.9, 1.0, 1.0, 1.0, 3.0),))
+    alone = BatcherSettings(1, 0.0)
+    assert simulate(jittery, 50.0, alone).p99_s > 2.5e-3 > simulate(ONE_MS, 50.0, alone).p99_s
+
+
+def test_curve_interpolates_and_extrapolates() -> None:
+    curve = ServiceCurve((1, 2, 4), (0.001, 0.0015, 0.0025))
+    assert curve.time(3) == pytest.approx(0.002)
+    assert curve.time(8) == pytest.approx(0.0045)  # along the last segment
+    assert ServiceCurve((1,), (0.002,)).time(4) == pytest.approx(0.008)  # one point: proportional
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: ServiceCurve((), ()),
+    lambda: ServiceCurve((2, 1), (0.1, 0.2)),
+    lambda: ServiceCurve((1,), (0.0,)),
+    lambda: BatcherSettings(0, 1.0),
+    lambda: simulate(ONE_MS, 0.0),
+    lambda: simulate(ONE_MS, -5.0),
+])
+def test_bad_arguments(bad: object) -> None:
+    with pytest.raises(ConfigError):
+        bad()  # type: ignore[operator]

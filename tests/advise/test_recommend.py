@@ -1,0 +1,125 @@
+"""The rule itself, on measurements made up to put it in each of its cases (no model is run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from advise_synthetic import FAST, MID, SLOW, cost, measurements, traffic
+
+from augury.advise import Goals, TrafficStats, recommend
+from augury.advise.units import flag
+from augury.config import parse_duration
+from augury.errors import ConfigError
+
+
+def test_fast_model_mostly_unseen_traffic_is_dynamic() -> None:
+    a = recommend(measurements(FAST, 10_000, traffic(0.1)), Goals(200, 50, 3600, 2))
+    assert a.mode == "dynamic"
+    assert a.dynamic.holds and a.plan.max_batch_size is not None and a.plan.head_size is None
+    assert any("holds the 50 ms p99 target" in r for r in a.reasons)
+    assert any("simulated" in x for x in a.limits)
+
+
+def test_slow_model_small_catalogue_without_traffic_is_static_and_says_coverage_is_unknown() -> None:
+    a = recommend(measurements(SLOW, 1000), Goals(100, 200, 3600, 2))
+    assert a.mode == "static"
+    assert not a.dynamic.holds and not a.dynamic.result.stable
+    assert a.plan.head_size == 1000 and a.plan.refresh_interval_s == pytest.approx(3600 - 25, rel=1e-3)
+    assert any("share of requests that fall on catalogue examples is unknown" in r for r in a.reasons)
+    assert any("how many there will be is unknown" in x for x in a.limits)
+
+
+def test_zipf_traffic_large_catalogue_mid_model_is_hybrid_with_a_head_that_fits_the_target() -> None:
+    t = traffic(0.9)
+    a = recommend(measurements(MID, 1_000_000, t), Goals(1000, 100, 86_400, 2))
+    assert a.mode == "hybrid"
+    assert a.tail is not None and a.tail.holds
+    needed = 1 - a.per_core_qps * 2 / 1000
+    assert a.plan.head_share is not None and a.plan.head_share >= needed
+    assert a.plan.head_size is not None and 1 <= a.plan.head_size <= t.ranked_keys
+    assert a.plan.head_share == pytest.approx(t.share_of_head(a.plan.head_size))
+    assert a.tail.qps == pytest.approx(1000 * (1 - a.plan.head_share))
+    assert a.plan.max_batch_size == a.tail.result.settings.max_batch_size
+    assert any("So hybrid: precomputing" in r for r in a.reasons)
+
+
+def test_every_request_on_the_catalogue_and_dynamic_too_slow_is_static() -> None:
+    a = recommend(measurements(MID, 50_000, traffic(1.0)), Goals(5000, 100, 86_400, 2))
+    assert a.mode == "static"
+    assert any("every logged request is for a catalogue example" in r for r in a.reasons)
+
+
+def test_dynamic_with_little_headroom_gives_way_to_static_when_the_catalogue_covers_everything() -> None:
+    # 50 ms per row, 150 ms target: dynamic holds at 1 req/s but its p99 is above half the target
+    t = traffic(1.0, distinct=1000)
+    a = recommend(measurements(SLOW, 1000, t), Goals(1, 150, 3600, 2))
+    assert a.dynamic.holds and a.dynamic.result.p99_s > 0.075 and a.mode == "static"
+    assert any("little headroom" in r for r in a.reasons)
+    # with a fast model there is headroom: dynamic
+    assert recommend(measurements(FAST, 1000, t), Goals(1, 150, 3600, 2)).mode == "dynamic"
+
+
+def test_target_impossible_on_any_cores() -> None:
+    lone = cost(0.0, 0.3)  # 300 ms per example, 100 ms target: not even a lone request makes it
+    no_log = recommend(measurements(lone, 500), Goals(5, 100, 86_400, 4))
+    assert no_log.mode == "static" and no_log.per_core_qps == 0 and no_log.cores_needed is None
+    assert any("even a lone request takes longer than the target" in r for r in no_log.reasons)
+    with_log = recommend(measurements(lone, 500, traffic(0.7, distinct=500)), Goals(5, 100, 86_400, 4))
+    assert with_log.mode == "hybrid" and with_log.tail is not None and not with_log.tail.holds
+    assert any("the target cannot be met for every request" in r for r in with_log.reasons)
+
+
+def test_unseen_traffic_that_no_head_relieves_goes_dynamic_on_more_cores() -> None:
+    # 1,500 req/s, 80 % of them for examples outside the catalogue: more than 2 cores serve within 100 ms
+    a = recommend(measurements(MID, 10_000, traffic(0.2)), Goals(1500, 100, 86_400, 2))
+    assert a.mode == "dynamic" and a.cores_needed is not None and a.plan.workers == a.cores_needed > 2
+    assert "more than the 2 given" in a.summary
+
+
+def test_no_log_and_a_catalogue_too_big_to_rescore_in_time_goes_dynamic_on_more_cores() -> None:
+    a = recommend(measurements(MID, 100_000_000, None), Goals(1000, 100, 3600, 2))
+    assert a.mode == "dynamic" and a.plan.workers > 2
+
+
+def test_staleness_that_cannot_be_kept_is_a_stated_limit() -> None:
+    a = recommend(measurements(SLOW, 1_000_000), Goals(100, 20, 3600, 2))  # 20 ms: dynamic never holds
+    assert a.mode == "static"
+    assert a.plan.refresh_interval_s == pytest.approx(a.plan.score_head_s)  # bounded below by scoring
+    assert any("past the 60 min limit" in x for x in a.limits)
+
+
+def test_defaults_are_stated_as_assumptions() -> None:
+    a = recommend(measurements(FAST, 1000), Goals(cores=1))
+    assert a.goals.qps == 10 and a.goals.latency_slo_ms == 100 and a.goals.max_staleness_s == 86_400
+    assert len(a.assumptions) == 3 and any("--qps" in x for x in a.assumptions)
+
+
+def test_the_logs_rate_is_used_when_none_is_given() -> None:
+    t = traffic(0.5)
+    t = TrafficStats(**{**t.__dict__, "observed_qps": 42.0, "peak_qps": 80.0})
+    a = recommend(measurements(FAST, 1000, t), Goals(latency_slo_ms=50, max_staleness_s=60, cores=1))
+    assert a.goals.qps == 42.0 and any("busiest minute had 80 req/s" in x for x in a.assumptions)
+
+
+def test_to_dict_is_json_with_the_mode() -> None:
+    a = recommend(measurements(SLOW, 1000, traffic(0.95, distinct=1000)), Goals(100, 200, 3600, 2))
+    doc = json.loads(json.dumps(a.to_dict(), allow_nan=False))
+    assert doc["mode"] in ("static", "dynamic", "hybrid")
+    assert doc["dynamic"]["p99_ms"] is None and doc["dynamic"]["holds"] is False  # unbounded: null
+    assert doc["measurements"]["model"]["latency"][0]["batch_size"] == 1
+    assert doc["settings"]["head_size"] is not None
+
+
+@pytest.mark.parametrize("goals", [Goals(0, 100, 60, 1), Goals(10, -1, 60, 1), Goals(10, 100, 0, 1),
+                                   Goals(10, 100, 60, 0), Goals(float("inf"), 100, 60, 1)])
+def test_bad_goals(goals: Goals) -> None:
+    with pytest.raises(ConfigError):
+        recommend(measurements(FAST, 1000), goals)
+
+
+def test_the_ttl_it_suggests_is_one_the_cli_takes() -> None:
+    a = recommend(measurements(SLOW, 1000), Goals(100, 200, 5400, 2))
+    assert a.plan.ttl_s == 5400 and any("--ttl 90m" in x for x in a.limits)
+    for seconds in (45, 5400, 21600, 86400, 90061):
+        assert parse_duration(flag(seconds)) == seconds

@@ -1,0 +1,30 @@
+"""`augury advise` from the command line: JSON with a mode, a report, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .test_cli import assert_clean_error, augury
+
+
+@pytest.mark.slow
+def test_advise_json_and_report(hgb_model: Path, features_parquet: Path, tmp_path: Path) -> None:
+    proc = augury("advise", str(hgb_model), str(features_parquet), "--key", "id", "--qps", "200",
+                  "--latency-slo-ms", "50", "--max-staleness", "1h", "--budget", "3",
+                  "--report", str(tmp_path / "report"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["mode"] in ("static", "dynamic", "hybrid")
+    assert doc["settings"] and doc["reasons"]
+    html = Path(doc["report"]).read_text()
+    assert "<img" in html and "http://" not in html
+
+
+def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, "empty")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2, "qps")
