@@ -8,13 +8,17 @@ queue depth, the active store version and its age) are read when Prometheus scra
 the app registers with `watch_queue` and `watch_store`; a callable that raises reads as NaN.
 
 Label values are bounded: routes are route templates (``/v2/models/{name}/infer``), never raw paths;
-errors are AuguryError class names; sources are ``static``, ``dynamic`` or ``mixed``.
+errors are AuguryError class names; sources are ``static``, ``dynamic`` or ``mixed``. Because they are
+bounded, the labelled children the request path touches are resolved once and kept (a ``.labels()`` call
+costs more than the ``inc`` it precedes), and the in-flight gauge is a plain integer read at scrape time:
+the request path runs on the event loop, one request at a time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,6 +63,9 @@ class ServeMetrics:
             "route template.", ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge(
             "augury_requests_in_flight", "HTTP requests being handled right now.", registry=r)
+        #: requests being handled; the middleware counts, `in_flight` reads it at every scrape.
+        self.requests_in_flight = 0
+        self.in_flight.set_function(lambda: self.requests_in_flight)
         self.prediction_seconds = Histogram(
             "augury_prediction_duration_seconds", "Time to answer a prediction request, by where its "
             "predictions came from: static (all from the store), dynamic (all computed) or mixed.",
@@ -108,6 +115,16 @@ class ServeMetrics:
         self.model_info = Gauge(
             "augury_model_info", "The model being served (value 1), by name, version and mode.",
             ["name", "version", "mode"], registry=r)
+        # children resolved once: label values are bounded (see the module docstring)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._error_children: dict[tuple[str, int, str], Any] = {}
+        self._predicted = {s: self.predictions.labels(s) for s in ("static", "dynamic")}
+        self._predict_seconds = {s: self.prediction_seconds.labels(s)
+                                 for s in ("static", "dynamic", "mixed")}
+        self._store_hit = self.store_lookups.labels("hit")
+        self._store_miss = self.store_lookups.labels("miss")
+        self._cache_hit = self.writeback_lookups.labels("hit")
+        self._cache_miss = self.writeback_lookups.labels("miss")
 
     def batch_observer(self) -> BatchMetrics:
         """The batcher hooks that feed these metrics."""
@@ -125,32 +142,39 @@ class ServeMetrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float,
                         error: str | None) -> None:
         """Count one answered request and its latency; `error` is the error class when status >= 400."""
-        code = str(status)
-        self.requests.labels(route, method, code).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        children = self._request_children.get((route, method, status))
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.request_seconds.labels(route))
+            self._request_children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if status >= 400:
-            self.errors.labels(route, code, error or "HTTPError").inc()
+            key = (route, status, error or "HTTPError")
+            child = self._error_children.get(key)
+            if child is None:
+                child = self._error_children[key] = self.errors.labels(route, str(status), key[2])
+            child.inc()
 
     def observe_predictions(self, static: int, dynamic: int, seconds: float) -> None:
         """Count a prediction request's answers by source and record its latency by source."""
         if static:
-            self.predictions.labels("static").inc(static)
+            self._predicted["static"].inc(static)
         if dynamic:
-            self.predictions.labels("dynamic").inc(dynamic)
+            self._predicted["dynamic"].inc(dynamic)
         source = "mixed" if static and dynamic else "static" if static else "dynamic"
-        self.prediction_seconds.labels(source).observe(seconds)
+        self._predict_seconds[source].observe(seconds)
 
     def observe_store(self, hits: int, misses: int) -> None:
         if hits:
-            self.store_lookups.labels("hit").inc(hits)
+            self._store_hit.inc(hits)
         if misses:
-            self.store_lookups.labels("miss").inc(misses)
+            self._store_miss.inc(misses)
 
     def observe_writeback(self, hits: int, misses: int) -> None:
         if hits:
-            self.writeback_lookups.labels("hit").inc(hits)
+            self._cache_hit.inc(hits)
         if misses:
-            self.writeback_lookups.labels("miss").inc(misses)
+            self._cache_miss.inc(misses)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""

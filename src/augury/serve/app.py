@@ -24,6 +24,7 @@ from augury.errors import AuguryError, ConfigError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.serve.batcher import Batcher
+from augury.serve.hot import HotRoutes
 from augury.serve.middleware import Observability
 from augury.serve.openapi import build_openapi
 from augury.serve.router import Router
@@ -86,9 +87,10 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
             if on_close is not None:
                 on_close()
 
+    routes = Routes(service).table()
     app = Starlette(
-        routes=Routes(service).table(),
-        middleware=[Middleware(Observability, metrics=metrics)],
+        routes=routes,
+        middleware=[Middleware(Observability, metrics=metrics), Middleware(HotRoutes, routes=routes)],
         exception_handlers={AuguryError: _augury_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -11,8 +11,12 @@ turns the whole flat list into one batch in a single pass.
 
 The loop (after Ray Serve's `serve/batching.py`): block for the first request, then start the wait timer
 (`time.monotonic()`) and take more until the batch is full or `max_delay_ms` has passed. While the model
-scores one batch the next is collected; it is topped up with whatever arrived and sent the moment the
-model is free, so under load batches grow instead of requests queueing one model call each.
+scores one batch the next is collected; it is topped up with whatever arrived and sent once the model
+is free, so under load batches grow instead of requests queueing one model call each. "Once" is after
+one turn of the event loop: the requests it has already read by then (often those of the clients just
+answered, sending their next request) join the batch. Without that turn, 32 clients settled into two
+alternating batches of 16 instead of one of 32, and, the model's cost being mostly per call (0.8 ms for
+one row or 32 of a 100-tree HistGradientBoosting), served 7,000 instead of 8,700 requests/s.
 
 Failure is per batch: if `predict` raises or returns other than one result per input row, every request
 of that batch fails (framework errors become `PredictionError`) and the loop carries on with the next.
@@ -224,6 +228,7 @@ class Batcher(Generic[Row, Result]):
                 await self._collect(self._forming)
                 if self._inflight is not None:  # the next batch waits for the model, gaining requests
                     await asyncio.wait((self._inflight,))
+                    await asyncio.sleep(0)  # one turn of the loop: requests already received join too
                 self._take(self._forming)
                 ready = self._ready(self._forming)
                 if ready:

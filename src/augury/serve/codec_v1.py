@@ -3,8 +3,9 @@
 Request: ``{"instances": [{feature: value, ...}, ...]}`` (an optional ``"parameters": {"deadline_ms": N}``).
 An instance may carry a ``key`` (a string, a number, or a list of them for several key columns, as
 `keys.key_text` writes them); an instance with only a key is a pure lookup. Each instance's features are
-cast with `schema.cast_row`: a missing feature, an unknown field (unless unknown fields are ignored), a
-value that cannot be cast, or a NaN/null the model cannot take is a 400 naming the instance and field.
+cast with `schema.cast_row` (through `serve.casting`): a missing feature, an unknown field (unless unknown
+fields are ignored), a value that cannot be cast, or a NaN/null the model cannot take is a 400 naming the
+instance and field.
 If the model itself has a feature called ``key``, the field is a feature, and examples are found in the
 store by their feature hash.
 
@@ -19,7 +20,8 @@ from typing import Any
 
 from augury.errors import InputError, SchemaError
 from augury.keys import key_text
-from augury.schema import Schema, cast_row
+from augury.schema import Schema
+from augury.serve.casting import RowCaster
 from augury.serve.errors import TooManyInstances
 from augury.serve.router import Answer, Example
 
@@ -27,9 +29,10 @@ KEY_FIELD = "key"
 _TOP_LEVEL = ("instances", "parameters")
 
 
-def parse_predict(doc: Any, schema: Schema | None, *, ignore_unknown: bool,
-                  max_instances: int) -> tuple[list[Example], Mapping[str, Any]]:
-    """The examples of a v1 predict request, and its ``parameters`` (possibly empty)."""
+def parse_predict(doc: Any, schema: Schema | None, *, ignore_unknown: bool, max_instances: int,
+                  cast: RowCaster | None = None) -> tuple[list[Example], Mapping[str, Any]]:
+    """The examples of a v1 predict request, and its ``parameters`` (possibly empty). `cast`: the
+    schema's `RowCaster` (the server keeps one; made here if not given)."""
     if not isinstance(doc, dict):
         raise InputError(f'the body must be a JSON object {{"instances": [...]}}, not {_kind(doc)}')
     unknown = [k for k in doc if k not in _TOP_LEVEL]
@@ -48,10 +51,12 @@ def parse_predict(doc: Any, schema: Schema | None, *, ignore_unknown: bool,
     if not isinstance(parameters, dict):
         raise InputError(f'"parameters" must be an object, not {_kind(parameters)}')
     keyed = schema is None or KEY_FIELD not in schema
-    return [_example(i, inst, schema, keyed, ignore_unknown) for i, inst in enumerate(instances)], parameters
+    if cast is None and schema is not None:
+        cast = RowCaster(schema)
+    return [_example(i, inst, cast, keyed, ignore_unknown) for i, inst in enumerate(instances)], parameters
 
 
-def _example(i: int, inst: Any, schema: Schema | None, keyed: bool, ignore_unknown: bool) -> Example:
+def _example(i: int, inst: Any, cast: RowCaster | None, keyed: bool, ignore_unknown: bool) -> Example:
     if not isinstance(inst, dict):
         raise InputError(f"instance {i} must be an object of feature values, not {_kind(inst)}")
     key = None
@@ -59,13 +64,13 @@ def _example(i: int, inst: Any, schema: Schema | None, keyed: bool, ignore_unkno
         key = parse_key(inst.pop(KEY_FIELD), f"instance {i}")
         if not inst:
             return Example(key, None)
-    if schema is None:
+    if cast is None:
         if key is None:
             raise InputError(f"instance {i} has no 'key': this server has no model (static mode), so it can "
                              f"only look predictions up by key")
         return Example(key, None)
     try:
-        return Example(key, cast_row(inst, schema, ignore_unknown=ignore_unknown))
+        return Example(key, cast(inst, ignore_unknown))
     except SchemaError as exc:
         raise SchemaError(f"instance {i}: {exc}") from None
 

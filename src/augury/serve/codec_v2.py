@@ -10,9 +10,9 @@ A tabular model takes its features in one of two layouts (the model metadata's `
 
 A BYTES (or integer) tensor named ``key`` of shape ``[n]`` (``[n, k]`` for k key columns) gives the rows'
 store keys; with no feature tensors, every row is a pure lookup (the only layout in static mode). Rows
-are cast with `schema.cast_row`, as v1 instances are. The response has one tensor ``[n]`` per output
-column (``label``, ``proba_<class>``, ``value``...), or those the request's ``outputs`` names, and
-``parameters.provenance``: one provenance object per row.
+are cast with `schema.cast_row` (through `serve.casting`), as v1 instances are. The response has one
+tensor ``[n]`` per output column (``label``, ``proba_<class>``, ``value``...), or those the request's
+``outputs`` names, and ``parameters.provenance``: one provenance object per row.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import orjson
 
 from augury.errors import InputError, SchemaError
 from augury.keys import key_text
-from augury.schema import Schema, cast_row
+from augury.schema import Schema
+from augury.serve.casting import RowCaster
 from augury.serve.errors import TooManyInstances
 from augury.serve.router import Answer, Example
 from augury.serve.v2_tensors import (
@@ -71,7 +72,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def parse_infer(doc: Any, binary: bytes, schema: Schema | None, *, ignore_unknown: bool,
-                max_instances: int) -> InferRequest:
+                max_instances: int, cast: RowCaster | None = None) -> InferRequest:
+    """A decoded infer request. `cast`: the schema's `RowCaster` (the server keeps one; made here if not
+    given)."""
     if not isinstance(doc, dict):
         raise InputError('the body must be a JSON object {"inputs": [...]}')
     request_id = doc.get("id")
@@ -97,7 +100,7 @@ def parse_infer(doc: Any, binary: bytes, schema: Schema | None, *, ignore_unknow
             raise InputError("send a BYTES tensor named 'key' holding the store keys of the rows")
         examples = [Example(k, None) for k in keys]
     else:
-        rows = _feature_rows(features, schema, ignore_unknown)
+        rows = _feature_rows(features, cast or RowCaster(schema), ignore_unknown)
         examples = [Example(k, r) for k, r in zip(keys, rows, strict=True)]
     outputs, binary_outputs = _requested(doc.get("outputs"))
     return InferRequest(request_id, examples, outputs, binary_outputs,
@@ -126,7 +129,8 @@ def _keys(t: Tensor) -> list[str | None]:
                      f"{t.datatype} {list(t.shape)}")
 
 
-def _feature_rows(tensors: list[Tensor], schema: Schema, ignore_unknown: bool) -> list[list[Any]]:
+def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) -> list[list[Any]]:
+    schema = cast.schema
     names = schema.names
     if len(tensors) == 1 and tensors[0].name not in schema:
         t = tensors[0]
@@ -161,7 +165,7 @@ def _feature_rows(tensors: list[Tensor], schema: Schema, ignore_unknown: bool) -
     rows: list[list[Any]] = []
     for i, values in enumerate(zip(*columns, strict=True)):
         try:
-            rows.append(cast_row(dict(zip(names, values, strict=True)), schema))
+            rows.append(cast.values(list(values)))
         except SchemaError as exc:
             raise SchemaError(f"row {i}: {exc}") from None
     return rows

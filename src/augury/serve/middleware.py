@@ -1,7 +1,7 @@
 """One ASGI middleware for what every request needs: a request id, metrics, a log line, a last resort.
 
 - ``X-Request-Id``: echoed when the client sends a sane one (printable ASCII, at most 128 characters),
-  otherwise generated; set on every response and in every log line.
+  otherwise generated (32 hex digits: `RequestIds`); set on every response and in every log line.
 - Metrics: each request is counted by route template, method and status, and timed
   (`monitor.ServeMetrics.observe_request`); errors also by error class.
 - Logs (logger ``augury.serve.access``): one JSON line per request at DEBUG; error responses always
@@ -14,9 +14,10 @@ Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which costs a task an
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -30,13 +31,22 @@ REQUEST_ID = "x-request-id"
 _MAX_ID = 128
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            if 0 < len(value) <= _MAX_ID and all(33 <= c <= 126 for c in value):
-                return str(value.decode("ascii"))
-            break
-    return uuid.uuid4().hex
+class RequestIds:
+    """Generated request ids: 16 random hex digits drawn once (per app, so per worker process), then a
+    16-digit counter: 32 hex digits, unique across workers and restarts, without a uuid4 per request."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def of(self, scope: Scope) -> str:
+        """The client's ``X-Request-Id`` if it is sane, else a new one."""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                if 0 < len(value) <= _MAX_ID and all(33 <= c <= 126 for c in value):
+                    return str(value.decode("ascii"))
+                break
+        return f"{self._prefix}{next(self._counter):016x}"
 
 
 def _route(scope: Scope) -> str:
@@ -51,13 +61,14 @@ class Observability:
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = _request_id(scope)
+        rid = self._ids.of(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         status = 0
@@ -70,7 +81,8 @@ class Observability:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw_id)]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -83,10 +95,10 @@ class Observability:
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            self.metrics.in_flight.dec()
+            metrics.requests_in_flight -= 1
             seconds = time.perf_counter() - started
             route = _route(scope)
-            self.metrics.observe_request(route, scope["method"], status or 500, seconds, state.get("error"))
+            metrics.observe_request(route, scope["method"], status or 500, seconds, state.get("error"))
             self._log(scope, rid, route, status or 500, seconds, state)
 
     @staticmethod

@@ -21,6 +21,7 @@ treated as a miss, as is one made by another model version when `require_version
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -34,6 +35,7 @@ from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.schema import Schema
 from augury.serve.batcher import Batcher
+from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import WriteBackCache
@@ -74,6 +76,8 @@ class Router:
         self.model = model
         self.store = store
         self.schema: Schema | None = model.info.inputs if model is not None else None
+        #: casts request rows to `schema` (None in static mode)
+        self.cast = RowCaster(self.schema) if self.schema is not None else None
         self.model_version = model.info.version if model is not None else None
         self._batcher = batcher
         self._cache = cache
@@ -123,16 +127,21 @@ class Router:
         if self.store is None and self._cache is None:
             raise NotFoundError("this server has no prediction store (dynamic mode): nothing can be looked "
                                 "up by key; POST the example's features to :predict or /infer instead")
-        answers: list[Answer | None] = [None]
-        pending = [0]
-        unusable: dict[int, StoredPrediction] = {}
-        if self.store is not None:
-            pending = await self._from_store([key], pending, answers, unusable)
-        if self._cache is not None and pending:
-            pending = self._from_cache([key], pending, answers)
-        if answers[0] is None:
-            raise self._unusable(unusable[0], None) if unusable else self._not_found(key, None)
-        return answers[0]
+        unusable: StoredPrediction | None = None
+        if self.store is not None:  # one key: always inline (see INLINE_LOOKUP_KEYS)
+            hit = self.store.get_many([key])[0]
+            if hit is not None:
+                if self._usable(hit):
+                    self._metrics.observe_store(1, 0)
+                    return Answer(hit.values, static_provenance(hit, time.time()))
+                unusable = hit
+            self._metrics.observe_store(0, 1)
+        if self._cache is not None:
+            answers: list[Answer | None] = [None]
+            self._from_cache([key], [0], answers)
+            if answers[0] is not None:
+                return answers[0]
+        raise self._unusable(unusable, None) if unusable is not None else self._not_found(key, None)
 
     def _store_failed(self, exc: StoreError) -> None:
         """Count a failed lookup; log it, at most once every `STORE_WARNING_EVERY_S` seconds."""
@@ -255,7 +264,12 @@ class Router:
 
 
 def static_provenance(hit: StoredPrediction, now: float) -> dict[str, Any]:
-    """A stored prediction's provenance, with its age in seconds."""
-    p = hit.provenance()
-    p["age_s"] = round(max(0.0, now - hit.computed_at), 3)
-    return p
+    """A stored prediction's provenance (`StoredPrediction.provenance`), with its age in seconds."""
+    return {"source": "static", "model_version": hit.model_version, "store_version": hit.store_version,
+            "computed_at": _iso(hit.computed_at), "age_s": round(max(0.0, now - hit.computed_at), 3)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso(ts: float) -> str | None:
+    """`iso`, remembered: the rows of a batch run share a handful of `computed_at` values."""
+    return iso(ts)

@@ -2,7 +2,8 @@
 
 The batcher hands `Scorer` the flat list of rows of every request in a batch (each a list from
 `schema.cast_row`, so already cast exactly as `conform` casts a batch run's chunks). The rows become one
-Arrow batch (`rows_to_batch`) scored by `predict_checked`, the very call the batch runner makes
+Arrow batch (`rows_to_batch`, or the same batch built through NumPy when every feature is a float64)
+scored by `predict_checked`, the very call the batch runner makes
 (DESIGN.md, invariant 1), and each output row becomes a dict of output column -> value.
 
 If the model raises, the rows are scored again one at a time, so that an example the model refuses fails
@@ -23,6 +24,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from augury.errors import PredictionError
 from augury.models import Model, predict_checked
@@ -50,6 +54,8 @@ class Scorer:
     def __init__(self, model: Model) -> None:
         self.model = model
         self._schema = model.info.inputs
+        self._arrow_schema = self._schema.to_arrow()
+        self._floats = all(f.dtype == "float64" for f in self._schema.fields)
         self._outputs = model.info.outputs.names
 
     def __call__(self, rows: list[Row]) -> list[Outcome]:
@@ -71,8 +77,18 @@ class Scorer:
                 raise
             return Refused(str(exc))
 
+    def batch(self, rows: list[Row]) -> pa.RecordBatch:
+        """`rows_to_batch(rows, schema)`; for a schema of float64 features only, built from one NumPy array
+        (one conversion for the batch, then a slice per column: half the time of one per column)."""
+        if not self._floats or not rows:
+            return rows_to_batch(rows, self._schema)
+        n = len(rows)
+        flat = pa.array(np.array(rows, dtype=np.float64).T.ravel())
+        return pa.RecordBatch.from_arrays([flat.slice(j * n, n) for j in range(len(self._arrow_schema))],
+                                          schema=self._arrow_schema)
+
     def _score(self, rows: list[Row]) -> list[Outcome]:
-        out = predict_checked(self.model, rows_to_batch(rows, self._schema))
+        out = predict_checked(self.model, self.batch(rows))
         columns = [out.column(i).to_pylist() for i in range(out.num_columns)]
         names = self._outputs
         return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]

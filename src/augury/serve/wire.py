@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError, InputError
 from augury.serve.errors import BodyTooLarge, UnsupportedEncoding, headers_of, status_of
@@ -28,7 +29,14 @@ DEADLINE_HEADER = "x-augury-deadline-ms"
 MAX_DEADLINE_MS = 86_400_000.0
 
 
+JSON_TYPE = b"application/json"
+
 _decode = msgspec.json.Decoder().decode
+
+
+def dump_json(content: Any) -> bytes:
+    """`content` as JSON bytes (orjson; NumPy values allowed, NaN written as null)."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class JSONResponse(Response):
@@ -37,7 +45,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return dump_json(content)
 
 
 def error_response(error: AuguryError) -> JSONResponse:
@@ -45,28 +53,54 @@ def error_response(error: AuguryError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers_of(error))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (latin-1, as Starlette reads them); the first of a repeated
+    header wins, as with Starlette's ``Headers.get``."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
     """The request body, decompressed if it says gzip or deflate; `BodyTooLarge` past `limit` bytes
     (announced by Content-Length, or counted while reading, or once decompressed)."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"request body of {int(declared):,} bytes is larger than the limit of {limit:,} "
                            f"bytes (--max-body-bytes)")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body is larger than the limit of {limit:,} bytes (--max-body-bytes)")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("identity", ""):
         return body
     if encoding not in ("gzip", "deflate"):
         raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; "
                                   f"use gzip, deflate or none")
     return _decompress(body, encoding, limit)
+
+
+def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Response headers as ASGI wants them (names lower-cased, latin-1, as Starlette encodes them)."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def send_response(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                        media_type: bytes = JSON_TYPE) -> None:
+    """Send a whole response: `headers` plus its content type and length."""
+    headers.append((b"content-type", media_type))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:

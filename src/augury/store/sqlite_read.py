@@ -7,9 +7,12 @@ gives it back; a caller that finds all of them busy waits up to `pool_timeout_s`
 Each reader connection caches the active version's table and view and re-reads them only when
 ``PRAGMA data_version`` says another connection committed something (about 1 µs, no I/O; see
 `benchmarks/store_bench.py`), so a switch made by another connection or process is seen on the next call
-without reopening. Versions are immutable, so a lookup that reads one table sees one version; a lookup of
-more than one chunk runs in one read transaction, so a version dropped meanwhile stays readable to it,
-and a table dropped between the pointer check and the read is noticed and the lookup retried once.
+without reopening. A lookup of one chunk is one statement: it selects from the cached table joined with
+the ``pragma_data_version`` table, so the check and the rows come from one snapshot; if the data version
+moved, the answer is thrown away and the lookup done again against the re-read active version. Versions
+are immutable, so a lookup that reads one table sees one version; a lookup of more than one chunk runs in
+one read transaction, so a version dropped meanwhile stays readable to it, and a table dropped between
+the pointer check and the read is noticed and the lookup retried once.
 
 Lookups never bind more than `CHUNK` keys per statement; statement sizes are rounded up to a power of two
 (padding with a repeated key) so a handful of prepared statements serve every batch size.
@@ -48,6 +51,19 @@ def _select_in(table: str, size: int) -> str:
     return f"SELECT key, v FROM {table} WHERE key IN ({','.join('?' * size)})"
 
 
+@lru_cache(maxsize=4096)
+def _checked_one(table: str) -> str:
+    """One key and the data version, in one statement (one row even on a miss)."""
+    return f"SELECT d.data_version, t.v FROM pragma_data_version AS d LEFT JOIN {table} AS t ON t.key = ?"
+
+
+@lru_cache(maxsize=4096)
+def _checked_in(table: str, size: int) -> str:
+    """Up to `size` keys and the data version, in one statement (a row with a NULL key on a miss)."""
+    return (f"SELECT d.data_version, t.key, t.v FROM pragma_data_version AS d "
+            f"LEFT JOIN {table} AS t ON t.key IN ({','.join('?' * size)})")
+
+
 def _bucket(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
@@ -74,6 +90,31 @@ class Reader:
 
     def lookup(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
         """`keys` in the active version, aligned; retried once if the version vanished mid-call."""
+        if self._active is not None and self._data_version >= 0 and len(keys) <= CHUNK:
+            table, view = self._active
+            try:
+                data_version, found = self._fetch_checked(table, keys)
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                data_version, found = -1, {}
+            if data_version == self._data_version:
+                return _predictions(keys, found, view)
+            self.forget()  # another connection committed: the pointer may have moved
+        return self._lookup_after_check(keys)
+
+    def _fetch_checked(self, table: str, keys: Sequence[str]) -> tuple[int, dict[str, bytes]]:
+        """The data version and the rows of `keys` in `table`, from one statement (one snapshot)."""
+        con = self.con
+        if len(keys) == 1:
+            data_version, blob = con.execute(_checked_one(table), (keys[0],)).fetchone()
+            return data_version, {} if blob is None else {keys[0]: blob}
+        unique = list(dict.fromkeys(keys))
+        rows = con.execute(_checked_in(table, _bucket(len(unique))), _padded(unique)).fetchall()
+        return rows[0][0], {key: blob for _, key, blob in rows if key is not None}
+
+    def _lookup_after_check(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """`lookup` with the data version checked first (PRAGMA), the active version re-read if needed."""
         for attempt in (1, 2):
             active = self.active()
             if active is None:

@@ -1,0 +1,180 @@
+"""The hot routes (v1 predict, v1 lookup, v2 infer) as plain ASGI endpoints, and a dispatcher to them.
+
+Each endpoint reads what it needs from the ASGI scope (path parameters, a few headers, the body) and
+sends its answer as bytes: no Request or Response objects. They are the endpoints of their routes in
+the app's Starlette table, and `HotRoutes`, a middleware in front of Starlette's router, also sends
+requests to them directly, recognising the three path shapes by prefix and suffix instead of trying
+the table's route patterns one by one. Anything it does not recognise (another route, another method,
+a ``root_path``) goes to the router, so both ways behave the same: the route template the metrics see
+(``scope["route"]``), the path parameters, and errors turned into ``{"error": ...}`` with the status
+`serve.errors` gives them, exactly as the app's exception handler does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from augury.errors import AuguryError
+from augury.serve import codec_v1, codec_v2
+from augury.serve.errors import headers_of, status_of
+from augury.serve.service import Service, provenance_headers
+from augury.serve.wire import (
+    JSON_TYPE,
+    deadline_of,
+    dump_json,
+    parse_json,
+    raw_headers,
+    receive_body,
+    request_headers,
+    send_response,
+)
+
+V1_PREDICT = "/v1/models/{name}:predict"
+V1_LOOKUP = "/v1/models/{name}/predictions/{key:path}"
+V2_INFER = "/v2/models/{name}/infer"
+V2_INFER_VERSION = "/v2/models/{name}/versions/{version}/infer"
+_BINARY_TYPE = b"application/octet-stream"
+
+
+Reply = tuple[bytes, list[tuple[bytes, bytes]], bytes]
+"""A 200 answer: the body, the headers (without content type and length), the content type."""
+
+
+class HotEndpoint(ABC):
+    """An ASGI endpoint: `answer` gives the 200 reply; an `AuguryError` it raises becomes the error
+    response, and is recorded in ``scope["state"]`` for the access log and the metrics."""
+
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body, headers, media_type = await self.answer(scope, receive)
+            status = 200
+        except AuguryError as exc:
+            state = scope.setdefault("state", {})
+            state["error"] = type(exc).__name__
+            state["error_message"] = message = str(exc)
+            status, body, media_type = status_of(exc), dump_json({"error": message}), JSON_TYPE
+            headers = raw_headers(headers_of(exc))
+        await send_response(send, status, body, headers, media_type)
+
+    @abstractmethod
+    async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        """The reply to a request whose path matched this endpoint's route."""
+
+
+class Predict(HotEndpoint):
+    """``POST /v1/models/{name}:predict``."""
+
+    async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        s = self.s
+        s.check(scope["path_params"])
+        settings = s.settings
+        headers = request_headers(scope)
+        body = await receive_body(receive, headers, settings.max_body_bytes)
+        examples, parameters = codec_v1.parse_predict(
+            parse_json(body), s.router.schema, ignore_unknown=settings.ignore_unknown_fields,
+            max_instances=settings.max_instances, cast=s.router.cast)
+        answers = await s.predict(examples, deadline_of(headers, parameters))
+        out = raw_headers(provenance_headers(answers))
+        return dump_json(codec_v1.encode_predict(answers)), out, JSON_TYPE
+
+
+class Lookup(HotEndpoint):
+    """``GET /v1/models/{name}/predictions/{key}``."""
+
+    async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        params = scope["path_params"]
+        self.s.check(params)
+        key = params["key"]
+        answer = await self.s.lookup(key)
+        headers = raw_headers(provenance_headers([answer]))
+        return dump_json(codec_v1.encode_lookup(key, answer)), headers, JSON_TYPE
+
+
+class Infer(HotEndpoint):
+    """``POST /v2/models/{name}[/versions/{version}]/infer``."""
+
+    async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        s = self.s
+        s.check(scope["path_params"])
+        settings = s.settings
+        headers = request_headers(scope)
+        body = await receive_body(receive, headers, settings.max_body_bytes)
+        header, binary = codec_v2.split_body(body, headers.get(codec_v2.HEADER_LENGTH))
+        req = codec_v2.parse_infer(parse_json(header), binary, s.router.schema,
+                                   ignore_unknown=settings.ignore_unknown_fields,
+                                   max_instances=settings.max_instances, cast=s.router.cast)
+        answers = await s.predict(req.examples, deadline_of(headers, req.parameters))
+        out = provenance_headers(answers)
+        content, header_length = codec_v2.encode_infer(
+            req, answers, s.name, out["x-augury-model-version"], s.outputs(answers))
+        if header_length is None:
+            return content, raw_headers(out), JSON_TYPE
+        out[codec_v2.HEADER_LENGTH] = str(header_length)
+        return content, raw_headers(out), _BINARY_TYPE
+
+
+def hot_routes(service: Service) -> list[BaseRoute]:
+    """The Starlette routes of the hot endpoints (for the app's table; `HotRoutes` finds them there)."""
+    infer = Infer(service)
+    return [
+        Route(V2_INFER, infer, methods=["POST"]),
+        Route(V2_INFER_VERSION, infer, methods=["POST"]),
+        Route(V1_PREDICT, Predict(service), methods=["POST"]),
+        Route(V1_LOOKUP, Lookup(service), methods=["GET"]),
+    ]
+
+
+class HotRoutes:
+    """Middleware: requests for a hot route go straight to its endpoint; the rest to the router.
+
+    Matches exactly what the routes' patterns match (a ``{name}`` or ``{version}`` is one non-empty path
+    segment, a ``{key:path}`` anything), for GET and POST only; other cases fall through to the router.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        found: dict[str, Route] = {r.path: r for r in routes
+                                   if isinstance(r, Route) and isinstance(r.endpoint, HotEndpoint)}
+        self._predict = found.get(V1_PREDICT)
+        self._lookup = found.get(V1_LOOKUP)
+        self._infer = found.get(V2_INFER)
+        self._infer_version = found.get(V2_INFER_VERSION)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            matched = self._match(scope["method"], scope["path"])
+            if matched is not None:
+                route, params = matched
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = params
+                await route.endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _match(self, method: str, path: str) -> tuple[Route, Mapping[str, Any]] | None:
+        if method == "POST":
+            if path.startswith("/v1/models/") and path.endswith(":predict"):
+                name = path[11:-8]
+                if name and "/" not in name and self._predict is not None:
+                    return self._predict, {"name": name}
+            elif path.startswith("/v2/models/") and path.endswith("/infer"):
+                parts = path[11:-6].split("/")
+                if len(parts) == 1 and parts[0] and self._infer is not None:
+                    return self._infer, {"name": parts[0]}
+                if (len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]
+                        and self._infer_version is not None):
+                    return self._infer_version, {"name": parts[0], "version": parts[2]}
+        elif method == "GET" and path.startswith("/v1/models/"):
+            name, slash, rest = path[11:].partition("/")
+            if name and slash and rest.startswith("predictions/") and self._lookup is not None:
+                return self._lookup, {"name": name, "key": rest[12:]}
+        return None
