@@ -1,0 +1,669 @@
+"""Advisor against reality: the latency `augury advise` predicts for dynamic serving, beside a real
+``augury serve`` under an open-loop Poisson load, and the error between them.
+
+What is measured:
+
+1. The workload, built once under /tmp/augury-bench/advise (``--work``): a HistGradientBoostingClassifier
+   (100 iterations, no early stopping, features f0..f19) trained on 50k rows of make_classification,
+   saved with joblib as ``hgb20.joblib``, and a 20k-row sample Parquet with an ``id`` column.
+2. ``advise(model, sample, key_columns=("id",), qps=--advise-qps, latency_slo_ms=--slo-ms, cores=1,
+   budget_s=--budget)``, run once in this process pinned to the server's core: its measured `ModelCost`
+   (``advice.measurements.model``), its recommended batcher settings (``advice.dynamic``) and the
+   per-core capacity at them (``ServiceCurve.capacity(B)``: rows/s with full batches of B).
+3. Per server setting (``--settings``: ``advised`` and ``64/0`` by default, as B/D), ONE ``augury serve
+   --model M --max-batch-size B --max-delay-ms D`` process (one worker, OMP/OPENBLAS/MKL threads = 1,
+   pinned with sched_setaffinity to ``--server-core``; this process pins itself to ``--client-core``),
+   checked with one real predict, warmed up for ``--warmup`` s of the load, then:
+   - E: the p50 round trip of ``GET /v2/health/ready``, one at a time on one keep-alive connection
+     (``--idle-requests`` of them), and the same for a one-row predict ("idle predict"), with the
+     server's CPU time per idle predict;
+   - per request rate: ``--duration`` s of open-loop Poisson load of one-row v1 predicts (``POST
+     /v1/models/hgb20:predict``, ``{"instances": [{f0..f19}]}``, rows drawn from the sample in turn).
+     Send times come from exponential gaps drawn up front, independent of the answers; each request
+     takes an idle keep-alive connection from a pool (a new one if none is idle, so the pool never
+     limits concurrency), and its latency runs from its *scheduled* send time to the end of its answer
+     (no coordinated omission: a late send counts against the latency). Reported: p50/p99, the achieved
+     send rate, how late sends were (lag p50/p99) and how far the send schedule slipped overall
+     (BEHIND when the last send was more than 3 % of the run late, or the lag p99 over 1 ms), non-200
+     answers, the server's CPU (cores), and from its /metrics: mean rows per model call, mean model
+     call time and mean queue wait.
+4. Beside each run, `predict_latency(cost, qps, max_batch_size=B, max_delay_ms=D, workers=1,
+   extra_s=...)` with extra_s = 0 and with E; the error is (measured - predicted) / measured. A second
+   table says where the server's CPU went per request: the part the advisor's latency curve accounts
+   for (its call time at the run's mean batch, divided by that batch) and the rest (HTTP, JSON, cast,
+   event loop, thread hops, metrics), which the simulation leaves out.
+
+Rates (``--rates``): a number <= 1 is a share of the base rate, above 1 a rate in req/s. The base rate is
+the advisor's per-core capacity at the setting's B, capped at ``--max-rate`` (what one open-loop Python
+client on one core sends on time; check the lag columns).
+
+The run for issue 4 (about 2 minutes: 20 s advisor, then 2 settings x 4 rates x (duration + warm-up)):
+
+    python benchmarks/advise_bench.py --duration 12 --out /tmp/augury-bench/advise/results.json
+    python benchmarks/advise_bench.py --duration 3 --rates 0.25,0.75    # a quick end-to-end check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+WORK = Path("/tmp/augury-bench/advise")
+MODEL_NAME = "hgb20"
+N_FEATURES = 20
+TRAIN_ROWS = 50_000
+SAMPLE_ROWS = 20_000
+BODIES = 1_000
+#: bump when `prepare` changes what it writes, so an old workload is rebuilt.
+SETUP_VERSION = 1
+V1 = f"/v1/models/{MODEL_NAME}:predict"
+READY = "/v2/health/ready"
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "PYTHONUNBUFFERED": "1"}
+#: a run is BEHIND when its sends slipped more than this share of the run, or their lag p99 exceeds LAG_S.
+BEHIND_SHARE = 0.03
+LAG_S = 0.001
+#: the last part of a wait before a send is spun (asyncio.sleep(0)), not slept: timers are coarse.
+SPIN_S = 0.005
+#: talk to 127.0.0.1 directly, whatever *_proxy variables say.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ---------------------------------------------------------------------------------------------- workload
+
+
+def prepare(work: Path) -> dict[str, Any]:
+    """Build the model and the sample under `work` unless there; the workload's description."""
+    work.mkdir(parents=True, exist_ok=True)
+    meta_path = work / "meta.json"
+    if meta_path.exists():
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if meta.get("setup_version") == SETUP_VERSION:
+            return meta
+    print(f"building the workload in {work} (once) ...", flush=True)
+    import joblib
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import sklearn
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = make_classification(n_samples=TRAIN_ROWS + SAMPLE_ROWS, n_features=N_FEATURES, n_informative=10,
+                               n_redundant=5, random_state=0)
+    # early_stopping=False: exactly 100 trees (the default turns early stopping on past 10k rows).
+    clf = HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)
+    clf.fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
+    joblib.dump(clf, work / f"{MODEL_NAME}.joblib")
+    (work / f"{MODEL_NAME}.augury.toml").write_text(f'name = "{MODEL_NAME}"\nversion = "1"\n')
+    x_s = x[TRAIN_ROWS:]
+    names = [f"f{j}" for j in range(N_FEATURES)]
+    pq.write_table(pa.table({"id": [f"s{i:06d}" for i in range(SAMPLE_ROWS)],
+                             **{n: x_s[:, j] for j, n in enumerate(names)}}), work / "sample.parquet")
+    bodies = [json.dumps({"instances": [dict(zip(names, map(float, row), strict=True))]})
+              for row in x_s[:BODIES]]
+    (work / "bodies.jsonl").write_text("\n".join(bodies) + "\n")
+    meta = {"setup_version": SETUP_VERSION, "model": f"HistGradientBoostingClassifier(max_iter=100), "
+            f"{N_FEATURES} features, {TRAIN_ROWS:,} training rows", "n_iter": int(clf.n_iter_),
+            "sample_rows": SAMPLE_ROWS, "scikit-learn": sklearn.__version__,
+            "check_proba": [float(v) for v in clf.predict_proba(x_s[:1])[0]]}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+def pin(pid: int, core: int) -> None:
+    if core >= 0:
+        os.sched_setaffinity(pid, {core})
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(port: int, method: str, path: str, body: bytes | None = None,
+         timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with HTTP.open(req, timeout=timeout) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    command: list[str]
+
+    def procs(self) -> list[psutil.Process]:
+        try:
+            p = psutil.Process(self.proc.pid)
+            return [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.procs():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def metrics(self) -> dict[str, float]:
+        """The /metrics samples, by name with labels."""
+        out: dict[str, float] = {}
+        status, raw = http(self.port, "GET", "/metrics")
+        if status != 200:
+            return out
+        for line in raw.decode(errors="replace").splitlines():
+            name, _, value = line.rpartition(" ")
+            if name and not line.startswith("#"):
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value)
+        return out
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL after 15 s."""
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start_server(model: Path, b: int, d: float, core: int, log: Path, timeout: float,
+                 check_body: bytes) -> Server:
+    """Start ``augury serve`` and wait until a real predict answers 200 with predictions."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("augury")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from augury.cli import main; main()"]
+    cmd += ["serve", "--model", str(model), "--max-batch-size", str(b), "--max-delay-ms", f"{d:g}",
+            "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, env=dict(os.environ, **THREAD_ENV), stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=(lambda: pin(0, core)) if core >= 0 else None)
+    server = Server(proc, port, log, cmd)
+    started, last = time.perf_counter(), "no answer"
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"augury serve exited with {proc.returncode}: {log.read_text()[-1500:]}")
+        try:
+            status, raw = http(port, "POST", V1, check_body)
+        except OSError as exc:
+            last = repr(exc)
+            time.sleep(0.2)
+            continue
+        if status == 200 and b'"predictions"' in raw:
+            return server
+        last = f"HTTP {status}: {raw[:300]!r}"
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"augury serve not ready after {timeout:g} s (last: {last}); log: {log}")
+
+
+# ---------------------------------------------------------------------------------------------- client
+
+
+async def _read_response(r: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response; its status."""
+    head = await r.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    i = lower.find(b"\r\ncontent-length:")
+    if i >= 0:
+        await r.readexactly(int(lower[i + 17:lower.index(b"\r\n", i + 2)]))
+    elif b"transfer-encoding: chunked" in lower:
+        while True:
+            size = int((await r.readuntil(b"\r\n")).split(b";")[0], 16)
+            await r.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+class Pool:
+    """Keep-alive connections to one server; `call` takes an idle one or opens a new one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+        self.retries = 0
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        r, w = await asyncio.open_connection("127.0.0.1", self.port)
+        sock = w.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.opened += 1
+        return r, w
+
+    async def fill(self, n: int) -> None:
+        self.idle.extend(await asyncio.gather(*(self._open() for _ in range(n))))
+
+    async def call(self, payload: bytes) -> int:
+        reused = bool(self.idle)
+        r, w = self.idle.pop() if reused else await self._open()
+        try:
+            w.write(payload)
+            status = await _read_response(r)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            w.close()
+            if not reused:
+                raise
+            self.retries += 1  # the server closed an idle connection (keep-alive timeout): once more
+            r, w = await self._open()
+            w.write(payload)
+            status = await _read_response(r)
+        self.idle.append((r, w))
+        return status
+
+    def close(self) -> None:
+        for _, w in self.idle:
+            w.close()
+        self.idle.clear()
+
+
+def request_bytes(method: str, path: str, body: bytes = b"") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if method == "POST":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def sequential(port: int, payloads: Sequence[bytes], n: int) -> list[float]:
+    """Round trips of `n` requests one after another on one keep-alive connection."""
+    pool = Pool(port)
+    out = []
+    try:
+        for i in range(n):
+            t = time.perf_counter()
+            if await pool.call(payloads[i % len(payloads)]) != 200:
+                raise RuntimeError("a sequential request did not answer 200")
+            out.append(time.perf_counter() - t)
+    finally:
+        pool.close()
+    return out
+
+
+async def open_loop(port: int, payloads: Sequence[bytes], rate: float, duration: float, seed: int,
+                    connections: int) -> dict[str, Any]:
+    """`duration` s of Poisson arrivals at `rate`; latency from each request's scheduled send time.
+
+    The garbage collector is off meanwhile: its full collections (thousands of live tasks) paused the
+    sender for several ms, which showed up as send lag p99 of 4-8 ms at 1,000-3,000 req/s."""
+    gc.collect()
+    gc.disable()
+    try:
+        return await _open_loop(port, payloads, rate, duration, seed, connections)
+    finally:
+        gc.enable()
+
+
+async def _open_loop(port: int, payloads: Sequence[bytes], rate: float, duration: float, seed: int,
+                     connections: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    offsets = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * duration * 1.5) + 50))
+    offsets = offsets[offsets < duration].tolist()
+    n = len(offsets)
+    pool = Pool(port)
+    await pool.fill(connections)
+    latency = [math.nan] * n
+    lag = [0.0] * n
+    statuses: dict[str, int] = {}
+    in_flight, peak = 0, 0
+
+    async def fire(i: int, scheduled: float) -> None:
+        nonlocal in_flight
+        try:
+            key = str(await pool.call(payloads[i % len(payloads)]))
+            latency[i] = time.perf_counter() - scheduled
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            key = type(exc).__name__
+        finally:
+            in_flight -= 1
+        statuses[key] = statuses.get(key, 0) + 1
+
+    loop = asyncio.get_running_loop()
+    tasks = []
+    start = time.perf_counter() + 0.01
+    for i, off in enumerate(offsets):
+        due = start + off
+        ahead = due - time.perf_counter()
+        if ahead > 2 * SPIN_S:
+            await asyncio.sleep(ahead - SPIN_S)  # loop timers overshoot by up to ~4 ms: spin the rest
+        while time.perf_counter() < due:
+            await asyncio.sleep(0)  # lets answers be read meanwhile
+        lag[i] = time.perf_counter() - due
+        in_flight += 1
+        peak = max(peak, in_flight)
+        tasks.append(loop.create_task(fire(i, due)))
+    sent = time.perf_counter()
+    _, pending = await asyncio.wait(tasks, timeout=30.0)
+    for t in pending:
+        t.cancel()
+    finished = time.perf_counter()
+    pool.close()
+    ok = np.array([x for x in latency if not math.isnan(x)])
+    lags = np.array(lag)
+    span = offsets[-1] if n else duration
+    slip = (sent - start - span) / duration
+    return {
+        "target_rps": rate, "scheduled": n, "answered": int(ok.size), "statuses": statuses,
+        "timed_out": len(pending), "duration_s": duration,
+        "scheduled_rps": n / duration, "achieved_rps": n / max(sent - start, 1e-9),
+        "answered_rps": ok.size / max(finished - start, 1e-9),
+        "p50_s": float(np.percentile(ok, 50)) if ok.size else math.nan,
+        "p90_s": float(np.percentile(ok, 90)) if ok.size else math.nan,
+        "p99_s": float(np.percentile(ok, 99)) if ok.size else math.nan,
+        "mean_s": float(ok.mean()) if ok.size else math.nan,
+        "lag_p50_s": float(np.percentile(lags, 50)), "lag_p99_s": float(np.percentile(lags, 99)),
+        "lag_max_s": float(lags.max()), "slip_share": slip,
+        "behind": slip > BEHIND_SHARE or float(np.percentile(lags, 99)) > LAG_S,
+        "connections_opened": pool.opened, "peak_in_flight": peak, "reconnects": pool.retries,
+    }
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+# ---------------------------------------------------------------------------------------------- predicting
+
+
+def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float | None:
+    s, c = f"{name}_sum", f"{name}_count"
+    if s not in after or c not in after:
+        return None
+    n = after[c] - before.get(c, 0.0)
+    return (after[s] - before.get(s, 0.0)) / n if n > 0 else None
+
+
+def predictions(cost: Any, rate: float, b: int, d: float, e: float) -> dict[str, Any]:
+    """The advisor's predictions at `rate`, with extra_s = 0 ("e0") and with extra_s = E ("e")."""
+    from augury.advise import predict_latency
+
+    out: dict[str, Any] = {}
+    for label, extra in (("e0", 0.0), ("e", e)):
+        r = predict_latency(cost, rate, max_batch_size=b, max_delay_ms=d, workers=1, extra_s=extra)
+        out[label] = {"p50_s": r.p50_s, "p99_s": r.p99_s, "mean_batch": r.mean_batch,
+                      "utilisation": r.utilisation, "stable": r.stable, "busy": r.busy}
+    return out
+
+
+def curve_time(cost: Any, rows: float | None) -> float | None:
+    """The advisor's median call time at a (mean, fractional) batch size, interpolated."""
+    from augury.advise import service_curve
+
+    if rows is None:
+        return None
+    curve = service_curve(cost)
+    lo = max(1, math.floor(rows))
+    return curve.time(lo) + (curve.time(lo + 1) - curve.time(lo)) * max(rows - lo, 0.0)
+
+
+def err(measured: float, predicted: float) -> float:
+    return (measured - predicted) / measured if measured > 0 and math.isfinite(predicted) else math.nan
+
+
+# ---------------------------------------------------------------------------------------------- driving
+
+
+def parse_settings(text: str, advised: tuple[int, float]) -> list[tuple[int, float]]:
+    out: list[tuple[int, float]] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "advised":
+            s = advised
+        else:
+            b, _, d = part.partition("/")
+            s = (int(b), float(d or 0))
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads: list[bytes],
+                capacity: float, log_dir: Path) -> dict[str, Any]:
+    from augury.advise import predict_latency, service_curve
+
+    rec: dict[str, Any] = {"max_batch_size": b, "max_delay_ms": d, "capacity_rps": capacity, "runs": []}
+    base = min(capacity, args.max_rate)
+    rates = [f * base if f <= 1 else f for f in args.rates]
+    rec["base_rps"] = base
+    body = payloads[0].split(b"\r\n\r\n", 1)[1]
+    server = start_server(args.work / f"{MODEL_NAME}.joblib", b, d, args.server_core,
+                          log_dir / f"serve_b{b}_d{d:g}.log", args.start_timeout, body)
+    rec["command"] = " ".join(server.command)
+    try:
+        run_async(open_loop(server.port, payloads, rates[0], args.warmup, 99, args.connections))
+        ready = request_bytes("GET", READY)
+        rts = run_async(sequential(server.port, [ready], args.idle_requests))
+        e = float(np.median(rts))
+        before, cpu0 = server.metrics(), server.cpu_s()
+        idle = run_async(sequential(server.port, payloads, args.idle_requests))
+        cpu1, after = server.cpu_s(), server.metrics()
+        model_s = _delta(after, before, "augury_model_inference_seconds") or 0.0
+        cpu_per_req = (cpu1 - cpu0) / args.idle_requests
+        curve_1 = service_curve(cost).time(1)
+        rec["idle"] = {"ready_p50_s": e, "ready_p99_s": float(np.percentile(rts, 99)),
+                       "predict_p50_s": float(np.median(idle)),
+                       "predict_p99_s": float(np.percentile(idle, 99)),
+                       "server_cpu_per_predict_s": cpu_per_req, "model_call_s": model_s,
+                       "curve_call_s": curve_1, "rest_cpu_per_request_s": cpu_per_req - curve_1,
+                       "predicted_p50_s": predict_latency(cost, 1.0, max_batch_size=b, max_delay_ms=d,
+                                                          extra_s=e).p50_s}
+        print(f"  B={b} D={d:g}: E (GET {READY} p50) {e * 1e3:.3f} ms; idle one-row predict p50 "
+              f"{np.median(idle) * 1e3:.3f} ms; server CPU per idle predict {cpu_per_req * 1e6:.0f} us "
+              f"(model call {model_s * 1e6:.0f} us; advisor's batch-1 call {curve_1 * 1e6:.0f} us)",
+              flush=True)
+        for k, rate in enumerate(rates):
+            time.sleep(0.5)
+            before, cpu0, t0 = server.metrics(), server.cpu_s(), time.perf_counter()
+            run = run_async(open_loop(server.port, payloads, rate, args.duration, k, args.connections))
+            cpu1, t1, after = server.cpu_s(), time.perf_counter(), server.metrics()
+            run["server_cores"] = (cpu1 - cpu0) / (t1 - t0)
+            run["server_cpu_per_request_s"] = (cpu1 - cpu0) / max(run["answered"], 1)
+            run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
+            run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
+            run["mean_queue_wait_s"] = _delta(after, before, "augury_queue_wait_seconds")
+            run["predicted"] = predictions(cost, rate, b, d, e)
+            run["curve_call_s"] = curve_time(cost, run["mean_batch_rows"])
+            for p in run["predicted"].values():
+                p["err_p50"] = err(run["p50_s"], p["p50_s"])
+                p["err_p99"] = err(run["p99_s"], p["p99_s"])
+            rec["runs"].append(run)
+            print("  " + row(b, d, run), flush=True)
+            if server.proc.poll() is not None:
+                rec["error"] = f"augury serve exited with {server.proc.returncode} during the load"
+                break
+    finally:
+        server.stop()
+    return rec
+
+
+def _ms(s: float | None) -> str:
+    return "-" if s is None or not math.isfinite(s) else f"{s * 1e3:.2f}"
+
+
+def _pct(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x * 100:+.0f}%"
+
+
+HEADER = ("| req/s | B/D | pred p50/p99 ms (E=0) | pred p50/p99 ms (+E) | measured p50/p99 ms "
+          "| err p50 (E=0 / +E) | err p99 (E=0 / +E) | achieved req/s | send lag p99 ms | server cores "
+          "| rows/call meas / pred | notes |")
+
+
+def row(b: int, d: float, r: dict[str, Any]) -> str:
+    p0, pe = r["predicted"]["e0"], r["predicted"]["e"]
+    notes = []
+    if r["behind"]:
+        notes.append(f"BEHIND (slip {r['slip_share'] * 100:.1f}%, lag p99 {r['lag_p99_s'] * 1e3:.2f} ms)")
+    bad = {k: v for k, v in r["statuses"].items() if k != "200"}
+    if bad or r["timed_out"]:
+        notes.append(f"non-200 {bad}, unanswered {r['timed_out']}")
+    if not pe["stable"]:
+        notes.append("predicted unstable")
+    mb = r["mean_batch_rows"]
+    return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {_ms(p0['p50_s'])} / {_ms(p0['p99_s'])} "
+            f"| {_ms(pe['p50_s'])} / {_ms(pe['p99_s'])} | {_ms(r['p50_s'])} / {_ms(r['p99_s'])} "
+            f"| {_pct(p0['err_p50'])} / {_pct(pe['err_p50'])} "
+            f"| {_pct(p0['err_p99'])} / {_pct(pe['err_p99'])} "
+            f"| {r['achieved_rps']:,.0f} | {r['lag_p99_s'] * 1e3:.2f} | {r['server_cores']:.2f} "
+            f"| {'-' if mb is None else f'{mb:.2f}'} / {pe['mean_batch']:.2f} | {'; '.join(notes)} |")
+
+
+WHERE = ("| req/s | B/D | server cores | server CPU us/req | model us/req (advisor curve) | rest us/req "
+         "| model call ms: server wall / advisor | rows per call | queue wait ms |")
+
+
+def where_row(b: int, d: float, r: dict[str, Any]) -> str:
+    """Where the server's time went in one run: its CPU time per answered request, the part the advisor's
+    curve accounts for (its call time at the run's mean batch / that batch), and the rest (HTTP, JSON,
+    cast, event loop, thread hops, metrics); the model call's wall time (/metrics) beside the curve's."""
+    cpu, rows, call, curve = (r["server_cpu_per_request_s"], r["mean_batch_rows"], r["mean_model_call_s"],
+                              r["curve_call_s"])
+    model = curve / rows if curve is not None and rows else None
+    rest = cpu - model if model is not None else None
+
+    def us(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1e6:.0f}"
+
+    return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {r['server_cores']:.2f} | {us(cpu)} | {us(model)} "
+            f"| {us(rest)} | {_ms(call)} / {_ms(curve)} | {'-' if rows is None else f'{rows:.2f}'} "
+            f"| {_ms(r['mean_queue_wait_s'])} |")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="0.25,0.5,0.75,0.9",
+                    help="comma-separated; <= 1: share of the base rate, > 1: req/s [0.25,0.5,0.75,0.9]")
+    ap.add_argument("--duration", type=float, default=12.0, help="seconds of load per rate [12]")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load discarded per server [3]")
+    ap.add_argument("--settings", default="advised,64/0",
+                    help="server settings B/D (max batch size / max delay ms), comma-separated; "
+                         "'advised' is the advisor's [advised,64/0]")
+    ap.add_argument("--max-rate", type=float, default=4000.0,
+                    help="cap on the base rate (the client alone sent 7,000 req/s on time) [4000]")
+    ap.add_argument("--advise-qps", type=float, default=500.0, help="qps given to advise [500]")
+    ap.add_argument("--slo-ms", type=float, default=20.0, help="latency_slo_ms given to advise [20]")
+    ap.add_argument("--budget", type=float, default=20.0, help="advise's budget_s [20]")
+    ap.add_argument("--connections", type=int, default=64, help="keep-alive connections opened up front [64]")
+    ap.add_argument("--idle-requests", type=int, default=500, help="sequential requests for E [500]")
+    ap.add_argument("--server-core", type=int, default=0, help="CPU the server is pinned to; -1: none [0]")
+    ap.add_argument("--client-core", type=int, default=1, help="CPU this process is pinned to; -1: none [1]")
+    ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to answer [60]")
+    ap.add_argument("--work", type=Path, default=WORK, help=f"workload and logs folder [{WORK}]")
+    ap.add_argument("--out", type=Path, help="write everything to this JSON file")
+    args = ap.parse_args(argv)
+    args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    if not args.rates or any(r <= 0 for r in args.rates):
+        ap.error("--rates needs positive numbers")
+
+    meta = prepare(args.work)
+    log_dir = args.work / "logs"
+    log_dir.mkdir(exist_ok=True)
+    lines = (args.work / "bodies.jsonl").read_bytes().splitlines()
+    payloads = [request_bytes("POST", V1, body) for body in lines if body.strip()]
+
+    from augury.advise import advise, service_curve
+
+    pin(0, args.server_core)  # measure the model on the core the server will get
+    t = time.perf_counter()
+    advice = advise(str(args.work / f"{MODEL_NAME}.joblib"), args.work / "sample.parquet",
+                    key_columns=("id",), qps=args.advise_qps, latency_slo_ms=args.slo_ms, cores=1,
+                    budget_s=args.budget)
+    advise_s = time.perf_counter() - t
+    pin(0, args.client_core)
+    cost = advice.measurements.model
+    curve = service_curve(cost)
+    adv = advice.dynamic.result.settings
+    advised = (adv.max_batch_size, adv.max_delay_ms)
+    print(f"advise ({advise_s:.0f} s): mode {advice.mode}; batch 1 call {curve.time(1) * 1e3:.3f} ms, "
+          f"batch 64 {curve.time(64) * 1e3:.3f} ms; per-request overhead "
+          f"{cost.request_overhead_s * 1e6:.0f} us; "
+          f"advised --max-batch-size {advised[0]} --max-delay-ms {advised[1]:g}; max qps per core within "
+          f"{args.slo_ms:g} ms: {advice.per_core_qps:,.0f}", flush=True)
+
+    settings = parse_settings(args.settings, advised)
+    recs = []
+    for b, d in settings:
+        capacity = curve.capacity(b)
+        print(f"== B={b} D={d:g}: advisor capacity {capacity:,.0f} rows/s per core; base rate "
+              f"{min(capacity, args.max_rate):,.0f} req/s", flush=True)
+        try:
+            recs.append(run_setting(b, d, cost, args, payloads, capacity, log_dir))
+        except Exception as exc:  # report the setting as failed and go on
+            print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
+            recs.append({"max_batch_size": b, "max_delay_ms": d, "error": f"{type(exc).__name__}: {exc}"})
+
+    rows = [row(r["max_batch_size"], r["max_delay_ms"], run) for r in recs for run in r.get("runs", [])]
+    table = "\n".join([HEADER, "|" + "---:|" * 11 + "---|", *rows])
+    print(f"\nOpen-loop Poisson, one-row v1 predicts, {args.duration:g} s per rate; server pinned to CPU "
+          f"{args.server_core}, client to CPU {args.client_core}; err = (measured - predicted) / measured; "
+          f"E = GET {READY} p50 at idle\n")
+    print(table)
+    runs = [(r["max_batch_size"], r["max_delay_ms"], run) for r in recs for run in r.get("runs", [])]
+    where = "\n".join([WHERE, "|" + "---:|" * 9, *(where_row(*x) for x in runs)])
+    idle = [f"- B={r['max_batch_size']} D={r['max_delay_ms']:g}: E {_ms(r['idle']['ready_p50_s'])} ms; "
+            f"one-row predict p50 {_ms(r['idle']['predict_p50_s'])} ms (advisor, extra_s=E: "
+            f"{_ms(r['idle']['predicted_p50_s'])} ms); server CPU per predict "
+            f"{r['idle']['server_cpu_per_predict_s'] * 1e6:.0f} us; model call (wall) "
+            f"{r['idle']['model_call_s'] * 1e6:.0f} us, advisor's batch-1 call {curve.time(1) * 1e6:.0f} us; "
+            f"rest {(r['idle']['server_cpu_per_predict_s'] - curve.time(1)) * 1e6:.0f} us"
+            for r in recs if "idle" in r]
+    print("\nWhere the server's time goes (server CPU time and /metrics over each run):\n")
+    print(where)
+    print("\nIdle, one request at a time:\n" + "\n".join(idle))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "argv": sys.argv, "python": platform.python_version(), "cpus": os.cpu_count(), "workload": meta,
+            "advise_s": advise_s, "advice": advice.to_dict(), "settings": recs, "table": table,
+            "where": where, "idle": idle},
+            indent=2, default=str))
+        print(f"\nresults -> {args.out}")
+    return 1 if any("error" in r for r in recs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
