@@ -26,11 +26,22 @@ SEARCH_SIZES = (1, 4, 16, 64, 256)
 SEARCH_DELAYS_MS = (0.0, 2.0)
 #: the most cores the advisor will suggest for one model.
 MAX_CORES = 64
+#: CPU time `augury serve` spends outside the model call, on the same core as the model (one worker is
+#: one event loop and one model thread): per batch (waking the loop, the hop to the model thread and
+#: back, assembling the batch and splitting its results) and per request (HTTP, JSON, the cast,
+#: provenance, metrics, the response). Fitted as `rest = per_request + per_batch / rows_per_batch` to the
+#: server's CPU time beyond the model's at 1,000-3,600 one-row requests/s, measured by
+#: benchmarks/advise_bench.py on the project's 2-core machine (BENCHMARKS.md); other machines differ,
+#: so the figures the advisor derives from them are estimates.
+SERVE_BATCH_OVERHEAD_S = 350e-6
+SERVE_REQUEST_OVERHEAD_S = 95e-6
 
 
-def service_curve(model: ModelCost, *, jitter: bool = True) -> ServiceCurve:
-    """The model's latency curve (medians, extrapolated points included) for the simulation; with
-    `jitter`, each measured size's call times divided by their median."""
+def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True) -> ServiceCurve:
+    """The time one server worker's core is busy per batch, by batch size: the model's latency curve
+    (medians, extrapolated points included) plus, with `serving`, the server's own work per batch and per
+    request (`SERVE_BATCH_OVERHEAD_S`, `SERVE_REQUEST_OVERHEAD_S`). With `jitter`, each measured size's
+    call times divided by their median."""
     points = sorted(model.latency, key=lambda p: p.batch_size)
     pools: list[tuple[float, ...]] = []
     for p in points:
@@ -38,8 +49,9 @@ def service_curve(model: ModelCost, *, jitter: bool = True) -> ServiceCurve:
         if jitter and p.measured and len(p.samples) >= 3 and p.p50_s > 0:
             pool = tuple(sorted(s / p.p50_s for s in p.samples))
         pools.append(pool)
-    return ServiceCurve(tuple(p.batch_size for p in points), tuple(p.p50_s for p in points),
-                        tuple(pools) if any(pools) else ())
+    per_batch, per_request = (SERVE_BATCH_OVERHEAD_S, SERVE_REQUEST_OVERHEAD_S) if serving else (0.0, 0.0)
+    times = tuple(p.p50_s + per_batch + per_request * p.batch_size for p in points)
+    return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else ())
 
 
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,
