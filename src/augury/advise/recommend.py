@@ -224,8 +224,9 @@ def _dynamic(f: _Facts, workers: int, why: str | None = None) -> Advice:
     s = fc.result.settings
     plan = Plan(workers, s.max_batch_size, s.max_delay_ms)
     limits = ["Dynamic must hold the target under real load: the p99 here is simulated from measured model "
-              "times (HTTP and network not included); watch the server's latency and queue metrics and "
-              "its 503 (shed) responses.",
+              "times and the server's own cost per batch and request (calibrated on a 2-core machine; the "
+              "network is not included); watch the server's latency and queue metrics and its 503 (shed) "
+              "responses.",
               f"Every request runs the model: {workers} core(s) hold the target up to about "
               f"{units.rate(f.per_core * workers)} ({f.per_core * workers / f.qps:.2g} x this rate, "
               f"simulated); past that, latency climbs fast."]
