@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from augury import console
 from augury.config import parse_duration
 
 from ._common import reporting
@@ -133,6 +132,5 @@ def serve(
     config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings)
     from augury.serve.run import serve as run_server
 
-    console.err.print(f"augury: serving ({config.mode} mode) on http://{host}:{port}  (Ctrl-C to stop)")
     run_server(config)
     return 0

@@ -81,8 +81,10 @@ def serve(config: LaunchConfig) -> None:
     configure_logging(config.log_level)
     try:
         if config.workers == 1:
+            app = build_app(config)
+            _announce(config)
             server = uvicorn.Server(uvicorn.Config(
-                build_app(config), host=config.host, port=config.port, log_level=config.log_level,
+                app, host=config.host, port=config.port, log_level=config.log_level,
                 access_log=False, lifespan="on", server_header=False))
             server.run()
             started = server.started
@@ -91,6 +93,7 @@ def serve(config: LaunchConfig) -> None:
             if store is not None:
                 store.close()
             del model
+            _announce(config)
             os.environ[CONFIG_ENV] = config.to_json()
             uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
                         host=config.host, port=config.port, log_level=config.log_level, access_log=False,
@@ -100,3 +103,9 @@ def serve(config: LaunchConfig) -> None:
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
     if not started:
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)")
+
+
+def _announce(config: LaunchConfig) -> None:
+    """Say what is being served, once the model and store have opened (so never before an error)."""
+    print(f"augury: serving ({config.mode} mode) on http://{config.host}:{config.port} with "
+          f"{config.workers} worker(s)  (Ctrl-C to stop)", file=sys.stderr, flush=True)
