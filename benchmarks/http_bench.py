@@ -13,7 +13,7 @@ with ``wrk -t1 -c<connections> -d<duration>s --timeout 10s --latency -s <script>
 signalling its process group (SIGTERM, then SIGKILL after 15 s). With ``--rounds 2`` the second round runs
 the systems in reverse order; the table shows medians over rounds and the median of per-round ratios.
 
-Systems (``--systems``, comma-separated; default all):
+Systems (``--systems``, comma-separated; default: all but the peers; ``all``: everything):
 
 - ``bare``: `bare_server.py`, POST ``/v1/models/hgb20:predict``, one-row v1 body, constant answer.
 - ``bare_get``: `bare_server.py`, GET ``/v1/models/hgb20/predictions/<random published key>``.
@@ -25,6 +25,37 @@ Systems (``--systems``, comma-separated; default all):
   half carry a published ``key`` (with its features: answered from the store), half unseen features
   without a key (looked up by feature hash, missed, computed). Reported against ``bare``; no target.
 - ``dynamic_v2``: dynamic mode, the body of ``bare_v2``. Reported against ``bare_v2``; no target.
+
+Peers (optional; the model-serving peers of ``../shared/bench/http_bench.py``, started the same way, each
+from its own venv under ``--peer-venvs`` [/tmp/bench/venvs], with the same model, the same wrk settings
+and in the same round as the bare endpoints they are divided by). A peer whose venv is missing is
+reported as skipped, with the reason, and the run goes on. The peer scripts are copies in
+``benchmarks/peers/`` (nothing is imported from ../shared at run time):
+
+- ``naive``: `peers/starlette_app.py` ``MODE=naive`` in the ``base`` venv (uvicorn, uvloop, httptools, one
+  worker, no access log): an async Starlette endpoint calling sklearn ``predict_proba`` per request.
+  POST ``/predict`` with ``{"features": [[20 floats]]}`` (the same row as ``body_v1``; a smaller body
+  than ``bare``'s named-feature v1 body, so the ratio slightly favours the peer). Against ``bare``.
+- ``naive_onnx``: the same app, ``MODE=onnx``: onnxruntime (1 intra-op thread, float32) per request,
+  the model's skl2onnx export. Against ``bare``; checked at +- 1e-5 (float32).
+- ``mlserver_b32``: ``mlserver start`` (MLServer 1.7.1, ``mlserver_sklearn.SKLearnModel``,
+  ``parallel_workers: 0`` = one process, adaptive batching ``max_batch_size: 32``, ``max_batch_time:
+  0.002``, no access log), model name ``hgb20`` so it takes the very body and URL of ``bare_v2`` and
+  ``dynamic_v2``; ``parameters.extra.predict_fn: predict_proba`` makes it answer probabilities (its
+  default output is ``predict``, which computes ``predict_proba`` internally). Against ``bare_v2``.
+- ``bentoml_batch``: ``bentoml serve`` of `peers/bento_service.py` (BentoML 1.4.40, one worker, batchable
+  API, max_batch_size 64, default max_latency_ms, access log off), features body. Against ``bare``.
+- ``ray_batch``: `peers/ray_app.py` (Ray Serve 2.60, one replica, ``@serve.batch`` 32 / 2 ms, its own
+  local Ray instance with num_cpus=2: its proxy and replica use both cores). Features body; against
+  ``bare``.
+
+Every peer answer is checked against ``predict_proba`` of the body's row (no provenance to check). The
+peers' model files are written once into <work>/peers/ by `peers/make_peer_models.py`, run in the peers'
+``base`` venv: ``model_s.joblib`` (the harness model, re-dumped; all the venvs pin scikit-learn 1.9.1, as
+augury's does), ``model_s.onnx`` and ``body_features.json``. Peers get 180 s to start
+(``--start-timeout`` if larger). Setup, once per machine (~5 min; the venvs, wrk; edits nothing here):
+
+    bash ../shared/bench/setup_envs.sh     # -> /tmp/bench/venvs/{base,mlserver,bentoml,ray}
 
 The workload is built once under /tmp/augury-bench/http (``--work``) with augury's own API: a
 HistGradientBoostingClassifier (100 iterations, features f0..f19) trained on 200k rows of
@@ -42,6 +73,12 @@ The run reported in the issue (about 2.5 minutes; the first run adds a few secon
 
     python benchmarks/http_bench.py --duration 10 --out /tmp/augury-bench/http/results.json
     python benchmarks/http_bench.py --systems bare,bare_get --duration 5     # the harness alone
+
+augury beside the peers, one round (about 3 minutes):
+
+    python benchmarks/http_bench.py --duration 8 --rounds 1 --out /tmp/augury-bench/http/peers.json
+        --systems bare,bare_v2,dynamic,dynamic_v2,naive,naive_onnx,mlserver_b32,bentoml_batch,ray_batch
+    (one command line)
 """
 
 from __future__ import annotations
@@ -73,7 +110,10 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
+PEERS_DIR = HERE / "peers"
 WORK = Path("/tmp/augury-bench/http")
+#: where ../shared/bench/setup_envs.sh creates the peers' venvs ({base,mlserver,bentoml,ray}).
+PEER_VENVS = Path("/tmp/bench/venvs")
 
 MODEL_NAME = "hgb20"
 N_FEATURES = 20
@@ -84,6 +124,9 @@ HYBRID_BODIES = 1_000
 #: bump when `prepare` changes what it writes, so an old workload is rebuilt.
 SETUP_VERSION = 1
 TOLERANCE = 1e-6
+#: onnxruntime scores float32 inputs; its probabilities differ from predict_proba by ~1e-7 here.
+ONNX_TOLERANCE = 1e-5
+PEER_START_TIMEOUT = 180.0
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "PYTHONUNBUFFERED": "1"}
@@ -106,6 +149,16 @@ class Workload:
     keys: Path
     hybrid_bodies: Path
     meta: dict[str, Any]
+
+    @property
+    def peer_dir(self) -> Path:
+        """The peers' files, written by `peers/make_peer_models.py` (see `prepare_peers`)."""
+        return self.work / "peers"
+
+    @property
+    def body_features(self) -> Path:
+        """``{"features": [[20 floats]]}``: the row of `body_v1`, as the peers' Starlette apps take it."""
+        return self.peer_dir / "body_features.json"
 
 
 def prepare(work: Path, rebuild: bool = False) -> Workload:
@@ -269,6 +322,84 @@ class System:
     #: the bare system whose req/s in the same round this one is divided by.
     baseline: str
     target: Target | None = None
+    #: set for the peer systems: started from their own venv instead of this interpreter.
+    peer: Peer | None = None
+
+
+#: (workload, port, venvs folder) -> (command, extra environment variables)
+Launch = Callable[[Workload, int, Path], tuple[list[str], dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A peer server, started as ``../shared/bench/http_bench.py`` starts it, from ``<venvs>/<venv>``."""
+
+    venv: str
+    #: the file in ``<venvs>/<venv>/bin/`` the command runs; missing -> the system is skipped.
+    exe: str
+    launch: Launch
+
+    def missing(self, venvs: Path) -> str | None:
+        exe = venvs / self.venv / "bin" / self.exe
+        if exe.exists():
+            return None
+        return f"no {exe} (run `bash ../shared/bench/setup_envs.sh`, or pass --peer-venvs)"
+
+
+def _uvicorn_peer(mode: str) -> Launch:
+    """`peers/starlette_app.py` (a copy of the peers' ``servers/starlette_app.py``) in the base venv."""
+    def launch(w: Workload, port: int, venvs: Path) -> tuple[list[str], dict[str, str]]:
+        return ([str(venvs / "base" / "bin" / "python"), "-m", "uvicorn", "starlette_app:app",
+                 "--app-dir", str(PEERS_DIR), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                 "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+                {"MODE": mode, "MODEL_DIR": str(w.peer_dir)})
+    return launch
+
+
+def _mlserver_peer(max_batch_size: int, max_batch_time: float) -> Launch:
+    """MLServer's sklearn runtime, ``parallel_workers: 0`` (one process), adaptive batching, the settings
+    of the peers' ``mlserver_setup``; ``predict_fn: predict_proba`` makes it answer the probabilities of
+    the plain v2 body (its default output is ``predict``)."""
+    def launch(w: Workload, port: int, venvs: Path) -> tuple[list[str], dict[str, str]]:
+        root = w.peer_dir / "run" / f"mlserver_b{max_batch_size}"
+        (root / MODEL_NAME).mkdir(parents=True, exist_ok=True)
+        ports = {port}
+        while len(ports) < 3:
+            ports.add(free_port())
+        grpc_port, metrics_port = sorted(ports - {port})
+        settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc_port,
+                    "metrics_port": metrics_port, "parallel_workers": 0, "debug": False,
+                    "load_models_at_startup": True}
+        model_settings = {
+            "name": MODEL_NAME, "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": str(w.peer_dir / "model_s.joblib"), "version": "1",
+                           "extra": {"predict_fn": "predict_proba"}},
+            "max_batch_size": max_batch_size, "max_batch_time": max_batch_time}
+        (root / "settings.json").write_text(json.dumps(settings, indent=2))
+        (root / MODEL_NAME / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+        return [str(venvs / "mlserver" / "bin" / "mlserver"), "start", str(root)], {}
+    return launch
+
+
+def _bentoml_peer(max_batch: int) -> Launch:
+    """`peers/bento_service.py` (a copy of the peers' ``servers/bento_service.py``), batchable endpoint."""
+    def launch(w: Workload, port: int, venvs: Path) -> tuple[list[str], dict[str, str]]:
+        return ([str(venvs / "bentoml" / "bin" / "bentoml"), "serve", "bento_service:ModelS",
+                 "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PEERS_DIR)],
+                {"BENTOML_HOME": str(venvs.parent / "bentoml_home"), "BENTOML_DO_NOT_TRACK": "true",
+                 "MODEL_PATH": str(w.peer_dir / "model_s.joblib"), "BENTO_MAX_BATCH": str(max_batch)})
+    return launch
+
+
+def _ray_peer(max_batch: int, wait_s: float) -> Launch:
+    """`peers/ray_app.py` (a copy of the peers' ``servers/ray_app.py``): Ray Serve, one replica,
+    ``@serve.batch``; it starts its own local Ray instance."""
+    def launch(w: Workload, port: int, venvs: Path) -> tuple[list[str], dict[str, str]]:
+        return ([str(venvs / "ray" / "bin" / "python"), str(PEERS_DIR / "ray_app.py")],
+                {"PORT": str(port), "MODEL_PATH": str(w.peer_dir / "model_s.joblib"),
+                 "RAY_USAGE_STATS_ENABLED": "0", "RAY_BATCH": "1", "RAY_MAX_BATCH": str(max_batch),
+                 "RAY_BATCH_WAIT_S": str(wait_s)})
+    return launch
 
 
 def _numbers(obj: Any) -> list[float]:
@@ -304,6 +435,18 @@ def _proba(w: Workload, which: str, source: str) -> Callable[[Any], str | None]:
             return f"the answer does not hold the model's probabilities {list(expected)}"
         if _sources(answer) != [source]:
             return f"provenance source {_sources(answer)}, expected [{source!r}]"
+        return None
+    return validate
+
+
+def _proba_only(w: Workload, tolerance: float) -> Callable[[Any], str | None]:
+    """A peer's answer (no provenance) holds ``predict_proba`` of the v1 body's row."""
+    expected = w.meta["v1_expected_proba"]
+
+    def validate(answer: Any) -> str | None:
+        numbers = _numbers(answer)
+        if not all(any(abs(n - e) <= tolerance for n in numbers) for e in expected):
+            return f"the answer does not hold the model's probabilities {list(expected)} (+- {tolerance:g})"
         return None
     return validate
 
@@ -347,7 +490,49 @@ def _systems() -> dict[str, System]:
                lambda w: [Check("POST", V2, _body(w.body_v2), _proba(w, "v1", "dynamic"))],
                "bare_v2"),
     ]
-    return {s.name: s for s in systems}
+    # the peers of ../shared/bench, each from its own venv (see `Peer`); the same model, same row
+    features = Load("post.lua", "/predict", "body_features")
+    peers = [
+        System("naive", "peer: Starlette async endpoint, sklearn predict_proba per request, features body",
+               None, features,
+               lambda w: [Check("POST", "/predict", _body(w.body_features), _proba_only(w, TOLERANCE))],
+               "bare", peer=Peer("base", "python", _uvicorn_peer("naive"))),
+        System("naive_onnx", "peer: Starlette async endpoint, onnxruntime per request, features body",
+               None, features,
+               lambda w: [Check("POST", "/predict", _body(w.body_features), _proba_only(w, ONNX_TOLERANCE))],
+               "bare", peer=Peer("base", "python", _uvicorn_peer("onnx"))),
+        System("mlserver_b32", "peer: MLServer 1.7.1 sklearn runtime, 1 process, adaptive batching "
+               "32 / 2 ms, v2 body", None, post_v2,
+               lambda w: [Check("POST", V2, _body(w.body_v2), _proba_only(w, TOLERANCE))],
+               "bare_v2", peer=Peer("mlserver", "mlserver", _mlserver_peer(32, 0.002))),
+        System("bentoml_batch", "peer: BentoML 1.4 1 worker, batchable API max_batch_size 64, features body",
+               None, features,
+               lambda w: [Check("POST", "/predict", _body(w.body_features), _proba_only(w, TOLERANCE))],
+               "bare", peer=Peer("bentoml", "bentoml", _bentoml_peer(64))),
+        System("ray_batch", "peer: Ray Serve 2.60, 1 replica, @serve.batch 32 / 2 ms, features body",
+               None, features,
+               lambda w: [Check("POST", "/predict", _body(w.body_features), _proba_only(w, TOLERANCE))],
+               "bare", peer=Peer("ray", "python", _ray_peer(32, 0.002))),
+    ]
+    return {s.name: s for s in [*systems, *peers]}
+
+
+def prepare_peers(w: Workload, venvs: Path) -> str | None:
+    """Write the peers' model files and body into `w.peer_dir` with `peers/make_peer_models.py` in the
+    peers' base venv, unless already there for this model; returns why it could not."""
+    python = venvs / "base" / "bin" / "python"
+    stamp = w.peer_dir / "peers_meta.json"
+    if stamp.exists() and stamp.stat().st_mtime >= w.model.stat().st_mtime:
+        return None
+    if not python.exists():
+        return f"no {python} to write the peers' model files with"
+    print(f"writing the peers' model files into {w.peer_dir} ...", flush=True)
+    out = subprocess.run([str(python), str(PEERS_DIR / "make_peer_models.py"), str(w.work)], env=dict(
+        os.environ, **THREAD_ENV, PYTHONDONTWRITEBYTECODE="1"), capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        stamp.unlink(missing_ok=True)
+        return f"peers/make_peer_models.py failed: {out.stderr[-600:]}"
+    return None
 
 
 def _command(system: System, w: Workload, port: int, extra: Sequence[str] = ()) -> list[str]:
@@ -462,8 +647,11 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> float:
-        """SIGTERM to the process group, SIGKILL after 15 s; returns how long the stop took."""
+        """SIGTERM to the process group, SIGKILL after 15 s, then SIGKILL to the descendants recorded
+        before the stop that are still alive 5 s later (a peer's daemons may leave the group, as Ray's
+        can); returns how long the stop took."""
         t0 = time.perf_counter()
+        descendants = tree(self.proc.pid)[1:]
         for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.proc.pid, sig)
@@ -474,15 +662,26 @@ class Server:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        _, alive = psutil.wait_procs(descendants, timeout=5.0)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         return time.perf_counter() - t0
 
 
-def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequence[str]) -> Server:
+def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequence[str],
+          venvs: Path = PEER_VENVS) -> Server:
     port = free_port()
     log = log_dir / f"{system.name}_r{round_no}.log"
     env = dict(os.environ, **THREAD_ENV)
+    if system.peer is not None:
+        cmd, peer_env = system.peer.launch(w, port, venvs)
+        # no __pycache__ from the peer scripts in benchmarks/peers/
+        env.update(peer_env, PYTHONDONTWRITEBYTECODE="1")
+    else:
+        cmd = _command(system, w, port, extra)
     with log.open("wb") as f:
-        proc = subprocess.Popen(_command(system, w, port, extra), env=env, stdout=f, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=w.work)
     return Server(system, proc, port, log)
 
@@ -491,7 +690,8 @@ def wait_ready(server: Server, w: Workload, timeout: float) -> list[str]:
     """Poll with the first check request until it answers 200, then run every check; the problems found.
 
     Raises RuntimeError when the server exits, answers a status that will not change (4xx, 500), or is not
-    ready within `timeout` s."""
+    ready within `timeout` s. A peer is polled through any status until `timeout`, as the peer harness
+    does (Ray Serve's proxy answers 404 until its app is deployed)."""
     checks = server.system.checks(w)
     method, path, body = checks[0].method, checks[0].path, checks[0].body
     last = "no answer"
@@ -507,7 +707,7 @@ def wait_ready(server: Server, w: Workload, timeout: float) -> list[str]:
         if status == 200:
             break
         last = f"HTTP {status}: {raw[:500].decode(errors='replace')}"
-        if status != 503:
+        if status != 503 and server.system.peer is None:
             raise RuntimeError(f"check request {method} {path} answered {last}")
         time.sleep(0.2)
     else:
@@ -530,12 +730,21 @@ def wait_ready(server: Server, w: Workload, timeout: float) -> list[str]:
 def run_system(system: System, w: Workload, args: argparse.Namespace, round_no: int) -> dict[str, Any]:
     rec: dict[str, Any] = {"system": system.name, "round": round_no, "description": system.description,
                            "baseline": system.baseline}
+    skip = system.peer.missing(args.peer_venvs) if system.peer is not None else None
+    if system.peer is not None and skip is None:
+        skip = args.peer_problem
+    if skip:
+        rec["skipped"] = skip
+        print(f"  {system.name:11s} r{round_no} SKIPPED: {skip}", flush=True)
+        return rec
     log_dir = w.work / "logs"
     log_dir.mkdir(exist_ok=True)
-    server = start(system, w, log_dir, round_no, shlex.split(args.serve_args))
+    server = start(system, w, log_dir, round_no, shlex.split(args.serve_args), args.peer_venvs)
     rec["command"] = " ".join(server.proc.args)  # type: ignore[arg-type]
     try:
-        rec["check_problems"] = wait_ready(server, w, args.start_timeout)
+        # the peers are given the peer harness's 180 s (Ray and BentoML start slowly)
+        timeout = args.start_timeout if system.peer is None else max(args.start_timeout, PEER_START_TIMEOUT)
+        rec["check_problems"] = wait_ready(server, w, timeout)
         rec["startup_s"] = round(time.perf_counter() - server.started, 2)
         rec["pss_idle_mb"] = round(pss_mb(tree(server.proc.pid)), 1)
         wrk(system, w, server.port, args.connections, args.warmup)
@@ -589,11 +798,14 @@ def summarize(recs: Sequence[dict[str, Any]], systems: dict[str, System],
     rps = {(r["system"], r["round"]): r["load"]["rps"] for r in recs if "load" in r}
     rows: list[dict[str, Any]] = []
     for name in order:
-        mine = [r for r in recs if r["system"] == name]
+        mine = [r for r in recs if r["system"] == name and "skipped" not in r]
         ok = [r for r in mine if "load" in r]
         s = systems[name]
         row: dict[str, Any] = {"system": name, "rounds": len(ok), "failed_rounds": len(mine) - len(ok),
                                "baseline": s.baseline, "target": s.target.text() if s.target else None}
+        skipped = [r["skipped"] for r in recs if r["system"] == name and "skipped" in r]
+        if skipped and not mine:
+            row["skipped"] = skipped[0]
         if ok:
             def med(key: str, rs: list[dict[str, Any]] = ok) -> float:
                 return float(statistics.median(r["load"][key] for r in rs))
@@ -624,6 +836,9 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['system']} | SKIPPED: {r['skipped']} | | | | | | | | | | | |")
+            continue
         if "rps" not in r:
             lines.append(f"| {r['system']} | FAILED | | {r['target'] or ''} | | | | | | | | | |")
             continue
@@ -647,6 +862,8 @@ def server_notes(recs: Sequence[dict[str, Any]]) -> list[str]:
     notes = []
     for r in recs:
         where = f"{r['system']} (round {r['round']})"
+        if "skipped" in r:
+            continue
         if "error" in r:
             tail = r.get("stderr_tail", "").strip().replace("\n", "\n    ")
             notes.append(f"{where} FAILED: {r['error']}" + (f"\n    {tail}" if tail else ""))
@@ -667,8 +884,11 @@ def server_notes(recs: Sequence[dict[str, Any]]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))  # bare_server, for its constants
     systems = _systems()
+    own = [n for n, s in systems.items() if s.peer is None]
+    peers = [n for n, s in systems.items() if s.peer is not None]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--systems", default=",".join(systems), help="comma-separated; default: all")
+    ap.add_argument("--systems", default=",".join(own),
+                    help=f"comma-separated; default: {','.join(own)}; 'all' adds the peers {','.join(peers)}")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per system [10]")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections [32]")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; even rounds run in reverse order [1]")
@@ -678,9 +898,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the workload even if it exists")
     ap.add_argument("--serve-args", default="",
                     help="extra arguments for every `augury serve`, e.g. --serve-args='--max-delay-ms 0'")
+    ap.add_argument("--peer-venvs", type=Path, default=PEER_VENVS,
+                    help=f"the peers' venvs (../shared/bench/setup_envs.sh) [{PEER_VENVS}]")
     ap.add_argument("--out", type=Path, help="write every record and the summary to this JSON file")
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if names == ["all"]:
+        names = list(systems)
     unknown = [n for n in names if n not in systems]
     if unknown:
         ap.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(systems)}")
@@ -688,6 +912,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("wrk is not on PATH")
 
     w = prepare(args.work, args.rebuild)
+    args.peer_problem = None
+    if any(systems[n].peer is not None for n in names):
+        args.peer_problem = prepare_peers(w, args.peer_venvs)
     recs = []
     for round_no in range(1, args.rounds + 1):
         order = names if round_no % 2 else names[::-1]
@@ -701,6 +928,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.rounds} round(s), medians; 'x bare' = req/s / the named bare endpoint's req/s "
           f"in the same round; {os.cpu_count()} CPUs\n")
     print(table)
+    skipped = {r["system"]: r["skipped"] for r in recs if "skipped" in r}
+    if skipped:
+        print("\nSkipped:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped.items()))
     notes = server_notes(recs)
     if notes:
         print("\nServer problems seen:\n" + "\n".join(f"- {n}" for n in notes))
@@ -709,7 +939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "argv": sys.argv, "python": platform.python_version(), "cpus": os.cpu_count(),
-            "workload": w.meta, "summary": rows, "records": recs, "table": table, "notes": notes},
+            "workload": w.meta, "skipped": skipped, "summary": rows, "records": recs, "table": table,
+            "notes": notes},
             indent=2, default=str))
         print(f"\nresults -> {args.out}")
     return 1 if failed else 0
