@@ -230,6 +230,16 @@ def value_batch(outputs: Schema, values: Any, n: int) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array(c) for c in columns], schema=outputs.to_arrow())
 
 
+def booster_batch(outputs: Schema, classes: Array | None, raw: Array, n: int) -> pa.RecordBatch:
+    """The output batch of a gradient-boosting library's `predict`: values for a regressor; for a classifier,
+    P(class 1) (a 1-D answer, binary) or one column per class, labelled by the most probable class."""
+    if classes is None:
+        return value_batch(outputs, raw, n)
+    proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
+    labels = classes[np.argmax(proba, axis=1)]
+    return classifier_batch(outputs, labels, proba if len(outputs) > 1 else None)
+
+
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:
     """The batch's columns as one C-contiguous [n, k] array of `dtype`; nulls become NaN (float dtypes)."""
     target = pa.from_numpy_dtype(np.dtype(dtype))

@@ -23,11 +23,10 @@ from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
     Head,
     LoadContext,
+    booster_batch,
     class_array,
-    classifier_batch,
     empty_batch,
     numeric_matrix,
-    value_batch,
 )
 from augury.models.base import Model, ModelInfo
 
@@ -123,8 +122,4 @@ class LightGBMModel:
             self._booster.predict(numeric_matrix(batch, np.float64), num_threads=self._threads),
             dtype=np.float64,
         )
-        if self._classes is None:
-            return value_batch(outputs, raw, n)
-        proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
-        labels = self._classes[np.argmax(proba, axis=1)]
-        return classifier_batch(outputs, labels, proba if len(outputs) > 1 else None)
+        return booster_batch(outputs, self._classes, raw, n)

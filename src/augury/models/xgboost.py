@@ -25,11 +25,11 @@ from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
     Head,
     LoadContext,
+    booster_batch,
     class_array,
     classifier_batch,
     empty_batch,
     numeric_matrix,
-    value_batch,
 )
 from augury.models.base import Model, ModelInfo
 
@@ -117,10 +117,6 @@ class XGBoostModel:
             ),
             dtype=np.float64,
         )
-        if self._classes is None:
-            return value_batch(outputs, raw, n)
-        if self._objective in _LABEL_ONLY:
+        if self._classes is not None and self._objective in _LABEL_ONLY:
             return classifier_batch(outputs, self._classes[raw.reshape(-1).astype(np.int64)], None)
-        proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
-        labels = self._classes[np.argmax(proba, axis=1)]
-        return classifier_batch(outputs, labels, proba if len(outputs) > 1 else None)
+        return booster_batch(outputs, self._classes, raw, n)
