@@ -126,7 +126,7 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
                 [
                     *key_cols,
                     *preds.columns,
-                    pa.array([model.info.version] * n, pa.string()),
+                    pa.repeat(pa.scalar(model.info.version, pa.string()), n),
                     pa.array(np.full(n, now_us, dtype="datetime64[us]")).cast(pa.timestamp("us", tz="UTC")),
                 ],
                 schema=out_schema,
