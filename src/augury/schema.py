@@ -48,19 +48,6 @@ def dtype_name(name: str) -> str:
     return canonical
 
 
-def dtype_of_arrow(t: pa.DataType) -> str:
-    """The schema dtype that holds values of Arrow type `t` without loss."""
-    if pa.types.is_floating(t):
-        return "float32" if t == pa.float32() else "float64"
-    if pa.types.is_integer(t):
-        return "int32" if t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16()) else "int64"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        return "string"
-    raise SchemaError(f"unsupported column type {t}")
-
-
 @dataclass(frozen=True)
 class Field:
     """One named, typed column. `allow_missing`: nulls and NaN are valid values (they reach the model as

@@ -64,10 +64,6 @@ class ModelCost:
     def largest_measured(self) -> int:
         return max((p.batch_size for p in self.latency if p.measured), default=1)
 
-    def per_example_s(self) -> float:
-        """Seconds of one core per example at the best measured batch size (1 / throughput)."""
-        return 1.0 / self.throughput_rows_s if self.throughput_rows_s > 0 else math.inf
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

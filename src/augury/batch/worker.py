@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augury.errors import PredictionError, SchemaError
+from augury.errors import PredictionError
 from augury.keys import column_keys, feature_keys
 from augury.models.base import Model, predict_checked
 from augury.schema import conform
@@ -203,12 +203,6 @@ def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), tmp)
     os.replace(tmp, path)
-
-
-def check_key_columns(schema: pa.Schema, key_columns: tuple[str, ...]) -> None:
-    missing = [c for c in key_columns if c not in schema.names]
-    if missing:
-        raise SchemaError(f"key column(s) {', '.join(missing)} not in the input")
 
 
 def run_metadata(model: Model, key_columns: tuple[str, ...]) -> bytes:
