@@ -7,11 +7,12 @@ as in the tests, never collide) and renders them in the Prometheus text format f
 queue depth, the active store version and its age) are read when Prometheus scrapes, through callables
 the app registers with `watch_queue` and `watch_store`; a callable that raises reads as NaN.
 
-Label values are bounded: routes are route templates (``/v2/models/{name}/infer``), never raw paths;
-errors are AuguryError class names; sources are ``static``, ``dynamic`` or ``mixed``. Because they are
-bounded, the labelled children the request path touches are resolved once and kept (a ``.labels()`` call
-costs more than the ``inc`` it precedes), and the in-flight gauge is a plain integer read at scrape time:
-the request path runs on the event loop, one request at a time.
+The counters and histograms the request path updates are `accumulators` families: unlocked numbers,
+updated only on the event loop thread, one request at a time, and exported at scrape time (a
+prometheus_client child takes a lock per update). Label values are bounded: routes are route templates
+(``/v2/models/{name}/infer``), never raw paths; errors are AuguryError class names; sources are
+``static``, ``dynamic`` or ``mixed``. Because they are bounded, the labelled cells the request path
+touches are resolved once and kept, and the in-flight gauge is a plain integer read at scrape time.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from augury.monitor.accumulators import CounterFamily, Families, HistogramFamily
 
 #: request latency buckets in seconds: 0.5 ms to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,60 +48,55 @@ class ServeMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
-        self.requests = Counter(
+        self.requests = CounterFamily(
             "augury_requests", "HTTP requests answered, by route template, method and status code.",
-            ["route", "method", "status"], registry=r)
-        self.errors = Counter(
+            ["route", "method", "status"])
+        self.errors = CounterFamily(
             "augury_request_errors", "Requests answered with an error (status >= 400), by route template, "
-            "status code and error class.", ["route", "status", "error"], registry=r)
-        self.request_seconds = Histogram(
+            "status code and error class.", ["route", "status", "error"])
+        self.request_seconds = HistogramFamily(
             "augury_request_duration_seconds", "Time from receiving a request to sending its response, by "
-            "route template.", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+            "route template.", ["route"], buckets=LATENCY_BUCKETS)
         self.in_flight = Gauge(
             "augury_requests_in_flight", "HTTP requests being handled right now.", registry=r)
         #: requests being handled; the middleware counts, `in_flight` reads it at every scrape.
         self.requests_in_flight = 0
         self.in_flight.set_function(lambda: self.requests_in_flight)
-        self.prediction_seconds = Histogram(
+        self.prediction_seconds = HistogramFamily(
             "augury_prediction_duration_seconds", "Time to answer a prediction request, by where its "
             "predictions came from: static (all from the store), dynamic (all computed) or mixed.",
-            ["source"], buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter(
-            "augury_predictions", "Predictions served, by source (static or dynamic).", ["source"],
-            registry=r)
-        self.store_lookups = Counter(
+            ["source"], buckets=LATENCY_BUCKETS)
+        self.predictions = CounterFamily(
+            "augury_predictions", "Predictions served, by source (static or dynamic).", ["source"])
+        self.store_lookups = CounterFamily(
             "augury_store_lookups", "Keys looked up in the prediction store, by result (hit or miss).",
-            ["result"], registry=r)
-        self.store_errors = Counter(
-            "augury_store_errors", "Store lookups that failed (the store was unreachable or broken).",
-            registry=r)
-        self.writeback_lookups = Counter(
+            ["result"])
+        self.store_errors = CounterFamily(
+            "augury_store_errors", "Store lookups that failed (the store was unreachable or broken).")
+        self.writeback_lookups = CounterFamily(
             "augury_writeback_lookups", "Keys looked up in the write-back cache of dynamic predictions, by "
-            "result (hit or miss).", ["result"], registry=r)
-        self.batch_rows = Histogram(
+            "result (hit or miss).", ["result"])
+        self.batch_rows = HistogramFamily(
             "augury_batch_rows", "Rows per model call made by the dynamic batcher.",
-            buckets=SIZE_BUCKETS, registry=r)
-        self.batch_requests = Histogram(
+            buckets=SIZE_BUCKETS)
+        self.batch_requests = HistogramFamily(
             "augury_batch_requests", "Requests coalesced into one model call by the dynamic batcher.",
-            buckets=SIZE_BUCKETS, registry=r)
-        self.inference_seconds = Histogram(
+            buckets=SIZE_BUCKETS)
+        self.inference_seconds = HistogramFamily(
             "augury_model_inference_seconds", "Time the model took to score one batch.",
-            buckets=FAST_BUCKETS, registry=r)
-        self.batch_failures = Counter(
-            "augury_batch_failures", "Model calls that failed as a whole (every request in them failed).",
-            registry=r)
+            buckets=FAST_BUCKETS)
+        self.batch_failures = CounterFamily(
+            "augury_batch_failures", "Model calls that failed as a whole (every request in them failed).")
         self.queue_depth = Gauge(
             "augury_queue_depth", "Requests waiting in the batcher's queue to be taken into a batch.",
             registry=r)
-        self.queue_wait = Histogram(
+        self.queue_wait = HistogramFamily(
             "augury_queue_wait_seconds", "Time a request waited between arriving at the batcher and its "
-            "batch being sent to the model.", buckets=FAST_BUCKETS, registry=r)
-        self.shed = Counter(
-            "augury_shed_requests", "Requests refused with 503 because the batcher's queue was full.",
-            registry=r)
-        self.deadline_exceeded = Counter(
-            "augury_deadline_exceeded", "Requests whose deadline passed before they were scored (504).",
-            registry=r)
+            "batch being sent to the model.", buckets=FAST_BUCKETS)
+        self.shed = CounterFamily(
+            "augury_shed_requests", "Requests refused with 503 because the batcher's queue was full.")
+        self.deadline_exceeded = CounterFamily(
+            "augury_deadline_exceeded", "Requests whose deadline passed before they were scored (504).")
         self.store_version = Gauge(
             "augury_store_active_version", "The number of the prediction store's active version (NaN when "
             "there is none).", registry=r)
@@ -115,6 +106,11 @@ class ServeMetrics:
         self.model_info = Gauge(
             "augury_model_info", "The model being served (value 1), by name, version and mode.",
             ["name", "version", "mode"], registry=r)
+        r.register(Families([
+            self.requests, self.errors, self.request_seconds, self.prediction_seconds, self.predictions,
+            self.store_lookups, self.store_errors, self.writeback_lookups, self.batch_rows,
+            self.batch_requests, self.inference_seconds, self.batch_failures, self.queue_wait, self.shed,
+            self.deadline_exceeded]))
         # children resolved once: label values are bounded (see the module docstring)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._error_children: dict[tuple[str, int, str], Any] = {}
