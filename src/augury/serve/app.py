@@ -19,13 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError, ConfigError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.serve.batcher import Batcher
-from augury.serve.hot import HotRoutes
-from augury.serve.middleware import Observability
+from augury.serve.hot import HotDispatch
+from augury.serve.middleware import Bookkeeping, Observability
 from augury.serve.openapi import build_openapi
 from augury.serve.router import Router
 from augury.serve.routes import Routes
@@ -88,14 +89,32 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                 on_close()
 
     routes = Routes(service).table()
-    app = Starlette(
+    books = Bookkeeping(metrics)
+    app = AuguryApp(
+        HotDispatch(routes, books),
         routes=routes,
-        middleware=[Middleware(Observability, metrics=metrics), Middleware(HotRoutes, routes=routes)],
+        middleware=[Middleware(Observability, books=books)],
         exception_handlers={AuguryError: _augury_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.service = service
     return app
+
+
+class AuguryApp(Starlette):
+    """A Starlette app whose hot routes (`serve.hot`) are answered before Starlette's middleware stack
+    and router, by `HotDispatch`; everything else (and the lifespan) is Starlette's as usual."""
+
+    def __init__(self, hot: HotDispatch, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = self.hot.match(scope)
+        if matched is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.hot.serve(*matched, scope, receive, send)
 
 
 def _name(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:

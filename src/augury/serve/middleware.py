@@ -55,20 +55,55 @@ def _route(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-class Observability:
-    """Request ids, request metrics, access and error logs, and the last-resort 500."""
+class Bookkeeping:
+    """What every request needs, whichever way it is dispatched: its id, its metrics and its log line."""
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app = app
+    def __init__(self, metrics: ServeMetrics) -> None:
         self.metrics = metrics
-        self._ids = RequestIds()
+        self.ids = RequestIds()
+
+    def finish(self, scope: Scope, rid: str, route: str, status: int, seconds: float,
+               error: str | None, message: str | None) -> None:
+        """Count and time one answered request, and log it (errors always, the rest at DEBUG)."""
+        self.metrics.observe_request(route, scope["method"], status, seconds, error)
+        if status < 400:
+            if not log.isEnabledFor(logging.DEBUG):
+                return
+            level = logging.DEBUG
+        elif status >= 500 and status not in (503, 504):
+            level = logging.ERROR
+        else:
+            level = logging.WARNING
+        line: dict[str, Any] = {"request_id": rid, "method": scope["method"], "path": scope["path"],
+                                "route": route, "status": status, "ms": round(seconds * 1e3, 3)}
+        if message is not None:
+            line["error"] = message
+        client = scope.get("client")
+        if client:
+            line["client"] = f"{client[0]}:{client[1]}"
+        log.log(level, "%s", orjson.dumps(line).decode())
+
+
+def internal_error(scope: Scope, rid: str, exc: Exception) -> str:
+    """Log an exception that escaped a route (a bug) with its traceback; the message for the client."""
+    log.exception("request %s %s failed (request id %s)", scope["method"], scope["path"], rid, exc_info=exc)
+    return f"internal error ({type(exc).__name__}); request id {rid}"
+
+
+class Observability:
+    """Request ids, request metrics, access and error logs, and the last-resort 500 (a middleware for
+    the routes `hot.HotDispatch` does not answer itself)."""
+
+    def __init__(self, app: ASGIApp, books: Bookkeeping) -> None:
+        self.app = app
+        self.books = books
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = self._ids.of(scope)
+        rid = self.books.ids.of(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         status = 0
@@ -81,14 +116,13 @@ class Observability:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", raw_id)]
             await send(message)
 
-        metrics = self.metrics
+        metrics = self.books.metrics
         metrics.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             state["error"] = type(exc).__name__
-            state["error_message"] = f"internal error ({type(exc).__name__}); request id {rid}"
-            log.exception("request %s %s failed (request id %s)", scope["method"], scope["path"], rid)
+            state["error_message"] = internal_error(scope, rid, exc)
             if status == 0:
                 body = orjson.dumps({"error": state["error_message"]})
                 await send_with_id({"type": "http.response.start", "status": 500, "headers": [
@@ -96,26 +130,5 @@ class Observability:
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
             metrics.requests_in_flight -= 1
-            seconds = time.perf_counter() - started
-            route = _route(scope)
-            metrics.observe_request(route, scope["method"], status or 500, seconds, state.get("error"))
-            self._log(scope, rid, route, status or 500, seconds, state)
-
-    @staticmethod
-    def _log(scope: Scope, rid: str, route: str, status: int, seconds: float, state: dict[str, Any]) -> None:
-        if status < 400:
-            if not log.isEnabledFor(logging.DEBUG):
-                return
-            level = logging.DEBUG
-        elif status >= 500 and status not in (503, 504):
-            level = logging.ERROR
-        else:
-            level = logging.WARNING
-        line: dict[str, Any] = {"request_id": rid, "method": scope["method"], "path": scope["path"],
-                                "route": route, "status": status, "ms": round(seconds * 1e3, 3)}
-        if "error_message" in state:
-            line["error"] = state["error_message"]
-        client = scope.get("client")
-        if client:
-            line["client"] = f"{client[0]}:{client[1]}"
-        log.log(level, "%s", orjson.dumps(line).decode())
+            self.books.finish(scope, rid, _route(scope), status or 500, time.perf_counter() - started,
+                              state.get("error"), state.get("error_message"))

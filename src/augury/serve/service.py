@@ -6,6 +6,7 @@ and the codecs do formats; everything about *what* is served lives here and in t
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,14 +159,30 @@ class Service:
             return None
 
 
-def provenance_headers(answers: list[Answer]) -> dict[str, str]:
-    """``X-Augury-Source: static=3,dynamic=1`` and the distinct model and store versions answered with."""
+def provenance_headers(answers: list[Answer]) -> list[tuple[bytes, bytes]]:
+    """``X-Augury-Source: static=3,dynamic=1`` and the distinct model and store versions answered with
+    (``X-Augury-Model-Version``, ``X-Augury-Store-Version`` when some came from the store), as raw
+    ASGI headers, encoded once per combination."""
+    if len(answers) == 1:  # the common case, without the joins
+        p = answers[0].provenance
+        static = p["source"] == "static"
+        return list(_encoded(int(static), int(not static), str(p["model_version"]),
+                             str(p["store_version"]) if "store_version" in p else ""))
     static = sum(1 for a in answers if a.provenance["source"] == "static")
-    headers = {"x-augury-source": f"static={static},dynamic={len(answers) - static}",
-               "x-augury-model-version": ",".join(dict.fromkeys(str(a.provenance["model_version"])
-                                                                for a in answers))}
     stores = ",".join(dict.fromkeys(str(a.provenance["store_version"]) for a in answers
                                     if "store_version" in a.provenance))
+    return list(_encoded(static, len(answers) - static, model_versions(answers), stores))
+
+
+def model_versions(answers: list[Answer]) -> str:
+    """The distinct model versions of `answers`, comma-separated, in order of appearance."""
+    return ",".join(dict.fromkeys(str(a.provenance["model_version"]) for a in answers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded(static: int, dynamic: int, models: str, stores: str) -> tuple[tuple[bytes, bytes], ...]:
+    headers = [(b"x-augury-source", f"static={static},dynamic={dynamic}".encode("latin-1")),
+               (b"x-augury-model-version", models.encode("latin-1"))]
     if stores:
-        headers["x-augury-store-version"] = stores
-    return headers
+        headers.append((b"x-augury-store-version", stores.encode("latin-1")))
+    return tuple(headers)
