@@ -33,8 +33,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+import msgspec
 
 from augury.errors import (
     AuguryError,
@@ -82,8 +83,7 @@ class _NoObserver(BatchObserver):
     """The default observer: every hook does nothing."""
 
 
-@dataclass(frozen=True, eq=False, slots=True)
-class _Request(Generic[Row, Result]):
+class _Request(msgspec.Struct, Generic[Row, Result], frozen=True, eq=False):
     """One queued request, created before it is queued; `future` resolves to its results."""
 
     rows: Sequence[Row]

@@ -26,8 +26,9 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from augury.errors import NotFoundError, StoreError
 from augury.keys import row_key
@@ -50,8 +51,7 @@ INLINE_LOOKUP_KEYS = 64
 STORE_WARNING_EVERY_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Example:
+class Example(msgspec.Struct, frozen=True):
     """One example of a request: its store key if given, and its features cast to the model's schema
     (None for a pure lookup by key)."""
 
@@ -59,8 +59,7 @@ class Example:
     row: Row | None
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     """One prediction: output column -> value, and where it came from."""
 
     values: Mapping[str, Any]

