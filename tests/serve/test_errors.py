@@ -199,6 +199,28 @@ def test_overload_sheds_with_503_and_retry_after() -> None:
     assert f"augury_shed_requests_total {statuses.count(503)}.0" in metrics
 
 
+def test_too_many_requests_in_flight_are_shed_with_503_before_their_body_is_read() -> None:
+    with live(add_model(sleep_s=0.3), max_batch_size=1, max_queue=1000, max_in_flight=3) as base:
+        def post(i: int) -> httpx.Response:
+            with httpx.Client(timeout=30) as c:
+                return c.post(base + ADD, json={"instances": [{"a": i, "b": 0}]})
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(post, range(12)))
+        metrics = httpx.get(base + "/metrics").text
+        after = httpx.post(base + ADD, json={"instances": [{"a": 1, "b": 2}]})  # the server recovered
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) >= 3, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1" and r.headers["x-request-id"]
+            assert "--max-in-flight" in r.json()["error"]
+    assert f"augury_shed_requests_total {statuses.count(503)}.0" in metrics
+    assert 'augury_request_errors_total{error="TooManyInFlight",route="unmatched",status="503"}' in metrics
+    assert after.status_code == 200 and after.json()["predictions"][0]["value"] == 3
+
+
 def test_deadline_passing_before_scoring_is_504() -> None:
     with live(add_model(sleep_s=0.3), max_batch_size=1, max_delay_ms=0) as base:
         started = threading.Event()

@@ -56,6 +56,13 @@ from ._common import reporting
     help="Requests waiting for the model before new ones get 503.",
 )
 @click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Requests handled at once before new ones get 503 (bounds memory with --max-body-bytes).",
+)
+@click.option(
     "--max-body-bytes",
     type=click.IntRange(min=1),
     default=8 << 20,
@@ -106,6 +113,7 @@ def serve(
     max_batch_size: int,
     max_delay_ms: float,
     max_queue: int,
+    max_in_flight: int,
     max_body_bytes: int,
     max_instances: int,
     ignore_unknown_fields: bool,
@@ -122,6 +130,7 @@ def serve(
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
         max_queue=max_queue,
+        max_in_flight=max_in_flight,
         max_body_bytes=max_body_bytes,
         max_instances=max_instances,
         ignore_unknown_fields=ignore_unknown_fields,

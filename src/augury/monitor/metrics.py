@@ -94,7 +94,8 @@ class ServeMetrics:
             "augury_queue_wait_seconds", "Time a request waited between arriving at the batcher and its "
             "batch being sent to the model.", buckets=FAST_BUCKETS)
         self.shed = CounterFamily(
-            "augury_shed_requests", "Requests refused with 503 because the batcher's queue was full.")
+            "augury_shed_requests", "Requests refused with 503 because the batcher's queue was full or "
+            "--max-in-flight requests were being handled already.")
         self.deadline_exceeded = CounterFamily(
             "augury_deadline_exceeded", "Requests whose deadline passed before they were scored (504).")
         self.store_version = Gauge(

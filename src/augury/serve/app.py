@@ -33,7 +33,7 @@ from augury.serve.routes import Routes
 from augury.serve.scoring import Outcome, Row, Scorer, limit_threads, model_executor
 from augury.serve.service import Service, augury_version
 from augury.serve.settings import ServeSettings, mode_of
-from augury.serve.wire import JSONResponse, error_response
+from augury.serve.wire import JSONResponse, dump_json, error_response, send_response
 from augury.serve.writeback import WriteBackCache
 from augury.store import PredictionStore
 
@@ -92,6 +92,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     books = Bookkeeping(metrics)
     app = AuguryApp(
         HotDispatch(routes, books),
+        books,
+        settings.max_in_flight,
         routes=routes,
         middleware=[Middleware(Observability, books=books)],
         exception_handlers={AuguryError: _augury_error, HTTPException: _http_error},
@@ -103,18 +105,36 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
 
 class AuguryApp(Starlette):
     """A Starlette app whose hot routes (`serve.hot`) are answered before Starlette's middleware stack
-    and router, by `HotDispatch`; everything else (and the lifespan) is Starlette's as usual."""
+    and router, by `HotDispatch`; everything else (and the lifespan) is Starlette's as usual.
 
-    def __init__(self, hot: HotDispatch, **kwargs: Any) -> None:
+    It also sheds load first: a request that arrives while `max_in_flight` requests are being handled
+    gets 503 ``{"error": ...}`` with ``Retry-After: 1`` before anything reads its body."""
+
+    def __init__(self, hot: HotDispatch, books: Bookkeeping, max_in_flight: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hot = hot
+        self._books = books
+        self._max_in_flight = max_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._books.metrics.requests_in_flight >= self._max_in_flight:
+            await self._shed(scope, send)
+            return
         matched = self.hot.match(scope)
         if matched is None:
             await super().__call__(scope, receive, send)
         else:
             await self.hot.serve(*matched, scope, receive, send)
+
+    async def _shed(self, scope: Scope, send: Send) -> None:
+        books = self._books
+        rid = books.ids.of(scope)
+        message = (f"the server is handling {self._max_in_flight} requests already (--max-in-flight); "
+                   f"retry later")
+        headers = [(b"retry-after", b"1"), (b"x-request-id", rid.encode("ascii"))]
+        await send_response(send, 503, dump_json({"error": message}), headers)
+        books.metrics.shed.inc()
+        books.finish(scope, rid, "unmatched", 503, 0.0, "TooManyInFlight", message)
 
 
 def _name(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:

@@ -34,6 +34,10 @@ class ServeSettings:
     max_delay_ms: float = 0.0
     #: most requests waiting for the model; past it requests get 503 with Retry-After.
     max_queue: int = 1024
+    #: most requests being handled at once (reading their body, waiting, being scored, answering); past
+    #: it new requests get 503 with Retry-After at once. With max_body_bytes it bounds the memory that
+    #: request bodies can take (max_in_flight x max_body_bytes).
+    max_in_flight: int = 512
     #: largest request body accepted (413 past it), checked from Content-Length and while reading.
     max_body_bytes: int = 8 * MIB
     #: most instances (rows) in one request (413 past it).
@@ -53,6 +57,7 @@ class ServeSettings:
         positive = {
             "max_batch_size": self.max_batch_size,
             "max_queue": self.max_queue,
+            "max_in_flight": self.max_in_flight,
             "max_body_bytes": self.max_body_bytes,
             "max_instances": self.max_instances,
             "write_back_max_entries": self.write_back_max_entries,
