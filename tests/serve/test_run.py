@@ -82,6 +82,22 @@ def test_serve_hybrid_with_two_workers(hgb_model: Path, tmp_path: Path) -> None:
     assert "serving (hybrid mode) on http://127.0.0.1" in output
 
 
+def test_two_workers_report_the_servers_totals_on_metrics(hgb_model: Path) -> None:
+    with augury_serve("--model", str(hgb_model), "--workers", "2", "--name", "churn") as (url, proc):
+        for _ in range(24):  # a new connection each: the kernel spreads them over the workers
+            with httpx.Client(timeout=30) as c:
+                r = c.post(f"{url}/v1/models/churn:predict", json={"instances": [{"f0": 1, "f1": 2, "f2": 3,
+                                                                                  "f3": 4}]})
+                assert r.status_code == 200, r.text
+        time.sleep(1.5)  # every worker has shared its counts since
+        sample = 'augury_requests_total{method="POST",route="/v1/models/{name}:predict",status="200"} '
+        for _ in range(6):  # whichever worker answers the scrape
+            with httpx.Client(timeout=30) as c:
+                text = c.get(f"{url}/metrics").text
+            assert f"{sample}24.0" in text, [line for line in text.splitlines() if sample in line]
+            assert "augury_predictions_total{source=\"dynamic\"} 24.0" in text
+
+
 def test_serve_static_binds_localhost_by_default(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "preds.db")
     publish_values(store, ["a"], [1.0])

@@ -11,13 +11,17 @@ would give (``_total``, ``_bucket{le=...}``, ``_count``, ``_sum``), without the 
 
 Not thread-safe by design: update a family from one thread only (the event loop), or accept that two
 threads incrementing at once may lose an update. Reading (scraping) from another thread is safe.
+
+A family's `state` is plain JSON-able data, and `collect` adds other processes' states to its own: how
+the worker processes of one server (``--workers N``) export one set of totals (`monitor.sharing`).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -81,10 +85,20 @@ class CounterFamily(_Family):
         """Increment the unlabelled counter."""
         self.labels().inc(amount)
 
-    def collect(self) -> Metric:
+    def state(self) -> list[list[Any]]:
+        """Every cell as ``[*label values, value]``."""
+        return [[*values, cell.value] for values, cell in list(self._cells.items())]
+
+    def collect(self, others: Sequence[list[list[Any]]] = ()) -> Metric:
+        """The family for exposition: this process's cells plus `others` (other processes' `state`)."""
+        totals = {values: cell.value for values, cell in list(self._cells.items())}
+        for state in others:
+            for *labels, value in state:
+                key = tuple(labels)
+                totals[key] = totals.get(key, 0.0) + value
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, cell in list(self._cells.items()):
-            family.add_metric(list(values), cell.value)
+        for values, value in totals.items():
+            family.add_metric(list(values), value)
         return family
 
 
@@ -111,11 +125,25 @@ class HistogramFamily(_Family):
         """Observe into the unlabelled histogram."""
         self.labels().observe(value)
 
-    def collect(self) -> Metric:
+    def state(self) -> list[list[Any]]:
+        """Every cell as ``[*label values, bucket counts, sum]``."""
+        return [[*values, list(cell.counts), cell.sum] for values, cell in list(self._cells.items())]
+
+    def collect(self, others: Sequence[list[list[Any]]] = ()) -> Metric:
+        """The family for exposition: this process's cells plus `others` (other processes' `state`;
+        a cell with other buckets than this family's is left out)."""
+        totals = {values: (list(cell.counts), cell.sum) for values, cell in list(self._cells.items())}
+        for state in others:
+            for *labels, counts, total in state:
+                if len(counts) != len(self.bounds) + 1:
+                    continue
+                key = tuple(labels)
+                mine = totals.get(key)
+                totals[key] = (counts, total) if mine is None else (
+                    [a + b for a, b in zip(mine[0], counts, strict=True)], mine[1] + total)
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         edges = [*map(_le, self.bounds), "+Inf"]
-        for values, cell in list(self._cells.items()):
-            counts, total = list(cell.counts), cell.sum
+        for values, (counts, total) in totals.items():
             cumulative, running = [], 0
             for edge, count in zip(edges, counts, strict=True):
                 running += count
@@ -130,11 +158,19 @@ def _le(bound: float) -> str:
 
 
 class Families(Collector):
-    """The collector to register: it exports every family given, in order, at each scrape."""
+    """The collector to register: it exports every family given, in order, at each scrape, adding the
+    states `others` returns (one ``{family name: state}`` per other process) when given."""
 
-    def __init__(self, families: Sequence[CounterFamily | HistogramFamily]) -> None:
+    def __init__(self, families: Sequence[CounterFamily | HistogramFamily],
+                 others: Callable[[], Sequence[dict[str, Any]]] | None = None) -> None:
         self._families = list(families)
+        self._others = others
+
+    def state(self) -> dict[str, list[list[Any]]]:
+        """``{family name: state}`` for every family."""
+        return {family.name: family.state() for family in self._families}
 
     def collect(self) -> Iterator[Metric]:
+        others = self._others() if self._others is not None else ()
         for family in self._families:
-            yield family.collect()
+            yield family.collect([o.get(family.name, []) for o in others])

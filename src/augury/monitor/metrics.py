@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from augury.monitor.accumulators import CounterFamily, Families, HistogramFamily
+from augury.monitor.sharing import SharedState
 
 #: request latency buckets in seconds: 0.5 ms to 10 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,10 +45,13 @@ def _safe(read: Callable[[], float]) -> Callable[[], float]:
 
 
 class ServeMetrics:
-    """Every metric the server exports, in one registry of its own."""
+    """Every metric the server exports, in one registry of its own. With `share_dir` (a server of several
+    worker processes), the totals of every worker (`monitor.sharing`)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, share_dir: str | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        self._shared = SharedState(share_dir) if share_dir is not None else None
+        self._others: list[dict[str, Any]] = []  # the other workers' states, during a scrape
         self.requests = CounterFamily(
             "augury_requests", "HTTP requests answered, by route template, method and status code.",
             ["route", "method", "status"])
@@ -61,7 +65,7 @@ class ServeMetrics:
             "augury_requests_in_flight", "HTTP requests being handled right now.", registry=r)
         #: requests being handled; the middleware counts, `in_flight` reads it at every scrape.
         self.requests_in_flight = 0
-        self.in_flight.set_function(lambda: self.requests_in_flight)
+        self.in_flight.set_function(lambda: self.requests_in_flight + self._others_gauge("in_flight"))
         self.prediction_seconds = HistogramFamily(
             "augury_prediction_duration_seconds", "Time to answer a prediction request, by where its "
             "predictions came from: static (all from the store), dynamic (all computed) or mixed.",
@@ -107,11 +111,13 @@ class ServeMetrics:
         self.model_info = Gauge(
             "augury_model_info", "The model being served (value 1), by name, version and mode.",
             ["name", "version", "mode"], registry=r)
-        r.register(Families([
+        self._families = Families([
             self.requests, self.errors, self.request_seconds, self.prediction_seconds, self.predictions,
             self.store_lookups, self.store_errors, self.writeback_lookups, self.batch_rows,
             self.batch_requests, self.inference_seconds, self.batch_failures, self.queue_wait, self.shed,
-            self.deadline_exceeded]))
+            self.deadline_exceeded], lambda: [o.get("families", {}) for o in self._others])
+        r.register(self._families)
+        self._queue_depth: Callable[[], float] = lambda: 0.0
         # children resolved once: label values are bounded (see the module docstring)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._error_children: dict[tuple[str, int, str], Any] = {}
@@ -129,7 +135,8 @@ class ServeMetrics:
 
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Read the queue depth from `depth` at every scrape."""
-        self.queue_depth.set_function(_safe(depth))
+        self._queue_depth = _safe(depth)
+        self.queue_depth.set_function(lambda: self._queue_depth() + self._others_gauge("queue_depth"))
 
     def watch_store(self, version: Callable[[], float], age_s: Callable[[], float]) -> None:
         """Read the active store version's number and age (seconds) at every scrape."""
@@ -173,9 +180,37 @@ class ServeMetrics:
         if misses:
             self._cache_miss.inc(misses)
 
+    @property
+    def sharing(self) -> bool:
+        """Whether this process shares its metrics with the other workers of its server."""
+        return self._shared is not None
+
+    def share(self) -> None:
+        """Leave this process's current state for the other workers (when sharing; else nothing)."""
+        if self._shared is not None:
+            gauges = {"in_flight": self.requests_in_flight, "queue_depth": self._queue_depth()}
+            self._shared.write({"families": self._families.state(), "gauges": gauges})
+
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition of every metric, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The Prometheus text exposition of every metric (server-wide when sharing), and its content
+        type."""
+        if self._shared is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self.share()
+        self._others = self._shared.others()
+        try:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        finally:
+            self._others = []
+
+    def _others_gauge(self, name: str) -> float:
+        """A gauge summed over the other workers that are alive (during a scrape)."""
+        total = 0.0
+        for other in self._others:
+            value = other.get("gauges", {}).get(name)
+            if other.get("alive") and isinstance(value, int | float) and not math.isnan(value):
+                total += value
+        return total
 
 
 class BatchMetrics:

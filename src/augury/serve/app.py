@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from augury.errors import AuguryError, ConfigError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
+from augury.monitor.sharing import SHARE_EVERY_S
 from augury.serve.batcher import Batcher
 from augury.serve.hot import HotDispatch
 from augury.serve.middleware import Bookkeeping, Observability
@@ -45,7 +46,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     """A Starlette app serving `model` and/or `store` (see the module docstring)."""
     mode = mode_of(model is not None, store is not None)
     name = _name(settings, model, store)
-    metrics = ServeMetrics()
+    metrics = ServeMetrics(share_dir=settings.metrics_dir)
     executor = model_executor(settings.model_threads) if model is not None else None
     batcher: Batcher[Row, Outcome] | None = None
     scorer = Scorer(model) if model is not None else None
@@ -76,11 +77,15 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
             batcher.start()
             await _warm_up(scorer, executor)
         service.started = True
+        sharing = asyncio.get_running_loop().create_task(_share(metrics)) if metrics.sharing else None
         log.info("serving %r (%s mode)", name, mode)
         try:
             yield
         finally:
             service.started = False
+            if sharing is not None:
+                sharing.cancel()
+                metrics.share()  # this worker's final counts stay in the server's totals
             if batcher is not None:
                 await batcher.close()
             if executor is not None:
@@ -164,6 +169,13 @@ def _check_versions(model: Model | None, store: PredictionStore | None) -> None:
                     "is version %s: hybrid answers will mix them (provenance says which is which; "
                     "--require-version-match serves only matching ones)",
                     active.version, active.model_version, model.info.version)
+
+
+async def _share(metrics: ServeMetrics) -> None:
+    """Leave this worker's metrics for the other workers every `SHARE_EVERY_S` seconds."""
+    while True:
+        await asyncio.sleep(SHARE_EVERY_S)
+        metrics.share()
 
 
 async def _warm_up(scorer: Scorer, executor: Any) -> None:

@@ -4,15 +4,19 @@ With one worker the app is built in this process and served by a `uvicorn.Server
 store URL fails before anything binds. With ``workers > 1`` the model and store are first opened once
 here (to fail fast with a clear message), then uvicorn starts that many processes, each building its own
 app with `app_from_env` from the `LaunchConfig` passed in the environment (`settings.CONFIG_ENV`): each
-process holds its own model copy, batcher, store connections, write-back cache and metrics.
+process holds its own model copy, batcher, store connections and write-back cache; their metrics are
+added up through a temporary directory (`monitor.sharing`), so any worker's ``/metrics`` gives the
+server's totals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
 import sys
+import tempfile
 
 from starlette.applications import Starlette
 
@@ -94,10 +98,12 @@ def serve(config: LaunchConfig) -> None:
                 store.close()
             del model
             _announce(config)
-            os.environ[CONFIG_ENV] = config.to_json()
-            uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
-                        host=config.host, port=config.port, log_level=config.log_level, access_log=False,
-                        lifespan="on", server_header=False)
+            with tempfile.TemporaryDirectory(prefix="augury-metrics-") as shared:
+                settings = dataclasses.replace(config.settings, metrics_dir=shared)
+                os.environ[CONFIG_ENV] = dataclasses.replace(config, settings=settings).to_json()
+                uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
+                            host=config.host, port=config.port, log_level=config.log_level,
+                            access_log=False, lifespan="on", server_header=False)
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc

@@ -52,6 +52,9 @@ class ServeSettings:
     model_threads: int = 1
     #: hybrid: answer from the store only predictions made by the served model version.
     require_version_match: bool = False
+    #: with several worker processes, the directory where each leaves its metrics for the others to add
+    #: up (`monitor.sharing`); `augury serve --workers N` makes one. None: this process's metrics only.
+    metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
         positive = {
