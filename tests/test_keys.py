@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augury.keys import column_keys, feature_keys, key_text, row_key
+from augury import keys
+from augury.keys import RowKeys, column_keys, feature_keys, key_text, row_key
 from augury.schema import Field, Schema, cast_row, conform
 
 SCHEMA = Schema(
@@ -49,6 +50,27 @@ def test_row_key_equals_feature_keys(values: list[tuple[object, ...]]) -> None:
     assert [
         feature_keys(conformed.batch.slice(i, 1), SCHEMA)[0].as_py() for i in range(len(values))
     ] == per_row
+
+
+FLOATS = Schema(tuple(Field(f"f{i}", "float64", allow_missing=True) for i in range(7)))
+float_rows = st.lists(st.one_of(st.floats(), st.sampled_from([0.0, -0.0, math.nan, -math.inf, 5e-324])),
+                      min_size=7, max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(float_rows, min_size=1, max_size=10))
+def test_row_keys_of_float_rows_equal_feature_keys_compiled_or_not(values: list[list[float]]) -> None:
+    batch = conform(pa.RecordBatch.from_pylist([dict(zip(FLOATS.names, v, strict=True)) for v in values]),
+                    FLOATS).batch
+    expected = feature_keys(batch, FLOATS).to_pylist()
+    per_row = RowKeys(FLOATS)
+    assert [per_row(v) for v in values] == expected == [row_key(v, FLOATS) for v in values]
+    compiled = keys._FOLD
+    try:  # the pure-Python fold, as without numba
+        keys._FOLD = [None]
+        assert [per_row(v) for v in values] == expected
+    finally:
+        keys._FOLD = compiled
 
 
 def test_canonical_encoding() -> None:

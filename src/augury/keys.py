@@ -8,7 +8,10 @@ UTF-8, and a null is distinct from every value. The batch runner and the server 
 
 The hash is two independent 64-bit lanes, each folding one 64-bit word per feature through the murmur3
 finaliser (a bijection), so two examples that differ in a single feature never collide in either lane.
-It is vectorised with NumPy: hashing costs a few nanoseconds per feature and row.
+It is vectorised with NumPy: hashing costs a few nanoseconds per feature and row. The server hashes one
+row at a time (`row_key`): the fold over the words costs ~22 µs in pure Python for 20 features (80 big-
+integer operations), and ~2 µs compiled with numba when it is installed (``augury[fast]``); both give
+the same key (tests/test_keys.py checks the two against `feature_keys`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,11 +164,104 @@ def _word(v: Any, dtype: str) -> int:
 def row_key(values: Sequence[Any], schema: Schema) -> str:
     """The canonical hash key of one example, `values` already cast to `schema` in schema order.
 
-    Pure Python for single requests (NumPy's per-call overhead dominates at one row); always equal to
-    `feature_keys` on the same row (tests/test_keys.py checks it)."""
+    Always equal to `feature_keys` on the same row (tests/test_keys.py checks it). To hash many rows of
+    one schema one at a time (a server), keep a `RowKeys`."""
+    return RowKeys(schema)(values)
+
+
+class RowKeys:
+    """``RowKeys(schema)(values)`` == ``row_key(values, schema)``, with what depends on the schema worked
+    out once: for float features only and no nulls, the values go to the compiled fold as one float64
+    array (canonicalised there), ~2 µs a row for 20 features instead of ~8 with a word per value."""
+
+    def __init__(self, schema: Schema) -> None:
+        self._dtypes = tuple(f.dtype for f in schema.fields)
+        self._floats = all(d == "float64" for d in self._dtypes) and len(self._dtypes) <= _MAX_COMPILED
+
+    def warm_up(self) -> None:
+        """Compile the fold now (about 0.3 s the first time, then read from numba's cache) rather than on
+        the first row."""
+        fold = _compiled_fold()
+        if fold is not None:
+            fold[0](fold[1](np.zeros(1)), _STEPS1, _STEPS2)
+
+    def __call__(self, values: Sequence[Any]) -> str:
+        fold = _compiled_fold()
+        if fold is not None and self._floats and len(values) == len(self._dtypes) and None not in values:
+            h1, h2 = fold[0](fold[1](np.array(values, dtype=np.float64)), _STEPS1, _STEPS2)
+            return f"{int(h1):016x}{int(h2):016x}"
+        words = [_word(v, d) for d, v in zip(self._dtypes, values, strict=True)]
+        if fold is not None and len(words) <= _MAX_COMPILED:
+            h1, h2 = fold[0](np.array(words, dtype=np.uint64), _STEPS1, _STEPS2)
+            return f"{int(h1):016x}{int(h2):016x}"
+        return _fold_python(words)
+
+
+def _fold_python(words: list[int]) -> str:
     h1, h2 = _SEED1, _SEED2
-    for i, (f, v) in enumerate(zip(schema.fields, values, strict=True)):
-        w = _word(v, f.dtype)
+    for i, w in enumerate(words):
         h1 = _fmix_int(h1 ^ ((w + _STEP1 * (i + 1)) & _MASK))
         h2 = _fmix_int(h2 ^ (((w ^ _STEP2) * ((2 * i + 3) | 1)) & _MASK))
     return f"{h1:016x}{h2:016x}"
+
+
+#: per-feature constants of the two lanes, for the compiled fold (schemas of up to this many features).
+_MAX_COMPILED = 4096
+_STEPS1 = np.array([(_STEP1 * (i + 1)) & _MASK for i in range(_MAX_COMPILED)], dtype=np.uint64)
+_STEPS2 = np.array([(2 * i + 3) | 1 for i in range(_MAX_COMPILED)], dtype=np.uint64)
+_Fold = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any]]
+_FOLD: list[tuple[_Fold, Callable[[np.ndarray], np.ndarray]] | None] = []
+
+
+def _compiled_fold() -> tuple[_Fold, Callable[[np.ndarray], np.ndarray]] | None:
+    """`_fold_python` compiled with numba (the same uint64 arithmetic, wrapping), over words and over
+    float64 values; None without numba."""
+    if not _FOLD:
+        try:
+            import numba
+        except ImportError:
+            _FOLD.append(None)
+        else:
+            jit = numba.njit(cache=True, nogil=True)
+            _FOLD.append((jit(_fold_words), jit(_float_words)))
+    return _FOLD[0]
+
+
+def _float_words(x: np.ndarray) -> np.ndarray:
+    """The canonical words of float64 values (-0.0 as 0.0, one NaN), as `_word` makes them."""
+    bits = x.view(np.uint64)
+    words = np.empty(x.shape[0], dtype=np.uint64)
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            words[i] = np.uint64(_NAN_BITS)
+        elif v == 0.0:
+            words[i] = np.uint64(0)
+        else:
+            words[i] = bits[i]
+    return words
+
+
+def _fold_words(words: np.ndarray, steps1: np.ndarray, steps2: np.ndarray) -> tuple[Any, Any]:
+    """The two lanes over `words` (uint64), as `_fold_python` computes them (compiled by numba)."""
+    s33 = np.uint64(33)
+    m1 = np.uint64(0xFF51AFD7ED558CCD)
+    m2 = np.uint64(0xC4CEB9FE1A85EC53)
+    step2 = np.uint64(_STEP2)
+    h1 = np.uint64(_SEED1)
+    h2 = np.uint64(_SEED2)
+    for i in range(words.shape[0]):
+        w = words[i]
+        h = h1 ^ (w + steps1[i])
+        h ^= h >> s33
+        h *= m1
+        h ^= h >> s33
+        h *= m2
+        h1 = h ^ (h >> s33)
+        h = h2 ^ ((w ^ step2) * steps2[i])
+        h ^= h >> s33
+        h *= m1
+        h ^= h >> s33
+        h *= m2
+        h2 = h ^ (h >> s33)
+    return h1, h2

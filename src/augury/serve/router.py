@@ -1,7 +1,7 @@
 """Hybrid routing: answer each example from the prediction store when it holds it, compute the rest.
 
 For every example of a request: its key is the one given, or the canonical hash of its cast feature
-values (`keys.row_key`, equal to what `augury batch` writes: DESIGN.md, invariant 3). The keys are looked
+values (`keys.RowKeys`, equal to what `augury batch` writes: DESIGN.md, invariant 3). The keys are looked
 up in the store's active version in one `get_many`; hits are answered from the store, misses from the
 write-back cache if there is one, and what is left goes to the dynamic batcher as one request. Answers
 come back in request order, each with its provenance (invariant 4). The three modes are this one router
@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from augury.errors import NotFoundError, StoreError
-from augury.keys import row_key
+from augury.keys import RowKeys
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.schema import Schema
@@ -77,6 +77,7 @@ class Router:
         self.schema: Schema | None = model.info.inputs if model is not None else None
         #: casts request rows to `schema` (None in static mode)
         self.cast = RowCaster(self.schema) if self.schema is not None else None
+        self._row_keys = RowKeys(self.schema) if self.schema is not None else None
         self.model_version = model.info.version if model is not None else None
         self._batcher = batcher
         self._cache = cache
@@ -85,6 +86,8 @@ class Router:
         self._require_match = require_version_match
         self._warned_at = -math.inf
         self._unwarned = 0
+        if self._row_keys is not None and self.needs_keys:
+            self._row_keys.warm_up()
 
     @property
     def needs_keys(self) -> bool:
@@ -156,8 +159,8 @@ class Router:
     def _key(self, ex: Example) -> str | None:
         if ex.key is not None:
             return ex.key
-        if ex.row is not None and self.schema is not None and self.needs_keys:
-            return row_key(ex.row, self.schema)
+        if ex.row is not None and self._row_keys is not None and self.needs_keys:
+            return self._row_keys(ex.row)
         return None
 
     async def _from_store(self, keys: list[str | None], pending: list[int], answers: list[Answer | None],
