@@ -83,7 +83,7 @@ def test_serve_hybrid_with_two_workers(hgb_model: Path, tmp_path: Path) -> None:
 
 
 def test_two_workers_report_the_servers_totals_on_metrics(hgb_model: Path) -> None:
-    with augury_serve("--model", str(hgb_model), "--workers", "2", "--name", "churn") as (url, proc):
+    with augury_serve("--model", str(hgb_model), "--workers", "2", "--name", "churn") as (url, _):
         for _ in range(24):  # a new connection each: the kernel spreads them over the workers
             with httpx.Client(timeout=30) as c:
                 r = c.post(f"{url}/v1/models/churn:predict", json={"instances": [{"f0": 1, "f1": 2, "f2": 3,

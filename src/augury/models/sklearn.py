@@ -14,7 +14,8 @@ vectorizer or to an encoder with string categories, float64 otherwise: declare o
 manifest); a text vectorizer as first step (one ``string`` feature named ``text``, fed as a 1-D array of
 str); ``n_features_in_`` (features ``f0..f{n-1}``, float64, fed as one C-contiguous 2-D float64 array).
 Features allow missing values when the estimator's own tags say it accepts NaN (a pipeline: when NaN
-reaches an imputer, or the end, through steps that accept it).
+reaches an imputer, or the end, through steps that accept it). A HistGradientBoosting model fed as a
+matrix is scored from one pass of raw scores, compiled when numba is installed (`augury.models.hgb`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from augury.models._common import (
     value_batch,
 )
 from augury.models.base import Model, ModelInfo
+from augury.models.hgb import HGBScorer, exact_scorer
 from augury.schema import Schema
 
 #: estimators whose ``predict`` is, by its implementation, ``classes_[argmax(predict_proba)]``.
@@ -119,7 +121,7 @@ class SklearnModel:
         self._info = info
         self._feed = feed  # "frame" | "text" | "matrix" | "object"
         self._argmax = argmax
-        self._one_pass = False
+        self._hgb: HGBScorer | None = None
         self._classes = class_array(info.classes) if info.classes else None
         names = getattr(estimator, "feature_names_in_", None)
         self._frame_columns = [str(n) for n in names] if feed == "frame" and names is not None else []
@@ -146,25 +148,30 @@ class SklearnModel:
             except ImportError as exc:
                 raise MissingExtraError(f"{ctx.path} (fitted on a DataFrame)", "sklearn", "pandas") from exc
         argmax = _qualname(_final_step(est)) in _ARGMAX_PREDICT
-        info = ctx.info(fmt, inputs, head, {"estimator": _qualname(est)})
-        model = cls(est, info, feed, argmax)
-        model._one_pass = feed == "matrix" and _one_pass_agrees(est, len(inputs))
+        hgb = exact_scorer(est, len(inputs)) if feed == "matrix" else None
+        meta = {"estimator": _qualname(est), "evaluator": hgb.evaluator if hgb is not None else "sklearn"}
+        model = cls(est, ctx.info(fmt, inputs, head, meta), feed, argmax)
+        model._hgb = hgb
         return model
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Score `batch`; a classifier's label is the estimator's own ``predict`` unless that provably
-        equals ``classes_[argmax(predict_proba)]`` (random forests), which saves a second pass."""
+        equals ``classes_[argmax(predict_proba)]`` (random forests), which saves a second pass. A
+        HistGradientBoosting model is scored from one pass of raw scores (`augury.models.hgb`)."""
         outputs = self._info.outputs
         if batch.num_rows == 0:
             return empty_batch(outputs)
         x = self._features(batch)
+        if self._hgb is not None:
+            raw = self._hgb.raw(x)
+            if self._classes is None:
+                return value_batch(outputs, self._hgb.values(raw), batch.num_rows)
+            proba = self._hgb.proba(raw) if len(outputs) > 1 else None
+            return classifier_batch(outputs, self._hgb.labels(raw), proba)
         if self._classes is None:
             return value_batch(outputs, self._est.predict(x), batch.num_rows)
         if len(outputs) == 1:
             return classifier_batch(outputs, self._est.predict(x), None)
-        if self._one_pass:
-            labels, proba = _hgb_one_pass(self._est, x)
-            return classifier_batch(outputs, labels, proba)
         proba = np.asarray(self._est.predict_proba(x))
         labels = self._classes[np.argmax(proba, axis=1)] if self._argmax else self._est.predict(x)
         return classifier_batch(outputs, labels, proba)
@@ -183,36 +190,6 @@ class SklearnModel:
         for j, c in enumerate(columns):
             out[:, j] = c
         return out
-
-
-def _hgb_one_pass(est: Any, x: Any) -> tuple[Any, Any]:
-    """A HistGradientBoostingClassifier's `predict` and `predict_proba` from ONE pass over the trees: the
-    raw scores, then exactly the steps sklearn's own two methods take from them (binary: raw > 0;
-    multiclass: argmax of raw; probabilities: the loss's link). Halves the cost of scoring."""
-    raw = est._raw_predict(x)
-    encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
-    return est.classes_[encoded], np.asarray(est._loss.predict_proba(raw))
-
-
-def _one_pass_agrees(est: Any, n_features: int) -> bool:
-    """Whether `_hgb_one_pass` applies to `est` and, on probe rows, equals its predict and predict_proba
-    to the bit (a guard against a scikit-learn release that changes those methods)."""
-    if (
-        _qualname(est)
-        != "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier"
-    ):
-        return False
-    if not (hasattr(est, "_raw_predict") and hasattr(est, "_loss")):
-        return False
-    probe = np.random.default_rng(0).normal(size=(64, n_features)) * 3
-    probe[0] = 0.0
-    try:
-        labels, proba = _hgb_one_pass(est, probe)
-        return bool(
-            np.array_equal(labels, est.predict(probe)) and np.array_equal(proba, est.predict_proba(probe))
-        )
-    except Exception:  # any difference in private API: fall back to the public two-pass path
-        return False
 
 
 def _qualname(obj: Any) -> str:
