@@ -6,7 +6,11 @@ Data like a binary classifier's: `key` (32 hex digits), `computed_at` (timestamp
 Measures, in one run:
 - publish rows/s into SQLite (a fresh file) and into memory, for `--rows` rows (default 1M);
 - lookup latency for 1 key and for 100 keys (p50/p99 µs, per call with perf_counter_ns, random keys,
-  after a warm-up) for a plain dict (the floor), the memory store and the SQLite store;
+  after a warm-up) for a plain dict (the floor), the memory store and the SQLite store (with its default
+  read snapshots, and with ``snapshot_s=0``: one implicit read transaction per lookup);
+- single-key SQLite lookups with read snapshots on and off, readers with and without ``mmap_size``, each
+  both back to back ("isolated") and "interleaved": ~200 KB of other memory written between two lookups,
+  as a server's request handling evicts the CPU caches (in-process timings flatter a store otherwise);
 - the cost of noticing a switch (``PRAGMA data_version``) against reading the pointer row.
 With `--variants`, also raw SQLite load layouts (no augury code) to justify the one the store uses.
 
@@ -31,9 +35,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from augury.store import MemoryStore, SQLiteStore
+from augury.store import MemoryStore, SQLiteStore, sqlite
+from augury.store.sqlite import DEFAULT_SNAPSHOT_S
 
 BATCH_ROWS = 65_536
+
+#: what "interleaved" lookups write between two calls: 25,000 float64, 200 KB.
+INTERLEAVE_BYTES = 200_000
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -89,9 +97,15 @@ def bench_publish(
 
 
 def bench_lookup(
-    fn: Callable[[Sequence[str]], Any], keys: list[str], per_call: int, calls: int, seed: int = 1
+    fn: Callable[[Sequence[str]], Any],
+    keys: list[str],
+    per_call: int,
+    calls: int,
+    seed: int = 1,
+    between: Callable[[], Any] | None = None,
 ) -> dict[str, float]:
-    """p50/p99/mean latency in µs of `fn(k random keys)`, one perf_counter_ns pair per call."""
+    """p50/p99/mean latency in µs of `fn(k random keys)`, one perf_counter_ns pair per call; `between`,
+    if given, runs before each call, untimed."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(keys), size=(calls + calls // 10, per_call))
     lists = [[keys[i] for i in row] for row in picks]
@@ -101,6 +115,8 @@ def bench_lookup(
     clock = time.perf_counter_ns
     for i in range(calls):
         ks = lists[i]
+        if between is not None:
+            between()
         t0 = clock()
         fn(ks)
         timings[i] = clock() - t0
@@ -110,6 +126,30 @@ def bench_lookup(
         "p99_us": round(float(np.percentile(us, 99)), 2),
         "mean_us": round(float(us.mean()), 2),
     }
+
+
+def bench_single_key(path: str, keys: list[str], calls: int) -> dict[str, dict[str, float]]:
+    """Single-key lookups on the store at `path`: read snapshots on/off x reader mmap on/off x isolated or
+    interleaved with INTERLEAVE_BYTES of other memory written between calls."""
+    junk = np.ones(INTERLEAVE_BYTES // 8)
+
+    def scribble() -> None:
+        np.add(junk, 1.0, out=junk)
+
+    out: dict[str, dict[str, float]] = {}
+    default_mmap = sqlite.READER_MMAP_BYTES
+    try:
+        for mmap_bytes in (default_mmap, 0):
+            sqlite.READER_MMAP_BYTES = mmap_bytes  # read when a reader connects
+            for snapshot_s in (DEFAULT_SNAPSHOT_S, 0.0):
+                store = SQLiteStore(path, snapshot_s=snapshot_s)
+                name = f"snapshots {'on' if snapshot_s else 'off'}, mmap {'on' if mmap_bytes else 'off'}"
+                for mode, between in (("isolated", None), ("interleaved", scribble)):
+                    out[f"{name}, {mode}"] = bench_lookup(store.get_many, keys, 1, calls, between=between)
+                store.close()
+    finally:
+        sqlite.READER_MMAP_BYTES = default_mmap
+    return out
 
 
 def bench_switch_check(path: str, calls: int = 20_000) -> dict[str, float]:
@@ -209,21 +249,29 @@ def main(argv: list[str] | None = None) -> int:
         memory.publish(batches, model_version="bench")
         sqlite_store = SQLiteStore(path)
         sqlite_store.publish(batches, model_version="bench")
+        unsnapshotted = SQLiteStore(path, snapshot_s=0)
         floor = {k: (1, "yes", 0.5, 0.5) for k in keys}
 
         def dict_floor(ks: Sequence[str]) -> list[Any]:
             return [floor.get(k) for k in ks]
 
         lookups: dict[str, Any] = {}
-        backends = (("dict", dict_floor), ("memory", memory.get_many), ("sqlite", sqlite_store.get_many))
+        backends = (
+            ("dict", dict_floor),
+            ("memory", memory.get_many),
+            ("sqlite", sqlite_store.get_many),
+            ("sqlite, snapshot_s=0", unsnapshotted.get_many),
+        )
         for name, fn in backends:
             lookups[name] = {
                 "1_key": bench_lookup(fn, keys, 1, args.calls),
                 "100_keys": bench_lookup(fn, keys, 100, args.calls_100),
             }
         results["lookup"] = lookups
-        results["switch_check"] = bench_switch_check(path)
+        unsnapshotted.close()
         sqlite_store.close()
+        results["single_key"] = bench_single_key(path, keys, args.calls)
+        results["switch_check"] = bench_switch_check(path)
         if args.variants:
             results["sqlite_load_variants"] = bench_variants(batches, folder)
     print(markdown(results))
@@ -252,6 +300,13 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {one['p50_us']} | {one['p99_us']} | {hundred['p50_us']} | {hundred['p99_us']} |"
         )
+    lines += [
+        "",
+        "| SQLite, 1 key | p50 µs | p99 µs | mean µs |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, one in r["single_key"].items():
+        lines.append(f"| {name} | {one['p50_us']} | {one['p99_us']} | {one['mean_us']} |")
     sc = r["switch_check"]
     lines += [
         "",

@@ -70,3 +70,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Prediction
 @pytest.fixture()
 def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "store.db"
+
+
+#: scheduling slack on top of `snapshot_s` for "seen within snapshot_s" (a loaded CI machine).
+SLACK_S = 1.0
+
+
+def seen_within(snapshot_s: float, check: Callable[[], bool]) -> float:
+    """Poll `check` until it holds: at the first call without snapshots (`snapshot_s` = 0), within
+    `snapshot_s` plus SLACK_S with them. Returns the seconds it took."""
+    start = time.monotonic()
+    while not check():
+        waited = time.monotonic() - start
+        assert snapshot_s > 0, "without read snapshots a change must be seen at once"
+        assert waited < snapshot_s + SLACK_S, f"not seen after {waited:.2f} s (snapshot_s={snapshot_s})"
+        time.sleep(snapshot_s / 10)
+    return time.monotonic() - start
+
+
+@pytest.fixture(name="seen_within")
+def seen_within_fixture() -> Callable[[float, Callable[[], bool]], float]:
+    """`seen_within`, for tests of cross-process visibility."""
+    return seen_within

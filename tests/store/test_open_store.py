@@ -67,6 +67,12 @@ def test_bad_urls_are_config_errors(url: str, message: str) -> None:
         ({"max_readers": 0}, "must be positive"),
         ({"max_readers": True}, "must be positive"),
         ({"busy_timeout_s": "soon"}, "not a number"),
+        ({"snapshot_s": -0.1}, r"must be positive or 0 \(0 turns read snapshots off\)"),
+        ({"snapshot_s": "soon"}, "not a number"),
+        ({"snapshot_s": "nan"}, "finite"),
+        ({"snapshot_s": float("inf")}, "finite"),
+        ({"snapshot_s": False}, "must be positive or 0"),
+        ({"pool_timeout_s": 0}, "must be positive, not 0"),
     ],
 )
 def test_bad_sqlite_options_are_config_errors(

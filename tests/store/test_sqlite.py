@@ -19,8 +19,10 @@ import pytest
 from augury.errors import StoreError
 from augury.store import LOADING, ORPHAN, READY, SQLiteStore, open_store
 from augury.store.lease import lease_path
+from augury.store.sqlite import DEFAULT_SNAPSHOT_S
 
 BatchOf = Callable[..., pa.RecordBatch]
+SeenWithin = Callable[[float, Callable[[], bool]], float]
 
 SLOW_PUBLISH = textwrap.dedent("""
     import sys, time
@@ -88,20 +90,26 @@ def test_kill_9_mid_publish_leaves_the_active_version_intact(sqlite_path: Path, 
     store.close()
 
 
+@pytest.mark.parametrize("snapshot_s", [0.0, DEFAULT_SNAPSHOT_S], ids=["no-snapshots", "snapshots"])
 def test_another_connection_and_process_see_a_switch_without_reopening(
-    sqlite_path: Path, batch_of: BatchOf
+    sqlite_path: Path, batch_of: BatchOf, seen_within: SeenWithin, snapshot_s: float
 ) -> None:
-    writer, reader = SQLiteStore(sqlite_path), SQLiteStore(sqlite_path)
+    """At once without read snapshots; within snapshot_s with them."""
+    writer, reader = SQLiteStore(sqlite_path), SQLiteStore(sqlite_path, snapshot_s=snapshot_s)
+
+    def model_versions() -> list[str]:
+        return [r.model_version for r in reader.get_many(["a"]) if r]
+
     writer.publish([batch_of(["a"])], model_version="m1")
-    assert [r.model_version for r in reader.get_many(["a"]) if r] == ["m1"]
+    assert model_versions() == ["m1"]
     writer.publish([batch_of(["a"])], model_version="m2")
-    assert [r.model_version for r in reader.get_many(["a"]) if r] == ["m2"]
+    seen_within(snapshot_s, lambda: model_versions() == ["m2"])
     done = run(
         "import sys; from augury.store import SQLiteStore; SQLiteStore(sys.argv[1]).rollback()",
         str(sqlite_path),
     )
     assert done.returncode == 0, done.stderr
-    assert [r.model_version for r in reader.get_many(["a"]) if r] == ["m1"]
+    seen_within(snapshot_s, lambda: model_versions() == ["m1"])
     assert [r.store_version for r in writer.get_many(["a", "a"]) if r] == ["1", "1"]
     reader.close()
     writer.close()
@@ -219,14 +227,24 @@ def test_sqlite_errors_become_store_errors(sqlite_path: Path, batch_of: BatchOf)
     store.close()
 
 
-def test_a_dropped_version_mid_read_is_retried(sqlite_path: Path, batch_of: BatchOf) -> None:
-    reader, writer = SQLiteStore(sqlite_path), SQLiteStore(sqlite_path)
+@pytest.mark.parametrize("snapshot_s", [0.0, DEFAULT_SNAPSHOT_S], ids=["no-snapshots", "snapshots"])
+def test_a_dropped_version_mid_read_is_retried(
+    sqlite_path: Path, batch_of: BatchOf, seen_within: SeenWithin, snapshot_s: float
+) -> None:
+    """Without snapshots the lookup notices the dropped table and retries; inside a snapshot the dropped
+    version is still readable, and the new one is seen within snapshot_s."""
+    reader, writer = SQLiteStore(sqlite_path, snapshot_s=snapshot_s), SQLiteStore(sqlite_path)
     writer.publish([batch_of(["a"])], model_version="m1")
     assert reader.get_many(["a"])[0] is not None  # reader caches version 1
     writer.publish([batch_of(["a"])], model_version="m2")
     writer.delete("1")
-    got = reader.get_many(["a", "b"])
-    assert got[0] is not None and got[0].model_version == "m2" and got[1] is None
+
+    def sees_m2() -> bool:
+        got = reader.get_many(["a", "b"])
+        assert got[0] is not None and got[0].model_version in ("m1", "m2") and got[1] is None
+        return got[0].model_version == "m2"
+
+    seen_within(snapshot_s, sees_m2)
     reader.close()
     writer.close()
 

@@ -4,9 +4,10 @@
 
 - ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db``: the embedded default, one file
   (`sqlite.SQLiteStore`); options ``max_readers`` (reader connections, default 8), ``busy_timeout_s``
-  (how long a write waits for another writer, default 30) and ``pool_timeout_s`` (how long a lookup waits
-  for a free reader connection, default 10). A missing file is created; a file that is not a store is
-  a StoreError.
+  (how long a write waits for another writer, default 30), ``pool_timeout_s`` (how long a lookup waits
+  for a free reader connection, default 10) and ``snapshot_s`` (how long a reader keeps one read snapshot,
+  so how late it may see a switch made by another process, default 0.05; 0 turns snapshots off: see
+  `sqlite_read`). A missing file is created; a file that is not a store is a StoreError.
 - ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
   the process): `memory.MemoryStore`.
 
@@ -21,6 +22,7 @@ without a lease is an orphan; the connection pool is bounded like SQLite's reade
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from augury.errors import ConfigError
@@ -54,7 +56,9 @@ __all__ = [
 ]
 
 SUPPORTED = "sqlite:///path.db (relative), sqlite:////abs/path.db, memory://, memory://name"
-_SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float}
+_SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float, "snapshot_s": float}
+#: the options that may be 0 (the others must be positive).
+_ZERO_ALLOWED = {"snapshot_s": "0 turns read snapshots off"}
 
 
 def open_store(url: str, **options: Any) -> PredictionStore:
@@ -103,7 +107,10 @@ def _sqlite_options(options: dict[str, Any]) -> dict[str, Any]:
             converted = kind(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"SQLite store option {name}={value!r} is not a number") from exc
-        if isinstance(value, bool) or converted <= 0:
-            raise ConfigError(f"SQLite store option {name} must be positive, not {value!r}")
+        if not math.isfinite(converted):
+            raise ConfigError(f"SQLite store option {name} must be a finite number, not {value!r}")
+        if isinstance(value, bool) or converted < 0 or (converted == 0 and name not in _ZERO_ALLOWED):
+            allowed = f" or 0 ({_ZERO_ALLOWED[name]})" if name in _ZERO_ALLOWED else ""
+            raise ConfigError(f"SQLite store option {name} must be positive{allowed}, not {value!r}")
         out[name] = converted
     return out

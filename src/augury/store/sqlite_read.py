@@ -1,18 +1,45 @@
-"""The SQLite store's read path: a bounded pool of reader connections and chunked key lookups.
+"""The SQLite store's read path: a bounded pool of reader connections, read snapshots, chunked lookups.
 
 Thread-safety: `get_many` may be called from any number of threads. Each call borrows one reader
 connection from a pool of at most `max_readers` (created on demand; WAL lets them all read at once) and
 gives it back; a caller that finds all of them busy waits up to `pool_timeout_s`, then gets a StoreError.
 
-Each reader connection caches the active version's table and view and re-reads them only when
-``PRAGMA data_version`` says another connection committed something (about 1 µs, no I/O; see
-`benchmarks/store_bench.py`), so a switch made by another connection or process is seen on the next call
-without reopening. A lookup of one chunk is one statement: it selects from the cached table joined with
-the ``pragma_data_version`` table, so the check and the rows come from one snapshot; if the data version
-moved, the answer is thrown away and the lookup done again against the re-read active version. Versions
-are immutable, so a lookup that reads one table sees one version; a lookup of more than one chunk runs in
-one read transaction, so a version dropped meanwhile stays readable to it, and a table dropped between
-the pointer check and the read is noticed and the lookup retried once.
+**Read snapshots** (``snapshot_s`` > 0, the default 0.05 s). SQLite wraps each statement outside a
+transaction in an implicit read transaction, and starting one is most of a one-key lookup's cost: the
+WAL shared-memory read lock is taken and released (two ``fcntl``) and the file size checked for the
+memory map (``fstat``). Measured inside the HTTP server under load, that made a lookup 12 µs instead of
+6. So a reader keeps one read transaction (a snapshot) open across lookups: ``BEGIN``, then plain
+``SELECT v FROM <table> WHERE key = ?`` statements against the active version's table as read when the
+snapshot began. Inside one snapshot the pointer and the tables cannot change, and versions are
+immutable (DESIGN.md, invariant 5), so every answer comes from one version, even across chunks.
+
+A snapshot lives at most `snapshot_s` (monotonic clock): the first lookup after that ends it and begins
+a new one, re-reading the active version only if ``PRAGMA data_version`` says another connection
+committed. The price is staleness: a switch made by *another* connection or process (``augury store
+activate``) is seen up to `snapshot_s` late (and two readers may be that far apart meanwhile). A write
+made through the same `SQLiteStore` object is seen at once: it bumps the pool's `generation` after
+committing, and a reader whose snapshot began before that begins a new one first. ``snapshot_s = 0``
+turns snapshots off: each lookup is one statement that checks the data version itself (the behaviour
+before snapshots, always fresh; see `Reader.fresh_lookup`).
+
+**The janitor.** An open snapshot pins the WAL: a checkpoint cannot copy frames committed after it began
+into the database file, nor restart the WAL, so a publish's pages would stay in the WAL (lookups of them
+measured 1.7x slower) and the WAL would grow with every publish. While any reader holds a snapshot, a
+daemon thread per pool wakes every `snapshot_s`, takes the idle readers out of the pool one at a time
+without blocking, ends the snapshots older than `snapshot_s` and puts the readers back (so a connection
+is still only ever used by the one thread holding it, and lookups take no lock); then it calls the
+store's `checkpoint` (passive, run only when something was committed since the last complete one). It
+starts with the first snapshot, exits after `JANITOR_LINGER_S` without any, and is stopped and joined
+by `close`. So an idle store holds no snapshot after about 2 `snapshot_s`, and no thread soon after: a
+process that forks batch workers (which `batch.engine.LocalEngine` does only when it runs no other
+thread) is single-threaded again once its store is idle. A forked child must not use its parent's store
+(SQLite connections must not cross a fork); the janitor does not exist there.
+
+Without snapshots, each reader caches the active version's table and view and checks ``PRAGMA
+data_version`` in the same statement as the rows (joined with the ``pragma_data_version`` table); if
+the version moved, the answer is thrown away and the lookup done again against the re-read version; a
+lookup of more than one chunk runs in one read transaction; a table dropped between the pointer check
+and the read is noticed and the lookup retried once.
 
 Lookups never bind more than `CHUNK` keys per statement; statement sizes are rounded up to a power of two
 (padding with a repeated key) so a handful of prepared statements serve every batch size.
@@ -21,6 +48,7 @@ Lookups never bind more than `CHUNK` keys per statement; statement sizes are rou
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -39,6 +67,16 @@ log = logging.getLogger(__name__)
 
 #: the most keys one SELECT binds.
 CHUNK = 256
+
+#: the janitor exits after this long without any snapshot to end (starting a thread costs ~0.1 ms, so it
+#: should not come and go with every request of a quiet server).
+JANITOR_LINGER_S = 1.0
+
+#: the janitor wakes every `snapshot_s`, but never more often than this.
+JANITOR_MIN_PERIOD_S = 0.01
+
+#: `Reader.since` of a reader without a snapshot: its age is infinite, so the next lookup begins one.
+NO_SNAPSHOT = -math.inf
 
 
 @lru_cache(maxsize=4096)
@@ -69,12 +107,70 @@ def _bucket(n: int) -> int:
 
 
 class Reader:
-    """One reader connection and its cached view of the active version."""
+    """One reader connection, its cached view of the active version and, with snapshots, its open read
+    transaction. Used by one thread at a time (whoever borrowed it from the pool, or the janitor)."""
 
-    def __init__(self, con: sqlite3.Connection) -> None:
+    def __init__(self, con: sqlite3.Connection, snapshot_s: float, on_snapshot: Callable[[], None]) -> None:
         self.con = con
+        self._snapshot_s = snapshot_s
+        self._on_snapshot = on_snapshot
         self._data_version = -1
         self._active: tuple[str, View] | None = None
+        #: when the open snapshot began (time.monotonic()), or NO_SNAPSHOT.
+        self.since = NO_SNAPSHOT
+        self._generation = -1
+
+    def lookup(self, keys: Sequence[str], generation: int) -> list[StoredPrediction | None]:
+        """`keys` in the active version, aligned. `generation` is the pool's, read before this call: a
+        snapshot that began before it was bumped is renewed first (read-your-writes)."""
+        if self._snapshot_s <= 0.0:
+            return self.fresh_lookup(keys)
+        if generation != self._generation or time.monotonic() - self.since >= self._snapshot_s:
+            self._renew(generation)
+        if self._active is None:
+            return [None] * len(keys)
+        table, view = self._active
+        return _predictions(keys, self._select(table, keys), view)
+
+    def _renew(self, generation: int) -> None:
+        """End the snapshot (if any) and begin a new one; re-read the active version if it may have moved."""
+        self.end_snapshot()
+        con = self.con
+        self._generation = generation  # before the snapshot begins: a write after this renews it again
+        con.execute("BEGIN")
+        self.since = time.monotonic()
+        data_version = con.execute("PRAGMA data_version").fetchone()[0]  # the snapshot begins here
+        if data_version != self._data_version:
+            self._active = read_active(con)
+            self._data_version = data_version
+        self._on_snapshot()
+
+    def end_snapshot(self) -> None:
+        """End the open snapshot, if any (the next lookup begins a new one)."""
+        if self.since != NO_SNAPSHOT:
+            self.con.execute("COMMIT")
+            self.since = NO_SNAPSHOT
+
+    def _select(self, table: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The rows of `keys` in `table`, a chunk of keys per statement, in the current transaction."""
+        con = self.con
+        if len(keys) == 1:
+            row = con.execute(_select_one(table), (keys[0],)).fetchone()
+            return {} if row is None else {keys[0]: row[0]}
+        unique = list(dict.fromkeys(keys))
+        if len(unique) <= CHUNK:
+            return dict(con.execute(_select_in(table, _bucket(len(unique))), _padded(unique)).fetchall())
+        found: dict[str, bytes] = {}
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            found.update(con.execute(_select_in(table, _bucket(len(chunk))), _padded(chunk)).fetchall())
+        return found
+
+    # -- without snapshots (snapshot_s = 0): each lookup checks the data version itself -------------------
+
+    def forget(self) -> None:
+        """Re-read the active version on the next lookup."""
+        self._data_version = -1
 
     def active(self) -> tuple[str, View] | None:
         """The active version's table and view, re-read only if the database changed since last time."""
@@ -84,12 +180,9 @@ class Reader:
             self._data_version = data_version
         return self._active
 
-    def forget(self) -> None:
-        """Re-read the active version on the next lookup."""
-        self._data_version = -1
-
-    def lookup(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
-        """`keys` in the active version, aligned; retried once if the version vanished mid-call."""
+    def fresh_lookup(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """`keys` in the active version as of now, outside any snapshot; retried once if the version
+        vanished mid-call."""
         if self._active is not None and self._data_version >= 0 and len(keys) <= CHUNK:
             table, view = self._active
             try:
@@ -114,7 +207,8 @@ class Reader:
         return rows[0][0], {key: blob for _, key, blob in rows if key is not None}
 
     def _lookup_after_check(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
-        """`lookup` with the data version checked first (PRAGMA), the active version re-read if needed."""
+        """`fresh_lookup` with the data version checked first (PRAGMA), the active version re-read if
+        needed."""
         for attempt in (1, 2):
             active = self.active()
             if active is None:
@@ -131,22 +225,14 @@ class Reader:
         raise AssertionError("unreachable")
 
     def _fetch(self, table: str, keys: Sequence[str]) -> dict[str, bytes]:
-        con = self.con
-        if len(keys) == 1:
-            row = con.execute(_select_one(table), (keys[0],)).fetchone()
-            return {} if row is None else {keys[0]: row[0]}
-        unique = list(dict.fromkeys(keys))
-        if len(unique) <= CHUNK:
-            return dict(con.execute(_select_in(table, _bucket(len(unique))), _padded(unique)).fetchall())
-        found: dict[str, bytes] = {}
-        con.execute("BEGIN")
+        """`_select`, in one read transaction when it takes more than one statement."""
+        if len(keys) <= CHUNK:
+            return self._select(table, keys)
+        self.con.execute("BEGIN")
         try:
-            for start in range(0, len(unique), CHUNK):
-                chunk = unique[start : start + CHUNK]
-                found.update(con.execute(_select_in(table, _bucket(len(chunk))), _padded(chunk)).fetchall())
+            return self._select(table, keys)
         finally:
-            con.execute("COMMIT")
-        return found
+            self.con.execute("COMMIT")
 
 
 def _predictions(keys: Sequence[str], found: dict[str, bytes], view: View) -> list[StoredPrediction | None]:
@@ -172,16 +258,36 @@ def _padded(keys: list[str]) -> list[str]:
 
 
 class ReaderPool:
-    """At most `size` reader connections, created on demand, lent to one thread at a time."""
+    """At most `size` reader connections, created on demand, lent to one thread at a time; with
+    snapshots, the janitor that ends the idle ones (see the module docstring)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], size: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        size: int,
+        timeout_s: float,
+        *,
+        snapshot_s: float = 0.0,
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
         self._connect = connect
         self._size = size
         self._timeout_s = timeout_s
+        self._snapshot_s = snapshot_s
+        self._checkpoint = checkpoint
         self._free: queue.SimpleQueue[Reader] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._all: list[Reader] = []
         self._closed = False
+        self._janitor: threading.Thread | None = None
+        self._stop = threading.Event()
+        #: bumped by `wrote` after each write through this store; see `Reader.lookup`.
+        self.generation = 0
+
+    def wrote(self) -> None:
+        """A write through this store committed (or failed): every snapshot begun before now is renewed
+        before its next lookup. Called with the store's write lock held, so never concurrently."""
+        self.generation += 1
 
     def acquire(self) -> Reader:
         if self._closed:
@@ -194,7 +300,7 @@ class ReaderPool:
             if self._closed:
                 raise StoreError("the prediction store is closed")
             if len(self._all) < self._size:
-                reader = Reader(self._connect())
+                reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began)
                 self._all.append(reader)
                 return reader
         try:
@@ -222,8 +328,67 @@ class ReaderPool:
             self._free.put(reader)
 
     def close(self) -> None:
+        """Stop the janitor (waiting for its sweep to finish), then close every connection."""
         with self._lock:
             self._closed = True
             readers, self._all = self._all, []
+            janitor, self._janitor = self._janitor, None
+        self._stop.set()
+        if janitor is not None and janitor is not threading.current_thread():
+            janitor.join()
         for reader in readers:
             reader.con.close()
+
+    # -- the janitor ---------------------------------------------------------------------------------------
+
+    def _snapshot_began(self) -> None:
+        """A reader began a snapshot: make sure a janitor will end it once it sits idle. Under the lock,
+        like the janitor's decision to exit, so a snapshot never begins unwatched."""
+        with self._lock:
+            if self._closed or (self._janitor is not None and self._janitor.is_alive()):
+                return  # (a janitor copied by fork is not alive: the child gets its own)
+            self._janitor = threading.Thread(target=self._tend, name="augury-store-janitor", daemon=True)
+            self._janitor.start()
+
+    def _tend(self) -> None:
+        """The janitor's loop: every `snapshot_s`, end idle readers' stale snapshots and checkpoint;
+        exit when the pool closes or after JANITOR_LINGER_S without any snapshot."""
+        quiet_since = time.monotonic()
+        failing = False
+        while not self._stop.wait(max(self._snapshot_s, JANITOR_MIN_PERIOD_S)):
+            try:
+                self._end_idle_snapshots()
+                self._checkpoint()
+                failing = False
+            except Exception:  # a bug: keep tending (an unwatched snapshot pins the WAL), say it once
+                if not failing:
+                    log.exception("the store reader janitor failed (retrying every %g s)", self._snapshot_s)
+                failing = True
+            now = time.monotonic()
+            with self._lock:
+                if self._closed:
+                    return
+                if any(r.since != NO_SNAPSHOT for r in self._all):
+                    quiet_since = now
+                elif now - quiet_since >= JANITOR_LINGER_S:
+                    if self._janitor is threading.current_thread():
+                        self._janitor = None
+                    return
+
+    def _end_idle_snapshots(self) -> None:
+        """Take each idle reader out of the pool (never waiting), end its snapshot if older than
+        `snapshot_s`, and put it back; a reader whose COMMIT fails is discarded."""
+        stale = time.monotonic() - self._snapshot_s
+        for _ in range(self._free.qsize()):
+            try:
+                reader = self._free.get_nowait()
+            except queue.Empty:
+                return
+            if reader.since <= stale:
+                try:
+                    reader.end_snapshot()
+                except sqlite3.Error as exc:
+                    log.warning("ending an idle store reader's snapshot failed (reconnecting): %s", exc)
+                    self.discard(reader)
+                    continue
+            self.release(reader)
