@@ -7,7 +7,10 @@
   (how long a write waits for another writer, default 30), ``pool_timeout_s`` (how long a lookup waits
   for a free reader connection, default 10) and ``snapshot_s`` (how long a reader keeps one read snapshot,
   so how late it may see a switch made by another process, default 0.05; 0 turns snapshots off: see
-  `sqlite_read`). A missing file is created; a file that is not a store is a StoreError.
+  `sqlite_read`) and ``cache_entries`` (decoded records kept in memory, default 65,536; 0 turns the
+  cache off: see `recordcache`). Options may also be given in the URL's query string:
+  ``sqlite:///preds.db?snapshot_s=0.2&cache_entries=0``. A missing file is created; a file that is not a
+  store is a StoreError.
 - ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
   the process): `memory.MemoryStore`.
 
@@ -23,6 +26,7 @@ without a lease is an orphan; the connection pool is bounded like SQLite's reade
 from __future__ import annotations
 
 import math
+import urllib.parse
 from typing import Any
 
 from augury.errors import ConfigError
@@ -56,9 +60,10 @@ __all__ = [
 ]
 
 SUPPORTED = "sqlite:///path.db (relative), sqlite:////abs/path.db, memory://, memory://name"
-_SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float, "snapshot_s": float}
+_SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float, "snapshot_s": float,
+                   "cache_entries": int}
 #: the options that may be 0 (the others must be positive).
-_ZERO_ALLOWED = {"snapshot_s": "0 turns read snapshots off"}
+_ZERO_ALLOWED = {"snapshot_s": "0 turns read snapshots off", "cache_entries": "0 turns the record cache off"}
 
 
 def open_store(url: str, **options: Any) -> PredictionStore:
@@ -68,7 +73,8 @@ def open_store(url: str, **options: Any) -> PredictionStore:
     if not sep:
         raise ConfigError(f"store URL '{url}' has no scheme; supported: {SUPPORTED}")
     if scheme == "sqlite":
-        return SQLiteStore(_sqlite_path(url, rest), url=url, **_sqlite_options(options))
+        rest, _, query = rest.partition("?")
+        return SQLiteStore(_sqlite_path(url, rest), url=url, **_sqlite_options(_merged(url, query, options)))
     if scheme == "memory":
         if options:
             raise ConfigError(f"memory:// stores take no options (got {sorted(options)})")
@@ -94,6 +100,22 @@ def _sqlite_path(url: str, rest: str) -> str:
             f"bad SQLite store URL '{url}': give a file path (use memory:// for an in-process store)"
         )
     return path
+
+
+def _merged(url: str, query: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` and those of the URL's query string (``?name=value&...``); a name given twice is an error."""
+    if not query:
+        return options
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError as exc:
+        raise ConfigError(f"bad query string in store URL '{url}': {exc}") from None
+    merged = dict(options)
+    for name, value in pairs:
+        if name in merged:
+            raise ConfigError(f"store option {name} is given twice (in the URL '{url}' or as an argument)")
+        merged[name] = value
+    return merged
 
 
 def _sqlite_options(options: dict[str, Any]) -> dict[str, Any]:

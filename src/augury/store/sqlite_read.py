@@ -55,12 +55,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 
 from augury.errors import StoreError
 from augury.store.base import StoredPrediction
 from augury.store.codec import View, decode_record, to_prediction
+from augury.store.recordcache import ABSENT, RecordCache
 from augury.store.sqlite_schema import read_active
 
 log = logging.getLogger(__name__)
@@ -110,8 +112,10 @@ class Reader:
     """One reader connection, its cached view of the active version and, with snapshots, its open read
     transaction. Used by one thread at a time (whoever borrowed it from the pool, or the janitor)."""
 
-    def __init__(self, con: sqlite3.Connection, snapshot_s: float, on_snapshot: Callable[[], None]) -> None:
+    def __init__(self, con: sqlite3.Connection, snapshot_s: float, on_snapshot: Callable[[], None],
+                 cache: RecordCache) -> None:
         self.con = con
+        self._cache = cache
         self._snapshot_s = snapshot_s
         self._on_snapshot = on_snapshot
         self._data_version = -1
@@ -130,7 +134,30 @@ class Reader:
         if self._active is None:
             return [None] * len(keys)
         table, view = self._active
-        return _predictions(keys, self._select(table, keys), view)
+        cache = self._cache
+        if not cache.entries:
+            return _predictions(keys, self._select(table, keys), view)
+        if len(keys) == 1:  # a server's lookup by key: the same steps, without the lists
+            key = keys[0]
+            record = cache.get(table, key)
+            if record is None:
+                row = self.con.execute(_select_one(table), (key,)).fetchone()
+                record = ABSENT if row is None else _decode(key, row[0], view)
+                cache.put(table, key, record)
+            if record is ABSENT:
+                return [None]
+            return [to_prediction(key, record, view, view.cutoff_us(time.time()))]
+        remembered = cache.get_many(table, keys)
+        missing = [key for key, record in zip(keys, remembered, strict=True) if record is None]
+        if missing:
+            blobs = self._select(table, missing)
+            read = {key: _decode(key, blobs[key], view) if key in blobs else ABSENT for key in missing}
+            cache.put_many(table, list(read.items()))
+            remembered = [read[key] if record is None else record
+                          for key, record in zip(keys, remembered, strict=True)]
+        cutoff = view.cutoff_us(time.time())
+        return [None if record is ABSENT else to_prediction(key, record, view, cutoff)
+                for key, record in zip(keys, remembered, strict=True)]
 
     def _renew(self, generation: int) -> None:
         """End the snapshot (if any) and begin a new one; re-read the active version if it may have moved."""
@@ -246,10 +273,23 @@ def _predictions(keys: Sequence[str], found: dict[str, bytes], view: View) -> li
             blob = found.get(key)
             out.append(None if blob is None else to_prediction(key, decode_record(blob), view, cutoff))
     except (msgspec.DecodeError, ValueError, IndexError) as exc:
-        raise StoreError(
-            f"store version {view.store_version} holds a corrupt record for key {key!r}: {exc}"
-        ) from exc
+        raise _corrupt(key, view, exc) from exc
     return out
+
+
+def _decode(key: str, blob: bytes, view: View) -> Any:
+    """A stored record, checked to be one `to_prediction` can read (StoreError if the file is damaged)."""
+    try:
+        record = decode_record(blob)
+    except msgspec.DecodeError as exc:
+        raise _corrupt(key, view, exc) from exc
+    if not isinstance(record, list) or len(record) != len(view.columns) + 1:
+        raise _corrupt(key, view, ValueError(f"expected {len(view.columns) + 1} fields"))
+    return record
+
+
+def _corrupt(key: str, view: View, exc: Exception) -> StoreError:
+    return StoreError(f"store version {view.store_version} holds a corrupt record for key {key!r}: {exc}")
 
 
 def _padded(keys: list[str]) -> list[str]:
@@ -269,8 +309,11 @@ class ReaderPool:
         *,
         snapshot_s: float = 0.0,
         checkpoint: Callable[[], None] = lambda: None,
+        cache_entries: int = 0,
     ) -> None:
         self._connect = connect
+        #: decoded records of the versions read, shared by the readers (used inside snapshots).
+        self.cache = RecordCache(cache_entries if snapshot_s > 0 else 0)
         self._size = size
         self._timeout_s = timeout_s
         self._snapshot_s = snapshot_s
@@ -300,7 +343,7 @@ class ReaderPool:
             if self._closed:
                 raise StoreError("the prediction store is closed")
             if len(self._all) < self._size:
-                reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began)
+                reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache)
                 self._all.append(reader)
                 return reader
         try:
