@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from augury.models import Model, function_model
 from augury.serve import ServeSettings, create_app
+from augury.serve.run import http_protocol
 from augury.store import PredictionStore
 
 
@@ -31,7 +32,8 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on",
+                                http=http_protocol())  # as `augury serve` runs it
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

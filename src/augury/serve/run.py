@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -89,7 +90,7 @@ def serve(config: LaunchConfig) -> None:
             _announce(config)
             server = uvicorn.Server(uvicorn.Config(
                 app, host=config.host, port=config.port, log_level=config.log_level,
-                access_log=False, lifespan="on", server_header=False))
+                access_log=False, lifespan="on", server_header=False, http=http_protocol()))
             server.run()
             started = server.started
         else:
@@ -103,12 +104,22 @@ def serve(config: LaunchConfig) -> None:
                 os.environ[CONFIG_ENV] = dataclasses.replace(config, settings=settings).to_json()
                 uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
                             host=config.host, port=config.port, log_level=config.log_level,
-                            access_log=False, lifespan="on", server_header=False)
+                            access_log=False, lifespan="on", server_header=False, http=http_protocol())
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
     if not started:
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)")
+
+
+def http_protocol() -> Any:
+    """uvicorn's HTTP protocol for augury: httptools with one write per response
+    (`transport.CoalescingHttpToolsProtocol`), or uvicorn's own choice without httptools."""
+    try:
+        from augury.serve.transport import CoalescingHttpToolsProtocol
+    except ImportError:  # httptools missing: uvicorn falls back to h11
+        return "auto"
+    return CoalescingHttpToolsProtocol
 
 
 def _announce(config: LaunchConfig) -> None:
