@@ -10,6 +10,7 @@ feature, a string to parse, a NaN, a null, a missing or unknown field, a float32
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from augury.schema import Schema, cast_row
 #: the Python type a JSON value already has when it needs no cast, by dtype (float32 always casts).
 _AS_IS: dict[str, type] = {"float64": float, "int64": int, "int32": int, "bool": bool, "string": str}
 _INT64 = 2**63
+_FLOAT = {float}
 
 
 class RowCaster:
@@ -51,8 +53,9 @@ class RowCaster:
 
     def _as_is(self, row: list[Any]) -> bool:
         """Whether every value already is what `cast_row` would make of it."""
-        if self._floats_only:  # NaN (v != v) is cast_row's to decide
-            return all(type(v) is float and v == v for v in row)
+        if self._floats_only:  # NaN is cast_row's to decide: a sum of floats is NaN if one of them is
+            total = sum(row) if set(map(type, row)) == _FLOAT else math.nan  # (or if +inf meets -inf:
+            return total == total  # then cast_row decides too, and keeps the infinities)
         for v, t, is_int in zip(row, self._types, self._ints, strict=True):
             if type(v) is not t:
                 return False

@@ -97,6 +97,12 @@ class Router:
     async def predict(self, examples: list[Example], deadline: float | None = None) -> list[Answer]:
         """One answer per example, in order. NotFoundError for a key-only example nobody holds;
         UnscorableError when the model refused an example; what the batcher raises otherwise."""
+        if self.store is None and self._cache is None:  # dynamic mode: the model answers everything
+            rows = [ex.row for ex in examples]
+            if None in rows:
+                first = rows.index(None)
+                raise self._not_found(examples[first].key, first)
+            return (await self._computed(rows, deadline))[0]  # type: ignore[arg-type]
         answers: list[Answer | None] = [None] * len(examples)
         keys = [self._key(ex) for ex in examples]
         pending = list(range(len(examples)))
@@ -213,20 +219,33 @@ class Router:
 
     async def _compute(self, examples: list[Example], keys: list[str | None], pending: list[int],
                        answers: list[Answer | None], deadline: float | None) -> None:
-        assert self._batcher is not None and self.model_version is not None
+        assert self.model_version is not None
         rows = [r for r in (examples[i].row for i in pending) if r is not None]
-        outcomes = await self._batcher.submit(rows, deadline)
-        computed_at = time.time()
-        provenance = {"source": "dynamic", "model_version": self.model_version,
-                      "computed_at": iso(computed_at)}
-        for i, outcome in zip(pending, outcomes, strict=True):
-            if isinstance(outcome, Refused):
-                raise UnscorableError(f"the model could not score instance {i}: {outcome.reason}")
-            answers[i] = Answer(outcome, provenance)
+        computed, computed_at = await self._computed(rows, deadline, pending)
+        for i, answer in zip(pending, computed, strict=True):
+            answers[i] = answer
         if self._cache is not None:
             items = [(k, a.values) for k, a in ((keys[i], answers[i]) for i in pending)
                      if k is not None and a is not None]
             self._cache.put_many(items, self.model_version, computed_at)
+
+    async def _computed(self, rows: list[Row], deadline: float | None,
+                        indices: list[int] | None = None) -> tuple[list[Answer], float]:
+        """The model's answers to `rows` (instances `indices` of the request, default 0..n-1), through
+        the batcher, and when they were computed; UnscorableError naming the first instance the model
+        refused."""
+        assert self._batcher is not None and self.model_version is not None
+        outcomes = await self._batcher.submit(rows, deadline)
+        computed_at = time.time()
+        provenance = {"source": "dynamic", "model_version": self.model_version,
+                      "computed_at": iso(computed_at)}
+        answers = []
+        for n, outcome in enumerate(outcomes):
+            if isinstance(outcome, Refused):
+                i = n if indices is None else indices[n]
+                raise UnscorableError(f"the model could not score instance {i}: {outcome.reason}")
+            answers.append(Answer(outcome, provenance))
+        return answers, computed_at
 
     def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
         where = f"instance {index}: " if index is not None else ""
