@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Route
@@ -100,7 +100,7 @@ class Lookup(HotEndpoint):
         params = scope["path_params"]
         self.s.check(params)
         key = params["key"]
-        answer = await self.s.lookup(key)
+        answer = self.s.lookup(key)
         return dump_json(codec_v1.encode_lookup(key, answer)), provenance_headers([answer]), JSON_TYPE
 
 
@@ -138,6 +138,13 @@ def hot_routes(service: Service) -> list[BaseRoute]:
     ]
 
 
+class Hot(NamedTuple):
+    """A hot route: its endpoint, and its template (what the metrics count it under)."""
+
+    endpoint: HotEndpoint
+    template: str
+
+
 class HotDispatch:
     """Answers requests for a hot route directly (`match`, then `serve`); the app sends the rest through
     Starlette.
@@ -147,30 +154,28 @@ class HotDispatch:
     """
 
     def __init__(self, routes: list[BaseRoute], books: Bookkeeping) -> None:
-        found: dict[str, Route] = {r.path: r for r in routes
-                                   if isinstance(r, Route) and isinstance(r.endpoint, HotEndpoint)}
+        found: dict[str, Hot] = {r.path: Hot(r.endpoint, r.path) for r in routes
+                                 if isinstance(r, Route) and isinstance(r.endpoint, HotEndpoint)}
         self._predict = found.get(V1_PREDICT)
         self._lookup = found.get(V1_LOOKUP)
         self._infer = found.get(V2_INFER)
         self._infer_version = found.get(V2_INFER_VERSION)
         self._books = books
 
-    def match(self, scope: Scope) -> tuple[Route, dict[str, Any]] | None:
+    def match(self, scope: Scope) -> tuple[Hot, dict[str, Any]] | None:
         """The hot route `scope` asks for and its path parameters, or None."""
         if scope["type"] != "http" or scope.get("root_path"):
             return None
         return self._match(scope["method"], scope["path"])
 
-    async def serve(self, route: Route, params: dict[str, Any], scope: Scope, receive: Receive,
+    async def serve(self, hot: Hot, params: dict[str, Any], scope: Scope, receive: Receive,
                     send: Send) -> None:
         """Answer a request `match` recognised, with its id, metrics and log line."""
         started = time.perf_counter()
         books = self._books
         rid = books.ids.of(scope)
-        scope["route"] = route
         scope["path_params"] = params
-        endpoint = route.endpoint
-        assert isinstance(endpoint, HotEndpoint)
+        endpoint = hot.endpoint
         metrics = books.metrics
         metrics.requests_in_flight += 1
         status, error, message = 500, None, None
@@ -192,9 +197,9 @@ class HotDispatch:
             await send_response(send, status, body, headers, media_type)
         finally:
             metrics.requests_in_flight -= 1
-            books.finish(scope, rid, route.path, status, time.perf_counter() - started, error, message)
+            books.finish(scope, rid, hot.template, status, time.perf_counter() - started, error, message)
 
-    def _match(self, method: str, path: str) -> tuple[Route, dict[str, Any]] | None:
+    def _match(self, method: str, path: str) -> tuple[Hot, dict[str, Any]] | None:
         if method == "POST":
             if path.startswith("/v1/models/") and path.endswith(":predict"):
                 name = path[11:-8]

@@ -130,8 +130,9 @@ class Router:
             await self._compute(examples, keys, pending, answers, deadline)
         return [a for a in answers if a is not None]
 
-    async def lookup(self, key: str) -> Answer:
-        """The stored (or cached) prediction of `key`; NotFoundError if there is none."""
+    def lookup(self, key: str) -> Answer:
+        """The stored (or cached) prediction of `key`; NotFoundError if there is none. One key: read on the
+        event loop (see INLINE_LOOKUP_KEYS)."""
         if self.store is None and self._cache is None:
             raise NotFoundError("this server has no prediction store (dynamic mode): nothing can be looked "
                                 "up by key; POST the example's features to :predict or /infer instead")

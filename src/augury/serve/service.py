@@ -82,10 +82,10 @@ class Service:
         self.metrics.observe_predictions(static, len(answers) - static, time.perf_counter() - started)
         return answers
 
-    async def lookup(self, key: str) -> Answer:
-        """The stored (or cached) prediction of `key`, timed and counted."""
+    def lookup(self, key: str) -> Answer:
+        """The stored (or cached) prediction of `key`, timed and counted (on the event loop: one key)."""
         started = time.perf_counter()
-        answer = await self.router.lookup(key)
+        answer = self.router.lookup(key)
         static = int(answer.provenance["source"] == "static")
         self.metrics.observe_predictions(static, 1 - static, time.perf_counter() - started)
         return answer
