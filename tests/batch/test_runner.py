@@ -40,6 +40,15 @@ def test_scores_every_row_with_hash_keys(hgb_model: Path, features_parquet: Path
     assert not staging_dir(out).exists()
 
 
+def test_the_compiled_evaluator_writes_the_same_file(hgb_model: Path, features_parquet: Path,
+                                                    tmp_path: Path) -> None:
+    plain, fast = tmp_path / "plain.parquet", tmp_path / "fast.parquet"
+    run_batch(str(hgb_model), features_parquet, plain, BatchOptions(workers=2))
+    run_batch(str(hgb_model), features_parquet, fast, BatchOptions(workers=2, compiled=True))
+    drop = ["computed_at"]
+    assert pq.read_table(plain).drop(drop).equals(pq.read_table(fast).drop(drop))
+
+
 @pytest.mark.parametrize("engine", ["processes", "threads"])
 def test_key_column_and_workers_give_the_same_answer(
     hgb_model: Path, features_parquet: Path, tmp_path: Path, engine: str

@@ -171,6 +171,13 @@ def test_without_numba_sklearn_scores(rows: Rows, tmp_path: Path, monkeypatch: p
     _assert_regressor_exact(reg_model, reg, few)
 
 
+def test_compiled_false_keeps_sklearn(rows: Rows, tmp_path: Path) -> None:
+    clf = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows.x, rows.y_multi)
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    assert load_model(tmp_path / "clf.joblib", compiled=False).info.meta["evaluator"] == "sklearn"
+    assert load_model(tmp_path / "clf.joblib").info.meta["evaluator"] == "numba"
+
+
 def test_a_kernel_that_differs_is_not_used(rows: Rows, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     real = hgb._kernel()

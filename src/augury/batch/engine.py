@@ -83,7 +83,7 @@ def _init_worker(job: Job, threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _thread_limits(threads)
-    _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads)
+    _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads, compiled=job.compiled)
     _worker_job = job
 
 

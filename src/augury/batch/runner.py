@@ -51,6 +51,10 @@ class BatchOptions:
     #: "processes" or "inline".
     engine: str = "auto"
     model_name: str | None = None
+    #: score scikit-learn HistGradientBoosting models with the compiled evaluator (augury[fast]): the
+    #: same answers, faster (1.6x instead of 1.3x the one-call limit on the benchmark), but numba and
+    #: its compiler take ~80 MB more, which puts a 2-worker run past 512 MB; off by default.
+    compiled: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def run_batch(
         raise InputError(f"output folder {out.parent} does not exist")
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
-    model = load_model(model_ref, name=options.model_name)
+    model = load_model(model_ref, name=options.model_name, compiled=options.compiled)
     keys = tuple(options.key_columns)
     overlap = [k for k in keys if k in model.info.outputs.names or k in ("model_version", "computed_at")]
     if overlap:
@@ -135,6 +139,7 @@ def run_batch(
         options.chunk_rows,
         str(staging),
         run_metadata(model, keys),
+        options.compiled,
     )
     notes: list[str] = []
     with _exclusive(out):

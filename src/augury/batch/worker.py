@@ -41,6 +41,8 @@ class Job:
     chunk_rows: int
     staging: str
     metadata: bytes
+    #: score HistGradientBoosting models with the compiled evaluator (`load_model(compiled=...)`).
+    compiled: bool = False
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,12 @@ def info(model: str, as_json: bool) -> int:
     help="Where unscorable rows go [OUTPUT stem + .errors.jsonl].",
 )
 @click.option("--name", default=None, help="Model name (default: manifest name or file stem).")
+@click.option(
+    "--compiled",
+    is_flag=True,
+    help="Score scikit-learn HistGradientBoosting models with the compiled evaluator (augury[fast]): "
+    "the same answers, faster, ~80 MB more memory.",
+)
 @json_option
 @reporting
 def batch(
@@ -89,6 +95,7 @@ def batch(
     max_error_rate: float,
     errors_path: str | None,
     name: str | None,
+    compiled: bool,
     as_json: bool,
 ) -> int:
     """Score every row of INPUT (Parquet, CSV, JSON Lines; a file or a folder) with MODEL."""
@@ -104,6 +111,7 @@ def batch(
         max_error_rate=max_error_rate,
         errors_path=Path(errors_path) if errors_path else None,
         model_name=name,
+        compiled=compiled,
     )
     with console.ProgressReporter("scoring") as progress:
         result = run_batch(model, input_path, output, options, on_progress=progress)

@@ -50,6 +50,7 @@ class LoadContext:
     manifest: Manifest | None
     threads: int | None = None
     trust_skops: bool = False
+    compiled: bool = True
 
     @property
     def source(self) -> str:

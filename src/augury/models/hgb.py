@@ -68,15 +68,15 @@ class HGBScorer:
         return np.asarray(self._est._loss.link.inverse(raw.ravel()))
 
 
-def exact_scorer(est: Any, n_features: int) -> HGBScorer | None:
+def exact_scorer(est: Any, n_features: int, *, compiled: bool = True) -> HGBScorer | None:
     """The one-pass scorer for `est` fed a float64 matrix, if it equals `est`'s public methods on probe
-    rows: compiled when numba is there and the model fits it, else (classifiers) scikit-learn's raw
-    scores; None for anything else, which the adapter scores with ``predict``."""
+    rows: compiled when asked, numba is there and the model fits it, else (classifiers) scikit-learn's
+    raw scores; None for anything else, which the adapter scores with ``predict``."""
     kind = f"{type(est).__module__}.{type(est).__qualname__}"
     if kind not in (CLASSIFIER, REGRESSOR):
         return None
     candidates: list[HGBScorer] = []
-    forest = _forest(est, n_features, kind)
+    forest = _forest(est, n_features, kind) if compiled else None
     if forest is not None:
         candidates.append(HGBScorer(est, forest.raw_predict, "numba"))
     if kind == CLASSIFIER and hasattr(est, "_raw_predict"):

@@ -70,12 +70,16 @@ def load_model(
     name: str | None = None,
     threads: int | None = None,
     trust_skops: bool = False,
+    compiled: bool = True,
 ) -> Model:
     """Load the model at `ref`: a file path, or ``module:function`` naming a `function_model`.
 
     `name` overrides the model's name (else the manifest's, else the file's stem or the function's name).
     `threads` caps the framework's threads per predict call where it has such a setting (ONNX, XGBoost,
     LightGBM; default 1). `trust_skops` loads a skops file even if it holds types skops does not trust.
+    `compiled`: score scikit-learn HistGradientBoosting models with the compiled evaluator when numba is
+    installed (`models.hgb`: the same answers, ~6x faster on small batches, ~80 MB more memory per
+    process tree); False keeps scikit-learn's.
     The manifest ``<stem>.augury.toml`` beside the file, when present, completes what the file says.
     """
     if threads is not None and threads < 1:
@@ -97,7 +101,7 @@ def load_model(
     manifest = read_manifest(path)
     resolved_name = name or (manifest.name if manifest else None) or path.stem
     version = (manifest.version if manifest else None) or file_version(path)
-    ctx = LoadContext(path, resolved_name, version, manifest, threads, trust_skops)
+    ctx = LoadContext(path, resolved_name, version, manifest, threads, trust_skops, compiled)
     try:
         return fmt.load(ctx)
     except AuguryError:

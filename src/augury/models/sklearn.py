@@ -148,7 +148,7 @@ class SklearnModel:
             except ImportError as exc:
                 raise MissingExtraError(f"{ctx.path} (fitted on a DataFrame)", "sklearn", "pandas") from exc
         argmax = _qualname(_final_step(est)) in _ARGMAX_PREDICT
-        hgb = exact_scorer(est, len(inputs)) if feed == "matrix" else None
+        hgb = exact_scorer(est, len(inputs), compiled=ctx.compiled) if feed == "matrix" else None
         meta = {"estimator": _qualname(est), "evaluator": hgb.evaluator if hgb is not None else "sklearn"}
         model = cls(est, ctx.info(fmt, inputs, head, meta), feed, argmax)
         model._hgb = hgb
