@@ -67,6 +67,10 @@ from augury.store.sqlite_schema import read_active
 
 log = logging.getLogger(__name__)
 
+#: lookups of up to this many keys go through the record cache; larger ones (bulk reads, which are
+#: rarely all hot and for which the cache's bookkeeping cost more than it saved: 100 random keys of 1M
+#: took 566 µs through it, 423 µs without) read SQLite directly.
+CACHED_LOOKUP_KEYS = 8
 #: the most keys one SELECT binds.
 CHUNK = 256
 
@@ -135,7 +139,7 @@ class Reader:
             return [None] * len(keys)
         table, view = self._active
         cache = self._cache
-        if not cache.entries:
+        if not cache.entries or len(keys) > CACHED_LOOKUP_KEYS:
             return _predictions(keys, self._select(table, keys), view)
         if len(keys) == 1:  # a server's lookup by key: the same steps, without the lists
             key = keys[0]
