@@ -20,7 +20,8 @@ import pytest
 from augury.errors import ConfigError, StoreError
 from augury.store import SQLiteStore, open_store
 from augury.store.sqlite import DEFAULT_SNAPSHOT_S
-from augury.store.sqlite_read import CHUNK, JANITOR_LINGER_S
+from augury.store.sqlite_pool import JANITOR_LINGER_S
+from augury.store.sqlite_read import CHUNK
 
 BatchOf = Callable[..., pa.RecordBatch]
 SeenWithin = Callable[[float, Callable[[], bool]], float]

@@ -43,7 +43,7 @@ from augury.store.base import ORPHAN, StoredPrediction, VersionInfo
 from augury.store.codec import batch_rows, dump_json, encode_record, prediction_columns
 from augury.store.lease import Lease, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
-from augury.store.sqlite_read import ReaderPool
+from augury.store.sqlite_pool import ReaderPool
 from augury.store.sqlite_schema import connect, prepare, read_versions, table
 
 log = logging.getLogger(__name__)
