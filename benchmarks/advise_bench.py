@@ -431,12 +431,13 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float) -> dict[str,
 
 
 def curve_time(cost: Any, rows: float | None) -> float | None:
-    """The advisor's median call time at a (mean, fractional) batch size, interpolated."""
+    """The advisor's median model call time (without the server's own work) at a (mean, fractional) batch
+    size, interpolated."""
     from augury.advise import service_curve
 
     if rows is None:
         return None
-    curve = service_curve(cost)
+    curve = service_curve(cost, serving=False)
     lo = max(1, math.floor(rows))
     return curve.time(lo) + (curve.time(lo + 1) - curve.time(lo)) * max(rows - lo, 0.0)
 
@@ -483,7 +484,7 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
         cpu1, after = server.cpu_s(), server.metrics()
         model_s = _delta(after, before, "augury_model_inference_seconds") or 0.0
         cpu_per_req = (cpu1 - cpu0) / args.idle_requests
-        curve_1 = service_curve(cost).time(1)
+        curve_1 = service_curve(cost, serving=False).time(1)
         rec["idle"] = {"ready_p50_s": e, "ready_p99_s": float(np.percentile(rts, 99)),
                        "predict_p50_s": float(np.median(idle)),
                        "predict_p99_s": float(np.percentile(idle, 99)),
@@ -615,11 +616,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     advise_s = time.perf_counter() - t
     pin(0, args.client_core)
     cost = advice.measurements.model
-    curve = service_curve(cost)
+    curve = service_curve(cost)  # with the server's own work: the advisor's capacity
+    call = service_curve(cost, serving=False)  # the model call alone
     adv = advice.dynamic.result.settings
     advised = (adv.max_batch_size, adv.max_delay_ms)
-    print(f"advise ({advise_s:.0f} s): mode {advice.mode}; batch 1 call {curve.time(1) * 1e3:.3f} ms, "
-          f"batch 64 {curve.time(64) * 1e3:.3f} ms; per-request overhead "
+    print(f"advise ({advise_s:.0f} s): mode {advice.mode}; batch 1 call {call.time(1) * 1e3:.3f} ms, "
+          f"batch 64 {call.time(64) * 1e3:.3f} ms; per-request overhead "
           f"{cost.request_overhead_s * 1e6:.0f} us; "
           f"advised --max-batch-size {advised[0]} --max-delay-ms {advised[1]:g}; max qps per core within "
           f"{args.slo_ms:g} ms: {advice.per_core_qps:,.0f}", flush=True)
@@ -648,8 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"one-row predict p50 {_ms(r['idle']['predict_p50_s'])} ms (advisor, extra_s=E: "
             f"{_ms(r['idle']['predicted_p50_s'])} ms); server CPU per predict "
             f"{r['idle']['server_cpu_per_predict_s'] * 1e6:.0f} us; model call (wall) "
-            f"{r['idle']['model_call_s'] * 1e6:.0f} us, advisor's batch-1 call {curve.time(1) * 1e6:.0f} us; "
-            f"rest {(r['idle']['server_cpu_per_predict_s'] - curve.time(1)) * 1e6:.0f} us"
+            f"{r['idle']['model_call_s'] * 1e6:.0f} us, advisor's batch-1 call {call.time(1) * 1e6:.0f} us; "
+            f"rest {(r['idle']['server_cpu_per_predict_s'] - call.time(1)) * 1e6:.0f} us"
             for r in recs if "idle" in r]
     print("\nWhere the server's time goes (server CPU time and /metrics over each run):\n")
     print(where)

@@ -29,12 +29,14 @@ MAX_CORES = 64
 #: CPU time `augury serve` spends outside the model call, on the same core as the model (one worker is
 #: one event loop and one model thread): per batch (waking the loop, the hop to the model thread and
 #: back, assembling the batch and splitting its results) and per request (HTTP, JSON, the cast,
-#: provenance, metrics, the response). Fitted as `rest = per_request + per_batch / rows_per_batch` to the
-#: server's CPU time beyond the model's at 1,000-3,600 one-row requests/s, measured by
-#: benchmarks/advise_bench.py on the project's 2-core machine (BENCHMARKS.md); other machines differ,
-#: so the figures the advisor derives from them are estimates.
-SERVE_BATCH_OVERHEAD_S = 350e-6
-SERVE_REQUEST_OVERHEAD_S = 95e-6
+#: provenance, metrics, the response). Fitted on 2026-11-25 as `rest = per_request + per_batch /
+#: rows_per_call` to the server's CPU time beyond the advisor's model curve, on the project's 2-core
+#: machine: open-loop one-row requests at 1,000-3,600/s (1.2-1.8 rows per call; `python
+#: benchmarks/advise_bench.py --duration 10`) and closed-loop ones (wrk, 2 to 64 connections: 2-64 rows
+#: per call, up to 19,800 requests/s; 46-177 us per request beyond the model). Other machines differ, so
+#: the figures the advisor derives from them are estimates (BENCHMARKS.md, issue 4).
+SERVE_BATCH_OVERHEAD_S = 200e-6
+SERVE_REQUEST_OVERHEAD_S = 45e-6
 
 
 def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True) -> ServiceCurve:
