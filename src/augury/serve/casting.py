@@ -32,6 +32,8 @@ class RowCaster:
         self._types = tuple(_AS_IS.get(f.dtype) for f in schema.fields)
         self._floats_only = all(t is float for t in self._types)
         self._ints = tuple(t is int for t in self._types)
+        #: the distinct dtypes of the schema's fields.
+        self.dtypes = frozenset(f.dtype for f in schema.fields)
 
     def __call__(self, obj: Mapping[str, Any], ignore_unknown: bool = False) -> list[Any]:
         names = self._names

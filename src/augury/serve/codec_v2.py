@@ -138,10 +138,15 @@ def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) 
             raise InputError(f"input tensor {t.name!r} is not a model input; a 2-D tensor of all inputs "
                              f"must have shape [n, {len(names)}] (inputs: {', '.join(names)}), "
                              f"not {list(t.shape)}")
-        if t.datatype != "BYTES" and not all(t.datatype in _FITS[f.dtype] for f in schema.fields):
+        if t.datatype != "BYTES" and not all(t.datatype in _FITS[dtype] for dtype in cast.dtypes):
             raise InputError(f"input tensor {t.name!r}: datatype {t.datatype} does not fit every input "
                              f"({', '.join(f'{f.name}: {f.dtype}' for f in schema.fields)}); send BYTES")
         k = len(names)
+        if t.shape[0] == 1:  # one row: the data is the row
+            try:
+                return [cast.values(list(t.data))]
+            except SchemaError as exc:
+                raise SchemaError(f"row 0: {exc}") from None
         columns = [t.data[j::k] for j in range(k)]
     else:
         unknown = [t.name for t in tensors if t.name not in schema]

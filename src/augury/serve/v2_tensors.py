@@ -50,6 +50,10 @@ class Tensor:
     data: list[Any]
 
 
+
+#: the JSON value types a float tensor takes (null: a missing value).
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+
 def decode_inputs(inputs: Any, binary: bytes) -> list[Tensor]:
     """The request's ``inputs`` list, decoded (`binary`: the bytes after the JSON header, if any)."""
     if not isinstance(inputs, list) or not inputs:
@@ -106,7 +110,7 @@ def _flatten(where: str, data: Any) -> list[Any]:
     if not isinstance(data, list):
         raise InputError(f"{where}: 'data' must be a list (flat or nested row-major), "
                          f"not {type(data).__name__}")
-    if not any(isinstance(v, list) for v in data):
+    if list not in set(map(type, data)):  # flat already (JSON gives exact lists)
         return data
     flat: list[Any] = []
     stack: list[Any] = [iter(data)]
@@ -133,8 +137,8 @@ def _from_json(where: str, datatype: str, data: Any) -> list[Any]:
         lo, hi = INTEGER_RANGES[datatype]
         ok = all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in flat)
         want = f"integers from {lo} to {hi}"
-    else:
-        ok = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in flat)
+    else:  # one type test per distinct type (bool is not int here: type(True) is bool)
+        ok = set(map(type, flat)) <= _NUMBER_TYPES
         want = "numbers (or null for a missing value)"
     if not ok:
         bad = next(v for v in flat if not _fits(datatype, v))
