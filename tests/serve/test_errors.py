@@ -206,7 +206,11 @@ def test_too_many_requests_in_flight_are_shed_with_503_before_their_body_is_read
                 return c.post(base + ADD, json={"instances": [{"a": i, "b": 0}]})
 
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(post, range(12)))
+            pending = [pool.submit(post, i) for i in range(12)]
+            time.sleep(0.1)  # while they are in flight, probes and scrapes are still answered
+            assert httpx.get(base + "/v2/health/live").status_code == 200
+            assert httpx.get(base + "/metrics").status_code == 200
+            responses = [f.result() for f in pending]
         metrics = httpx.get(base + "/metrics").text
         after = httpx.post(base + ADD, json={"instances": [{"a": 1, "b": 2}]})  # the server recovered
     statuses = sorted(r.status_code for r in responses)

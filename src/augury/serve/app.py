@@ -108,12 +108,17 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     return app
 
 
+#: paths answered even past max_in_flight (liveness and readiness probes, the metrics scrape).
+_NEVER_SHED = ("/v2/health/", "/metrics")
+
+
 class AuguryApp(Starlette):
     """A Starlette app whose hot routes (`serve.hot`) are answered before Starlette's middleware stack
     and router, by `HotDispatch`; everything else (and the lifespan) is Starlette's as usual.
 
     It also sheds load first: a request that arrives while `max_in_flight` requests are being handled
-    gets 503 ``{"error": ...}`` with ``Retry-After: 1`` before anything reads its body."""
+    gets 503 ``{"error": ...}`` with ``Retry-After: 1`` before anything reads its body (health checks and
+    metrics excepted: an overloaded server is alive, and says so)."""
 
     def __init__(self, hot: HotDispatch, books: Bookkeeping, max_in_flight: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -122,7 +127,8 @@ class AuguryApp(Starlette):
         self._max_in_flight = max_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._books.metrics.requests_in_flight >= self._max_in_flight:
+        if (scope["type"] == "http" and self._books.metrics.requests_in_flight >= self._max_in_flight
+                and not scope["path"].startswith(_NEVER_SHED)):
             await self._shed(scope, send)
             return
         matched = self.hot.match(scope)
