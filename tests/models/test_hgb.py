@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,22 @@ def test_without_numba_sklearn_scores(rows: Rows, tmp_path: Path, monkeypatch: p
     few = dataclasses.replace(rows, x=rows.x[:300])  # sklearn is slow per call
     _assert_classifier_exact(clf_model, clf, few)
     _assert_regressor_exact(reg_model, reg, few)
+
+
+def test_a_model_fitted_on_a_dataframe_gets_the_compiled_scorer(rows: Rows, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(rows.x, columns=[f"c{i}" for i in range(rows.x.shape[1])])
+    clf = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(frame, rows.y_multi)
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names" from the check
+        model = load_model(tmp_path / "clf.joblib")
+        assert model.info.meta["evaluator"] == "numba"
+        batch = pa.RecordBatch.from_pandas(frame.iloc[:500], preserve_index=False)
+        out = model.predict(batch.select(list(reversed(batch.schema.names))))  # any column order
+        expected = clf.predict_proba(frame.iloc[:500])
+    assert np.array_equal(out.column(0).to_numpy(zero_copy_only=False), clf.predict(frame.iloc[:500]))
+    assert _bits(_proba(out, clf.classes_)) == _bits(expected)
 
 
 def test_compiled_false_keeps_sklearn(rows: Rows, tmp_path: Path) -> None:

@@ -68,10 +68,14 @@ class HGBScorer:
         return np.asarray(self._est._loss.link.inverse(raw.ravel()))
 
 
-def exact_scorer(est: Any, n_features: int, *, compiled: bool = True) -> HGBScorer | None:
+def exact_scorer(est: Any, n_features: int, *, compiled: bool = True,
+                 as_input: Callable[[Array], Any] | None = None) -> HGBScorer | None:
     """The one-pass scorer for `est` fed a float64 matrix, if it equals `est`'s public methods on probe
     rows: compiled when asked, numba is there and the model fits it, else (classifiers) scikit-learn's
-    raw scores; None for anything else, which the adapter scores with ``predict``."""
+    raw scores; None for anything else, which the adapter scores with ``predict``.
+
+    `as_input` turns a matrix into what `est` itself is fed (a model fitted on a DataFrame: a DataFrame
+    with its columns), for the check; such a model gets the compiled scorer or none."""
     kind = f"{type(est).__module__}.{type(est).__qualname__}"
     if kind not in (CLASSIFIER, REGRESSOR):
         return None
@@ -79,14 +83,14 @@ def exact_scorer(est: Any, n_features: int, *, compiled: bool = True) -> HGBScor
     forest = _forest(est, n_features, kind) if compiled else None
     if forest is not None:
         candidates.append(HGBScorer(est, forest.raw_predict, "numba"))
-    if kind == CLASSIFIER and hasattr(est, "_raw_predict"):
+    if kind == CLASSIFIER and hasattr(est, "_raw_predict") and as_input is None:
         candidates.append(HGBScorer(est, est._raw_predict, "sklearn"))
     if not candidates:
         return None
     probe = probe_rows(est, n_features)
     with _one_thread():  # sklearn's OpenMP threads on a busy small machine made the check take seconds
         for scorer in candidates:
-            if _agrees(scorer, est, probe):
+            if _agrees(scorer, est, probe, as_input):
                 return scorer
             if scorer.evaluator == "numba":
                 log.warning("%s: the compiled kernel differs from scikit-learn on probe rows; not used", kind)
@@ -105,18 +109,20 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def _agrees(scorer: HGBScorer, est: Any, x: Array) -> bool:
-    """Whether `scorer` gives, to the bit, what `est`'s public methods give on `x`."""
+def _agrees(scorer: HGBScorer, est: Any, x: Array, as_input: Callable[[Array], Any] | None = None) -> bool:
+    """Whether `scorer` gives, to the bit, what `est`'s public methods give on `x` (as `as_input` makes it
+    for `est`, if given)."""
     try:
         raw = scorer.raw(x)
+        fed = as_input(x) if as_input is not None else x
         if hasattr(est, "classes_"):
             decision = raw.ravel() if raw.shape[1] == 1 else raw
             return (
-                np.array_equal(scorer.labels(raw), est.predict(x))
-                and _same_bits(scorer.proba(raw), est.predict_proba(x))
-                and _same_bits(decision, est.decision_function(x))
+                np.array_equal(scorer.labels(raw), est.predict(fed))
+                and _same_bits(scorer.proba(raw), est.predict_proba(fed))
+                and _same_bits(decision, est.decision_function(fed))
             )
-        return raw.shape[1] == 1 and _same_bits(scorer.values(raw), est.predict(x))
+        return raw.shape[1] == 1 and _same_bits(scorer.values(raw), est.predict(fed))
     except Exception:  # any difference in scikit-learn's private API: keep its public path
         log.debug("one-pass scoring check failed", exc_info=True)
         return False

@@ -20,6 +20,7 @@ matrix is scored from one pass of raw scores, compiled when numba is installed (
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -148,7 +149,12 @@ class SklearnModel:
             except ImportError as exc:
                 raise MissingExtraError(f"{ctx.path} (fitted on a DataFrame)", "sklearn", "pandas") from exc
         argmax = _qualname(_final_step(est)) in _ARGMAX_PREDICT
-        hgb = exact_scorer(est, len(inputs), compiled=ctx.compiled) if feed == "matrix" else None
+        hgb = None
+        if feed == "matrix":
+            hgb = exact_scorer(est, len(inputs), compiled=ctx.compiled)
+        elif feed == "frame" and ctx.compiled and all(f.dtype == "float64" for f in inputs.fields):
+            # fitted on a DataFrame of floats: the compiled scorer reads the same columns as a matrix
+            hgb = exact_scorer(est, len(inputs), as_input=functools.partial(_frame, est.feature_names_in_))
         meta = {"estimator": _qualname(est), "evaluator": hgb.evaluator if hgb is not None else "sklearn"}
         model = cls(est, ctx.info(fmt, inputs, head, meta), feed, argmax)
         model._hgb = hgb
@@ -161,13 +167,13 @@ class SklearnModel:
         outputs = self._info.outputs
         if batch.num_rows == 0:
             return empty_batch(outputs)
-        x = self._features(batch)
         if self._hgb is not None:
-            raw = self._hgb.raw(x)
+            raw = self._hgb.raw(self._matrix(batch))
             if self._classes is None:
                 return value_batch(outputs, self._hgb.values(raw), batch.num_rows)
             proba = self._hgb.proba(raw) if len(outputs) > 1 else None
             return classifier_batch(outputs, self._hgb.labels(raw), proba)
+        x = self._features(batch)
         if self._classes is None:
             return value_batch(outputs, self._est.predict(x), batch.num_rows)
         if len(outputs) == 1:
@@ -175,6 +181,12 @@ class SklearnModel:
         proba = np.asarray(self._est.predict_proba(x))
         labels = self._classes[np.argmax(proba, axis=1)] if self._argmax else self._est.predict(x)
         return classifier_batch(outputs, labels, proba)
+
+    def _matrix(self, batch: pa.RecordBatch) -> Any:
+        """The features as one float64 matrix, in the estimator's column order."""
+        if self._feed == "frame":
+            batch = batch.select(self._frame_columns)
+        return numeric_matrix(batch, np.float64)
 
     def _features(self, batch: pa.RecordBatch) -> Any:
         if self._feed == "matrix":
@@ -190,6 +202,13 @@ class SklearnModel:
         for j, c in enumerate(columns):
             out[:, j] = c
         return out
+
+
+def _frame(columns: Any, x: Any) -> Any:
+    """A matrix as the DataFrame a model fitted on one is fed (for `exact_scorer`'s check)."""
+    import pandas as pd
+
+    return pd.DataFrame(x, columns=list(columns))
 
 
 def _qualname(obj: Any) -> str:
