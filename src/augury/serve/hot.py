@@ -27,15 +27,14 @@ from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError
 from augury.serve import codec_v1, codec_v2
-from augury.serve.errors import headers_of, status_of
 from augury.serve.middleware import Bookkeeping, internal_error
 from augury.serve.service import Service, model_versions, provenance_headers
 from augury.serve.wire import (
     JSON_TYPE,
     deadline_of,
     dump_json,
+    error_reply,
     parse_json,
-    raw_headers,
     receive_body,
     request_headers,
     send_response,
@@ -67,9 +66,8 @@ class HotEndpoint(ABC):
         except AuguryError as exc:
             state = scope.setdefault("state", {})
             state["error"] = type(exc).__name__
-            state["error_message"] = message = str(exc)
-            status, body, media_type = status_of(exc), dump_json({"error": message}), JSON_TYPE
-            headers = raw_headers(headers_of(exc))
+            state["error_message"] = str(exc)
+            (status, body, headers), media_type = error_reply(exc), JSON_TYPE
         await send_response(send, status, body, headers, media_type)
 
     @abstractmethod
@@ -185,8 +183,7 @@ class HotDispatch:
                 status = 200
             except AuguryError as exc:
                 error, message = type(exc).__name__, str(exc)
-                status, body, media_type = status_of(exc), dump_json({"error": message}), JSON_TYPE
-                headers = raw_headers(headers_of(exc))
+                (status, body, headers), media_type = error_reply(exc), JSON_TYPE
             except ClientDisconnect:  # nobody to answer
                 status, error, message = 499, "ClientDisconnect", "the client went away before its body came"
                 return

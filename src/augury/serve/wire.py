@@ -53,6 +53,11 @@ def error_response(error: AuguryError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers_of(error))
 
 
+def error_reply(error: AuguryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """`error_response` as raw parts: the status, the ``{"error": message}`` body and the ASGI headers."""
+    return status_of(error), dump_json({"error": str(error)}), raw_headers(headers_of(error))
+
+
 def request_headers(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name (latin-1, as Starlette reads them); the first of a repeated
     header wins, as with Starlette's ``Headers.get``."""
