@@ -20,7 +20,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -183,16 +183,16 @@ class RowKeys:
         the first row."""
         fold = _compiled_fold()
         if fold is not None:
-            fold[0](fold[1](np.zeros(1)), _STEPS1, _STEPS2)
+            fold.words(fold.floats(np.zeros(1)), fold.steps1, fold.steps2)
 
     def __call__(self, values: Sequence[Any]) -> str:
         fold = _compiled_fold()
         if fold is not None and self._floats and len(values) == len(self._dtypes) and None not in values:
-            h1, h2 = fold[0](fold[1](np.array(values, dtype=np.float64)), _STEPS1, _STEPS2)
+            h1, h2 = fold.words(fold.floats(np.array(values, dtype=np.float64)), fold.steps1, fold.steps2)
             return f"{int(h1):016x}{int(h2):016x}"
         words = [_word(v, d) for d, v in zip(self._dtypes, values, strict=True)]
         if fold is not None and len(words) <= _MAX_COMPILED:
-            h1, h2 = fold[0](np.array(words, dtype=np.uint64), _STEPS1, _STEPS2)
+            h1, h2 = fold.words(np.array(words, dtype=np.uint64), fold.steps1, fold.steps2)
             return f"{int(h1):016x}{int(h2):016x}"
         return _fold_python(words)
 
@@ -205,17 +205,25 @@ def _fold_python(words: list[int]) -> str:
     return f"{h1:016x}{h2:016x}"
 
 
-#: per-feature constants of the two lanes, for the compiled fold (schemas of up to this many features).
+#: schemas of up to this many features are hashed by the compiled fold.
 _MAX_COMPILED = 4096
-_STEPS1 = np.array([(_STEP1 * (i + 1)) & _MASK for i in range(_MAX_COMPILED)], dtype=np.uint64)
-_STEPS2 = np.array([(2 * i + 3) | 1 for i in range(_MAX_COMPILED)], dtype=np.uint64)
-_Fold = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any]]
-_FOLD: list[tuple[_Fold, Callable[[np.ndarray], np.ndarray]] | None] = []
 
 
-def _compiled_fold() -> tuple[_Fold, Callable[[np.ndarray], np.ndarray]] | None:
+class _CompiledFold(NamedTuple):
+    """`_fold_words` and `_float_words` compiled, and the per-feature constants of the two lanes."""
+
+    words: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any]]
+    floats: Callable[[np.ndarray], np.ndarray]
+    steps1: np.ndarray
+    steps2: np.ndarray
+
+
+_FOLD: list[_CompiledFold | None] = []
+
+
+def _compiled_fold() -> _CompiledFold | None:
     """`_fold_python` compiled with numba (the same uint64 arithmetic, wrapping), over words and over
-    float64 values; None without numba."""
+    float64 values; None without numba. Made on first use, not at import."""
     if not _FOLD:
         try:
             import numba
@@ -223,7 +231,9 @@ def _compiled_fold() -> tuple[_Fold, Callable[[np.ndarray], np.ndarray]] | None:
             _FOLD.append(None)
         else:
             jit = numba.njit(cache=True, nogil=True)
-            _FOLD.append((jit(_fold_words), jit(_float_words)))
+            steps1 = np.array([(_STEP1 * (i + 1)) & _MASK for i in range(_MAX_COMPILED)], dtype=np.uint64)
+            steps2 = np.array([(2 * i + 3) | 1 for i in range(_MAX_COMPILED)], dtype=np.uint64)
+            _FOLD.append(_CompiledFold(jit(_fold_words), jit(_float_words), steps1, steps2))
     return _FOLD[0]
 
 
