@@ -29,6 +29,7 @@ from augury.errors import AuguryError
 from augury.serve import codec_v1, codec_v2
 from augury.serve.middleware import Bookkeeping, internal_error
 from augury.serve.service import Service, model_versions, provenance_headers
+from augury.serve.transport import write_whole
 from augury.serve.wire import (
     JSON_TYPE,
     deadline_of,
@@ -191,7 +192,8 @@ class HotDispatch:
                 error, message = type(exc).__name__, internal_error(scope, rid, exc)
                 body, headers, media_type = dump_json({"error": message}), [], JSON_TYPE
             headers.append((b"x-request-id", rid.encode("ascii")))
-            await send_response(send, status, body, headers, media_type)
+            if not write_whole(send, status, headers, media_type, body):
+                await send_response(send, status, body, headers, media_type)
         finally:
             metrics.requests_in_flight -= 1
             books.finish(scope, rid, hot.template, status, time.perf_counter() - started, error, message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -181,8 +182,18 @@ def model_versions(answers: list[Answer]) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _encoded(static: int, dynamic: int, models: str, stores: str) -> tuple[tuple[bytes, bytes], ...]:
-    headers = [(b"x-augury-source", f"static={static},dynamic={dynamic}".encode("latin-1")),
-               (b"x-augury-model-version", models.encode("latin-1"))]
+    headers = [(b"x-augury-source", f"static={static},dynamic={dynamic}".encode("ascii")),
+               (b"x-augury-model-version", header_value(models))]
     if stores:
-        headers.append((b"x-augury-store-version", stores.encode("latin-1")))
+        headers.append((b"x-augury-store-version", header_value(stores)))
     return tuple(headers)
+
+
+def header_value(text: str) -> bytes:
+    """`text` as a response header value: visible ASCII and spaces as they are, anything else (a control
+    character, a non-ASCII letter, and ``%`` itself) percent-encoded as UTF-8, so a version string can
+    neither break the header block nor fail to encode."""
+    return urllib.parse.quote(text, safe=_HEADER_SAFE).encode("ascii")
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")

@@ -15,6 +15,21 @@ waits longer than the loop turn it was written in; closing the transport flushes
 
 `CoalescingHttpToolsProtocol` is uvicorn's httptools protocol with that transport: ``augury serve`` passes
 it to uvicorn (``http=``) when httptools is installed.
+
+**Whole responses** (`write_whole`). Sending a response as the two ASGI messages costs uvicorn ~2 µs of
+Python with two headers and ~3.5 µs with six (two awaits; per header two regular-expression checks, a
+lower-casing and the special cases), more than the rest of a cached lookup's bookkeeping. The hot
+routes, whose status, headers and body are all known at once, hand them to `write_whole` instead, which,
+when the request came through this protocol, does what uvicorn's `RequestResponseCycle.send` would do for
+that response (the same status line, the server's default headers, the same state changes) in one step,
+and writes the bytes through the coalescing transport. Measured with ``benchmarks/http_bench.py``
+(static lookups by key, uniform keys, record cache off, one server process, wrk at 32 connections):
+23,600 -> 28,100 requests/s. The
+caller's header values must be valid (visible ASCII): it checks them once when it makes them
+(`service.header_value`), where uvicorn checks every one on every response. Whenever anything differs
+from the plain case (another server or protocol, a cycle uvicorn has changed the shape of, a response
+already started, write back-pressure, a connection that closes after the response, access logging),
+`write_whole` returns False and the caller sends the ordinary ASGI messages.
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 
 class CoalescingTransport:
@@ -75,3 +90,45 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)
+
+
+#: the instance attributes of uvicorn's `RequestResponseCycle` that `write_whole` reads or sets.
+_CYCLE_FIELDS = ("transport", "flow", "default_headers", "access_log", "keep_alive", "disconnected",
+                 "waiting_for_100_continue", "response_started", "response_complete", "message_event",
+                 "on_response", "scope")
+#: whether uvicorn's cycles have those fields (checked on the first one seen; None until then).
+_cycle_fits: bool | None = None
+#: the server's default headers (``date``, ``server``) as last rendered: (the list uvicorn holds, bytes).
+_defaults: tuple[object, bytes] = (None, b"")
+
+
+def write_whole(send: Any, status: int, headers: list[tuple[bytes, bytes]], media_type: bytes,
+                body: bytes) -> bool:
+    """Write a whole response (`headers` plus content type and length, then `body`) in one step if `send`
+    is a `CoalescingHttpToolsProtocol` request's, and return True; return False, having done nothing, if
+    the caller must send it as ASGI messages instead. Header names must be lower-case and values visible
+    ASCII (see the module docstring)."""
+    global _cycle_fits, _defaults
+    cycle = getattr(send, "__self__", None)
+    if type(cycle) is not RequestResponseCycle:
+        return False
+    if _cycle_fits is None:
+        _cycle_fits = all(name in vars(cycle) for name in _CYCLE_FIELDS)
+    transport: Any = cycle.transport  # typed as asyncio's; ours when the protocol is
+    if (not _cycle_fits or type(transport) is not CoalescingTransport or cycle.response_started
+            or cycle.disconnected or not cycle.keep_alive or cycle.access_log or cycle.flow.write_paused
+            or cycle.scope["method"] == "HEAD" or status not in STATUS_LINE):
+        return False
+    defaults = cycle.default_headers
+    if _defaults[0] is not defaults:  # uvicorn renews the list every second (the date)
+        _defaults = (defaults, b"".join([name.lower() + b": " + value + b"\r\n" for name, value in defaults]))
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    transport.write(b"".join([
+        STATUS_LINE[status], _defaults[1],
+        *[name + b": " + value + b"\r\n" for name, value in headers],
+        b"content-type: ", media_type, b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n\r\n", body]))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    cycle.on_response()
+    return True
