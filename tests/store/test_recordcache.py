@@ -14,7 +14,7 @@ import pytest
 
 from augury.errors import ConfigError, StoreError
 from augury.store import SQLiteStore, StoredPrediction, open_store
-from augury.store.recordcache import ABSENT, RecordCache
+from augury.store.recordcache import ABSENT, ADMIT_EVERY, RecordCache
 
 BatchOf = Callable[..., pa.RecordBatch]
 
@@ -68,16 +68,44 @@ def test_ttl_is_applied_to_cached_records_at_every_read(sqlite_path: Path, batch
     store.close()
 
 
-def test_the_cache_is_bounded_least_recently_used_first_out() -> None:
+def test_the_cache_is_bounded_oldest_out_first_and_once_full_admits_one_miss_in_n() -> None:
     cache = RecordCache(3)
     cache.put_many("t", [("a", [1]), ("b", [2]), ("c", ABSENT)])
-    assert cache.get_many("t", ["a"]) == [[1]]  # "a" is now the most recent
-    cache.put_many("t", [("d", [4])])
-    assert cache.get_many("t", ["a", "b", "c", "d"]) == [[1], None, ABSENT, [4]]
-    assert cache.get_many("u", ["a"]) == [None]  # another table, another entry
+    assert cache.get_many("t", ["a", "b", "c", "x"]) == [[1], [2], ABSENT, None]
+    assert (cache.hits, cache.misses) == (3, 1)
+    cache.put_many("t", [(k, [0]) for k in "defghij"])  # full: the first ADMIT_EVERY - 1 are not kept
+    assert cache.get_many("t", list("defghij")) == [None] * 7
+    cache.put("t", "k", [4])  # the ADMIT_EVERY-th is, in place of the oldest ("a", though it was read)
+    assert ADMIT_EVERY == 8
+    assert cache.get_many("t", ["a", "b", "c", "k"]) == [None, [2], ABSENT, [4]]
+    assert cache.get_many("u", ["b"]) == [None]  # another table, another entry
     off = RecordCache(0)
     off.put_many("t", [("a", [1])])
     assert off.get_many("t", ["a"]) == [None]
+
+
+def test_following_a_new_active_version_drops_the_others_entries() -> None:
+    cache = RecordCache(4)
+    cache.follow("t1")
+    cache.put_many("t1", [("a", [1]), ("b", [2])])
+    cache.follow("t1")  # the same version: nothing changes
+    assert cache.get_many("t1", ["a", "b"]) == [[1], [2]]
+    cache.follow("t2")
+    assert cache.get_many("t1", ["a", "b"]) == [None, None]
+    cache.put_many("t2", [(k, [0]) for k in "abcd"])  # room for the new version's keys at once
+    assert None not in cache.get_many("t2", list("abcd"))
+
+
+def test_a_store_cache_follows_the_active_version(sqlite_path: Path, batch_of: BatchOf) -> None:
+    store = SQLiteStore(sqlite_path, cache_entries=10)
+    store.publish([batch_of([f"k{i}" for i in range(10)])], model_version="m1")
+    for i in range(10):
+        store.get_many([f"k{i}"])
+    assert len(store._pool.cache._items) == 10
+    store.publish([batch_of(["k0"])], model_version="m2")
+    assert scores(store.get_many(["k0"])) == [0.0]
+    assert list(store._pool.cache._items) == [(store._pool.cache._table, "k0")]
+    store.close()
 
 
 def test_a_corrupt_record_is_an_error_every_time_never_cached(sqlite_path: Path, batch_of: BatchOf) -> None:

@@ -107,6 +107,8 @@ class Reader:
         #: when the open snapshot began (time.monotonic()), or NO_SNAPSHOT.
         self.since = NO_SNAPSHOT
         self._generation = -1
+        #: the one-key SELECT of the active version's table (set with `_active` in a snapshot).
+        self._one_sql = ""
 
     def lookup(self, keys: Sequence[str], generation: int) -> list[StoredPrediction | None]:
         """`keys` in the active version, aligned. `generation` is the pool's, read before this call: a
@@ -117,20 +119,12 @@ class Reader:
             self._renew(generation)
         if self._active is None:
             return [None] * len(keys)
+        if len(keys) == 1:  # a server's lookup by key
+            return [self._one(keys[0])]
         table, view = self._active
         cache = self._cache
         if not cache.entries or len(keys) > CACHED_LOOKUP_KEYS:
             return _predictions(keys, self._select(table, keys), view)
-        if len(keys) == 1:  # a server's lookup by key: the same steps, without the lists
-            key = keys[0]
-            record = cache.get(table, key)
-            if record is None:
-                row = self.con.execute(_select_one(table), (key,)).fetchone()
-                record = ABSENT if row is None else _decode(key, row[0], view)
-                cache.put(table, key, record)
-            if record is ABSENT:
-                return [None]
-            return [to_prediction(key, record, view, view.cutoff_us(time.time()))]
         remembered = cache.get_many(table, keys)
         missing = [key for key, record in zip(keys, remembered, strict=True) if record is None]
         if missing:
@@ -143,6 +137,22 @@ class Reader:
         return [None if record is ABSENT else to_prediction(key, record, view, cutoff)
                 for key, record in zip(keys, remembered, strict=True)]
 
+    def _one(self, key: str) -> StoredPrediction | None:
+        """`lookup` of one key (the steps of the general case, without its lists): in the record cache,
+        else in the snapshot's version, then remembered."""
+        assert self._active is not None
+        table, view = self._active
+        cache = self._cache
+        record = cache.get(table, key) if cache.entries else None
+        if record is None:
+            row = self.con.execute(self._one_sql, (key,)).fetchone()
+            record = ABSENT if row is None else _decode(key, row[0], view)
+            if cache.entries:
+                cache.put(table, key, record)
+        if record is ABSENT:
+            return None
+        return to_prediction(key, record, view, None if view.ttl_s is None else view.cutoff_us(time.time()))
+
     def _renew(self, generation: int) -> None:
         """End the snapshot (if any) and begin a new one; re-read the active version if it may have moved."""
         self.end_snapshot()
@@ -154,6 +164,9 @@ class Reader:
         if data_version != self._data_version:
             self._active = read_active(con)
             self._data_version = data_version
+            if self._active is not None:
+                self._one_sql = _select_one(self._active[0])
+                self._cache.follow(self._active[0])
         self._on_snapshot()
 
     def end_snapshot(self) -> None:
