@@ -40,6 +40,7 @@ from augury.store.base import (
     PredictionStore,
     StoredPrediction,
     VersionInfo,
+    WrittenBack,
 )
 from augury.store.memory import MemoryStore, named_memory_store
 from augury.store.sqlite import SQLiteStore
@@ -56,6 +57,7 @@ __all__ = [
     "SQLiteStore",
     "StoredPrediction",
     "VersionInfo",
+    "WrittenBack",
     "open_store",
 ]
 

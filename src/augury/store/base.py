@@ -17,6 +17,13 @@ Rules every backend keeps (the contract suite checks them):
 - `computed_at` is kept to the microsecond; `ttl_s` makes a row a miss once `computed_at < now - ttl_s`.
 - Errors: a caller's bad data or argument is `InputError`, an unknown version `VersionNotFoundError`,
   a refused operation or a failed backend `StoreError`; backend exceptions never escape.
+
+**Write-back.** Beside the versions, and never in them (they stay immutable), a store keeps dynamic
+predictions a server wrote back (`write_back`), one per (key, model version), each until its
+`expires_at`: `written_back(keys, model_version)` returns the unexpired ones of that model version
+(expiry is enforced on read, like TTL), and `prune_written_back` (also run by `gc`) deletes the expired.
+They are not part of any version: `get_many` never returns them, and publishing, activating or deleting
+a version leaves them alone. A server consults them after the active version misses (`serve.writeback`).
 """
 
 from __future__ import annotations
@@ -115,6 +122,17 @@ class StoredPrediction(msgspec.Struct, frozen=True):
         }
 
 
+class WrittenBack(msgspec.Struct, frozen=True):
+    """A dynamic prediction written back to a store (outside its versions), served until `expires_at`
+    (unix seconds)."""
+
+    key: str
+    values: dict[str, Any]
+    model_version: str
+    computed_at: float
+    expires_at: float
+
+
 @runtime_checkable
 class PredictionStore(Protocol):
     """A versioned key -> prediction store. Implementations: memory, sqlite (later redis)."""
@@ -163,6 +181,19 @@ class PredictionStore(Protocol):
     def gc(self, keep: int = 2) -> list[str]:
         """Delete orphans and all but the newest `keep` ready versions (never the active one, which is
         kept besides them); returns the deleted versions, oldest first."""
+        ...
+
+    def write_back(self, rows: Sequence[WrittenBack]) -> None:
+        """Keep dynamic predictions beside the versions, each until its `expires_at`; a row replaces the
+        one kept for the same key and model version (the last of several in `rows` wins)."""
+        ...
+
+    def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
+        """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys`."""
+        ...
+
+    def prune_written_back(self) -> int:
+        """Delete the expired write-backs; returns how many."""
         ...
 
     def close(self) -> None: ...

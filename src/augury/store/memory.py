@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from augury.errors import InputError
 from augury.store import versions as vs
-from augury.store.base import LOADING, READY, StoredPrediction, VersionInfo
+from augury.store.base import LOADING, READY, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import (
     View,
     batch_rows,
@@ -40,6 +40,7 @@ from augury.store.codec import (
     to_prediction,
 )
 from augury.store.publishing import check_publish_args, iter_batches
+from augury.store.writeback import checked
 
 _NAMED: dict[str, MemoryStore] = {}
 _NAMED_LOCK = threading.Lock()
@@ -85,6 +86,7 @@ class MemoryStore:
         self._next = 1
         self._versions: dict[int, _Version] = {}
         self._active: _Active | None = None
+        self._written: dict[tuple[str, str], WrittenBack] = {}
 
     def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
         """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
@@ -164,12 +166,40 @@ class MemoryStore:
             del self._versions[int(info.version)]
 
     def gc(self, keep: int = 2) -> list[str]:
-        """Delete all but the newest `keep` ready versions (never the active one); returns their ids."""
+        """Delete all but the newest `keep` ready versions (never the active one), and the expired
+        write-backs; returns the deleted versions."""
         with self._lock:
             victims = vs.gc_victims(self._infos(), keep)
             for victim in victims:
                 del self._versions[int(victim)]
-            return victims
+        self.prune_written_back()
+        return victims
+
+    def write_back(self, rows: Sequence[WrittenBack]) -> None:
+        """Keep dynamic predictions beside the versions, each until its `expires_at`."""
+        rows = checked(rows)
+        with self._lock:
+            for row in rows:
+                self._written[(row.key, row.model_version)] = row
+
+    def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
+        """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys` (copies)."""
+        now = time.time()
+        out: list[WrittenBack | None] = []
+        for key in keys:
+            row = self._written.get((key, model_version))
+            out.append(None if row is None or row.expires_at <= now else
+                       WrittenBack(key, dict(row.values), model_version, row.computed_at, row.expires_at))
+        return out
+
+    def prune_written_back(self) -> int:
+        """Delete the expired write-backs; how many."""
+        now = time.time()
+        with self._lock:
+            expired = [at for at, row in self._written.items() if row.expires_at <= now]
+            for at in expired:
+                del self._written[at]
+        return len(expired)
 
     def close(self) -> None:
         """Nothing to release: the data stays for other users of a named store until the process ends."""

@@ -39,7 +39,8 @@ import pyarrow as pa
 
 from augury.errors import ConfigError, InputError, StoreError
 from augury.store import versions as vs
-from augury.store.base import ORPHAN, StoredPrediction, VersionInfo
+from augury.store import writeback
+from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import batch_rows, dump_json, encode_record, prediction_columns
 from augury.store.lease import Lease, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
@@ -337,12 +338,61 @@ class SQLiteStore:
             self._drop(info)
 
     def gc(self, keep: int = 2) -> list[str]:
-        """Delete orphans and all but the newest `keep` ready versions (never the active one)."""
+        """Delete orphans and all but the newest `keep` ready versions (never the active one), and the
+        expired write-backs; returns the deleted versions."""
         with self._writing("collecting") as infos:
             victims = vs.gc_victims(infos, keep)
             for victim in victims:
                 self._drop(vs.find(infos, victim))
+        self.prune_written_back()
         return victims
+
+    # -- write-back (beside the versions; `store.writeback`) ------------------------------------------------
+
+    def write_back(self, rows: Sequence[WrittenBack]) -> None:
+        """Keep dynamic predictions beside the versions, each until its `expires_at` (one transaction)."""
+        params = writeback.encoded(rows)
+        if not params:
+            return
+        with self._exclusive("writing back predictions") as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                writeback.write(con, params)
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+
+    def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
+        """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys`. Read in a
+        reader's snapshot: another process's write-backs show within `snapshot_s`, this store's at once."""
+        if not keys:
+            return []
+        pool = self._pool
+        reader = pool.acquire()
+        try:
+            found: list[WrittenBack | None] = reader.read(
+                lambda con: writeback.read(con, keys, model_version, time.time()), pool.generation)
+        except sqlite3.Error as exc:
+            pool.discard(reader)
+            raise StoreError(f"prediction store {self.path}: reading write-backs failed: {exc}") from exc
+        except BaseException:
+            pool.discard(reader)
+            raise
+        pool.release(reader)
+        return found
+
+    def prune_written_back(self) -> int:
+        """Delete the expired write-backs; how many."""
+        with self._exclusive("pruning write-backs") as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                pruned = writeback.prune(con, time.time())
+                con.execute("COMMIT")
+            except BaseException:
+                _rollback(con)
+                raise
+        return pruned
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file if anything was committed since the last complete copy.

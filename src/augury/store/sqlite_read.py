@@ -137,6 +137,14 @@ class Reader:
         return [None if record is ABSENT else to_prediction(key, record, view, cutoff)
                 for key, record in zip(keys, remembered, strict=True)]
 
+    def read(self, fn: Callable[[sqlite3.Connection], Any], generation: int) -> Any:
+        """`fn(connection)`, inside this reader's snapshot as `lookup` would use it (begun or renewed
+        first), or outside any without snapshots: for reads other than the active version's rows."""
+        if self._snapshot_s > 0.0 and (generation != self._generation
+                                       or time.monotonic() - self.since >= self._snapshot_s):
+            self._renew(generation)
+        return fn(self.con)
+
     def _one(self, key: str) -> StoredPrediction | None:
         """`lookup` of one key (the steps of the general case, without its lists): in the record cache,
         else in the snapshot's version, then remembered."""
