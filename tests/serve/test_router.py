@@ -184,6 +184,64 @@ def test_write_back_serves_dynamic_predictions_until_their_ttl(client: httpx.Cli
         assert client.post(predict, json={"instances": [{"key": "u1"}]}).status_code == 404
 
 
+def _until(check: Any, timeout_s: float = 10.0) -> Any:
+    """Poll `check` until it returns something true (the write-back is written behind, on a thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, "not written back in time"
+        time.sleep(0.02)
+    return found
+
+
+def test_write_back_to_the_store_is_shared_and_expires(client: httpx.Client, tmp_path: Path) -> None:
+    """With a store, dynamic predictions are written back to it: a second server on the same file (another
+    worker) answers them too, as cached dynamic predictions, until their TTL passes; they never enter a
+    store version."""
+    path = tmp_path / "shared.db"
+    first_store, second_store = SQLiteStore(path), SQLiteStore(path)
+    publish_values(first_store, ["k1"], [5.0])
+    with live(add_model(), first_store, write_back_ttl_s=1.5) as one, \
+            live(add_model(), second_store, write_back_ttl_s=1.5) as two:
+        body = {"instances": [{"a": 1, "b": 2}, {"key": "u1", "a": 3, "b": 4}, {"key": "k1"}]}
+        first = client.post(f"{one}/v1/models/add:predict", json=body).json()
+        assert [p["source"] for p in first["provenance"]] == ["dynamic", "dynamic", "static"]
+        assert [p.get("cached") for p in first["provenance"]] == [None, None, None]
+
+        def cached_on_two() -> Any:
+            r = client.post(f"{two}/v1/models/add:predict", json={"instances": [{"a": 1.0, "b": "2"},
+                                                                                  {"key": "u1"}]})
+            return r.json() if r.status_code == 200 else None
+
+        again = _until(cached_on_two)
+        assert again["predictions"] == [{"value": 3.0}, {"value": 7.0}]
+        assert [(p["source"], p["cached"]) for p in again["provenance"]] == [("dynamic", True)] * 2
+        assert again["provenance"][0]["computed_at"] == first["provenance"][0]["computed_at"]
+        assert client.get(f"{two}/v1/models/add/predictions/u1").json()["prediction"] == {"value": 7.0}
+        assert first_store.get_many(["u1"]) == [None]  # not in any store version
+        metrics = client.get(f"{one}/metrics").text
+        assert 'augury_writeback_rows_total{result="written"} 2.0' in metrics
+        time.sleep(1.6)
+        expired = client.post(f"{two}/v1/models/add:predict", json={"instances": [{"a": 1, "b": 2}]})
+        assert "cached" not in expired.json()["provenance"][0]
+    assert first_store.written_back(["u1"], "1") == [None]
+    first_store.close()
+    second_store.close()
+
+
+def test_write_back_failures_lose_only_the_reuse(client: httpx.Client, tmp_path: Path) -> None:
+    """A store that cannot take write-backs (closed here) costs only their reuse: requests are answered,
+    the failed rows are counted."""
+    store = SQLiteStore(tmp_path / "closed.db")
+    publish_values(store, ["k1"], [5.0])
+    with live(add_model(), store, write_back_ttl_s=60.0) as url:
+        store.close()
+        r = client.post(f"{url}/v1/models/add:predict", json={"instances": [{"a": 1, "b": 1}]})
+        assert r.status_code == 200 and r.json()["predictions"] == [{"value": 2.0}]
+        failed = _until(lambda: 'augury_writeback_rows_total{result="failed"} 1.0'
+                        in client.get(f"{url}/metrics").text)
+        assert failed
+
+
 def test_hybrid_falls_back_to_the_model_when_the_store_fails(client: httpx.Client, tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "gone.db")
     publish_values(store, ["k1"], [5.0])

@@ -116,6 +116,9 @@ def test_serve_static_binds_localhost_by_default(tmp_path: Path) -> None:
     (("--model", "nowhere.joblib"), "does not exist"),
     (("--store", "redis://x"), "Redis"),
     (("--model", "nowhere.joblib", "--write-back-ttl", "soon"), "duration"),
+    (("--model", "nowhere.joblib", "--write-back-ttl", "1m", "--write-back-to", "store"), "needs a store"),
+    (("--model", "nowhere.joblib", "--write-back-to", "process"), "give --write-back-ttl too"),
+    (("--model", "m.joblib", "--write-back-ttl", "1m", "--write-back-to", "disk"), "'disk' is not one of"),
 ])
 def test_serve_errors_exit_2_with_a_message(args: tuple[str, ...], message: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--port", "0", *args],
@@ -126,9 +129,12 @@ def test_serve_errors_exit_2_with_a_message(args: tuple[str, ...], message: str)
 
 def test_launch_config_round_trips_through_the_environment() -> None:
     config = LaunchConfig("m.joblib", "sqlite:///x.db", "0.0.0.0", 9000, 3, "debug",
-                          ServeSettings(name="m", max_batch_size=8, write_back_ttl_s=60.0))
+                          ServeSettings(name="m", max_batch_size=8, write_back_ttl_s=60.0,
+                                        write_back_to="store"))
     assert LaunchConfig.from_json(config.to_json()) == config
     with pytest.raises(ConfigError):
         LaunchConfig.from_json('{"model_ref": 1}')
     with pytest.raises(ConfigError):
         ServeSettings(max_queue=0)
+    with pytest.raises(ConfigError, match="'store' or 'process'"):
+        ServeSettings(write_back_ttl_s=1.0, write_back_to="disk")

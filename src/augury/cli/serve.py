@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from augury.config import parse_duration
+from augury.errors import ConfigError
 
 from ._common import reporting
 
@@ -81,7 +82,14 @@ from ._common import reporting
     "--write-back-ttl",
     default=None,
     metavar="DURATION",
-    help="Reuse dynamic predictions for this long (in-process cache), e.g. 10m.",
+    help="Reuse dynamic predictions for this long, e.g. 10m (kept where --write-back-to says).",
+)
+@click.option(
+    "--write-back-to",
+    type=click.Choice(["store", "process"]),
+    default=None,
+    help="Keep write-backs in the store, shared by every worker (default with --store), or in each "
+    "process's memory (default without).",
 )
 @click.option(
     "--require-version-match",
@@ -118,6 +126,7 @@ def serve(
     max_instances: int,
     ignore_unknown_fields: bool,
     write_back_ttl: str | None,
+    write_back_to: str | None,
     require_version_match: bool,
     model_threads: int,
     log_level: str,
@@ -135,9 +144,12 @@ def serve(
         max_instances=max_instances,
         ignore_unknown_fields=ignore_unknown_fields,
         write_back_ttl_s=parse_duration(write_back_ttl) if write_back_ttl else None,
+        write_back_to=write_back_to,
         model_threads=model_threads,
         require_version_match=require_version_match,
     )
+    if write_back_to == "store" and store_url is None:
+        raise ConfigError("--write-back-to store needs a store (--store)")
     config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings)
     from augury.serve.run import serve as run_server
 

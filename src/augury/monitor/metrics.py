@@ -80,6 +80,10 @@ class ServeMetrics:
         self.writeback_lookups = CounterFamily(
             "augury_writeback_lookups", "Keys looked up in the write-back cache of dynamic predictions, by "
             "result (hit or miss).", ["result"])
+        self.writeback_rows = CounterFamily(
+            "augury_writeback_rows", "Dynamic predictions written back to the prediction store, by result: "
+            "written, dropped (the write-behind queue was full) or failed (the store refused the write).",
+            ["result"])
         self.batch_rows = HistogramFamily(
             "augury_batch_rows", "Rows per model call made by the dynamic batcher.",
             buckets=SIZE_BUCKETS)
@@ -113,9 +117,10 @@ class ServeMetrics:
             ["name", "version", "mode"], registry=r)
         self._families = Families([
             self.requests, self.errors, self.request_seconds, self.prediction_seconds, self.predictions,
-            self.store_lookups, self.store_errors, self.writeback_lookups, self.batch_rows,
-            self.batch_requests, self.inference_seconds, self.batch_failures, self.queue_wait, self.shed,
-            self.deadline_exceeded], lambda: [o.get("families", {}) for o in self._others])
+            self.store_lookups, self.store_errors, self.writeback_lookups, self.writeback_rows,
+            self.batch_rows, self.batch_requests, self.inference_seconds, self.batch_failures,
+            self.queue_wait, self.shed, self.deadline_exceeded],
+            lambda: [o.get("families", {}) for o in self._others])
         r.register(self._families)
         self._queue_depth: Callable[[], float] = lambda: 0.0
         # children resolved once: label values are bounded (see the module docstring)
@@ -179,6 +184,10 @@ class ServeMetrics:
             self._cache_hit.inc(hits)
         if misses:
             self._cache_miss.inc(misses)
+
+    def observe_writeback_rows(self, result: str, rows: int) -> None:
+        """Count rows of dynamic predictions written back to the store: written, dropped or failed."""
+        self.writeback_rows.labels(result).inc(rows)
 
     @property
     def sharing(self) -> bool:

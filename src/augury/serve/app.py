@@ -35,7 +35,7 @@ from augury.serve.scoring import Outcome, Row, Scorer, limit_threads, model_exec
 from augury.serve.service import Service, augury_version
 from augury.serve.settings import ServeSettings, mode_of
 from augury.serve.wire import JSONResponse, dump_json, error_response, send_response
-from augury.serve.writeback import WriteBackCache
+from augury.serve.writeback import StoreWriteBack, WriteBack, WriteBackCache
 from augury.store import PredictionStore
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,21 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                           executor=executor, observer=metrics.batch_observer())
         queue = batcher
         metrics.watch_queue(lambda: queue.queue_depth)
-    cache = None
+    loops: list[asyncio.AbstractEventLoop] = []  # the serving loop, once the lifespan starts
+
+    def count_rows(result: str, rows: int) -> None:  # from the write-back thread: counted on the loop
+        with contextlib.suppress(RuntimeError, IndexError):  # no loop (yet, or any more): nobody to tell
+            loops[0].call_soon_threadsafe(metrics.observe_writeback_rows, result, rows)
+
+    cache: WriteBack | None = None
+    store_write_back: StoreWriteBack | None = None
     if model is not None and settings.write_back_ttl_s is not None:
-        cache = WriteBackCache(settings.write_back_ttl_s, settings.write_back_max_entries)
+        if (settings.write_back_to or ("store" if store is not None else "process")) == "store":
+            if store is None:
+                raise ConfigError("write-back to the store (--write-back-to store) needs a store (--store)")
+            cache = store_write_back = StoreWriteBack(store, settings.write_back_ttl_s, on_rows=count_rows)
+        else:
+            cache = WriteBackCache(settings.write_back_ttl_s, settings.write_back_max_entries)
     router = Router(model=model, store=store, batcher=batcher, cache=cache, metrics=metrics,
                     require_version_match=settings.require_version_match)
     if store is not None:
@@ -73,6 +85,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limit_threads(settings.model_threads)
+        loops.append(asyncio.get_running_loop())
         if batcher is not None and scorer is not None:
             batcher.start()
             await _warm_up(scorer, executor)
@@ -88,6 +101,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                 metrics.share()  # this worker's final counts stay in the server's totals
             if batcher is not None:
                 await batcher.close()
+            if store_write_back is not None:
+                await asyncio.to_thread(store_write_back.close)  # what is queued is written first
             if executor is not None:
                 executor.shutdown(wait=True)
             if on_close is not None:

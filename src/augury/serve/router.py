@@ -39,7 +39,7 @@ from augury.serve.batcher import Batcher
 from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError
 from augury.serve.scoring import Outcome, Refused, Row
-from augury.serve.writeback import WriteBackCache
+from augury.serve.writeback import WriteBack
 from augury.store import PredictionStore, StoredPrediction
 from augury.store.base import iso
 
@@ -70,7 +70,7 @@ class Router:
     """Answers examples from the store, the write-back cache and the model, in that order."""
 
     def __init__(self, *, model: Model | None, store: PredictionStore | None,
-                 batcher: Batcher[Row, Outcome] | None, cache: WriteBackCache | None,
+                 batcher: Batcher[Row, Outcome] | None, cache: WriteBack | None,
                  metrics: ServeMetrics, require_version_match: bool = False) -> None:
         self.model = model
         self.store = store
@@ -208,7 +208,11 @@ class Router:
         if not asked or self.model_version is None:
             return pending
         wanted = [k for k in (keys[i] for i in asked) if k is not None]
-        hits = self._cache.get_many(wanted, self.model_version)
+        try:
+            hits = self._cache.get_many(wanted, self.model_version)
+        except StoreError as exc:  # the store's write-backs are unreadable: compute instead
+            self._store_failed(exc)
+            return pending
         now = time.time()
         found = 0
         for i, hit in zip(asked, hits, strict=True):

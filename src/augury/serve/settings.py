@@ -44,9 +44,12 @@ class ServeSettings:
     max_instances: int = 4096
     #: accept and ignore fields that are not model features (default: 400 naming them).
     ignore_unknown_fields: bool = False
-    #: keep dynamic predictions this many seconds in an in-process cache (None: no write-back).
+    #: reuse dynamic predictions for this many seconds (None: no write-back; `serve.writeback`).
     write_back_ttl_s: float | None = None
-    #: most entries in the write-back cache (least recently used ones are evicted).
+    #: where to keep them: "store" (beside the store's versions) or "process" (an in-process cache);
+    #: None: the store if the server has one, else the process.
+    write_back_to: str | None = None
+    #: most entries in the in-process write-back cache (least recently used ones are evicted).
     write_back_max_entries: int = 100_000
     #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).
     model_threads: int = 1
@@ -74,6 +77,10 @@ class ServeSettings:
             raise ConfigError(f"max-delay-ms must be 0 or more, not {self.max_delay_ms!r}")
         if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:
             raise ConfigError(f"write-back-ttl must be positive, not {self.write_back_ttl_s!r}")
+        if self.write_back_to not in (None, "store", "process"):
+            raise ConfigError(f"write-back-to must be 'store' or 'process', not {self.write_back_to!r}")
+        if self.write_back_to is not None and self.write_back_ttl_s is None:
+            raise ConfigError("write-back-to says where to keep write-backs; give --write-back-ttl too")
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"model name {self.name!r} must be non-empty and contain no '/'")
 

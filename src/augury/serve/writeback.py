@@ -1,27 +1,37 @@
-"""Write-back of dynamic predictions: an in-process cache with a TTL, in front of the model.
+"""Write-back of dynamic predictions, so a computed example is not computed again for a while.
 
-The prediction store's contract has no per-key write path: a version is written whole by `publish` and
-never changes (DESIGN.md, invariant 5), so a dynamic prediction cannot be added to it. Write-back is
-therefore a cache in the serving process: with ``--write-back-ttl``, each dynamic prediction is kept under
-its key (the given key or the canonical feature hash) for that long, and a later request for the same key
-is answered from it, with provenance ``source: dynamic`` (it was computed on demand), its original
-``computed_at``, ``age_s`` and ``cached: true``. The TTL is enforced on read (an expired entry is a miss
-and is dropped, never served as fresh); the cache is bounded (least recently used entries are evicted
-past `max_entries`); entries are tied to the model version that made them. Each worker process has its
-own cache, and a restart empties it.
+With ``--write-back-ttl``, each dynamic prediction is kept under its key (the given key or the canonical
+feature hash) for that long, and a later request for the same key is answered from it, with provenance
+``source: dynamic`` (it was computed on demand), its original ``computed_at``, ``age_s`` and ``cached:
+true``. The TTL is enforced on read (an expired prediction is a miss, never served as fresh), and a kept
+prediction is tied to the model version that made it. Two places to keep them (``--write-back-to``):
 
-Only the event loop thread touches the cache, so it needs no lock.
+- ``store`` (the default when the server has a store): `StoreWriteBack`, in the prediction store beside
+  its versions (never in them: versions are immutable, DESIGN.md invariant 5; see `store.base`,
+  "Write-back"). Every worker process and every server on that store shares them, and they outlive a
+  restart. Written behind, on a thread, so a request never waits for a store write.
+- ``process`` (the default without a store): `WriteBackCache`, in this process's memory: bounded (least
+  recently used entries are evicted past `max_entries`), one per worker, emptied by a restart. Only the
+  event loop thread touches it, so it needs no lock.
 """
-
 from __future__ import annotations
 
+import collections
+import functools
+import logging
+import math
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from augury.store.base import iso
+from augury.errors import AuguryError
+from augury.store import PredictionStore
+from augury.store.base import WrittenBack, iso
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +89,119 @@ class WriteBackCache:
             entries.move_to_end(key)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
+
+
+class WriteBack(Protocol):
+    """Where a router keeps dynamic predictions for reuse: `WriteBackCache` (this process) or
+    `StoreWriteBack` (the prediction store)."""
+
+    ttl_s: float
+
+    def get_many(self, keys: Sequence[str], model_version: str) -> list[Cached | None]: ...
+
+    def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
+                 computed_at: float) -> None: ...
+
+
+#: `StoreWriteBack`: rows waiting to be written at most (past it new ones are dropped and counted).
+MAX_PENDING = 10_000
+#: `StoreWriteBack`: the writer thread writes what is waiting this often (seconds), in one transaction...
+FLUSH_S = 0.05
+#: ... of at most this many rows.
+FLUSH_ROWS = 2_000
+#: `StoreWriteBack`: expired rows are deleted from the store this often (seconds).
+PRUNE_EVERY_S = 60.0
+#: a failing write is logged at most this often (every failed row is counted).
+WARN_EVERY_S = 10.0
+
+
+class StoreWriteBack:
+    """Write-back into the prediction store, beside its versions (`store.base`, "Write-back"): shared by
+    every worker process and every server on the store, and kept across restarts until each row's TTL.
+
+    Reads are inline, like a store lookup (one query for the request's keys, after the active version
+    missed). Writes never hold up a request: `put_many` queues the rows (at most `max_pending`; past that
+    they are dropped and counted), and a writer thread writes what is queued every `flush_s` in one
+    transaction, and deletes the store's expired rows every `prune_every_s`. A failed write loses those
+    rows (counted, logged at most every WARN_EVERY_S): they were only a cache of what the model computes
+    again. `on_rows(result, n)` hears how rows fared ("written", "dropped" or "failed"), from whichever
+    thread they fared on (`create_app` hands the counts to the event loop).
+    """
+
+    def __init__(self, store: PredictionStore, ttl_s: float, *, max_pending: int = MAX_PENDING,
+                 flush_s: float = FLUSH_S, prune_every_s: float = PRUNE_EVERY_S,
+                 on_rows: Callable[[str, int], None] = lambda result, n: None) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.max_pending = max_pending
+        self._flush_s = flush_s
+        self._prune_every_s = prune_every_s
+        self._on_rows = on_rows
+        self._pending: collections.deque[WrittenBack] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned_at = -math.inf
+
+    def get_many(self, keys: Sequence[str], model_version: str) -> list[Cached | None]:
+        """Unexpired write-backs of `model_version` from the store, aligned with `keys` (StoreError if the
+        store fails)."""
+        return [None if row is None else Cached(row.values, row.model_version, row.computed_at)
+                for row in self.store.written_back(keys, model_version)]
+
+    def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
+                 computed_at: float) -> None:
+        """Queue each (key, values) pair to be written, expiring `ttl_s` after `computed_at`."""
+        room = self.max_pending - len(self._pending)
+        expires_at = computed_at + self.ttl_s
+        for key, values in items[:max(room, 0)]:
+            self._pending.append(WrittenBack(key, dict(values), model_version, computed_at, expires_at))
+        if len(items) > room:
+            self._on_rows("dropped", len(items) - max(room, 0))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="augury-writeback", daemon=True)
+            self._thread.start()
+        if len(self._pending) >= FLUSH_ROWS:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Write what is queued (a last flush), stop the writer thread, wait for it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._flush()
+
+    def _run(self) -> None:
+        pruned_at = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
+            self._flush()
+            if time.monotonic() - pruned_at >= self._prune_every_s:
+                pruned_at = time.monotonic()
+                self._attempt("pruning expired write-backs", self.store.prune_written_back)
+
+    def _flush(self) -> None:
+        while self._pending:
+            rows: list[WrittenBack] = []
+            while self._pending and len(rows) < FLUSH_ROWS:
+                rows.append(self._pending.popleft())
+            if self._attempt(f"writing back {len(rows)} predictions", functools.partial(self.store.write_back,
+                                                                                        rows)):
+                self._on_rows("written", len(rows))
+            else:
+                self._on_rows("failed", len(rows))
+
+    def _attempt(self, doing: str, step: Callable[[], object]) -> bool:
+        try:
+            step()
+            return True
+        except AuguryError as exc:
+            now = time.monotonic()
+            if now - self._warned_at >= WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("%s to the prediction store failed (lost: they will be computed again): %s",
+                            doing, exc)
+            return False
