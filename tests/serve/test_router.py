@@ -228,6 +228,23 @@ def test_write_back_to_the_store_is_shared_and_expires(client: httpx.Client, tmp
     second_store.close()
 
 
+def test_many_write_backs_in_one_request(client: httpx.Client, tmp_path: Path) -> None:
+    """Past INLINE_LOOKUP_KEYS keys the write-backs are read on a thread: the answers are the same."""
+    store = SQLiteStore(tmp_path / "many.db")
+    publish_values(store, ["k1"], [5.0])
+    body = {"instances": [{"a": i, "b": 0.5} for i in range(100)]}
+    with live(add_model(), store, write_back_ttl_s=60.0) as url:
+        first = client.post(f"{url}/v1/models/add:predict", json=body).json()
+
+        def all_cached() -> Any:
+            again = client.post(f"{url}/v1/models/add:predict", json=body).json()
+            return again if all(p.get("cached") for p in again["provenance"]) else None
+
+        again = _until(all_cached)
+        assert again["predictions"] == first["predictions"] == [{"value": i + 0.5} for i in range(100)]
+    store.close()
+
+
 def test_write_back_failures_lose_only_the_reuse(client: httpx.Client, tmp_path: Path) -> None:
     """A store that cannot take write-backs (closed here) costs only their reuse: requests are answered,
     the failed rows are counted."""

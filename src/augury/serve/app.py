@@ -85,7 +85,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limit_threads(settings.model_threads)
-        loops.append(asyncio.get_running_loop())
+        loops[:] = [asyncio.get_running_loop()]
         if batcher is not None and scorer is not None:
             batcher.start()
             await _warm_up(scorer, executor)
@@ -96,13 +96,13 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
             yield
         finally:
             service.started = False
+            if batcher is not None:
+                await batcher.close()
+            if store_write_back is not None:  # what is queued is written first (and counted, on the loop)
+                await asyncio.to_thread(store_write_back.close)
             if sharing is not None:
                 sharing.cancel()
                 metrics.share()  # this worker's final counts stay in the server's totals
-            if batcher is not None:
-                await batcher.close()
-            if store_write_back is not None:
-                await asyncio.to_thread(store_write_back.close)  # what is queued is written first
             if executor is not None:
                 executor.shutdown(wait=True)
             if on_close is not None:

@@ -39,7 +39,7 @@ from augury.serve.batcher import Batcher
 from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError
 from augury.serve.scoring import Outcome, Refused, Row
-from augury.serve.writeback import WriteBack
+from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction
 from augury.store.base import iso
 
@@ -116,8 +116,8 @@ class Router:
                     raise
                 store_failed = exc
                 self._store_failed(exc)
-        if self._cache is not None and pending:
-            pending = self._from_cache(keys, pending, answers)
+        if self._cache is not None and pending and not (store_failed is not None and self._cache.reads_store):
+            pending = await self._from_write_back(keys, pending, answers)  # (the same store: known down)
         lookups = [i for i in pending if examples[i].row is None]
         if lookups:
             if store_failed is not None:
@@ -203,15 +203,41 @@ class Router:
 
     def _from_cache(self, keys: list[str | None], pending: list[int],
                     answers: list[Answer | None]) -> list[int]:
+        """`_from_write_back` for a lookup by key (one key: read on the event loop)."""
+        asked = [i for i in pending if keys[i] is not None]
+        if not asked or self.model_version is None:
+            return pending
+        return self._write_backs(asked, pending, answers, self._read_write_backs(keys, asked))
+
+    async def _from_write_back(self, keys: list[str | None], pending: list[int],
+                               answers: list[Answer | None]) -> list[int]:
+        """Answer what the write-backs hold (read on a thread past INLINE_LOOKUP_KEYS keys when they are
+        in the store); the rest are still pending."""
         assert self._cache is not None
         asked = [i for i in pending if keys[i] is not None]
         if not asked or self.model_version is None:
             return pending
-        wanted = [k for k in (keys[i] for i in asked) if k is not None]
+        if self._cache.reads_store and len(asked) > INLINE_LOOKUP_KEYS:
+            hits = await asyncio.to_thread(self._read_write_backs, keys, asked)
+        else:
+            hits = self._read_write_backs(keys, asked)
+        return self._write_backs(asked, pending, answers, hits)
+
+    def _read_write_backs(self, keys: list[str | None], asked: list[int]) -> list[Cached | None] | None:
+        """The write-backs of `asked`'s keys, or None if the store holding them failed (counted, logged:
+        they are then computed)."""
+        assert self._cache is not None and self.model_version is not None
         try:
-            hits = self._cache.get_many(wanted, self.model_version)
-        except StoreError as exc:  # the store's write-backs are unreadable: compute instead
+            return self._cache.get_many([k for k in (keys[i] for i in asked) if k is not None],
+                                        self.model_version)
+        except StoreError as exc:
             self._store_failed(exc)
+            return None
+
+    def _write_backs(self, asked: list[int], pending: list[int], answers: list[Answer | None],
+                     hits: list[Cached | None] | None) -> list[int]:
+        """Fill in the answers `hits` hold (aligned with `asked`); count; what is still pending."""
+        if hits is None:
             return pending
         now = time.time()
         found = 0

@@ -24,11 +24,11 @@ when the request came through this protocol, does what uvicorn's `RequestRespons
 that response (the same status line, the server's default headers, the same state changes) in one step,
 and writes the bytes through the coalescing transport. Measured with ``benchmarks/http_bench.py``
 (static lookups by key, uniform keys, record cache off, one server process, wrk at 32 connections):
-23,600 -> 28,100 requests/s. The
-caller's header values must be valid (visible ASCII): it checks them once when it makes them
-(`service.header_value`), where uvicorn checks every one on every response. Whenever anything differs
-from the plain case (another server or protocol, a cycle uvicorn has changed the shape of, a response
-already started, write back-pressure, a connection that closes after the response, access logging),
+23,600 -> 28,100 requests/s. The caller's header values must be valid (visible ASCII): it checks them
+once when it makes them (`service.header_value`), where uvicorn checks every one on every response.
+Whenever anything differs from the plain case (another server or protocol, a uvicorn newer than the one
+it was checked against (0.54) or a cycle of another shape, a response already started, write
+back-pressure, a connection that closes after the response, access logging, a HEAD request),
 `write_whole` returns False and the caller sends the ordinary ASGI messages.
 """
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 
@@ -92,6 +93,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(coalescing)
 
 
+#: `write_whole` mirrors `RequestResponseCycle.send` as of uvicorn 0.54 (checked by
+#: tests/serve/test_transport.py); on a later uvicorn it stands aside until checked against that one.
+_UVICORN_CHECKED = (0, 54)
+_uvicorn_fits = tuple(int(p) for p in uvicorn.__version__.split(".")[:2] if p.isdigit()) <= _UVICORN_CHECKED
+
 #: the instance attributes of uvicorn's `RequestResponseCycle` that `write_whole` reads or sets.
 _CYCLE_FIELDS = ("transport", "flow", "default_headers", "access_log", "keep_alive", "disconnected",
                  "waiting_for_100_continue", "response_started", "response_complete", "message_event",
@@ -113,7 +119,7 @@ def write_whole(send: Any, status: int, headers: list[tuple[bytes, bytes]], medi
     if type(cycle) is not RequestResponseCycle:
         return False
     if _cycle_fits is None:
-        _cycle_fits = all(name in vars(cycle) for name in _CYCLE_FIELDS)
+        _cycle_fits = _uvicorn_fits and all(name in vars(cycle) for name in _CYCLE_FIELDS)
     transport: Any = cycle.transport  # typed as asyncio's; ours when the protocol is
     if (not _cycle_fits or type(transport) is not CoalescingTransport or cycle.response_started
             or cycle.disconnected or not cycle.keep_alive or cycle.access_log or cycle.flow.write_paused

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from augury.errors import AuguryError
+from augury.errors import AuguryError, InputError
 from augury.store import PredictionStore
 from augury.store.base import WrittenBack, iso
 
@@ -55,6 +55,9 @@ class Cached:
 class WriteBackCache:
     """Key -> `Cached`, each entry served for at most `ttl_s` seconds after it was computed."""
 
+    #: reads are dict lookups (never worth a thread).
+    reads_store = False
+
     def __init__(self, ttl_s: float, max_entries: int) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -72,7 +75,7 @@ class WriteBackCache:
             hit = entries.get(key)
             if hit is None:
                 out.append(None)
-            elif hit.computed_at < cutoff or hit.model_version != model_version:
+            elif hit.computed_at <= cutoff or hit.model_version != model_version:
                 del entries[key]
                 out.append(None)
             else:
@@ -96,6 +99,8 @@ class WriteBack(Protocol):
     `StoreWriteBack` (the prediction store)."""
 
     ttl_s: float
+    #: whether `get_many` reads a store (blocking I/O) rather than memory.
+    reads_store: bool
 
     def get_many(self, keys: Sequence[str], model_version: str) -> list[Cached | None]: ...
 
@@ -119,14 +124,20 @@ class StoreWriteBack:
     """Write-back into the prediction store, beside its versions (`store.base`, "Write-back"): shared by
     every worker process and every server on the store, and kept across restarts until each row's TTL.
 
-    Reads are inline, like a store lookup (one query for the request's keys, after the active version
-    missed). Writes never hold up a request: `put_many` queues the rows (at most `max_pending`; past that
-    they are dropped and counted), and a writer thread writes what is queued every `flush_s` in one
-    transaction, and deletes the store's expired rows every `prune_every_s`. A failed write loses those
-    rows (counted, logged at most every WARN_EVERY_S): they were only a cache of what the model computes
-    again. `on_rows(result, n)` hears how rows fared ("written", "dropped" or "failed"), from whichever
-    thread they fared on (`create_app` hands the counts to the event loop).
+    Reads are one store query for a request's keys, after the active version missed (the router makes
+    it on a thread past INLINE_LOOKUP_KEYS keys, as it does the store lookup); a row older than this
+    server's `ttl_s` is a miss even if another server wrote it with a longer one. Writes never hold up a
+    request: `put_many` queues the rows (at most `max_pending`; past that they are dropped and counted),
+    and a writer thread writes what is queued every `flush_s` in one transaction, and deletes the
+    store's expired rows every `prune_every_s`. A failed write loses those rows (counted, logged at most
+    every WARN_EVERY_S; a row the store refuses is retried alone, so it loses only itself): they were
+    only a cache of what the model computes again. The thread survives any error, and is started again
+    by `put_many` if it ever ended. `on_rows(result, n)` hears how rows fared ("written", "dropped" or
+    "failed"), from whichever thread they fared on (`create_app` hands the counts to the event loop).
     """
+
+    #: reads block on the store (the router reads many keys on a thread).
+    reads_store = True
 
     def __init__(self, store: PredictionStore, ttl_s: float, *, max_pending: int = MAX_PENDING,
                  flush_s: float = FLUSH_S, prune_every_s: float = PRUNE_EVERY_S,
@@ -144,9 +155,12 @@ class StoreWriteBack:
         self._warned_at = -math.inf
 
     def get_many(self, keys: Sequence[str], model_version: str) -> list[Cached | None]:
-        """Unexpired write-backs of `model_version` from the store, aligned with `keys` (StoreError if the
-        store fails)."""
-        return [None if row is None else Cached(row.values, row.model_version, row.computed_at)
+        """Write-backs of `model_version` from the store, aligned with `keys`: unexpired, and computed
+        within this server's `ttl_s` (another server on the store may have written them with a longer
+        one). StoreError if the store fails."""
+        oldest = time.time() - self.ttl_s
+        return [None if row is None or row.computed_at <= oldest else
+                Cached(row.values, row.model_version, row.computed_at)
                 for row in self.store.written_back(keys, model_version)]
 
     def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
@@ -157,8 +171,8 @@ class StoreWriteBack:
         for key, values in items[:max(room, 0)]:
             self._pending.append(WrittenBack(key, dict(values), model_version, computed_at, expires_at))
         if len(items) > room:
-            self._on_rows("dropped", len(items) - max(room, 0))
-        if self._thread is None:
+            self._count("dropped", len(items) - max(room, 0))
+        if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="augury-writeback", daemon=True)
             self._thread.start()
         if len(self._pending) >= FLUSH_ROWS:
@@ -172,6 +186,7 @@ class StoreWriteBack:
             self._thread.join()
             self._thread = None
         self._flush()
+        self._stop.clear()  # an app may be served again (another lifespan): a new thread then starts
 
     def _run(self) -> None:
         pruned_at = time.monotonic()
@@ -188,20 +203,34 @@ class StoreWriteBack:
             rows: list[WrittenBack] = []
             while self._pending and len(rows) < FLUSH_ROWS:
                 rows.append(self._pending.popleft())
-            if self._attempt(f"writing back {len(rows)} predictions", functools.partial(self.store.write_back,
-                                                                                        rows)):
-                self._on_rows("written", len(rows))
+            failure = self._attempt(f"writing back {len(rows)} predictions",
+                                    functools.partial(self.store.write_back, rows))
+            if failure is InputError:  # a row the store cannot hold: the others, one by one
+                written = sum(self._attempt(f"writing back the prediction of key {row.key!r}",
+                                            functools.partial(self.store.write_back, [row])) is None
+                              for row in rows)
             else:
-                self._on_rows("failed", len(rows))
+                written = len(rows) if failure is None else 0
+            self._count("written", written)
+            self._count("failed", len(rows) - written)
 
-    def _attempt(self, doing: str, step: Callable[[], object]) -> bool:
+    def _attempt(self, doing: str, step: Callable[[], object]) -> type[Exception] | None:
+        """Run `step`; None if it worked, else the class of what it raised (logged at most every
+        WARN_EVERY_S; anything but an AuguryError with its traceback: a bug must not stop the thread)."""
         try:
             step()
-            return True
-        except AuguryError as exc:
+            return None
+        except Exception as exc:
             now = time.monotonic()
             if now - self._warned_at >= WARN_EVERY_S:
                 self._warned_at = now
                 log.warning("%s to the prediction store failed (lost: they will be computed again): %s",
-                            doing, exc)
-            return False
+                            doing, exc, exc_info=not isinstance(exc, AuguryError))
+            return type(exc)
+
+    def _count(self, result: str, rows: int) -> None:
+        if rows:
+            try:
+                self._on_rows(result, rows)
+            except Exception:
+                log.exception("counting written-back rows failed")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,10 @@ from augury.store.writeback import checked
 
 _NAMED: dict[str, MemoryStore] = {}
 _NAMED_LOCK = threading.Lock()
+
+
+#: the most write-backs a memory store keeps (it lives in one process's memory).
+MAX_WRITTEN_BACK = 100_000
 
 
 def named_memory_store(name: str) -> MemoryStore:
@@ -86,7 +90,7 @@ class MemoryStore:
         self._next = 1
         self._versions: dict[int, _Version] = {}
         self._active: _Active | None = None
-        self._written: dict[tuple[str, str], WrittenBack] = {}
+        self._written: OrderedDict[tuple[str, str], WrittenBack] = OrderedDict()
 
     def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
         """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
@@ -176,11 +180,16 @@ class MemoryStore:
         return victims
 
     def write_back(self, rows: Sequence[WrittenBack]) -> None:
-        """Keep dynamic predictions beside the versions, each until its `expires_at`."""
+        """Keep dynamic predictions beside the versions, each until its `expires_at` (at most
+        MAX_WRITTEN_BACK of them: the oldest written go first)."""
         rows = checked(rows)
         with self._lock:
+            written = self._written
             for row in rows:
-                self._written[(row.key, row.model_version)] = row
+                written[(row.key, row.model_version)] = row
+                written.move_to_end((row.key, row.model_version))
+            while len(written) > MAX_WRITTEN_BACK:
+                written.popitem(last=False)
 
     def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
         """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys` (copies)."""

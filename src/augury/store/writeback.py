@@ -14,6 +14,7 @@ values as one MessagePack map (floats to the bit). Expiry is enforced on read: a
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 from collections.abc import Sequence
@@ -93,9 +94,10 @@ def read(con: sqlite3.Connection, keys: Sequence[str], model_version: str,
     try:
         for start in range(0, len(unique), CHUNK):
             chunk = unique[start:start + CHUNK]
-            sql = (f"SELECT key, computed_at_us, expires_at_us, v FROM {TABLE} WHERE model_version = ? "
-                   f"AND expires_at_us > ? AND key IN ({','.join('?' * len(chunk))})")
-            for key, computed_us, expires_us, blob in con.execute(sql, (model_version, now_us, *chunk)):
+            size = 1 << (len(chunk) - 1).bit_length()  # a power of two: a handful of statements to prepare
+            padded = chunk + [chunk[-1]] * (size - len(chunk))
+            for key, computed_us, expires_us, blob in con.execute(_select(size), (model_version, now_us,
+                                                                                   *padded)):
                 found[key] = WrittenBack(key, _decode(blob), model_version, computed_us / 1e6,
                                          expires_us / 1e6)
     except sqlite3.OperationalError as exc:
@@ -104,6 +106,12 @@ def read(con: sqlite3.Connection, keys: Sequence[str], model_version: str,
     except msgspec.DecodeError as exc:
         raise sqlite3.DatabaseError(f"a written-back row is corrupt: {exc}") from exc
     return [found.get(key) for key in keys]
+
+
+@functools.lru_cache(maxsize=16)
+def _select(size: int) -> str:
+    return (f"SELECT key, computed_at_us, expires_at_us, v FROM {TABLE} WHERE model_version = ? "
+            f"AND expires_at_us > ? AND key IN ({','.join('?' * size)})")
 
 
 def prune(con: sqlite3.Connection, now: float) -> int:
