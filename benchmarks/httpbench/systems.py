@@ -99,6 +99,12 @@ def systems() -> dict[str, System]:
                lambda w: [Check("POST", V1, w.meta["keyed_body"], proba(w, "key", "static")),
                           Check("POST", V1, w.meta["unseen_body"], proba(w, "unseen", "dynamic"))],
                "bare", same_protocol="bare_c"),
+        System("hybrid_wb", "hybrid with --write-back-ttl 2s: the unseen rows, once computed, are written "
+               "back to the store and answered from it until they are 2 s old",
+               (*model, *store, "--write-back-ttl", "2s"), Load("post_random.lua", V1, "hybrid_bodies"),
+               lambda w: [Check("POST", V1, w.meta["keyed_body"], proba(w, "key", "static")),
+                          Check("POST", V1, w.meta["unseen_body"], proba(w, "unseen", "dynamic"))],
+               "bare", same_protocol="bare_c"),
         System("dynamic_v2", "augury serve --model: POST v2 [1,20] FP64 tensor", model, post_v2,
                lambda w: [Check("POST", V2, body(w.body_v2), proba(w, "v1", "dynamic"))],
                "bare_v2", same_protocol="bare_v2_c"),
