@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import click
 
 from augury.config import parse_duration
@@ -126,7 +128,7 @@ def serve(
     max_instances: int,
     ignore_unknown_fields: bool,
     write_back_ttl: str | None,
-    write_back_to: str | None,
+    write_back_to: Literal["store", "process"] | None,  # click.Choice checked it
     require_version_match: bool,
     model_threads: int,
     log_level: str,

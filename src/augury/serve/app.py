@@ -35,7 +35,7 @@ from augury.serve.scoring import Outcome, Row, Scorer, limit_threads, model_exec
 from augury.serve.service import Service, augury_version
 from augury.serve.settings import ServeSettings, mode_of
 from augury.serve.wire import JSONResponse, dump_json, error_response, send_response
-from augury.serve.writeback import StoreWriteBack, WriteBack, WriteBackCache
+from augury.serve.writeback import RowResult, StoreWriteBack, WriteBack, WriteBackCache
 from augury.store import PredictionStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
         metrics.watch_queue(lambda: queue.queue_depth)
     loops: list[asyncio.AbstractEventLoop] = []  # the serving loop, once the lifespan starts
 
-    def count_rows(result: str, rows: int) -> None:  # from the write-back thread: counted on the loop
+    def count_rows(result: RowResult, rows: int) -> None:  # from the write-back thread: counted on the loop
         with contextlib.suppress(RuntimeError, IndexError):  # no loop (yet, or any more): nobody to tell
             loops[0].call_soon_threadsafe(metrics.observe_writeback_rows, result, rows)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from augury.errors import ConfigError
 
@@ -48,7 +48,7 @@ class ServeSettings:
     write_back_ttl_s: float | None = None
     #: where to keep them: "store" (beside the store's versions) or "process" (an in-process cache);
     #: None: the store if the server has one, else the process.
-    write_back_to: str | None = None
+    write_back_to: Literal["store", "process"] | None = None
     #: most entries in the in-process write-back cache (least recently used ones are evicted).
     write_back_max_entries: int = 100_000
     #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from augury.errors import AuguryError, InputError
 from augury.store import PredictionStore
@@ -108,6 +108,9 @@ class WriteBack(Protocol):
                  computed_at: float) -> None: ...
 
 
+#: how a written-back row fared: written to the store, dropped (the queue was full), failed (refused).
+RowResult = Literal["written", "dropped", "failed"]
+
 #: `StoreWriteBack`: rows waiting to be written at most (past it new ones are dropped and counted).
 MAX_PENDING = 10_000
 #: `StoreWriteBack`: the writer thread writes what is waiting this often (seconds), in one transaction...
@@ -141,7 +144,7 @@ class StoreWriteBack:
 
     def __init__(self, store: PredictionStore, ttl_s: float, *, max_pending: int = MAX_PENDING,
                  flush_s: float = FLUSH_S, prune_every_s: float = PRUNE_EVERY_S,
-                 on_rows: Callable[[str, int], None] = lambda result, n: None) -> None:
+                 on_rows: Callable[[RowResult, int], None] = lambda result, n: None) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.max_pending = max_pending
@@ -228,7 +231,7 @@ class StoreWriteBack:
                             doing, exc, exc_info=not isinstance(exc, AuguryError))
             return type(exc)
 
-    def _count(self, result: str, rows: int) -> None:
+    def _count(self, result: RowResult, rows: int) -> None:
         if rows:
             try:
                 self._on_rows(result, rows)
