@@ -1,20 +1,10 @@
 """The SQLite prediction store: the embedded default, one file, any number of reading processes.
 
 Publishing (one writer at a time; SQLite serialises writers across processes, and a writer waits up to
-`busy_timeout_s` for another one to finish):
-
-1. register: one transaction inserts the version row as 'loading', creates its empty table, and takes the
-   version's publish lease (`lease`), so a crash from here on leaves a visible orphan;
-2. load: one transaction bulk-inserts every row (multi-row ``INSERT`` statements through `executemany`),
-   builds the unique key index (a duplicate key fails it: InputError), marks the version ready and, if
-   asked, switches the pointer: a single ``UPDATE``, so readers see the old version or the new one;
-3. if anything in 2 fails (bad input, an exception from the batches), the partial version is deleted
-   before the error propagates; a crash (kill -9) rolls back 2 and leaves the registered version as an
-   ORPHAN, which `gc` deletes. The previous active version is untouched either way.
-
-Rows are appended to a plain rowid table and the unique index is built afterwards, which SQLite does with
-an external sort: this measured faster than inserting into a ``WITHOUT ROWID`` table, even pre-sorted,
-and needs no sort in Python (`benchmarks/store_bench.py --variants` measures the alternatives).
+`busy_timeout_s` for another one to finish) registers the version as 'loading' under a publish lease,
+bulk-loads it, builds its key index and switches the pointer (`sqlite_publish` has the steps); a failure
+deletes the partial version before the error propagates, and a crash leaves an ORPHAN that `gc` deletes.
+The previous active version is untouched either way.
 
 Reads go through `sqlite_read`, which keeps each reader's read snapshot open for up to `snapshot_s`
 (a switch made by another process is seen that late; one made through this object at once, because every
@@ -37,14 +27,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from augury.errors import ConfigError, InputError, StoreError
+from augury.errors import ConfigError, StoreError
+from augury.store import sqlite_publish, writeback
 from augury.store import versions as vs
-from augury.store import writeback
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
-from augury.store.codec import batch_rows, dump_json, encode_record, prediction_columns
-from augury.store.lease import Lease, lease_path, remove_lease
+from augury.store.codec import dump_json, prediction_columns
+from augury.store.lease import lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
 from augury.store.sqlite_pool import ReaderPool
+from augury.store.sqlite_publish import rollback as _rollback
 from augury.store.sqlite_schema import connect, prepare, read_versions, table
 
 log = logging.getLogger(__name__)
@@ -61,9 +52,6 @@ READER_MMAP_BYTES = 1 << 30
 DEFAULT_SNAPSHOT_S = 0.05
 #: decoded records kept in memory, per store object (`recordcache`; used inside read snapshots).
 DEFAULT_CACHE_ENTRIES = 65_536
-
-#: rows per multi-row INSERT statement during a bulk load (2 parameters each).
-INSERT_ROWS = 128
 
 
 class SQLiteStore:
@@ -202,9 +190,10 @@ class SQLiteStore:
         first = next(it, None)
         columns = prediction_columns(first.schema) if first is not None else ()
         with self._exclusive("publishing") as con:
-            number, lease = self._register(model_version, columns, ttl_s, profile_json, meta_json)
+            number, lease = sqlite_publish.register(con, self.path, model_version, columns, ttl_s,
+                                                    profile_json, meta_json)
             try:
-                self._load(number, first, it, columns, model_version, activate)
+                sqlite_publish.load(con, number, first, it, columns, model_version, activate)
             except BaseException:
                 _rollback(con)
                 self._discard(number)
@@ -213,95 +202,15 @@ class SQLiteStore:
                 lease.release()
             return vs.find(read_versions(con, self.path), str(number))
 
-    def _register(
-        self,
-        model_version: str,
-        columns: tuple[str, ...],
-        ttl_s: float | None,
-        profile_json: str,
-        meta_json: str,
-    ) -> tuple[int, Lease]:
-        con = self._writer
-        con.execute("BEGIN IMMEDIATE")
-        lease: Lease | None = None
-        try:
-            number = con.execute(
-                "INSERT INTO augury_versions (model_version, created_at, state, row_count, columns, ttl_s, "
-                "profile, meta) VALUES (?, ?, 'loading', 0, ?, ?, ?, ?) RETURNING id",
-                (
-                    model_version,
-                    time.time(),
-                    dump_json({"columns": list(columns)}, "columns"),
-                    ttl_s,
-                    profile_json,
-                    meta_json,
-                ),
-            ).fetchone()[0]
-            con.execute(f"CREATE TABLE {table(number)} (key TEXT NOT NULL, v BLOB NOT NULL)")
-            lease = Lease(lease_path(self.path, number))
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            if lease is not None:
-                lease.release()
-            raise
-        return number, lease
-
-    def _load(
-        self,
-        number: int,
-        first: pa.RecordBatch | None,
-        rest: Iterator[pa.RecordBatch],
-        columns: tuple[str, ...],
-        model_version: str,
-        activate: bool,
-    ) -> None:
-        con, name = self._writer, table(number)
-        many = f"INSERT INTO {name} (key, v) VALUES " + ",".join(["(?,?)"] * INSERT_ROWS)
-        one = f"INSERT INTO {name} (key, v) VALUES (?,?)"
-        step = 2 * INSERT_ROWS
-        total = 0
-        con.execute("BEGIN IMMEDIATE")
-        batch = first
-        while batch is not None:
-            rows = batch_rows(batch, columns, model_version)
-            blobs = list(map(encode_record, rows.records()))
-            n = len(blobs)
-            full = n - n % INSERT_ROWS
-            if full:
-                flat: list[Any] = [None] * (2 * full)
-                flat[0::2] = rows.keys[:full]
-                flat[1::2] = blobs[:full]
-                con.executemany(many, [flat[i : i + step] for i in range(0, 2 * full, step)])
-            if n > full:
-                con.executemany(one, zip(rows.keys[full:], blobs[full:], strict=True))
-            total += n
-            batch = next(rest, None)
-        try:
-            con.execute(f"CREATE UNIQUE INDEX {name}_key ON {name} (key)")
-        except sqlite3.IntegrityError:
-            dup = con.execute(f"SELECT key FROM {name} GROUP BY key HAVING count(*) > 1 LIMIT 1").fetchone()
-            raise InputError(
-                f"key '{dup[0] if dup else '?'}' appears more than once in the published rows"
-            ) from None
-        con.execute("UPDATE augury_versions SET state = 'ready', row_count = ? WHERE id = ?", (total, number))
-        if activate:
-            con.execute("UPDATE augury_pointer SET active = ? WHERE id = 1", (number,))
-        con.execute("COMMIT")
-
     def _discard(self, number: int) -> None:
         """Delete a failed publish's partial version; if even that fails, gc will (it is an orphan)."""
-        con = self._writer
         try:
-            con.execute("BEGIN IMMEDIATE")
-            con.execute(f"DROP TABLE IF EXISTS {table(number)}")
-            con.execute("DELETE FROM augury_versions WHERE id = ?", (number,))
-            con.execute("COMMIT")
+            sqlite_publish.discard(self._writer, number)
         except sqlite3.Error as exc:
             log.warning(
                 "could not delete partial store version %s of %s (gc will): %s", number, self.path, exc
             )
-            _rollback(con)
+            _rollback(self._writer)
 
     @contextmanager
     def _writing(self, doing: str) -> Iterator[list[VersionInfo]]:
@@ -432,14 +341,3 @@ class SQLiteStore:
         self._writer.execute("DELETE FROM augury_versions WHERE id = ?", (int(info.version),))
         if info.state == ORPHAN:
             remove_lease(lease_path(self.path, int(info.version)))
-
-
-def _rollback(con: sqlite3.Connection) -> None:
-    """Roll back an open transaction while another error propagates; a failure here is logged, so it
-    never hides the error that caused it."""
-    if not con.in_transaction:
-        return
-    try:
-        con.execute("ROLLBACK")
-    except sqlite3.Error as exc:
-        log.warning("rolling back a failed store transaction failed too: %s", exc)
