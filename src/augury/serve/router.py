@@ -204,10 +204,16 @@ class Router:
     def _from_cache(self, keys: list[str | None], pending: list[int],
                     answers: list[Answer | None]) -> list[int]:
         """`_from_write_back` for a lookup by key (one key: read on the event loop)."""
+        assert self._cache is not None
         asked = [i for i in pending if keys[i] is not None]
         if not asked or self.model_version is None:
             return pending
-        return self._write_backs(asked, pending, answers, self._read_write_backs(keys, asked))
+        try:
+            hits = self._cache.get_many([keys[i] or "" for i in asked], self.model_version)
+        except StoreError as exc:  # the store holding them failed: compute (counted, logged)
+            self._store_failed(exc)
+            return pending
+        return self._write_backs(asked, pending, answers, hits)
 
     async def _from_write_back(self, keys: list[str | None], pending: list[int],
                                answers: list[Answer | None]) -> list[int]:
@@ -217,28 +223,20 @@ class Router:
         asked = [i for i in pending if keys[i] is not None]
         if not asked or self.model_version is None:
             return pending
-        if self._cache.reads_store and len(asked) > INLINE_LOOKUP_KEYS:
-            hits = await asyncio.to_thread(self._read_write_backs, keys, asked)
-        else:
-            hits = self._read_write_backs(keys, asked)
+        wanted = [keys[i] or "" for i in asked]
+        try:
+            if self._cache.reads_store and len(asked) > INLINE_LOOKUP_KEYS:
+                hits = await asyncio.to_thread(self._cache.get_many, wanted, self.model_version)
+            else:
+                hits = self._cache.get_many(wanted, self.model_version)
+        except StoreError as exc:  # the store holding them failed: compute (counted, logged)
+            self._store_failed(exc)
+            return pending
         return self._write_backs(asked, pending, answers, hits)
 
-    def _read_write_backs(self, keys: list[str | None], asked: list[int]) -> list[Cached | None] | None:
-        """The write-backs of `asked`'s keys, or None if the store holding them failed (counted, logged:
-        they are then computed)."""
-        assert self._cache is not None and self.model_version is not None
-        try:
-            return self._cache.get_many([k for k in (keys[i] for i in asked) if k is not None],
-                                        self.model_version)
-        except StoreError as exc:
-            self._store_failed(exc)
-            return None
-
     def _write_backs(self, asked: list[int], pending: list[int], answers: list[Answer | None],
-                     hits: list[Cached | None] | None) -> list[int]:
+                     hits: list[Cached | None]) -> list[int]:
         """Fill in the answers `hits` hold (aligned with `asked`); count; what is still pending."""
-        if hits is None:
-            return pending
         now = time.time()
         found = 0
         for i, hit in zip(asked, hits, strict=True):
