@@ -104,7 +104,8 @@ def test_a_store_cache_follows_the_active_version(sqlite_path: Path, batch_of: B
     assert len(store._pool.cache._items) == 10
     store.publish([batch_of(["k0"])], model_version="m2")
     assert scores(store.get_many(["k0"])) == [0.0]
-    assert list(store._pool.cache._items) == [(store._pool.cache._table, "k0")]
+    cache = store._pool.cache
+    assert list(cache._items) == ["k0"] and cache._items["k0"][0] == cache._table == "preds_2"
     store.close()
 
 

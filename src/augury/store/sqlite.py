@@ -50,7 +50,7 @@ READER_MMAP_BYTES = 1 << 30
 #: process can go unseen, against the cost of a read transaction per lookup (3 syscalls: 2.5 µs of a 6.7 µs
 #: lookup in process, 6 of 12 µs in a busy server), which snapshots pay once per period per reader.
 DEFAULT_SNAPSHOT_S = 0.05
-#: decoded records kept in memory, per store object (`recordcache`; used inside read snapshots).
+#: records kept in memory, per store object (`recordcache`; used inside read snapshots).
 DEFAULT_CACHE_ENTRIES = 65_536
 
 

@@ -126,16 +126,18 @@ class Reader:
         if not cache.entries or len(keys) > CACHED_LOOKUP_KEYS:
             return _predictions(keys, self._select(table, keys), view)
         remembered = cache.get_many(table, keys)
-        missing = [key for key, record in zip(keys, remembered, strict=True) if record is None]
+        missing = [key for key, blob in zip(keys, remembered, strict=True) if blob is None]
         if missing:
             blobs = self._select(table, missing)
-            read = {key: _decode(key, blobs[key], view) if key in blobs else ABSENT for key in missing}
+            for key, blob in blobs.items():
+                _decode(key, blob, view)  # a damaged record is an error every time, never remembered
+            read = {key: blobs.get(key, ABSENT) for key in missing}
             cache.put_many(table, list(read.items()))
-            remembered = [read[key] if record is None else record
-                          for key, record in zip(keys, remembered, strict=True)]
+            remembered = [read[key] if blob is None else blob
+                          for key, blob in zip(keys, remembered, strict=True)]
         cutoff = view.cutoff_us(time.time())
-        return [None if record is ABSENT else to_prediction(key, record, view, cutoff)
-                for key, record in zip(keys, remembered, strict=True)]
+        return [None if blob is ABSENT else to_prediction(key, _decode(key, blob, view), view, cutoff)
+                for key, blob in zip(keys, remembered, strict=True)]
 
     def read(self, fn: Callable[[sqlite3.Connection], Any], generation: int) -> Any:
         """`fn(connection)`, inside this reader's snapshot as `lookup` would use it (begun or renewed
@@ -151,14 +153,20 @@ class Reader:
         assert self._active is not None
         table, view = self._active
         cache = self._cache
-        record = cache.get(table, key) if cache.entries else None
-        if record is None:
+        blob = cache.get(table, key) if cache.entries else None
+        if blob is None:
             row = self.con.execute(self._one_sql, (key,)).fetchone()
-            record = ABSENT if row is None else _decode(key, row[0], view)
+            if row is None:
+                if cache.entries:
+                    cache.put(table, key, ABSENT)
+                return None
+            record = _decode(key, row[0], view)  # a damaged record is an error every time, never remembered
             if cache.entries:
-                cache.put(table, key, record)
-        if record is ABSENT:
+                cache.put(table, key, row[0])
+        elif blob is ABSENT:
             return None
+        else:
+            record = _decode(key, blob, view)
         return to_prediction(key, record, view, None if view.ttl_s is None else view.cutoff_us(time.time()))
 
     def _renew(self, generation: int) -> None:
