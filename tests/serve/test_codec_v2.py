@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,11 @@ import pyarrow as pa
 import pytest
 import tritonclient.http as triton
 
+from augury.errors import AuguryError
 from augury.models import Model, predict_checked
+from augury.schema import Schema
+from augury.serve import codec_v2
+from augury.serve.casting import RowCaster
 from augury.store import SQLiteStore
 
 from .helpers import add_model, live, publish_values, review_rows
@@ -207,3 +212,58 @@ def test_bytes_binary_elements_are_length_prefixed(client: httpx.Client, text_mo
         labels.append(blob[pos + 4:pos + 4 + size].decode())
         pos += 4 + size
     assert labels == expected.column("label").to_pylist()
+
+
+def _parsed(doc: Any, schema: Schema, cast: RowCaster) -> Any:
+    try:
+        return codec_v2.parse_infer(doc, b"", schema, ignore_unknown=False, max_instances=4096, cast=cast)
+    except AuguryError as exc:
+        return type(exc), str(exc)
+
+
+_ROW = [0.5, -0.0, 1e308, 2.0]
+
+
+@pytest.mark.parametrize("doc", [
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"id": "r1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 2**70]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [math.nan, 1.0, 2.0, 3.0]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [math.inf, 1.0, 2.0, 3.0]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [None, 1.0, 2.0, 3.0]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [True, 1.0, 2.0, 3.0]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ["1", 1.0, 2.0, 3.0]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [[0.5, 1.0, 2.0, 3.0]]}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW[:3]}]},
+    {"inputs": [{"name": "x", "shape": [1.0, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "x", "shape": [True, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": _ROW}]},
+    {"inputs": [{"name": "key", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "f0", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"id": 7, "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}], "parameters": {}},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}],
+     "outputs": [{"name": "label"}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW, "parameters": {}}]},
+    {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}] * 2},
+])
+def test_the_one_row_shortcut_answers_as_the_general_path(doc: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = Schema.of([(f"f{j}", "float64") for j in range(4)])
+    cast = RowCaster(schema)
+    fast = _parsed(doc, schema, cast)
+    monkeypatch.setattr(codec_v2, "_one_row", lambda *args: None)
+    assert fast == _parsed(doc, schema, cast)
+
+
+def test_the_one_row_shortcut_is_taken_for_the_plain_request() -> None:
+    schema = Schema.of([(f"f{j}", "float64") for j in range(4)])
+    cast = RowCaster(schema)
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": _ROW}
+    for doc in ({"inputs": [tensor]}, {"id": "r1", "inputs": [tensor]}):
+        taken = codec_v2._one_row(doc, b"", schema, cast)
+        assert taken is not None and taken.examples[0].row == _ROW and taken.id == doc.get("id")
+    strings = Schema.of([("f0", "float64"), ("f1", "string")])  # FP64 does not fit a string feature
+    two = {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 1.0]}
+    assert codec_v2._one_row({"inputs": [two]}, b"", strings, RowCaster(strings)) is None
