@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from augury.store import SQLiteStore, WrittenBack
+
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
@@ -77,6 +79,16 @@ def test_batch_publish_get_round_trip(tmp_path: Path, ab_parquet: Path) -> None:
     proc = augury("store", "versions", "--store", store, "--json")
     assert proc.returncode == 0
     assert [v["store_version"] for v in json.loads(proc.stdout)["versions"]] == ["1"]
+
+    written = SQLiteStore(tmp_path / "s.db")  # a server's write-backs: one expired, one not
+    written.write_back([WrittenBack("old", {"value": 1.0}, "1", 0.0, 1.0),
+                        WrittenBack("new", {"value": 2.0}, "1", 0.0, 4e9)])
+    written.close()
+    proc = augury("store", "gc", "--store", store, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"deleted": [], "pruned_write_backs": 1}
+    proc = augury("store", "gc", "--store", store)
+    assert proc.stdout.strip() == "deleted 0 version(s); pruned 0 expired write-back(s)"
 
 
 def test_verify_exit_code_names_the_failed_gate(tmp_path: Path, ab_parquet: Path) -> None:

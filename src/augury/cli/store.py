@@ -144,16 +144,19 @@ def store_get(keys: tuple[str, ...], store_url: str | None, as_json: bool) -> in
 @json_option
 @reporting
 def store_gc(store_url: str | None, keep: int, as_json: bool) -> int:
-    """Delete unfinished (orphan) versions and all but the newest KEEP ready versions."""
+    """Delete unfinished (orphan) versions, all but the newest KEEP ready versions, and expired
+    write-backs (dynamic predictions a server kept beside the versions)."""
     s = _open(store_url)
     try:
+        pruned = s.prune_written_back()  # (gc prunes too; counted here first)
         deleted = s.gc(keep)
     finally:
         s.close()
     if as_json:
-        console.print_json({"deleted": deleted})
+        console.print_json({"deleted": deleted, "pruned_write_backs": pruned})
     else:
-        console.out.print(f"deleted {len(deleted)} version(s){': ' + ', '.join(deleted) if deleted else ''}")
+        console.out.print(f"deleted {len(deleted)} version(s){': ' + ', '.join(deleted) if deleted else ''}; "
+                          f"pruned {pruned} expired write-back(s)")
     return 0
 
 
