@@ -37,8 +37,9 @@ Systems (``--systems``, comma-separated; default: all but the peers; ``all``: ev
   without a key (looked up by feature hash, missed, computed). Reported against ``bare`` and ``bare_c``;
   no target.
 - ``hybrid_wb``: ``hybrid`` with ``--write-back-ttl 2s``: the 500 unseen rows, once computed, are
-  written back to the store (beside its versions) and answered from there until they are 2 s old.
-  Against ``bare`` and ``bare_c``; no target.
+  written back to the store (beside its versions) and answered from there until they are 2 s old
+  (they stay in the workload's ``store.db``, in its write-back table, never in a version; a server
+  with a TTL of 2 s takes none older). Against ``bare`` and ``bare_c``; no target.
 - ``dynamic_v2``: dynamic mode, the body of ``bare_v2``. Reported against ``bare_v2`` and ``bare_v2_c``;
   no target.
 
