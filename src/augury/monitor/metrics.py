@@ -78,7 +78,7 @@ class ServeMetrics:
         self.store_errors = CounterFamily(
             "augury_store_errors", "Store lookups that failed (the store was unreachable or broken).")
         self.writeback_lookups = CounterFamily(
-            "augury_writeback_lookups", "Keys looked up in the write-back cache of dynamic predictions, by "
+            "augury_writeback_lookups", "Keys looked up among the written-back dynamic predictions, by "
             "result (hit or miss).", ["result"])
         self.writeback_rows = CounterFamily(
             "augury_writeback_rows", "Dynamic predictions written back to the prediction store, by result: "

@@ -3,9 +3,9 @@
 For every example of a request: its key is the one given, or the canonical hash of its cast feature
 values (`keys.RowKeys`, equal to what `augury batch` writes: DESIGN.md, invariant 3). The keys are looked
 up in the store's active version in one `get_many`; hits are answered from the store, misses from the
-write-back cache if there is one, and what is left goes to the dynamic batcher as one request. Answers
-come back in request order, each with its provenance (invariant 4). The three modes are this one router
-with parts missing: static has no model (a miss is a 404), dynamic has no store.
+write-backs (`serve.writeback`) if there are any, and what is left goes to the dynamic batcher as one
+request. Answers come back in request order, each with its provenance (invariant 4). The three modes are
+this one router with parts missing: static has no model (a miss is a 404), dynamic has no store.
 
 The store is read on the event loop for up to `INLINE_LOOKUP_KEYS` keys and on a thread above that:
 measured on the SQLite store, `get_many` takes ~7 µs for 1 key and ~180 µs for 64, while a thread hop
@@ -67,7 +67,7 @@ class Answer(msgspec.Struct, frozen=True):
 
 
 class Router:
-    """Answers examples from the store, the write-back cache and the model, in that order."""
+    """Answers examples from the store's active version, the write-backs and the model, in that order."""
 
     def __init__(self, *, model: Model | None, store: PredictionStore | None,
                  batcher: Batcher[Row, Outcome] | None, cache: WriteBack | None,
@@ -279,8 +279,8 @@ class Router:
     def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
         where = f"instance {index}: " if index is not None else ""
         if self.store is None:
-            return NotFoundError(f"{where}key {key!r} is not in the write-back cache and the instance has "
-                                 f"no features to compute it from")
+            return NotFoundError(f"{where}key {key!r} is not among the written-back predictions and the "
+                                 f"instance has no features to compute it from")
         try:
             active = self.store.active()
         except StoreError:

@@ -4,7 +4,7 @@ With one worker the app is built in this process and served by a `uvicorn.Server
 store URL fails before anything binds. With ``workers > 1`` the model and store are first opened once
 here (to fail fast with a clear message), then uvicorn starts that many processes, each building its own
 app with `app_from_env` from the `LaunchConfig` passed in the environment (`settings.CONFIG_ENV`): each
-process holds its own model copy, batcher, store connections and write-back cache; their metrics are
+process holds its own model copy, batcher, store connections (and in-process write-backs); their metrics are
 added up through a temporary directory (`monitor.sharing`), so any worker's ``/metrics`` gives the
 server's totals.
 """
