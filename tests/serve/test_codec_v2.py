@@ -47,7 +47,8 @@ def test_health_and_metadata(hgb_url: str, hgb: Model, client: httpx.Client) -> 
     assert client.get(f"{hgb_url}/v2/health/live").json() == {"live": True}
     assert client.get(f"{hgb_url}/v2/health/ready").json() == {"ready": True}
     server = client.get(f"{hgb_url}/v2").json()
-    assert server["name"] == "augury" and "binary_tensor_data" in server["extensions"]
+    assert server["name"] == "augury"
+    assert {"binary_tensor_data", "classification"} <= set(server["extensions"])
     meta = client.get(f"{hgb_url}/v2/models/hgb").json()
     assert meta["name"] == "hgb" and meta["versions"] == [version] and meta["platform"] == "augury_sklearn"
     assert meta["inputs"] == [{"name": f"f{i}", "datatype": "FP64", "shape": [-1]} for i in range(4)]
@@ -267,3 +268,56 @@ def test_the_one_row_shortcut_is_taken_for_the_plain_request() -> None:
     strings = Schema.of([("f0", "float64"), ("f1", "string")])  # FP64 does not fit a string feature
     two = {"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 1.0]}
     assert codec_v2._one_row({"inputs": [two]}, b"", strings, RowCaster(strings)) is None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)  # binary BYTES come back as bytes, JSON as str
+
+
+def test_classification_extension_through_the_stock_client(hgb_url: str, hgb: Model) -> None:
+    """``class_count`` (the classification extension): per row, the most probable classes first, each
+    "<probability>:<class index>:<class>", as Triton answers it; JSON or binary alike."""
+    expected = _expected(hgb, ROWS)
+    client = triton.InferenceServerClient(url=hgb_url.removeprefix("http://"))
+    try:
+        matrix = triton.InferInput("input", [6, 4], "FP64")
+        matrix.set_data_from_numpy(ROWS)
+        for binary in (True, False):
+            outputs = [triton.InferRequestedOutput("label", binary_data=binary, class_count=2),
+                       triton.InferRequestedOutput("proba_1", binary_data=binary, class_count=1)]
+            result = client.infer("hgb", [matrix], outputs=outputs)
+            top2, top1 = result.as_numpy("label"), result.as_numpy("proba_1")
+            assert top2.shape == (6, 2) and top1.shape == (6, 1)
+            for row in range(6):
+                probabilities = [expected["proba_0"][row], expected["proba_1"][row]]
+                first = max(range(2), key=lambda i: (probabilities[i], -i))
+                want = [f"{probabilities[i]!r}:{i}:{i}" for i in (first, 1 - first)]
+                assert [_text(v) for v in top2[row]] == want
+                assert _text(top1[row][0]) == want[0]
+                assert int(want[0].split(":")[1]) == expected["label"][row]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ({"name": "label", "parameters": {"classification": -1}}, "whole number of classes"),
+    ({"name": "label", "parameters": {"classification": True}}, "whole number of classes"),
+    ({"name": "label", "parameters": {"classification": "2"}}, "whole number of classes"),
+])
+def test_bad_classification_requests_are_400(hgb_url: str, client: httpx.Client, output: dict[str, Any],
+                                             message: str) -> None:
+    body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0].tolist()}],
+            "outputs": [output]}
+    r = client.post(f"{hgb_url}/v2/models/hgb/infer", json=body)
+    assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_classification_needs_class_probabilities(client: httpx.Client) -> None:
+    with live(add_model()) as url:  # a regressor: value, no proba_<class>
+        body = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                           {"name": "b", "shape": [1], "datatype": "FP64", "data": [2.0]}],
+                "outputs": [{"name": "value", "parameters": {"classification": 1}}]}
+        r = client.post(f"{url}/v2/models/add/infer", json=body)
+        assert r.status_code == 400 and "no proba_<class> outputs" in r.json()["error"]
+        body["outputs"] = [{"name": "value", "parameters": {"classification": 0}}]  # 0: none asked
+        assert client.post(f"{url}/v2/models/add/infer", json=body).json()["outputs"][0]["data"] == [3.0]

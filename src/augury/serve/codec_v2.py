@@ -17,8 +17,9 @@ tensor ``[n]`` per output column (``label``, ``proba_<class>``, ``value``...), o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -58,6 +59,8 @@ class InferRequest:
     binary: Mapping[str, bool]
     binary_all: bool
     parameters: Mapping[str, Any]
+    #: outputs asked for as classifications (the classification extension): name -> how many classes.
+    classification: Mapping[str, int] = field(default_factory=dict)
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -105,9 +108,9 @@ def parse_infer(doc: Any, binary: bytes, schema: Schema | None, *, ignore_unknow
     else:
         rows = _feature_rows(features, cast or RowCaster(schema), ignore_unknown)
         examples = [Example(k, r) for k, r in zip(keys, rows, strict=True)]
-    outputs, binary_outputs = _requested(doc.get("outputs"))
+    outputs, binary_outputs, classification = _requested(doc.get("outputs"))
     return InferRequest(request_id, examples, outputs, binary_outputs,
-                        parameters.get("binary_data_output") is True, parameters)
+                        parameters.get("binary_data_output") is True, parameters, classification)
 
 
 def _one_row(doc: Any, binary: bytes, schema: Schema | None, cast: RowCaster | None) -> InferRequest | None:
@@ -214,23 +217,27 @@ def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) 
     return rows
 
 
-def _requested(outputs: Any) -> tuple[tuple[str, ...] | None, dict[str, bool]]:
+def _requested(outputs: Any) -> tuple[tuple[str, ...] | None, dict[str, bool], dict[str, int]]:
     if outputs is None:
-        return None, {}
+        return None, {}, {}
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise InputError('"outputs" must be a list of objects {"name": ..., "parameters": {...}}')
     binary: dict[str, bool] = {}
+    classification: dict[str, int] = {}
     for o in outputs:
         params = o.get("parameters") or {}
         if not isinstance(params, dict):
             raise InputError(f"output {o['name']!r}: 'parameters' must be an object")
-        if params.get("classification"):
-            raise InputError(f"output {o['name']!r}: the classification extension is not supported; ask for "
-                             f"the label and proba_<class> outputs")
+        count = params.get("classification")
+        if count is not None and count != 0:  # (0: none, as tritonclient sends for class_count=0)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InputError(f"output {o['name']!r}: 'classification' must be a whole number of classes "
+                                 f">= 1, not {count!r}")
+            classification[o["name"]] = count
         if isinstance(params.get("binary_data"), bool):
             binary[o["name"]] = params["binary_data"]
-    return tuple(o["name"] for o in outputs), binary
+    return tuple(o["name"] for o in outputs), binary, classification
 
 
 def encode_infer(req: InferRequest, answers: list[Answer], model_name: str, model_version: str,
@@ -239,6 +246,7 @@ def encode_infer(req: InferRequest, answers: list[Answer], model_name: str, mode
 
     `columns`: every output (name, v2 datatype or None to infer it from the values)."""
     if req.outputs is None and not req.binary and not req.binary_all:  # every output, as JSON
+        # (no outputs named: no classification either)
         plain: list[dict[str, Any]] = []
         for name, known_type in columns:
             values = [a.values.get(name) for a in answers]
@@ -253,9 +261,14 @@ def encode_infer(req: InferRequest, answers: list[Answer], model_name: str, mode
                          f"{', '.join(known)}")
     outputs, blobs = [], []
     for name in names:
-        values = [a.values.get(name) for a in answers]
-        datatype = known[name] or datatype_of_values(values)
-        out, raw = encode_output(name, datatype, values, req.binary.get(name, req.binary_all))
+        as_binary = req.binary.get(name, req.binary_all)
+        if name in req.classification:
+            out, raw = _classification(name, req.classification[name], answers, [c for c, _ in columns],
+                                       as_binary)
+        else:
+            values = [a.values.get(name) for a in answers]
+            datatype = known[name] or datatype_of_values(values)
+            out, raw = encode_output(name, datatype, values, as_binary)
         outputs.append(out)
         if raw:
             blobs.append(raw)
@@ -263,6 +276,32 @@ def encode_infer(req: InferRequest, answers: list[Answer], model_name: str, mode
     if not any("parameters" in o for o in outputs):
         return header, None
     return header + b"".join(blobs), len(header)
+
+
+def _classification(name: str, count: int, answers: list[Answer], columns: list[str],
+                    binary: bool) -> tuple[dict[str, Any], bytes]:
+    """The classification extension (as Triton answers it) for a classifier's `label` or ``proba_<class>``
+    output: per row, its `count` most probable classes (at most all of them), most probable first (the
+    lower class index first on a tie), each as ``"<probability>:<class index>:<class>"``; a BYTES tensor
+    ``[rows, count]``. The class index is the class's place among the ``proba_<class>`` outputs."""
+    classes = [c for c in columns if c.startswith("proba_")]
+    if not classes or (name != "label" and name not in classes):
+        raise InputError(f"output {name!r}: the classification extension ranks a classifier's classes by "
+                         f"probability; ask it of 'label' or a proba_<class> output"
+                         + ("" if classes else " (this model has no proba_<class> outputs)"))
+    count = min(count, len(classes))
+    flat: list[str] = []
+    for a in answers:
+        probabilities = [a.values.get(c) for c in classes]
+        ranked = sorted(range(len(classes)), key=lambda i: -_rank(probabilities[i]))
+        flat.extend(f"{probabilities[i]!r}:{i}:{classes[i][6:]}" for i in ranked[:count])
+    out, raw = encode_output(name, "BYTES", flat, binary)
+    out["shape"] = [len(answers), count]
+    return out, raw
+
+
+def _rank(probability: Any) -> float:
+    return float(probability) if isinstance(probability, int | float) else -math.inf
 
 
 def _response(req: InferRequest, answers: list[Answer], model_name: str, model_version: str,

@@ -144,7 +144,8 @@ class Service:
         return status
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "augury", "version": augury_version(), "extensions": ["binary_tensor_data"]}
+        return {"name": "augury", "version": augury_version(),
+                "extensions": ["binary_tensor_data", "classification"]}
 
     def _profiled_datatypes(self) -> dict[str, str]:
         """Static mode: FP64 for the columns the active version's profile saw as numbers, else BYTES."""
