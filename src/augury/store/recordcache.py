@@ -100,6 +100,3 @@ class RecordCache:
         if table != self._table:
             self._table = table
             self._items.clear()
-
-    def clear(self) -> None:
-        self._items.clear()
