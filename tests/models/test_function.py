@@ -68,6 +68,7 @@ def test_load_and_predict(module: str, data: Any, same_answer: Same) -> None:
     model = load_model(f"{module}:score")
     info = model.info
     assert (info.name, info.version, info.format, info.task) == ("score", "1", "function", "regression")
+    assert info.evaluator == "python"
     assert info.source == f"{module}:score"
     assert info.inputs == Schema.of([("x", "float64"), ("text", "string")])
     assert info.outputs == Schema.of([("value", "float64"), ("words", "int64")])

@@ -19,6 +19,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 
+from augury.errors import ConfigError, ModelLoadError
 from augury.models import Model, hgb, load_model, predict_checked
 
 pytest.importorskip("numba")
@@ -91,7 +92,7 @@ def _assert_regressor_exact(model: Model, est: Any, rows: Rows) -> None:
 def test_classifiers_bit_for_bit(rows: Rows, tmp_path: Path, target: str, same_answer: Same) -> None:
     est = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(rows.x, getattr(rows, target))
     model = _load(est, tmp_path / "clf.joblib")
-    assert model.info.meta["evaluator"] == "numba"
+    assert model.info.evaluator == "hgb-compiled"
     _assert_classifier_exact(model, est, rows)
     same_answer(model, rows.batch(), exact=True)
 
@@ -101,7 +102,7 @@ def test_regressors_bit_for_bit(rows: Rows, tmp_path: Path, loss: str, same_answ
     y = rows.y_count + 0.5 if loss in ("poisson", "gamma") else rows.y_reg
     est = HistGradientBoostingRegressor(loss=loss, max_iter=30, random_state=0).fit(rows.x, y)
     model = _load(est, tmp_path / "reg.joblib")
-    assert model.info.meta["evaluator"] == "numba"
+    assert model.info.evaluator == "hgb-compiled"
     _assert_regressor_exact(model, est, rows)
     same_answer(model, rows.batch(), exact=True)
 
@@ -130,7 +131,7 @@ def test_probe_rows_reach_nan_extremes_and_thresholds(rows: Rows) -> None:
 def test_raw_scores_of_any_layout(rows: Rows) -> None:
     est = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows.x, rows.y_multi)
     scorer = hgb.exact_scorer(est, 6)
-    assert scorer is not None and scorer.evaluator == "numba"
+    assert scorer is not None and scorer.evaluator == "hgb-compiled"
     frozen = rows.x.copy()
     frozen.flags.writeable = False
     for x in (rows.x, np.asfortranarray(rows.x), rows.x[::3], rows.x[:, :], frozen):
@@ -147,7 +148,7 @@ def test_leaf_only_trees(rows: Rows, tmp_path: Path) -> None:
     est.fit(rows.x, rows.y_reg)
     assert all(len(p.nodes) == 1 for it in est._predictors for p in it)
     model = _load(est, tmp_path / "stump.joblib")
-    assert model.info.meta["evaluator"] == "numba"
+    assert model.info.evaluator == "hgb-compiled"
     _assert_regressor_exact(model, est, rows)
 
 
@@ -157,7 +158,7 @@ def test_categorical_model_stays_with_sklearn(rows: Rows, tmp_path: Path) -> Non
     est = HistGradientBoostingClassifier(max_iter=10, categorical_features=[0], random_state=0)
     est.fit(x, rows.y_bin)
     model = _load(est, tmp_path / "cat.joblib")
-    assert model.info.meta["evaluator"] == "sklearn"
+    assert model.info.evaluator == "sklearn"
     _assert_classifier_exact(model, est, dataclasses.replace(rows, x=x[:200]))  # sklearn is slow per call
 
 
@@ -166,7 +167,7 @@ def test_without_numba_sklearn_scores(rows: Rows, tmp_path: Path, monkeypatch: p
     clf = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows.x, rows.y_multi)
     reg = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(rows.x, rows.y_reg)
     clf_model, reg_model = _load(clf, tmp_path / "clf.joblib"), _load(reg, tmp_path / "reg.joblib")
-    assert clf_model.info.meta["evaluator"] == reg_model.info.meta["evaluator"] == "sklearn"
+    assert clf_model.info.evaluator == reg_model.info.evaluator == "sklearn"
     few = dataclasses.replace(rows, x=rows.x[:300])  # sklearn is slow per call
     _assert_classifier_exact(clf_model, clf, few)
     _assert_regressor_exact(reg_model, reg, few)
@@ -180,7 +181,7 @@ def test_a_model_fitted_on_a_dataframe_gets_the_compiled_scorer(rows: Rows, tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "X does not have valid feature names" from the check
         model = load_model(tmp_path / "clf.joblib")
-        assert model.info.meta["evaluator"] == "numba"
+        assert model.info.evaluator == "hgb-compiled"
         batch = pa.RecordBatch.from_pandas(frame.iloc[:500], preserve_index=False)
         out = model.predict(batch.select(list(reversed(batch.schema.names))))  # any column order
         expected = clf.predict_proba(frame.iloc[:500])
@@ -188,11 +189,31 @@ def test_a_model_fitted_on_a_dataframe_gets_the_compiled_scorer(rows: Rows, tmp_
     assert _bits(_proba(out, clf.classes_)) == _bits(expected)
 
 
-def test_compiled_false_keeps_sklearn(rows: Rows, tmp_path: Path) -> None:
+def test_the_library_evaluator_keeps_sklearn(rows: Rows, tmp_path: Path) -> None:
     clf = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows.x, rows.y_multi)
     joblib.dump(clf, tmp_path / "clf.joblib")
-    assert load_model(tmp_path / "clf.joblib", compiled=False).info.meta["evaluator"] == "sklearn"
-    assert load_model(tmp_path / "clf.joblib").info.meta["evaluator"] == "numba"
+    assert load_model(tmp_path / "clf.joblib", evaluator="library").info.evaluator == "sklearn"
+    assert load_model(tmp_path / "clf.joblib").info.evaluator == "hgb-compiled"
+    assert load_model(tmp_path / "clf.joblib", evaluator="compiled").info.evaluator == "hgb-compiled"
+
+
+def test_compiled_asked_for_without_a_kernel_is_a_load_error(rows: Rows, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hgb, "_kernel", lambda: None)
+    est = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(rows.x, rows.y_reg)
+    joblib.dump(est, tmp_path / "reg.joblib")
+    with pytest.raises(ModelLoadError, match="compiled evaluator was asked for"):
+        load_model(tmp_path / "reg.joblib", evaluator="compiled")
+    assert load_model(tmp_path / "reg.joblib").info.evaluator == "sklearn"  # "auto" falls back
+    lr = _load(LogisticRegression().fit(np.nan_to_num(rows.x), rows.y_bin), tmp_path / "lr.joblib")
+    assert load_model(tmp_path / "lr.joblib", evaluator="compiled").info.evaluator == lr.info.evaluator
+
+
+def test_an_unknown_evaluator_is_a_config_error(tmp_path: Path, rows: Rows) -> None:
+    est = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(rows.x, rows.y_reg)
+    joblib.dump(est, tmp_path / "reg.joblib")
+    with pytest.raises(ConfigError, match="evaluator must be one of auto, compiled, library, not 'numba'"):
+        load_model(tmp_path / "reg.joblib", evaluator="numba")
 
 
 def test_a_kernel_that_differs_is_not_used(rows: Rows, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -209,7 +230,7 @@ def test_a_kernel_that_differs_is_not_used(rows: Rows, tmp_path: Path, monkeypat
     est = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(rows.x, rows.y_reg)
     with caplog.at_level(logging.WARNING, logger="augury.models.hgb"):
         model = _load(est, tmp_path / "reg.joblib")
-    assert model.info.meta["evaluator"] == "sklearn"
+    assert model.info.evaluator == "sklearn"
     assert "differs from scikit-learn" in caplog.text
     _assert_regressor_exact(model, est, rows)
 
@@ -217,8 +238,8 @@ def test_a_kernel_that_differs_is_not_used(rows: Rows, tmp_path: Path, monkeypat
 def test_evaluator_reported_for_other_estimators(rows: Rows, tmp_path: Path) -> None:
     x = np.nan_to_num(rows.x)
     model = _load(LogisticRegression().fit(x, rows.y_bin), tmp_path / "lr.joblib")
-    assert model.info.meta["evaluator"] == "sklearn"
-    assert "evaluator" not in model.info.to_dict()
+    assert model.info.evaluator == "sklearn"
+    assert model.info.to_dict()["evaluator"] == "sklearn"
 
 
 def test_kernel_releases_the_gil(rows: Rows) -> None:

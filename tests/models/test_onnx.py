@@ -46,6 +46,7 @@ def test_float32_classifier(float_classifier: Path, data: Any, same_answer: Same
     model = load_model(float_classifier)
     info = model.info
     assert (info.format, info.task, info.classes) == ("onnx", "classification", (0, 1, 2))
+    assert info.evaluator == "onnxruntime"
     assert info.inputs == Schema.of([(f"f{i}", "float32") for i in range(4)])
     assert info.outputs.names == ["label", "proba_0", "proba_1", "proba_2"]
     batch = data.batch(dtype=pa.float32())

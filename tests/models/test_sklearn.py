@@ -45,6 +45,7 @@ def test_binary_classifier_schema_and_values(logreg: Any, data: Any, same_answer
     model = load_model(path)
     info = model.info
     assert (info.name, info.format, info.source) == ("logreg", "sklearn", str(path))
+    assert info.evaluator == "sklearn"
     assert info.task == "classification"
     assert info.classes == (0, 1)
     assert info.inputs == Schema.of([(f"f{i}", "float64") for i in range(4)])
@@ -228,6 +229,7 @@ def test_pickled_xgboost_and_lightgbm_estimators(data: Any, tmp_path: Path, same
         est.fit(data.x, data.y_multi)
         model = load_model(_dump(est, tmp_path / f"{type(est).__name__}.joblib"))
         assert model.info.classes == (0, 1, 2)
+        assert model.info.evaluator == type(est).__module__.split(".")[0]  # "xgboost", "lightgbm"
         assert all(f.allow_missing for f in model.info.inputs.fields)
         out = same_answer(model, data.batch(), exact=True)
         assert out.column("label").to_pylist() == np.asarray(est.predict(data.x)).tolist()

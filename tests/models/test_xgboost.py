@@ -36,6 +36,7 @@ def test_binary_classifier(data: Any, model_dir: Path, suffix: str, same_answer:
     model = load_model(path)
     info = model.info
     assert (info.format, info.task, info.classes) == ("xgboost", "classification", (0, 1))
+    assert info.evaluator == "xgboost"
     assert [(f.name, f.dtype) for f in info.inputs.fields] == [(f"f{i}", "float64") for i in range(4)]
     assert all(f.allow_missing for f in info.inputs.fields)
     assert info.outputs.names == ["label", "proba_0", "proba_1"]

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from augury.errors import ConfigError, ModelLoadError, PredictionError
 from augury.models.base import ModelInfo
+from augury.models.evaluator import DEFAULT, Choice
 from augury.models.manifest import Manifest, manifest_path
 from augury.schema import Field, Schema
 
@@ -50,7 +51,8 @@ class LoadContext:
     manifest: Manifest | None
     threads: int | None = None
     trust_skops: bool = False
-    compiled: bool = True
+    #: which evaluator to score with where a model has two (`augury.models.evaluator`).
+    evaluator: Choice = DEFAULT
 
     @property
     def source(self) -> str:
@@ -128,7 +130,8 @@ class LoadContext:
             task = m.task
         return Head(task, classes, proba, detected.n_values)
 
-    def info(self, fmt: str, inputs: Schema, head: Head, meta: dict[str, Any] | None = None) -> ModelInfo:
+    def info(self, fmt: str, inputs: Schema, head: Head, meta: dict[str, Any] | None = None, *,
+             evaluator: str) -> ModelInfo:
         return ModelInfo(
             name=self.name,
             version=self.version,
@@ -139,6 +142,7 @@ class LoadContext:
             task=head.task,
             classes=head.classes,
             meta=dict(meta or {}),
+            evaluator=evaluator,
         )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from augury.errors import PredictionError
+from augury.models.evaluator import PYTHON
 from augury.schema import Schema
 
 #: what a model's outputs mean: drives default verification gates and how results are shown.
@@ -23,7 +24,9 @@ TASKS = ("classification", "regression", "other")
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is known about a loaded model. `version` is always set: the manifest's, or a content hash."""
+    """What is known about a loaded model. `version` is always set: the manifest's, or a content hash.
+    `evaluator` names the code that computes its predictions (`augury.models.evaluator`): decided when
+    the model is loaded, and recorded with every prediction."""
 
     name: str
     version: str
@@ -34,6 +37,7 @@ class ModelInfo:
     task: str = "other"
     classes: tuple[Any, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    evaluator: str = PYTHON
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +49,7 @@ class ModelInfo:
             "classes": list(self.classes),
             "inputs": self.inputs.to_list(),
             "outputs": self.outputs.to_list(),
+            "evaluator": self.evaluator,
         }
 
 

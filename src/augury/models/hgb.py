@@ -15,7 +15,8 @@ threshold values) the answers must equal its public ``predict``, ``predict_proba
 ``decision_function`` bit for bit, or the model is scored by scikit-learn as before.
 
 numba is optional (``augury[fast]``): it is imported when the first such model loads; without it, or
-if compiling fails, the adapter keeps scikit-learn (logged once, at INFO). Models with categorical
+if compiling fails, the adapter keeps scikit-learn (logged once, at INFO), unless the evaluator asked
+for is ``"compiled"`` (`augury.models.evaluator`), which makes that a load error. Models with categorical
 splits or a categorical preprocessor are out of scope and stay with scikit-learn too. The compiled kernel
 is cached on disk where numba finds a writable place (beside this file, else its user cache dir or
 ``NUMBA_CACHE_DIR``); where it finds none, the kernel is compiled for the process alone.
@@ -25,13 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import Array
+from augury.models.evaluator import HGB_COMPILED, SKLEARN, Choice
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class HGBScorer:
     def __init__(self, est: Any, raw: Callable[[Array], Array], evaluator: str) -> None:
         self._est = est
         self.raw = raw
-        self.evaluator = evaluator  # "numba" | "sklearn"
+        self.evaluator = evaluator  # HGB_COMPILED | SKLEARN
 
     def labels(self, raw: Array) -> Array:
         """``predict``: binary, raw > 0 (a tie goes to the first class); multiclass, argmax."""
@@ -68,11 +72,13 @@ class HGBScorer:
         return np.asarray(self._est._loss.link.inverse(raw.ravel()))
 
 
-def exact_scorer(est: Any, n_features: int, *, compiled: bool = True,
+def exact_scorer(est: Any, n_features: int, *, evaluator: Choice = "auto",
                  as_input: Callable[[Array], Any] | None = None) -> HGBScorer | None:
     """The one-pass scorer for `est` fed a float64 matrix, if it equals `est`'s public methods on probe
-    rows: compiled when asked, numba is there and the model fits it, else (classifiers) scikit-learn's
-    raw scores; None for anything else, which the adapter scores with ``predict``.
+    rows: compiled unless `evaluator` is "library", when numba is there and the model fits it, else
+    (classifiers) scikit-learn's raw scores; None for anything else, which the adapter scores with
+    ``predict``. With `evaluator` "compiled", a model the kernel could score while numba is missing (or
+    fails to compile it) is a ModelLoadError.
 
     `as_input` turns a matrix into what `est` itself is fed (a model fitted on a DataFrame: a DataFrame
     with its columns), for the check; such a model gets the compiled scorer or none."""
@@ -80,11 +86,13 @@ def exact_scorer(est: Any, n_features: int, *, compiled: bool = True,
     if kind not in (CLASSIFIER, REGRESSOR):
         return None
     candidates: list[HGBScorer] = []
-    forest = _forest(est, n_features, kind) if compiled else None
+    forest = None
+    if evaluator != "library":
+        forest = _forest(est, n_features, kind, required=evaluator == "compiled")
     if forest is not None:
-        candidates.append(HGBScorer(est, forest.raw_predict, "numba"))
+        candidates.append(HGBScorer(est, forest.raw_predict, HGB_COMPILED))
     if kind == CLASSIFIER and hasattr(est, "_raw_predict") and as_input is None:
-        candidates.append(HGBScorer(est, est._raw_predict, "sklearn"))
+        candidates.append(HGBScorer(est, est._raw_predict, SKLEARN))
     if not candidates:
         return None
     probe = probe_rows(est, n_features)
@@ -92,7 +100,7 @@ def exact_scorer(est: Any, n_features: int, *, compiled: bool = True,
         for scorer in candidates:
             if _agrees(scorer, est, probe, as_input):
                 return scorer
-            if scorer.evaluator == "numba":
+            if scorer.evaluator == HGB_COMPILED:
                 log.warning("%s: the compiled kernel differs from scikit-learn on probe rows; not used", kind)
     return None
 
@@ -165,18 +173,33 @@ def _thresholds(est: Any, n_features: int) -> list[Array]:
         return [np.empty(0)] * n_features
 
 
-def _forest(est: Any, n_features: int, kind: str) -> _Forest | None:
-    """`est`'s trees packed for the compiled kernel; None (and why, logged) when that cannot be."""
+def _forest(est: Any, n_features: int, kind: str, *, required: bool = False) -> _Forest | None:
+    """`est`'s trees packed for the compiled kernel; None (and why, logged) when that cannot be.
+    `required`: a model the kernel fits while the kernel is unavailable is a ModelLoadError."""
     try:
         reason = _unsupported(est)
         kernel = _kernel() if reason is None else None
         if kernel is None:
+            if reason is None and required:
+                raise _unavailable(kind)
             log.debug("%s is scored by scikit-learn: %s", kind, reason or "numba is unavailable")
             return None
         return _Forest(est, n_features, kernel)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         log.warning("%s: cannot pack its trees for the compiled kernel (%s)", kind, exc)
         return None
+
+
+def _unavailable(kind: str) -> ModelLoadError:
+    """The error for the compiled evaluator asked for and the kernel unavailable."""
+    what = kind.rpartition(".")[2]
+    if importlib.util.find_spec("numba") is None:
+        return MissingExtraError(f"the compiled evaluator (asked for) of a {what}", "fast", "numba")
+    return ModelLoadError(f"the compiled evaluator was asked for, but numba failed to compile its kernel "
+                          f"(see the log); use the evaluator 'auto' to score {what} models with "
+                          f"scikit-learn")
 
 
 def _unsupported(est: Any) -> str | None:

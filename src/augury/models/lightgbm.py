@@ -29,6 +29,7 @@ from augury.models._common import (
     numeric_matrix,
 )
 from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import LIGHTGBM
 
 _REGRESSION = (
     "regression",
@@ -64,7 +65,7 @@ def load_lightgbm(ctx: LoadContext) -> Model:
     detected = _detect_head(objective, per_iteration)
     inputs = ctx.input_schema([(n, "float64") for n in names], True, names_fixed=False)
     head = ctx.head(detected, classes_known=False)
-    info = ctx.info("lightgbm", inputs, head, {"objective": objective})
+    info = ctx.info("lightgbm", inputs, head, {"objective": objective}, evaluator=LIGHTGBM)
     return LightGBMModel(booster, info, ctx.threads or 1)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from augury.errors import AuguryError, ConfigError, ModelLoadError
 from augury.models._common import LoadContext, file_version
 from augury.models.base import Model
+from augury.models.evaluator import DEFAULT, check_choice
 from augury.models.function import load_callable
 from augury.models.lightgbm import load_lightgbm
 from augury.models.manifest import read_manifest
@@ -70,20 +71,22 @@ def load_model(
     name: str | None = None,
     threads: int | None = None,
     trust_skops: bool = False,
-    compiled: bool = True,
+    evaluator: str = DEFAULT,
 ) -> Model:
     """Load the model at `ref`: a file path, or ``module:function`` naming a `function_model`.
 
     `name` overrides the model's name (else the manifest's, else the file's stem or the function's name).
     `threads` caps the framework's threads per predict call where it has such a setting (ONNX, XGBoost,
     LightGBM; default 1). `trust_skops` loads a skops file even if it holds types skops does not trust.
-    `compiled`: score scikit-learn HistGradientBoosting models with the compiled evaluator when numba is
-    installed (`models.hgb`: the same answers, ~6x faster on small batches, ~80 MB more memory per
-    process tree); False keeps scikit-learn's.
+    `evaluator`: "auto" (the default, shared by batch runs and the server), "compiled" or "library":
+    which code scores a model that has two exact evaluators (`models.evaluator`; today scikit-learn's
+    HistGradientBoosting models, compiled with numba by `models.hgb`: the same answers, ~6x faster on
+    small batches). The decision is `model.info.evaluator`.
     The manifest ``<stem>.augury.toml`` beside the file, when present, completes what the file says.
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, not {threads}")
+    choice = check_choice(evaluator)
     if isinstance(ref, str) and ":" in ref and not os.path.exists(ref):
         return load_callable(ref, name=name)
     path = Path(ref)
@@ -101,7 +104,7 @@ def load_model(
     manifest = read_manifest(path)
     resolved_name = name or (manifest.name if manifest else None) or path.stem
     version = (manifest.version if manifest else None) or file_version(path)
-    ctx = LoadContext(path, resolved_name, version, manifest, threads, trust_skops, compiled)
+    ctx = LoadContext(path, resolved_name, version, manifest, threads, trust_skops, choice)
     try:
         return fmt.load(ctx)
     except AuguryError:

@@ -37,6 +37,7 @@ from augury.models._common import (
     value_batch,
 )
 from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import ONNXRUNTIME
 from augury.models.manifest import manifest_path
 
 #: ONNX tensor types -> schema dtypes, and the NumPy dtype fed to the session.
@@ -126,7 +127,7 @@ class OnnxModel:
         head = ctx.head(detected, classes_known=True)
         if detected.classes and not head.proba:
             fetch = fetch[:1]
-        info = ctx.info("onnx", inputs, head, {"onnx_outputs": list(fetch)})
+        info = ctx.info("onnx", inputs, head, {"onnx_outputs": list(fetch)}, evaluator=ONNXRUNTIME)
         return cls(session, info, feeds, matrix, fetch, zipmap)
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:

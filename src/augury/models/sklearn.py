@@ -15,7 +15,8 @@ manifest); a text vectorizer as first step (one ``string`` feature named ``text`
 str); ``n_features_in_`` (features ``f0..f{n-1}``, float64, fed as one C-contiguous 2-D float64 array).
 Features allow missing values when the estimator's own tags say it accepts NaN (a pipeline: when NaN
 reaches an imputer, or the end, through steps that accept it). A HistGradientBoosting model fed as a
-matrix is scored from one pass of raw scores, compiled when numba is installed (`augury.models.hgb`).
+matrix is scored from one pass of raw scores, compiled when numba is installed (`augury.models.hgb`);
+`ModelInfo.evaluator` says which code scores the model (`augury.models.evaluator`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from augury.models._common import (
     value_batch,
 )
 from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import LIGHTGBM, SKLEARN, XGBOOST
 from augury.models.hgb import HGBScorer, exact_scorer
 from augury.schema import Schema
 
@@ -150,13 +152,16 @@ class SklearnModel:
                 raise MissingExtraError(f"{ctx.path} (fitted on a DataFrame)", "sklearn", "pandas") from exc
         argmax = _qualname(_final_step(est)) in _ARGMAX_PREDICT
         hgb = None
+        floats = all(f.dtype == "float64" for f in inputs.fields)
         if feed == "matrix":
-            hgb = exact_scorer(est, len(inputs), compiled=ctx.compiled)
-        elif feed == "frame" and ctx.compiled and all(f.dtype == "float64" for f in inputs.fields):
+            hgb = exact_scorer(est, len(inputs), evaluator=ctx.evaluator)
+        elif feed == "frame" and floats and ctx.evaluator != "library":
             # fitted on a DataFrame of floats: the compiled scorer reads the same columns as a matrix
-            hgb = exact_scorer(est, len(inputs), as_input=functools.partial(_frame, est.feature_names_in_))
-        meta = {"estimator": _qualname(est), "evaluator": hgb.evaluator if hgb is not None else "sklearn"}
-        model = cls(est, ctx.info(fmt, inputs, head, meta), feed, argmax)
+            hgb = exact_scorer(est, len(inputs), evaluator=ctx.evaluator,
+                               as_input=functools.partial(_frame, est.feature_names_in_))
+        evaluator = hgb.evaluator if hgb is not None else _library(est)
+        model = cls(est, ctx.info(fmt, inputs, head, {"estimator": _qualname(est)}, evaluator=evaluator),
+                    feed, argmax)
         model._hgb = hgb
         return model
 
@@ -209,6 +214,17 @@ def _frame(columns: Any, x: Any) -> Any:
     import pandas as pd
 
     return pd.DataFrame(x, columns=list(columns))
+
+
+def _library(est: Any) -> str:
+    """The evaluator of an estimator scored by its own ``predict``: the library of its final step (an
+    XGBoost or LightGBM estimator with scikit-learn's API is scored by XGBoost or LightGBM)."""
+    module = type(_final_step(est)).__module__
+    if module.startswith("xgboost."):
+        return XGBOOST
+    if module.startswith("lightgbm."):
+        return LIGHTGBM
+    return SKLEARN
 
 
 def _qualname(obj: Any) -> str:

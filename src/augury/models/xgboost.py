@@ -32,6 +32,7 @@ from augury.models._common import (
     numeric_matrix,
 )
 from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import XGBOOST
 
 _LABEL_ONLY = ("multi:softmax", "binary:hinge")
 
@@ -64,7 +65,8 @@ def load_xgboost(ctx: LoadContext) -> Model:
     detected = _detect_head(objective, num_class, num_target)
     inputs = ctx.input_schema([(str(n), "float64") for n in names], True, names_fixed=False)
     head = ctx.head(detected, classes_known=False)
-    info = ctx.info("xgboost", inputs, head, {"objective": objective, "iteration_range": iterations})
+    info = ctx.info("xgboost", inputs, head, {"objective": objective, "iteration_range": iterations},
+                    evaluator=XGBOOST)
     return XGBoostModel(booster, info, objective, iterations)
 
 
