@@ -8,8 +8,8 @@ Modes, each in a fresh child process; the driver samples the PSS of the child's 
 every 50 ms for the peak (PSS: forked workers' shared pages counted once):
   limit   read the whole file, ONE predict_proba call on all rows, write p0/p1 to Parquet
   augury  run_batch(model, file, out) with the defaults (every core, hash keys, label + probabilities);
-          augury-processes / augury-threads force an engine; augury-compiled scores with the compiled
-          HistGradientBoosting evaluator (`--compiled`, augury[fast])
+          augury-processes / augury-threads force an engine; augury-compiled / augury-library force
+          the evaluator (`--evaluator`; the default, auto, is the compiled one where numba is installed)
 rows/s = rows / seconds from the start of reading to the output written (imports excluded).
 
 Run:  python benchmarks/batch_bench.py                 # makes data and model under /tmp/augury-bench once
@@ -82,9 +82,9 @@ def child(mode: str, data: str, model: str, out: str) -> None:
 
         t0 = time.perf_counter()
         option = mode.split("-", 1)[1] if "-" in mode else "auto"
-        compiled = option == "compiled"
-        engine = "auto" if compiled else option
-        result = run_batch(model, data, out, BatchOptions(engine=engine, compiled=compiled))
+        evaluator = option if option in ("compiled", "library") else "auto"
+        engine = option if option in ("processes", "threads") else "auto"
+        result = run_batch(model, data, out, BatchOptions(engine=engine, evaluator=evaluator))
         seconds, rows = time.perf_counter() - t0, result.rows
     print("RESULT " + json.dumps({"mode": mode, "rows": rows, "seconds": seconds}), flush=True)
 

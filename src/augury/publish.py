@@ -3,7 +3,8 @@
 Nothing unverified is published (DESIGN.md, invariant 6): the gates run first, against the store's active
 version as the baseline, and a failed gate raises `VerificationFailed` before the store is touched. The
 profile computed by verification is saved with the version, so the next publish measures drift against
-it without reading the store.
+it without reading the store; so is the evaluator the batch run recorded (`ModelInfo.evaluator`), which
+the server puts in the provenance of the version's answers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from augury.errors import InputError, VerificationFailed
 from augury.keys import column_keys
 from augury.store.base import (
     COMPUTED_AT_COLUMN,
+    EVALUATOR_META,
     KEY_COLUMN,
     MODEL_VERSION_COLUMN,
     PredictionStore,
@@ -58,17 +60,20 @@ def publish_predictions(
             )
         model = dict(layout.model or {})
         model_version = str(model.get("version") or _single_version(pred))
+        meta = {
+            "source": str(pred.path),
+            "model": model.get("name"),
+            "key_columns": list(layout.key_columns),
+            "key_kind": layout.key_kind,
+        }
+        if isinstance(model.get("evaluator"), str):  # (files written before augury recorded it have none)
+            meta[EVALUATOR_META] = model["evaluator"]
         version = store.publish(
             _store_batches(pred, model_version),
             model_version=model_version,
             ttl_s=ttl_s,
             profile=report.profile.to_dict(),
-            meta={
-                "source": str(pred.path),
-                "model": model.get("name"),
-                "key_columns": list(layout.key_columns),
-                "key_kind": layout.key_kind,
-            },
+            meta=meta,
             activate=activate,
         )
     return PublishResult(report, version)

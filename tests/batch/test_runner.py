@@ -43,10 +43,13 @@ def test_scores_every_row_with_hash_keys(hgb_model: Path, features_parquet: Path
 def test_the_compiled_evaluator_writes_the_same_file(hgb_model: Path, features_parquet: Path,
                                                     tmp_path: Path) -> None:
     plain, fast = tmp_path / "plain.parquet", tmp_path / "fast.parquet"
-    run_batch(str(hgb_model), features_parquet, plain, BatchOptions(workers=2))
-    run_batch(str(hgb_model), features_parquet, fast, BatchOptions(workers=2, compiled=True))
+    library = run_batch(str(hgb_model), features_parquet, plain, BatchOptions(workers=2, evaluator="library"))
+    auto = run_batch(str(hgb_model), features_parquet, fast, BatchOptions(workers=2))
+    assert (library.evaluator, auto.evaluator) == ("sklearn", "hgb-compiled")
     drop = ["computed_at"]
     assert pq.read_table(plain).drop(drop).equals(pq.read_table(fast).drop(drop))
+    for path, evaluator in ((plain, "sklearn"), (fast, "hgb-compiled")):
+        assert orjson.loads(pq.read_schema(path).metadata[b"augury"])["model"]["evaluator"] == evaluator
 
 
 @pytest.mark.parametrize("engine", ["processes", "threads"])

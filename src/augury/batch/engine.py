@@ -30,8 +30,10 @@ from concurrent.futures import (
 )
 from typing import Any, Protocol
 
+from augury.errors import BatchError
 from augury.models import load_model
 from augury.models.base import Model
+from augury.models.evaluator import choice_for
 
 from .sources import Task
 from .worker import Job, TaskResult, score_task
@@ -83,7 +85,8 @@ def _init_worker(job: Job, threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _thread_limits(threads)
-    _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads, compiled=job.compiled)
+    _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads,
+                               evaluator=choice_for(job.evaluator))
     _worker_job = job
 
 
@@ -103,6 +106,9 @@ def _die_with_parent() -> None:
 
 def _run_in_worker(task: Task) -> TaskResult:
     assert _worker_model is not None and _worker_job is not None, "worker not initialised"
+    if _worker_model.info.evaluator != _worker_job.evaluator:  # the run records one evaluator
+        raise BatchError(f"a worker process scores the model with the evaluator "
+                         f"{_worker_model.info.evaluator!r}, not the run's {_worker_job.evaluator!r}")
     return score_task(_worker_model, task, _worker_job)
 
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from augury.errors import BatchError, InputError, TooManyBadRows
 from augury.models import load_model
+from augury.models.evaluator import DEFAULT as DEFAULT_EVALUATOR
 
 from .engine import Engine, make_engine
 from .sources import Source, Task, open_source
@@ -51,10 +52,10 @@ class BatchOptions:
     #: "processes" or "inline".
     engine: str = "auto"
     model_name: str | None = None
-    #: score scikit-learn HistGradientBoosting models with the compiled evaluator (augury[fast]): the
-    #: same answers, faster (1.6x instead of 1.3x the one-call limit on the benchmark), but numba and
-    #: its compiler take ~80 MB more, which puts a 2-worker run past 512 MB; off by default.
-    compiled: bool = False
+    #: which code scores the model where it has two exact evaluators (`augury.models.evaluator`):
+    #: "auto" (the default, the server's too), "compiled" or "library". Decided once, by this process;
+    #: the workers follow, and the run metadata records it.
+    evaluator: str = DEFAULT_EVALUATOR
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class BatchResult:
     model_name: str
     model_version: str
     seconds: float
+    evaluator: str
     tasks: int
     resumed_tasks: int
     workers: int
@@ -93,6 +95,7 @@ class BatchResult:
             "errors_path": str(self.errors_path) if self.errors_path else None,
             "model": self.model_name,
             "model_version": self.model_version,
+            "evaluator": self.evaluator,
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_s, 1),
             "tasks": self.tasks,
@@ -122,7 +125,7 @@ def run_batch(
         raise InputError(f"output folder {out.parent} does not exist")
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
-    model = load_model(model_ref, name=options.model_name, compiled=options.compiled)
+    model = load_model(model_ref, name=options.model_name, evaluator=options.evaluator)
     keys = tuple(options.key_columns)
     overlap = [k for k in keys if k in model.info.outputs.names or k in ("model_version", "computed_at")]
     if overlap:
@@ -139,7 +142,7 @@ def run_batch(
         options.chunk_rows,
         str(staging),
         run_metadata(model, keys),
-        options.compiled,
+        model.info.evaluator,
     )
     notes: list[str] = []
     with _exclusive(out):
@@ -168,6 +171,7 @@ def run_batch(
         model.info.name,
         model.info.version,
         time.perf_counter() - started,
+        model.info.evaluator,
         len(task_ids),
         resumed,
         workers,
@@ -234,6 +238,7 @@ def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]
     return {
         "input": source.fingerprint(),
         "model_version": model_version,
+        "evaluator": job.evaluator,
         "key_columns": list(job.key_columns),
         "chunk_rows": job.chunk_rows,
         "format": 1,

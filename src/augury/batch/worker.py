@@ -41,8 +41,9 @@ class Job:
     chunk_rows: int
     staging: str
     metadata: bytes
-    #: score HistGradientBoosting models with the compiled evaluator (`load_model(compiled=...)`).
-    compiled: bool = False
+    #: the evaluator the run decided on (`ModelInfo.evaluator`); worker processes load the model so as to
+    #: make the same decision (`evaluator.choice_for`), and refuse to score if theirs differs.
+    evaluator: str
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import click
 from augury import console
 from augury.config import Settings
 from augury.errors import AuguryError, TooManyBadRows, VerificationFailed
+from augury.models import evaluator
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
@@ -27,6 +28,18 @@ def store_option(required: bool = False) -> Callable[[F], F]:
         metavar="URL",
         help="Prediction store URL: sqlite:///path.db or memory://  (env AUGURY_STORE).",
     )
+
+
+#: ``--evaluator``, spelled the same on every command that loads a model, with the one shared default.
+evaluator_option = click.option(
+    "--evaluator",
+    type=click.Choice(list(evaluator.CHOICES)),
+    default=evaluator.DEFAULT,
+    show_default=True,
+    help="Which code scores the model: auto (the compiled evaluator for scikit-learn HistGradientBoosting "
+    "models where numba is installed, else the library's), compiled (the same; no numba is an error), or "
+    "library. The choice is recorded with every prediction.",
+)
 
 
 def reporting(fn: F) -> F:

@@ -9,7 +9,7 @@ import click
 from augury.config import parse_duration
 from augury.errors import ConfigError
 
-from ._common import reporting
+from ._common import evaluator_option, reporting
 
 
 @click.command()
@@ -105,6 +105,7 @@ from ._common import reporting
     show_default=True,
     help="BLAS/OpenMP threads for the model.",
 )
+@evaluator_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -131,6 +132,7 @@ def serve(
     write_back_to: Literal["store", "process"] | None,  # click.Choice checked it
     require_version_match: bool,
     model_threads: int,
+    evaluator: str,
     log_level: str,
 ) -> int:
     """Serve predictions over HTTP: from a store (static), a model (dynamic), or both (hybrid)."""
@@ -148,6 +150,7 @@ def serve(
         write_back_ttl_s=parse_duration(write_back_ttl) if write_back_ttl else None,
         write_back_to=write_back_to,
         model_threads=model_threads,
+        evaluator=evaluator,
         require_version_match=require_version_match,
     )
     if write_back_to == "store" and store_url is None:

@@ -9,23 +9,25 @@ import click
 from augury import console
 from augury.config import Settings, parse_duration
 
-from ._common import EXIT_CHECK_FAILED, json_option, reporting, store_option
+from ._common import EXIT_CHECK_FAILED, evaluator_option, json_option, reporting, store_option
 
 
 @click.command()
 @click.argument("model")
+@evaluator_option
 @json_option
 @reporting
-def info(model: str, as_json: bool) -> int:
-    """Describe MODEL (a model file or module:function): name, version, input and output schema."""
+def info(model: str, evaluator: str, as_json: bool) -> int:
+    """Describe MODEL (a model file or module:function): name, version, evaluator, input and output schema."""
     from augury.models import load_model
 
-    m = load_model(model)
+    m = load_model(model, evaluator=evaluator)
     d = m.info.to_dict()
     if as_json:
         console.print_json(d)
         return 0
-    console.out.print(f"[bold]{d['name']}[/] version {d['version']} ({d['format']}, {d['task']})")
+    console.out.print(f"[bold]{d['name']}[/] version {d['version']} ({d['format']}, {d['task']}), "
+                      f"scored by {d['evaluator']}")
     console.out.print(
         console.table(
             "inputs",
@@ -75,12 +77,7 @@ def info(model: str, as_json: bool) -> int:
     help="Where unscorable rows go [OUTPUT stem + .errors.jsonl].",
 )
 @click.option("--name", default=None, help="Model name (default: manifest name or file stem).")
-@click.option(
-    "--compiled",
-    is_flag=True,
-    help="Score scikit-learn HistGradientBoosting models with the compiled evaluator (augury[fast]): "
-    "the same answers, faster, ~80 MB more memory.",
-)
+@evaluator_option
 @json_option
 @reporting
 def batch(
@@ -95,7 +92,7 @@ def batch(
     max_error_rate: float,
     errors_path: str | None,
     name: str | None,
-    compiled: bool,
+    evaluator: str,
     as_json: bool,
 ) -> int:
     """Score every row of INPUT (Parquet, CSV, JSON Lines; a file or a folder) with MODEL."""
@@ -111,7 +108,7 @@ def batch(
         max_error_rate=max_error_rate,
         errors_path=Path(errors_path) if errors_path else None,
         model_name=name,
-        compiled=compiled,
+        evaluator=evaluator,
     )
     with console.ProgressReporter("scoring") as progress:
         result = run_batch(model, input_path, output, options, on_progress=progress)
@@ -123,7 +120,7 @@ def batch(
     d = result.to_dict()
     console.out.print(
         console.table(
-            f"batch: {result.model_name} {result.model_version}",
+            f"batch: {result.model_name} {result.model_version} ({result.evaluator})",
             ["", ""],
             [
                 ("output", d["output"]),
@@ -202,6 +199,6 @@ def publish(
     state = "active" if v.active else "loaded, not active"
     console.out.print(
         f"published store version [bold]{v.version}[/] ({v.row_count:,} rows, model "
-        f"{v.model_version}): {state}"
+        f"{v.model_version}, evaluator {v.evaluator or 'not recorded'}): {state}"
     )
     return 0

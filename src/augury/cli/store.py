@@ -27,7 +27,7 @@ def _open(url: str | None) -> Any:
 def _versions_table(versions: list[Any]) -> Any:
     return console.table(
         "store versions",
-        ["version", "active", "state", "rows", "model version", "created"],
+        ["version", "active", "state", "rows", "model version", "evaluator", "created"],
         [
             (
                 v["store_version"],
@@ -35,6 +35,7 @@ def _versions_table(versions: list[Any]) -> Any:
                 v["state"],
                 f"{v['row_count']:,}",
                 v["model_version"],
+                v["evaluator"] or "",
                 v["created_at"],
             )
             for v in versions

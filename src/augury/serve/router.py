@@ -16,6 +16,10 @@ In hybrid mode a failed store lookup falls back to the model for every example (
 ``augury_store_errors_total``); only key-only examples, which the model cannot answer, then fail (503).
 A stored prediction whose columns differ from the model's outputs (published by another model) is
 treated as a miss, as is one made by another model version when `require_version_match` is set.
+
+Provenance names the evaluator that made each answer (`augury.models.evaluator`): the live model's for
+a computed or written-back answer, and for a stored one the evaluator its store version recorded when it
+was published (None when it did not), read once per version: versions never change.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 INLINE_LOOKUP_KEYS = 64
 #: a failing store is logged at most this often (every failure is counted in the metrics).
 STORE_WARNING_EVERY_S = 10.0
+#: most store versions whose evaluator the router remembers (it forgets them all past this).
+REMEMBERED_VERSIONS = 64
 
 
 class Example(msgspec.Struct, frozen=True):
@@ -79,6 +85,9 @@ class Router:
         self.cast = RowCaster(self.schema) if self.schema is not None else None
         self._row_keys = RowKeys(self.schema) if self.schema is not None else None
         self.model_version = model.info.version if model is not None else None
+        #: the live model's evaluator (`ModelInfo.evaluator`), None in static mode
+        self.evaluator = model.info.evaluator if model is not None else None
+        self._stored_evaluators: dict[str, str | None] = {}
         self._batcher = batcher
         self._cache = cache
         self._metrics = metrics
@@ -142,7 +151,7 @@ class Router:
             if hit is not None:
                 if self._usable(hit):
                     self._metrics.observe_store(1, 0)
-                    return Answer(hit.values, static_provenance(hit, time.time()))
+                    return Answer(hit.values, static_provenance(hit, time.time(), self.stored_evaluator(hit)))
                 unusable = hit
             self._metrics.observe_store(0, 1)
         if self._cache is not None:
@@ -187,12 +196,32 @@ class Router:
             if hit is None:
                 continue
             if self._usable(hit):
-                answers[i] = Answer(hit.values, static_provenance(hit, now))
+                answers[i] = Answer(hit.values, static_provenance(hit, now, self.stored_evaluator(hit)))
                 found += 1
             else:
                 unusable[i] = hit
         self._metrics.observe_store(found, len(wanted) - found)
         return [i for i in pending if answers[i] is None]
+
+    def stored_evaluator(self, hit: StoredPrediction) -> str | None:
+        """The evaluator recorded with `hit`'s store version (None if it recorded none), remembered per
+        version; a store that fails to say is asked again for the next answer."""
+        version = hit.store_version
+        try:
+            return self._stored_evaluators[version]
+        except KeyError:
+            pass
+        assert self.store is not None
+        try:
+            active = self.store.active()
+            info = (active if active is not None and active.version == version
+                    else next((v for v in self.store.versions() if v.version == version), None))
+        except StoreError:
+            return None
+        if len(self._stored_evaluators) >= REMEMBERED_VERSIONS:
+            self._stored_evaluators.clear()
+        evaluator = self._stored_evaluators[version] = info.evaluator if info is not None else None
+        return evaluator
 
     def _usable(self, hit: StoredPrediction) -> bool:
         if self._outputs is None:
@@ -240,8 +269,8 @@ class Router:
         now = time.time()
         found = 0
         for i, hit in zip(asked, hits, strict=True):
-            if hit is not None:
-                answers[i] = Answer(hit.values, hit.provenance(now))
+            if hit is not None:  # (write-backs of the served model version: its evaluator made them)
+                answers[i] = Answer(hit.values, {**hit.provenance(now), "evaluator": self.evaluator})
                 found += 1
         self._metrics.observe_writeback(found, len(asked) - found)
         return [i for i in pending if answers[i] is None]
@@ -267,7 +296,7 @@ class Router:
         outcomes = await self._batcher.submit(rows, deadline)
         computed_at = time.time()
         provenance = {"source": "dynamic", "model_version": self.model_version,
-                      "computed_at": iso(computed_at)}
+                      "computed_at": iso(computed_at), "evaluator": self.evaluator}
         answers = []
         for n, outcome in enumerate(outcomes):
             if isinstance(outcome, Refused):
@@ -313,10 +342,12 @@ class Router:
         return time.time() - active.created_at if active is not None else float("nan")
 
 
-def static_provenance(hit: StoredPrediction, now: float) -> dict[str, Any]:
-    """A stored prediction's provenance (`StoredPrediction.provenance`), with its age in seconds."""
+def static_provenance(hit: StoredPrediction, now: float, evaluator: str | None) -> dict[str, Any]:
+    """A stored prediction's provenance (`StoredPrediction.provenance`), with its age in seconds and the
+    evaluator its store version recorded."""
     return {"source": "static", "model_version": hit.model_version, "store_version": hit.store_version,
-            "computed_at": _iso(hit.computed_at), "age_s": round(max(0.0, now - hit.computed_at), 3)}
+            "computed_at": _iso(hit.computed_at), "age_s": round(max(0.0, now - hit.computed_at), 3),
+            "evaluator": evaluator}
 
 
 @functools.lru_cache(maxsize=4096)

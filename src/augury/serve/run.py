@@ -33,7 +33,8 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def open_parts(config: LaunchConfig) -> tuple[Model | None, PredictionStore | None]:
     """Load the model and open the store the config names (either may be None)."""
     s = config.settings
-    model = load_model(config.model_ref, name=s.name, threads=s.model_threads) if config.model_ref else None
+    model = (load_model(config.model_ref, name=s.name, threads=s.model_threads, evaluator=s.evaluator)
+             if config.model_ref else None)
     store = open_store(config.store_url) if config.store_url else None
     return model, store
 

@@ -124,6 +124,7 @@ class Service:
                 ],
                 task=info.task,
                 classes=list(info.classes),
+                evaluator=info.evaluator,
             )
             platform = f"augury_{info.format}"
         guessed = self._profiled_datatypes() if self.model is None else {}

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from augury.errors import ConfigError
+from augury.models import evaluator as evaluators
 
 #: the environment variable that carries a `LaunchConfig` to uvicorn worker processes.
 CONFIG_ENV = "AUGURY_SERVE_CONFIG"
@@ -53,6 +54,9 @@ class ServeSettings:
     write_back_max_entries: int = 100_000
     #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).
     model_threads: int = 1
+    #: which code scores the model (`augury.models.evaluator`: "auto", "compiled" or "library"): the same
+    #: default as `augury batch`, so static and dynamic answers come from the same evaluator.
+    evaluator: str = evaluators.DEFAULT
     #: hybrid: answer from the store only predictions made by the served model version.
     require_version_match: bool = False
     #: with several worker processes, the directory where each leaves its metrics for the others to add
@@ -81,6 +85,7 @@ class ServeSettings:
             raise ConfigError(f"write-back-to must be 'store' or 'process', not {self.write_back_to!r}")
         if self.write_back_to is not None and self.write_back_ttl_s is None:
             raise ConfigError("write-back-to says where to keep write-backs; give --write-back-ttl too")
+        evaluators.check_choice(self.evaluator)
         if self.name is not None and (not self.name or "/" in self.name):
             raise ConfigError(f"model name {self.name!r} must be non-empty and contain no '/'")
 

@@ -48,6 +48,9 @@ ORPHAN = "orphan"
 KEY_COLUMN = "key"
 MODEL_VERSION_COLUMN = "model_version"
 COMPUTED_AT_COLUMN = "computed_at"
+#: the key of a version's `meta` naming the evaluator that computed its predictions (`ModelInfo.evaluator`,
+#: from the batch run's metadata; absent when the predictions file did not record it).
+EVALUATOR_META = "evaluator"
 
 
 def iso(ts: float | None) -> str | None:
@@ -89,10 +92,17 @@ class VersionInfo:
     profile: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def evaluator(self) -> str | None:
+        """The evaluator that computed this version's predictions, when its publish recorded one."""
+        value = self.meta.get(EVALUATOR_META)
+        return value if isinstance(value, str) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "store_version": self.version,
             "model_version": self.model_version,
+            "evaluator": self.evaluator,
             "created_at": iso(self.created_at),
             "row_count": self.row_count,
             "columns": list(self.columns),
