@@ -12,10 +12,10 @@ Starlette on uvicorn (uvloop + httptools), one process, no access log, no ``serv
 The constants are serialised with orjson on every request, as augury serialises its answers.
 
 ``--coalesce`` serves the same app with the HTTP protocol ``augury serve`` uses,
-`augury.serve.transport.CoalescingHttpToolsProtocol` (uvicorn's httptools protocol whose writes of one
-event-loop turn leave in one socket write), instead of uvicorn's plain ``httptools``: the bare endpoint of
-the same protocol. The module is loaded from its file, without running the ``augury`` package's
-``__init__`` (numpy, pyarrow, scikit-learn: ~60 MB and ~0.3 s a bare endpoint has no use for).
+`augury.serve.protocol.AuguryHttpProtocol` (httptools parsing, each response written in one socket write),
+instead of uvicorn's plain ``httptools``: the bare endpoint of the same protocol. The module is loaded
+from its file, without running the ``augury`` package's ``__init__`` (numpy, pyarrow, scikit-learn:
+~60 MB and ~0.3 s a bare endpoint has no use for).
 
     python benchmarks/bare_server.py --port 8000
     python benchmarks/bare_server.py --port 8000 --coalesce
@@ -93,23 +93,23 @@ app = Starlette(
 )
 
 
-def coalescing_protocol() -> Any:
-    """`augury.serve.transport.CoalescingHttpToolsProtocol`, executed from augury's source file as a
-    module of its own (so ``augury/__init__.py`` does not run); the ordinary import if that fails."""
+def augury_protocol() -> Any:
+    """`augury.serve.protocol.AuguryHttpProtocol`, executed from augury's source file as a module of its
+    own (so ``augury/__init__.py`` does not run); the ordinary import if that fails."""
     package = importlib.util.find_spec("augury")
     if package is not None and package.origin is not None:
         spec = importlib.util.spec_from_file_location(
-            "bare_server_transport", Path(package.origin).parent / "serve" / "transport.py")
+            "bare_server_protocol", Path(package.origin).parent / "serve" / "protocol.py")
         if spec is not None and spec.loader is not None:
             module = importlib.util.module_from_spec(spec)
             try:
                 spec.loader.exec_module(module)
-                return module.CoalescingHttpToolsProtocol
+                return module.AuguryHttpProtocol
             except (ImportError, AttributeError):  # e.g. it came to import a sibling relatively
                 pass
-    from augury.serve.transport import CoalescingHttpToolsProtocol
+    from augury.serve.protocol import AuguryHttpProtocol
 
-    return CoalescingHttpToolsProtocol
+    return AuguryHttpProtocol
 
 
 def main() -> None:
@@ -117,9 +117,9 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--coalesce", action="store_true",
-                    help="serve with augury's CoalescingHttpToolsProtocol (one socket write per response)")
+                    help="serve with augury's AuguryHttpProtocol (one socket write per response)")
     args = ap.parse_args()
-    http: Any = coalescing_protocol() if args.coalesce else "httptools"
+    http: Any = augury_protocol() if args.coalesce else "httptools"
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, workers=1,
                 access_log=False, server_header=False, lifespan="on", log_level="warning")
 

@@ -7,7 +7,7 @@ process tree, sampled every 0.5 s under load); start-up time; and req/s as a rat
 endpoint measured in the same run (same round): ``x bare`` against the bare endpoint on uvicorn's plain
 httptools protocol (the issue's definition) and, for augury's systems, ``x bare, same protocol`` against
 the bare endpoint served with the HTTP protocol ``augury serve`` uses (`bare_server.py --coalesce`:
-`augury.serve.transport.CoalescingHttpToolsProtocol`, one socket write per response). Targets are judged
+`augury.serve.protocol.AuguryHttpProtocol`, one socket write per response). Targets are judged
 against each.
 
 Every system is ONE server process on 127.0.0.1 (a free port), started with OMP/OPENBLAS/MKL threads = 1,
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s --timeout 10s --latency; "
           f"{args.rounds} round(s), medians; 'x bare' = req/s / the named bare endpoint's req/s "
           f"in the same round; 'same protocol' = the bare endpoint served with augury's "
-          f"CoalescingHttpToolsProtocol; {os.cpu_count()} CPUs\n")
+          f"AuguryHttpProtocol; {os.cpu_count()} CPUs\n")
     print(table)
     skipped = {r["system"]: r["skipped"] for r in recs if "skipped" in r}
     if skipped:

@@ -3,7 +3,7 @@ is checked, and the bare endpoints its req/s is divided by.
 
 A system's ``baseline`` is the bare endpoint of the issue's definition (`bare_server.py` on uvicorn's
 plain httptools protocol); ``same_protocol`` is that bare endpoint served with the HTTP protocol
-``augury serve`` uses (``bare_server.py --coalesce``: `augury.serve.transport.CoalescingHttpToolsProtocol`,
+``augury serve`` uses (``bare_server.py --coalesce``: `augury.serve.protocol.AuguryHttpProtocol`,
 one socket write per response), so augury's own cost is measured on the very same HTTP stack.
 """
 
@@ -74,7 +74,7 @@ def systems() -> dict[str, System]:
     def lookup_static(w: Workload) -> list[Check]:
         return [Check("GET", LOOKUP + w.meta["key_check"], None, proba(w, "key", "static"))]
 
-    same = "served with augury's CoalescingHttpToolsProtocol (one socket write per response)"
+    same = "served with augury's HTTP protocol, AuguryHttpProtocol (one socket write per response)"
     own = [
         System("bare", "bare endpoint: POST v1 one-row body, parse JSON, constant answer", None, post_v1,
                v1_constant, "bare"),

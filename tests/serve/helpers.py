@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import uvicorn
-from starlette.applications import Starlette
 
 from augury.models import Model, function_model
 from augury.serve import ServeSettings, create_app
@@ -26,14 +25,14 @@ from augury.store import PredictionStore
 class LiveServer:
     """A uvicorn server for `app` on 127.0.0.1, on a port the OS picked, in a daemon thread."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Any, http: Any = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on",
-                                http=http_protocol())  # as `augury serve` runs it
+        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="auto",
+                                http=http or http_protocol())  # as `augury serve` runs it by default
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

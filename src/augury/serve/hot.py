@@ -29,7 +29,6 @@ from augury.errors import AuguryError
 from augury.serve import codec_v1, codec_v2
 from augury.serve.middleware import Bookkeeping, internal_error
 from augury.serve.service import Service, model_versions, provenance_headers
-from augury.serve.transport import write_whole
 from augury.serve.wire import (
     JSON_TYPE,
     deadline_of,
@@ -38,7 +37,7 @@ from augury.serve.wire import (
     parse_json,
     receive_body,
     request_headers,
-    send_response,
+    send_whole,
 )
 
 V1_PREDICT = "/v1/models/{name}:predict"
@@ -69,7 +68,7 @@ class HotEndpoint(ABC):
             state["error"] = type(exc).__name__
             state["error_message"] = str(exc)
             (status, body, headers), media_type = error_reply(exc), JSON_TYPE
-        await send_response(send, status, body, headers, media_type)
+        await send_whole(scope, send, status, body, headers, media_type)
 
     @abstractmethod
     async def answer(self, scope: Scope, receive: Receive) -> Reply:
@@ -192,8 +191,7 @@ class HotDispatch:
                 error, message = type(exc).__name__, internal_error(scope, rid, exc)
                 body, headers, media_type = dump_json({"error": message}), [], JSON_TYPE
             headers.append((b"x-request-id", rid.encode("ascii")))
-            if not write_whole(send, status, headers, media_type, body):
-                await send_response(send, status, body, headers, media_type)
+            await send_whole(scope, send, status, body, headers, media_type)
         finally:
             metrics.requests_in_flight -= 1
             books.finish(scope, rid, hot.template, status, time.perf_counter() - started, error, message)

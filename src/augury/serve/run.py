@@ -114,13 +114,15 @@ def serve(config: LaunchConfig) -> None:
 
 
 def http_protocol() -> Any:
-    """uvicorn's HTTP protocol for augury: httptools with one write per response
-    (`transport.CoalescingHttpToolsProtocol`), or uvicorn's own choice without httptools."""
+    """uvicorn's ``http=`` setting for augury: its own protocol (`protocol.AuguryHttpProtocol`: httptools
+    parsing, one write per response), or uvicorn's own choice (h11) where httptools is not installed."""
     try:
-        from augury.serve.transport import CoalescingHttpToolsProtocol
-    except ImportError:  # httptools missing: uvicorn falls back to h11
+        import httptools  # noqa: F401
+    except ImportError:
         return "auto"
-    return CoalescingHttpToolsProtocol
+    from augury.serve.protocol import AuguryHttpProtocol
+
+    return AuguryHttpProtocol
 
 
 def _announce(config: LaunchConfig) -> None:

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError, InputError
 from augury.serve.errors import BodyTooLarge, UnsupportedEncoding, headers_of, status_of
+from augury.serve.protocol import WHOLE_RESPONSE
 
 DEADLINE_HEADER = "x-augury-deadline-ms"
 #: the longest deadline a request may ask for (a day), so that a typo does not park a request forever.
@@ -106,6 +107,19 @@ async def send_response(send: Send, status: int, body: bytes, headers: list[tupl
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_whole(scope: Scope, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                     media_type: bytes = JSON_TYPE) -> None:
+    """`send_response` in one message where the server offers augury's whole-response extension
+    (`serve.protocol`: ``augury serve``'s own HTTP protocol), else as the usual two."""
+    extensions = scope.get("extensions")
+    if extensions is not None and WHOLE_RESPONSE in extensions:
+        headers.append((b"content-type", media_type))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": WHOLE_RESPONSE, "status": status, "headers": headers, "body": body})
+    else:
+        await send_response(send, status, body, headers, media_type)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
