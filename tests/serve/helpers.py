@@ -31,7 +31,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="auto",
+        config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="auto", ws="none",
                                 http=http or http_protocol())  # as `augury serve` runs it by default
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import h11
 import httpx
 import pytest
+import uvicorn
 
 from augury.serve import ServeSettings, create_app
 from augury.serve.protocol import WHOLE_RESPONSE, AuguryHttpProtocol
@@ -164,6 +166,37 @@ DIFFERENT = {
 }
 
 
+#: scenarios whose bytes uvicorn itself changed, and a release that has the change (0.29, the oldest the
+#: project declares and tested in CI, frames them the old way; 0.55 the new): on an older uvicorn they are
+#: compared by meaning, not bytes.
+CHANGED_SINCE = {
+    # a 500 with a content-length instead of chunked; "connection: close" said to HTTP/1.0 clients
+    "app answers nothing": (0, 30), "app fails before answering": (0, 30),
+    "http/1.0": (0, 30), "http/1.0 keep-alive": (0, 30),
+}
+_UVICORN = tuple(int(p) for p in uvicorn.__version__.split(".")[:2])
+
+
+def _meaning(raw: bytes) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """Each response in `raw` as (status, headers but the framing ones, body), parsed by h11."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "test")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(raw)
+    conn.receive_data(b"")
+    out: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Response):
+            framing = {b"content-length", b"transfer-encoding", b"connection", b"date", b"server"}
+            out.append((event.status_code, [(n, v) for n, v in event.headers if n not in framing], b""))
+        elif isinstance(event, h11.Data):
+            status, headers, body = out[-1]
+            out[-1] = (status, headers, body + bytes(event.data))
+        elif event is h11.NEED_DATA or isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+            return out
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_the_same_bytes_as_uvicorns_protocol(servers: tuple[int, int], scenario: str) -> None:
     theirs, ours = servers
@@ -173,7 +206,10 @@ def test_the_same_bytes_as_uvicorns_protocol(servers: tuple[int, int], scenario:
         assert _without_date(got[0]) == DIFFERENT[scenario]
         assert _without_date(expected[0]) != DIFFERENT[scenario]
         return
-    assert _without_date(got[0]) == _without_date(expected[0])
+    if scenario in CHANGED_SINCE and CHANGED_SINCE[scenario] > _UVICORN:
+        assert _meaning(got[0]) == _meaning(expected[0])  # older uvicorn frames it otherwise
+    else:
+        assert _without_date(got[0]) == _without_date(expected[0])
     assert got[1] == expected[1], "the connection is closed by one and not the other"
     assert expected[0] or expected[1]  # the scenario shows something
 

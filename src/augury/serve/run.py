@@ -91,7 +91,7 @@ def serve(config: LaunchConfig) -> None:
             _announce(config)
             server = uvicorn.Server(uvicorn.Config(
                 app, host=config.host, port=config.port, log_level=config.log_level,
-                access_log=False, lifespan="on", server_header=False, http=http_protocol()))
+                access_log=False, lifespan="on", server_header=False, http=http_protocol(), ws="none"))
             server.run()
             started = server.started
         else:
@@ -105,7 +105,8 @@ def serve(config: LaunchConfig) -> None:
                 os.environ[CONFIG_ENV] = dataclasses.replace(config, settings=settings).to_json()
                 uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
                             host=config.host, port=config.port, log_level=config.log_level,
-                            access_log=False, lifespan="on", server_header=False, http=http_protocol())
+                            access_log=False, lifespan="on", server_header=False, http=http_protocol(),
+                            ws="none")
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
