@@ -108,6 +108,24 @@ def test_a_snapshot_hides_another_process_until_renewed(
     other.close()
 
 
+def test_no_reader_goes_back_to_a_version_another_reader_has_served(
+    sqlite_path: Path, held: SQLiteStore, batch_of: BatchOf
+) -> None:
+    """Two readers of one pool, one holding a snapshot of version 1 when the other (new) begins one of
+    version 2: after a lookup answered from version 2, no lookup answers from version 1."""
+    other = SQLiteStore(sqlite_path, snapshot_s=0)
+    other.publish([batch_of(["a"])], model_version="m1")
+    assert model_version(held) == "m1"  # reader A: a snapshot of version 1 (never aging out here)
+    other.publish([batch_of(["a"])], model_version="m2")
+    pool = held._pool
+    first, second = pool.acquire(), pool.acquire()  # A, and a new reader B (as two threads would)
+    pool.release(second)
+    pool.release(first)  # the pool lends B next, then A
+    assert model_version(held) == "m2"  # B's first snapshot sees version 2
+    assert [model_version(held) for _ in range(4)] == ["m2"] * 4  # A and B in turn
+    other.close()
+
+
 def test_another_object_sees_an_activation_within_snapshot_s(
     sqlite_path: Path, batch_of: BatchOf, seen_within: SeenWithin
 ) -> None:

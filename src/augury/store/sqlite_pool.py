@@ -4,8 +4,8 @@ Thread-safety: `SQLiteStore.get_many` may be called from any number of threads. 
 reader connection (`sqlite_read.Reader`) from a pool of at most `max_readers` (created on demand; WAL lets
 them all read at once) and gives it back; a caller that finds all of them busy waits up to
 `pool_timeout_s`, then gets a StoreError. The pool also holds the record cache its readers share
-(`recordcache`) and the `generation` a write through the store bumps (read-your-writes, see
-`sqlite_read`).
+(`recordcache`) and the `generation` that a write through the store (read-your-writes) or a reader
+that saw the active version switch (no reader goes back a version) bumps: see `sqlite_read`.
 
 **The janitor.** An open snapshot pins the WAL: a checkpoint cannot copy frames committed after it began
 into the database file, nor restart the WAL, so a publish's pages would stay in the WAL (lookups of them
@@ -71,13 +71,26 @@ class ReaderPool:
         self._closed = False
         self._janitor: threading.Thread | None = None
         self._stop = threading.Event()
-        #: bumped by `wrote` after each write through this store; see `Reader.lookup`.
+        #: bumped by `wrote` and `switched`; see `Reader.lookup`.
         self.generation = 0
+        self._generation_lock = threading.Lock()  # (`wrote` and `switched` may run at once)
 
     def wrote(self) -> None:
         """A write through this store committed (or failed): every snapshot begun before now is renewed
-        before its next lookup. Called with the store's write lock held, so never concurrently."""
-        self.generation += 1
+        before its next lookup."""
+        with self._generation_lock:
+            self.generation += 1
+
+    def switched(self, began_under: int) -> int:
+        """A reader's new snapshot, begun under generation `began_under`, shows another active version than
+        its last one: every other snapshot begun before now is renewed before its next lookup, so no reader
+        answers from the older version after this one answered from the newer. Returns the generation the
+        reader is at: the new one if nothing was written since `began_under` (its snapshot is then as
+        fresh as the bump), else `began_under` (it renews too)."""
+        with self._generation_lock:
+            unchanged = self.generation == began_under
+            self.generation += 1
+            return self.generation if unchanged else began_under
 
     def acquire(self) -> Reader:
         if self._closed:
@@ -90,7 +103,8 @@ class ReaderPool:
             if self._closed:
                 raise StoreError("the prediction store is closed")
             if len(self._all) < self._size:
-                reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache)
+                reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache,
+                                self.switched)
                 self._all.append(reader)
                 return reader
         try:

@@ -16,9 +16,12 @@ immutable (DESIGN.md, invariant 5), so every answer comes from one version, even
 A snapshot lives at most `snapshot_s` (monotonic clock): the first lookup after that ends it and begins
 a new one, re-reading the active version only if ``PRAGMA data_version`` says another connection
 committed. The price is staleness: a switch made by *another* connection or process (``augury store
-activate``) is seen up to `snapshot_s` late (and two readers may be that far apart meanwhile). A write
-made through the same `SQLiteStore` object is seen at once: it bumps the pool's `generation` after
-committing, and a reader whose snapshot began before that begins a new one first. ``snapshot_s = 0``
+activate``) is seen up to `snapshot_s` late. A write made through the same `SQLiteStore` object is seen
+at once: it bumps the pool's `generation` after committing, and a reader whose snapshot began before
+that begins a new one first. The readers of one pool never go back a version either: a reader whose new
+snapshot shows another active version than its last one bumps the `generation` too, so every other
+reader renews before its next lookup (without that, a server with two readers, one renewed and one not
+yet, answered one client from version 2 and then from version 1). ``snapshot_s = 0``
 turns snapshots off: each lookup is one statement that checks the data version itself (the behaviour
 before snapshots, always fresh; see `Reader.fresh_lookup`).
 
@@ -97,11 +100,14 @@ class Reader:
     transaction. Used by one thread at a time (whoever borrowed it from the pool, or the janitor)."""
 
     def __init__(self, con: sqlite3.Connection, snapshot_s: float, on_snapshot: Callable[[], None],
-                 cache: RecordCache) -> None:
+                 cache: RecordCache, on_switch: Callable[[int], int]) -> None:
         self.con = con
         self._cache = cache
         self._snapshot_s = snapshot_s
         self._on_snapshot = on_snapshot
+        #: called when a new snapshot shows another active version than this reader's last one, with the
+        #: generation the snapshot began under; returns the generation the reader is at now.
+        self._on_switch = on_switch
         self._data_version = -1
         self._active: tuple[str, View] | None = None
         #: when the open snapshot began (time.monotonic()), or NO_SNAPSHOT.
@@ -178,11 +184,15 @@ class Reader:
         self.since = time.monotonic()
         data_version = con.execute("PRAGMA data_version").fetchone()[0]  # the snapshot begins here
         if data_version != self._data_version:
+            before = self._active[0] if self._active is not None else None
             self._active = read_active(con)
             self._data_version = data_version
             if self._active is not None:
                 self._one_sql = _select_one(self._active[0])
                 self._cache.follow(self._active[0])
+            if (self._active[0] if self._active is not None else None) != before:
+                # the other readers renew too: none answers from the older version after this one
+                self._generation = self._on_switch(generation)
         self._on_snapshot()
 
     def end_snapshot(self) -> None:
