@@ -167,6 +167,16 @@ def test_unknown_route_and_method_are_json(url: str, client: httpx.Client) -> No
     assert r.status_code == 405 and "not allowed" in r.json()["error"]
 
 
+def test_get_on_predict_is_405_with_allow_as_put_is(url: str, client: httpx.Client) -> None:
+    """Not a 404 "unknown model 'add:predict'" (the model status route `/v1/models/{name}` matched it)."""
+    for method in ("GET", "PUT"):
+        r = client.request(method, url + ADD)
+        assert r.status_code == 405, (method, r.text)
+        assert r.headers["allow"] == "POST"
+        assert r.json()["error"] == f"method {method} is not allowed on {ADD}"
+    assert client.get(url + "/v1/models/add").status_code == 200  # the status route itself is untouched
+
+
 def test_a_refused_row_fails_only_its_own_request(client: httpx.Client) -> None:
     with live(add_model(sleep_s=0.05), max_delay_ms=30) as base:
         def post(a: float) -> httpx.Response:

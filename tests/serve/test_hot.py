@@ -68,7 +68,7 @@ def test_hot_routes_answer_as_the_router_does(sqlite_store: SQLiteStore) -> None
 
     hot, routed = asyncio.run(both())
     assert hot == routed
-    statuses = [200, 400, 404, 404, 200, 200, 404, 404, 405, 200, 200, 404, 405]
+    statuses = [200, 400, 404, 404, 200, 200, 404, 405, 405, 200, 200, 404, 405]  # (GET :predict: 405)
     assert [status for status, _, _ in hot] == statuses
     assert hot[0][1]["x-augury-source"] == "static=1,dynamic=1"
 

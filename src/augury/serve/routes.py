@@ -3,15 +3,20 @@
 Errors are raised as augury errors and turned into ``{"error": ...}`` responses by the app's exception
 handler (`serve.errors` picks the status), so no route builds an error response itself. The hot routes
 (v1 predict and lookup, v2 infer) are plain ASGI endpoints, first in the table: see `serve.hot`.
+
+A GET on ``/v1/models/{name}:predict`` is a 405 (``Allow: POST``), as any other method but POST is: the
+model status route ``/v1/models/{name}`` would otherwise match it, with the name ``{name}:predict``, and
+answer 404 "unknown model".
 """
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from augury.serve.hot import hot_routes
+from augury.serve.hot import V1_PREDICT, hot_routes
 from augury.serve.service import Service
 from augury.serve.wire import JSONResponse
 
@@ -34,6 +39,7 @@ class Routes:
             Route(v2v, self.model_metadata, methods=["GET"]),
             Route(f"{v2}/ready", self.model_ready, methods=["GET"]),
             Route(f"{v2v}/ready", self.model_ready, methods=["GET"]),
+            Route(V1_PREDICT, self.predict_by_get, methods=["GET"]),  # before the next (see above)
             Route("/v1/models/{name}", self.model_status, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -63,6 +69,9 @@ class Routes:
     async def model_status(self, request: Request) -> Response:
         self.s.check(request.path_params)
         return JSONResponse(self.s.model_status())
+
+    async def predict_by_get(self, request: Request) -> Response:
+        raise HTTPException(405, headers={"Allow": "POST"})
 
     async def metrics(self, request: Request) -> Response:
         content, media_type = self.s.metrics.render()
