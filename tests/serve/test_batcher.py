@@ -389,3 +389,68 @@ def test_bad_arguments() -> None:
         await b.close()
 
     run(main)
+
+
+class ThreadNoting(Doubler):
+    """A Doubler that notes the thread of every call, sleeping `sleeps[i]` seconds in call i."""
+
+    def __init__(self, sleeps: list[float]) -> None:
+        super().__init__()
+        self.sleeps = sleeps
+        self.threads: list[int] = []
+
+    def __call__(self, rows: list[float]) -> list[float]:
+        self.threads.append(threading.get_ident())
+        time.sleep(self.sleeps[min(len(self.threads) - 1, len(self.sleeps) - 1)])
+        return super().__call__(rows)
+
+
+def test_a_fast_model_is_called_on_the_loop_and_a_slow_one_goes_back_to_its_thread() -> None:
+    # fast first batch (on the model thread: nothing measured yet), fast second (in place), then slow
+    # ones, which push the average past the threshold and so return to the model thread
+    model = ThreadNoting([0.0, 0.0, 0.05, 0.05, 0.05, 0.05])
+    loop_thread: list[int] = []
+
+    async def main() -> None:
+        loop_thread.append(threading.get_ident())
+        b = Batcher(model, inline_below_ms=5.0)
+        for i in range(6):
+            assert ys(await b.submit(req(float(i)))) == [2.0 * i]
+        await b.close()
+
+    run(main)
+    on_loop = [t == loop_thread[0] for t in model.threads]
+    assert on_loop[:3] == [False, True, True]  # the third is slow, but the average said fast
+    assert not on_loop[-1]  # the average caught up: back on the model thread
+
+
+def test_inline_scoring_off_keeps_every_call_on_the_model_thread() -> None:
+    model = ThreadNoting([0.0])
+
+    async def main() -> None:
+        b = Batcher(model, inline_below_ms=0)
+        for i in range(5):
+            await b.submit(req(float(i)))
+        assert threading.get_ident() not in model.threads
+        await b.close()
+
+    run(main)
+
+
+def test_a_failing_model_called_in_place_fails_only_its_batch() -> None:
+    model = ThreadNoting([0.0])
+
+    async def main() -> None:
+        b = Batcher(model, inline_below_ms=5.0)
+        assert ys(await b.submit(req(1.0))) == [2.0]
+        with pytest.raises(PredictionError, match="marker row"):
+            await b.submit(req(-1.0))
+        assert ys(await b.submit(req(3.0))) == [6.0]
+        await b.close()
+
+    run(main)
+
+
+def test_bad_inline_threshold() -> None:
+    with pytest.raises(ConfigError):
+        Batcher(Doubler(), inline_below_ms=-1)

@@ -52,6 +52,14 @@ from ._common import evaluator_option, reporting
     help="How long a batch waits for more requests (under load batches form anyway).",
 )
 @click.option(
+    "--inline-below-ms",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Call a model whose recent batches took less than this on the event loop's thread "
+    "(no hand-off to the model thread); 0: always on the model thread.",
+)
+@click.option(
     "--max-queue",
     type=click.IntRange(min=1),
     default=1024,
@@ -99,6 +107,11 @@ from ._common import evaluator_option, reporting
     help="Hybrid: answer from the store only predictions of the served model version.",
 )
 @click.option(
+    "--allow-name-mismatch",
+    is_flag=True,
+    help="Serve a store whose active version records another model's name (refused by default).",
+)
+@click.option(
     "--model-threads",
     type=click.IntRange(min=1),
     default=1,
@@ -123,6 +136,7 @@ def serve(
     workers: int,
     max_batch_size: int,
     max_delay_ms: float,
+    inline_below_ms: float,
     max_queue: int,
     max_in_flight: int,
     max_body_bytes: int,
@@ -131,6 +145,7 @@ def serve(
     write_back_ttl: str | None,
     write_back_to: Literal["store", "process"] | None,  # click.Choice checked it
     require_version_match: bool,
+    allow_name_mismatch: bool,
     model_threads: int,
     evaluator: str,
     log_level: str,
@@ -142,6 +157,7 @@ def serve(
         name=name,
         max_batch_size=max_batch_size,
         max_delay_ms=max_delay_ms,
+        inline_below_ms=inline_below_ms,
         max_queue=max_queue,
         max_in_flight=max_in_flight,
         max_body_bytes=max_body_bytes,
@@ -152,9 +168,14 @@ def serve(
         model_threads=model_threads,
         evaluator=evaluator,
         require_version_match=require_version_match,
+        allow_name_mismatch=allow_name_mismatch,
     )
     if write_back_to == "store" and store_url is None:
         raise ConfigError("--write-back-to store needs a store (--store)")
+    if store_url is not None:  # a server never creates a store: "no store at PATH" before anything loads
+        from augury.store import open_store
+
+        open_store(store_url, create=False).close()
     config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings)
     from augury.serve.run import serve as run_server
 

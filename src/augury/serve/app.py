@@ -46,6 +46,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     """A Starlette app serving `model` and/or `store` (see the module docstring)."""
     mode = mode_of(model is not None, store is not None)
     name = _name(settings, model, store)
+    check_store_model(name, model, store, settings.allow_name_mismatch)
     metrics = ServeMetrics(share_dir=settings.metrics_dir)
     executor = model_executor(settings.model_threads) if model is not None else None
     batcher: Batcher[Row, Outcome] | None = None
@@ -53,6 +54,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     if scorer is not None:
         batcher = Batcher(scorer, max_batch_size=settings.max_batch_size,
                           max_delay_ms=settings.max_delay_ms, max_queue=settings.max_queue,
+                          inline_below_ms=settings.inline_below_ms,
                           executor=executor, observer=metrics.batch_observer())
         queue = batcher
         metrics.watch_queue(lambda: queue.queue_depth)
@@ -80,7 +82,6 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                                     settings=settings, version=augury_version(),
                                     model_version=model.info.version if model is not None else None)
     metrics.model_info.labels(name, model.info.version if model is not None else "", mode).set(1)
-    _check_versions(model, store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -177,15 +178,37 @@ def _name(settings: ServeSettings, model: Model | None, store: PredictionStore |
                       "give --name")
 
 
-def _check_versions(model: Model | None, store: PredictionStore | None) -> None:
-    if model is None or store is None:
+def check_store_model(name: str, model: Model | None, store: PredictionStore | None,
+                      allow_name_mismatch: bool = False) -> None:
+    """Refuse, at start, a store whose active version records another model than the one served.
+
+    `name` is the served name (URLs): in static mode the --name given (else the recorded one), in hybrid
+    mode the model's. Serving under another name would answer one model's predictions as another's, so
+    it is a `ConfigError` unless `allow_name_mismatch`. A version published without a model name, or no
+    active version yet, has nothing to compare. In hybrid mode another *version* of the same model is the
+    normal state of a rollout: logged, and --require-version-match serves only matching predictions.
+    """
+    if store is None:
         return
     try:
         active = store.active()
-    except StoreError as exc:
-        log.warning("prediction store unavailable at startup (requests will be computed): %s", exc)
+    except StoreError as exc:  # started anyway, as a store failing later is survived; said, not hidden
+        log.warning("prediction store unavailable at startup (%s; the model it holds was not checked): %s",
+                    "lookups fail until it is back" if model is None else "requests will be computed", exc)
         return
-    if active is not None and active.model_version != model.info.version:
+    if active is None:
+        return
+    recorded = active.meta.get("model")
+    if isinstance(recorded, str) and recorded and recorded != name and not allow_name_mismatch:
+        if model is None:
+            raise ConfigError(
+                f"the store's active version {active.version} holds predictions of model {recorded!r}, "
+                f"not {name!r}: give --name {recorded} (or --allow-name-mismatch to serve them as {name!r})")
+        raise ConfigError(
+            f"the store's active version {active.version} holds predictions of model {recorded!r}, but the "
+            f"served model is {name!r}: give the store of this model (or --allow-name-mismatch to answer "
+            f"from it anyway)")
+    if model is not None and active.model_version != model.info.version:
         log.warning("the store's active version %s holds predictions of model version %s, the server's model "
                     "is version %s: hybrid answers will mix them (provenance says which is which; "
                     "--require-version-match serves only matching ones)",

@@ -33,6 +33,10 @@ class ServeSettings:
     #: how long a batch waits for more requests after its first one, in milliseconds. 0 (the default)
     #: still batches under load: requests arriving while the model is busy form the next batch.
     max_delay_ms: float = 0.0
+    #: a model whose recent batches took less than this (milliseconds) is called on the event loop's
+    #: thread instead of the model thread: the hand-off costs more than such a model (`serve.batcher`).
+    #: 0: always on the model thread.
+    inline_below_ms: float = 0.5
     #: most requests waiting for the model; past it requests get 503 with Retry-After.
     max_queue: int = 1024
     #: most requests being handled at once (reading their body, waiting, being scored, answering); past
@@ -59,6 +63,9 @@ class ServeSettings:
     evaluator: str = evaluators.DEFAULT
     #: hybrid: answer from the store only predictions made by the served model version.
     require_version_match: bool = False
+    #: serve a store whose active version records another model's name (static: the --name given;
+    #: hybrid: the served model's name); by default that is refused at start (`app.check_store_model`).
+    allow_name_mismatch: bool = False
     #: with several worker processes, the directory where each leaves its metrics for the others to add
     #: up (`monitor.sharing`); `augury serve --workers N` makes one. None: this process's metrics only.
     metrics_dir: str | None = None
@@ -79,6 +86,8 @@ class ServeSettings:
                                   f"not {value!r}")
         if not self.max_delay_ms >= 0:
             raise ConfigError(f"max-delay-ms must be 0 or more, not {self.max_delay_ms!r}")
+        if not self.inline_below_ms >= 0:
+            raise ConfigError(f"inline-below-ms must be 0 or more, not {self.inline_below_ms!r}")
         if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:
             raise ConfigError(f"write-back-ttl must be positive, not {self.write_back_ttl_s!r}")
         if self.write_back_to not in (None, "store", "process"):
