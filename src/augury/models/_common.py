@@ -9,6 +9,7 @@ Output columns follow one rule for every format (`output_schema`): classifiers a
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,7 +249,7 @@ def booster_batch(outputs: Schema, classes: Array | None, raw: Array, n: int) ->
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:
     """The batch's columns as one C-contiguous [n, k] array of `dtype`; nulls become NaN (float dtypes)."""
     target = pa.from_numpy_dtype(np.dtype(dtype))
-    if batch.num_rows and batch.num_columns and all(t == target for t in batch.schema.types):
+    if batch.num_rows and batch.num_columns and _all_of_type(batch.schema, target):
         # one C++ call (2.4 µs for 31 x 20 against 30 µs column by column), nulls as NaN as below
         return np.asarray(batch.to_tensor(null_to_nan=True, row_major=True))
     out = np.empty((batch.num_rows, batch.num_columns), dtype=dtype)
@@ -263,6 +264,22 @@ def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:
             c = pc.fill_null(c, float("nan"))
         out[:, j] = c.to_numpy(zero_copy_only=False)
     return out
+
+
+#: schemas lately found to hold one type only (a schema's `equals` costs ~50 ns; listing its types to
+#: compare them ~7 µs for 20 columns, a tenth of a small batch's whole predict on the server).
+_uniform: collections.deque[tuple[pa.Schema, pa.DataType]] = collections.deque(maxlen=8)
+
+
+def _all_of_type(schema: pa.Schema, target: pa.DataType) -> bool:
+    """Whether every column of `schema` is of type `target`."""
+    for known, of in tuple(_uniform):  # a copy: another thread may append
+        if of == target and known.equals(schema):
+            return True
+    if all(t == target for t in schema.types):
+        _uniform.append((schema, target))
+        return True
+    return False
 
 
 def column_values(col: pa.Array) -> Array:
