@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from augury.errors import ConfigError
+from augury.errors import ConfigError, StoreError
 from augury.store import MemoryStore, SQLiteStore, open_store
 
 BatchOf = Callable[..., pa.RecordBatch]
@@ -85,3 +85,27 @@ def test_bad_sqlite_options_are_config_errors(
 def test_memory_takes_no_options() -> None:
     with pytest.raises(ConfigError, match="no options"):
         open_store("memory://", max_readers=2)
+
+
+def test_create_false_refuses_a_missing_or_empty_sqlite_file(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    with pytest.raises(StoreError, match=f"^no store at {missing} "):
+        open_store(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreError, match=r"no store at .*empty\.db \(the file is empty\)"):
+        open_store(f"sqlite:///{empty}", create=False)
+    assert empty.stat().st_size == 0
+    odd = tmp_path / "a dir?#%20" / "s.db"  # characters special in a URI (the store opens one)
+    odd.parent.mkdir()
+    SQLiteStore(odd).close()
+    existing = SQLiteStore(odd, create=False)
+    assert existing.versions() == []
+    existing.close()
+    assert sorted(p.name for p in odd.parent.iterdir() if p.suffix == ".db") == ["s.db"]
+
+
+def test_create_false_leaves_memory_stores_as_they_are() -> None:
+    store = open_store("memory://test-open-store-never-published", create=False)
+    assert store.versions() == [] and store.get_many(["k"]) == [None]

@@ -152,7 +152,7 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
     if store_url:
         from augury.store import open_store
 
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)  # a mistyped path is an error, not an empty baseline
         try:
             baseline = store.active()
         finally:
@@ -184,7 +184,7 @@ def publish(
     from augury.verify import load_checks
 
     ttl_s = parse_duration(ttl) if ttl else None
-    store = open_store(store_url)
+    store = open_store(store_url, create=True)  # the one command that may create a store
     try:
         result = publish_predictions(
             predictions, store, load_checks(checks), ttl_s=ttl_s, activate=not no_activate

@@ -19,9 +19,10 @@ def store() -> None:
 
 
 def _open(url: str | None) -> Any:
+    """The store at `url`; none of these commands creates one ("no store at PATH": only publish does)."""
     from augury.store import open_store
 
-    return open_store(url or Settings.from_env().store)
+    return open_store(url or Settings.from_env().store, create=False)
 
 
 def _versions_table(versions: list[Any]) -> Any:

@@ -9,10 +9,12 @@
   so how late it may see a switch made by another process, default 0.05; 0 turns snapshots off: see
   `sqlite_read`) and ``cache_entries`` (decoded records kept in memory, default 65,536; 0 turns the
   cache off: see `recordcache`). Options may also be given in the URL's query string:
-  ``sqlite:///preds.db?snapshot_s=0.2&cache_entries=0``. A missing file is created; a file that is not a
-  store is a StoreError.
+  ``sqlite:///preds.db?snapshot_s=0.2&cache_entries=0``. A missing file is created only with
+  ``create=True`` (the default, for publishing); ``create=False``, which every command that only reads or
+  changes an existing store uses, makes it a StoreError ("no store at PATH"): a mistyped path must not
+  read as an empty store. A file that is not a store is a StoreError.
 - ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
-  the process): `memory.MemoryStore`.
+  the process): `memory.MemoryStore`. ``create`` does not apply: a name never used is an empty store.
 
 ``redis://`` is reserved for the Redis backend (``augury[redis]``, a later release). It fits the same
 contract: each version is a key namespace (``<prefix>:v<n>``, a hash of key -> the same MessagePack
@@ -68,15 +70,18 @@ _SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s"
 _ZERO_ALLOWED = {"snapshot_s": "0 turns read snapshots off", "cache_entries": "0 turns the record cache off"}
 
 
-def open_store(url: str, **options: Any) -> PredictionStore:
-    """Open the prediction store at `url` (see the module docstring); ConfigError for a bad URL or option."""
+def open_store(url: str, *, create: bool = True, **options: Any) -> PredictionStore:
+    """Open the prediction store at `url` (see the module docstring); ConfigError for a bad URL or option.
+
+    `create`: a missing SQLite file becomes a new store; False: it is a StoreError ("no store at PATH")."""
     scheme, sep, rest = str(url).partition("://")
     scheme = scheme.lower()
     if not sep:
         raise ConfigError(f"store URL '{url}' has no scheme; supported: {SUPPORTED}")
     if scheme == "sqlite":
         rest, _, query = rest.partition("?")
-        return SQLiteStore(_sqlite_path(url, rest), url=url, **_sqlite_options(_merged(url, query, options)))
+        return SQLiteStore(_sqlite_path(url, rest), url=url, create=create,
+                           **_sqlite_options(_merged(url, query, options)))
     if scheme == "memory":
         if options:
             raise ConfigError(f"memory:// stores take no options (got {sorted(options)})")

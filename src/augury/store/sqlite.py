@@ -55,7 +55,11 @@ DEFAULT_CACHE_ENTRIES = 65_536
 
 
 class SQLiteStore:
-    """A versioned key -> prediction store in one SQLite file (see the module docstring)."""
+    """A versioned key -> prediction store in one SQLite file (see the module docstring).
+
+    `create`: a missing (or empty) file becomes a new store; False makes it a `StoreError` ("no store at
+    PATH"), for everything that only reads or changes an existing store. Reader connections never create.
+    """
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class SQLiteStore:
         pool_timeout_s: float = 10.0,
         snapshot_s: float = DEFAULT_SNAPSHOT_S,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        create: bool = True,
     ) -> None:
         if isinstance(snapshot_s, bool) or not (math.isfinite(snapshot_s) and snapshot_s >= 0):
             raise ConfigError(f"snapshot_s must be a number of seconds >= 0 (0 turns snapshots off), "
@@ -77,9 +82,9 @@ class SQLiteStore:
         self.path = os.path.abspath(os.fspath(path))
         self.url = url or f"sqlite:///{self.path}"
         self._busy_timeout_s = busy_timeout_s
-        self._writer = connect(self.path, busy_timeout_s)
+        self._writer = connect(self.path, busy_timeout_s, create=create)
         try:
-            prepare(self._writer, self.path)
+            prepare(self._writer, self.path, create=create)
         except BaseException:
             self._writer.close()
             raise

@@ -13,7 +13,9 @@ One database file (WAL mode, `synchronous=NORMAL`) holds:
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.request
 from typing import Any
 
 from augury.errors import StoreError
@@ -51,23 +53,39 @@ def table(version: int) -> str:
     return f"preds_{int(version)}"
 
 
-def connect(path: str, busy_timeout_s: float) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time."""
+def connect(path: str, busy_timeout_s: float, *, create: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time.
+
+    SQLite creates a missing file on connect unless told not to; only `create` lets it (a publish), so
+    a mistyped path, or a store deleted under a running server, is a clear error instead of a new empty
+    store: then a missing file is the `no_store` error."""
+    uri = f"file:{urllib.request.pathname2url(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
     try:
         con = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=512
+            uri, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=512,
+            uri=True,
         )
     except sqlite3.Error as exc:
+        if not create and not os.path.exists(path):
+            raise no_store(path) from exc
         raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
     return con
 
 
-def prepare(con: sqlite3.Connection, path: str) -> None:
-    """Check that `con` is on an augury store, creating the layout in an empty file; switch to WAL."""
+def no_store(path: str, why: str = "") -> StoreError:
+    """The error for a store that is not there: one line naming the path."""
+    return StoreError(f"no store at {path}{why} (a store is created by its first publish; check the path)")
+
+
+def prepare(con: sqlite3.Connection, path: str, *, create: bool = False) -> None:
+    """Check that `con` is on an augury store, creating the layout in an empty file if `create`; switch
+    to WAL. An empty file without `create` is `no_store`, like a missing one."""
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not an augury prediction store (not an SQLite database: {exc})") from exc
+    if not tables and not create:
+        raise no_store(path, " (the file is empty)")
     try:
         mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
