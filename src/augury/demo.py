@@ -6,6 +6,7 @@ computed) and show where every answer came from, printing what happened at each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -48,7 +49,9 @@ def _train(workdir: Path, seed: int, version: str) -> Path:
     )
     path = workdir / f"wine-{version}.joblib"
     joblib.dump(clf, path)
-    path.with_name(f"wine-{version}.augury.toml").write_text(f'name = "wine"\nversion = "{version}"\n')
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # the manifest says which file it describes
+    path.with_name(f"wine-{version}.augury.toml").write_text(
+        f'file = "{path.name}"\nsha256 = "{digest}"\nname = "wine"\nversion = "{version}"\n')
     return path
 
 

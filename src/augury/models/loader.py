@@ -82,7 +82,9 @@ def load_model(
     which code scores a model that has two exact evaluators (`models.evaluator`; today scikit-learn's
     HistGradientBoosting models, compiled with numba by `models.hgb`: the same answers, ~6x faster on
     small batches). The decision is `model.info.evaluator`.
-    The manifest ``<stem>.augury.toml`` beside the file, when present, completes what the file says.
+    The manifest beside the file that describes it (``<file name>.augury.toml``, else ``<stem>.augury.toml``
+    naming it as ``file``; `manifest.read_manifest`) completes what the file says; one that describes
+    another file is a `ConfigError`.
     """
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, not {threads}")
