@@ -70,6 +70,27 @@ def test_pure_lookup_miss_is_404_naming_the_key(client: httpx.Client, sqlite_sto
     assert "instance 1" in r.json()["error"] and "'nope' was never precomputed" in r.json()["error"]
 
 
+def test_static_mode_marks_a_missing_key_in_its_place(client: httpx.Client,
+                                                      sqlite_store: SQLiteStore) -> None:
+    """Static mode, several keys: the keys the store holds are answered, a missing one is marked in its
+    place (provenance null) and counted in X-Augury-Misses; one key alone is still a 404."""
+    version = publish_values(sqlite_store, ["item-1", "item-2"], [1.0, 2.0], model_version="m1")
+    with live(None, sqlite_store, name="catalogue") as url:
+        instances = [{"key": "item-2"}, {"key": "nope"}, {"key": "item-1"}]
+        r = client.post(f"{url}/v1/models/catalogue:predict", json={"instances": instances})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["predictions"] == [{"value": 2.0}, {"error": "not found", "key": "nope"}, {"value": 1.0}]
+        assert body["provenance"][1] is None
+        assert [p["store_version"] for p in (body["provenance"][0], body["provenance"][2])] == [version] * 2
+        assert r.headers["x-augury-misses"] == "1" and r.headers["x-augury-source"] == "static=2,dynamic=0"
+        every = client.post(f"{url}/v1/models/catalogue:predict", json={"instances": [{"key": "item-1"}] * 2})
+        assert "x-augury-misses" not in every.headers
+        one = client.post(f"{url}/v1/models/catalogue:predict", json={"instances": [{"key": "nope"}]})
+        assert one.status_code == 404 and "'nope' was never precomputed" in one.json()["error"]
+        assert "Miss" in client.get(f"{url}/openapi.json").json()["components"]["schemas"]
+
+
 def test_lookup_by_key(client: httpx.Client, sqlite_store: SQLiteStore) -> None:
     version = publish_values(sqlite_store, ["item-1", '["a",1]', "a/b"], [1.5, 2.5, 3.5], model_version="m7")
     with live(add_model(), sqlite_store) as url:

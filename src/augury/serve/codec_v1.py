@@ -10,12 +10,14 @@ If the model itself has a feature called ``key``, the field is a feature, and ex
 store by their feature hash.
 
 Response: ``{"predictions": [{column: value, ...}, ...], "provenance": [{...}, ...]}``, aligned with the
-instances.
+instances. In static mode, a request of several keys is answered even when the store lacks some: a
+missing key's place holds ``{"error": "not found", "key": ...}`` and its provenance is null (and the
+``X-Augury-Misses`` header counts them); one key alone that is missing is a 404.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from augury.errors import InputError, SchemaError
@@ -85,8 +87,11 @@ def parse_key(value: Any, where: str) -> str:
     raise InputError(f"{where}: 'key' must be a string, a number or a list of them, not {_kind(value)}")
 
 
-def encode_predict(answers: list[Answer]) -> dict[str, Any]:
-    return {"predictions": [a.values for a in answers], "provenance": [a.provenance for a in answers]}
+def encode_predict(answers: Sequence[Answer | None], examples: Sequence[Example]) -> dict[str, Any]:
+    """The response to `examples`; a None answer (a static miss) is marked in its place."""
+    return {"predictions": [{"error": "not found", "key": ex.key} if a is None else a.values
+                            for a, ex in zip(answers, examples, strict=True)],
+            "provenance": [None if a is None else a.provenance for a in answers]}
 
 
 def encode_lookup(key: str, answer: Answer) -> dict[str, Any]:

@@ -87,8 +87,8 @@ class Predict(HotEndpoint):
         examples, parameters = codec_v1.parse_predict(
             parse_json(body), s.router.schema, ignore_unknown=settings.ignore_unknown_fields,
             max_instances=settings.max_instances, cast=s.router.cast)
-        answers = await s.predict(examples, deadline_of(headers, parameters))
-        return dump_json(codec_v1.encode_predict(answers)), provenance_headers(answers), JSON_TYPE
+        answers = await s.predict_or_miss(examples, deadline_of(headers, parameters))
+        return dump_json(codec_v1.encode_predict(answers, examples)), provenance_headers(answers), JSON_TYPE
 
 
 class Lookup(HotEndpoint):

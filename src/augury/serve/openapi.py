@@ -100,8 +100,14 @@ def _schemas(inputs: Schema | None, outputs: Sequence[tuple[str, str | None]],
                                              "maxItems": settings.max_instances, "items": _ref("Instance")},
                                "parameters": {"type": "object", "properties": {"deadline_ms": deadline}}}},
         "PredictResponse": {"type": "object", "required": ["predictions", "provenance"], "properties": {
-            "predictions": {"type": "array", "items": _ref("Prediction")},
-            "provenance": {"type": "array", "items": _ref("Provenance")}}},
+            "predictions": {"type": "array", "items": _ref("Prediction") if inputs is not None else {
+                "anyOf": [_ref("Prediction"), _ref("Miss")]}},
+            "provenance": {"type": "array", "items": _ref("Provenance") if inputs is not None else {
+                "allOf": [_ref("Provenance")], "nullable": True}}}},
+        "Miss": {"type": "object", "required": ["error", "key"], "description":
+                 "Static mode, several keys: a key the store does not hold (its provenance is null).",
+                 "properties": {"error": {"type": "string", "enum": ["not found"]},
+                                "key": {"type": "string"}}},
         "LookupResponse": {"type": "object", "required": ["key", "prediction", "provenance"], "properties": {
             "key": {"type": "string"}, "prediction": _ref("Prediction"), "provenance": _ref("Provenance")}},
         "InferRequest": {"type": "object", "required": ["inputs"], "properties": {

@@ -5,7 +5,8 @@ values (`keys.RowKeys`, equal to what `augury batch` writes: DESIGN.md, invarian
 up in the store's active version in one `get_many`; hits are answered from the store, misses from the
 write-backs (`serve.writeback`) if there are any, and what is left goes to the dynamic batcher as one
 request. Answers come back in request order, each with its provenance (invariant 4). The three modes are
-this one router with parts missing: static has no model (a miss is a 404), dynamic has no store.
+this one router with parts missing: static has no model (a miss is a 404, or with several keys in one v1
+request that key's place marked: `predict_or_miss`), dynamic has no store.
 
 The store is read on the event loop for up to `INLINE_LOOKUP_KEYS` keys and on a thread above that:
 measured on the SQLite store, `get_many` takes ~7 µs for 1 key and ~180 µs for 64, while a thread hop
@@ -29,7 +30,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -138,6 +139,18 @@ class Router:
         if pending:
             await self._compute(examples, keys, pending, answers, deadline)
         return [a for a in answers if a is not None]
+
+    async def predict_or_miss(self, examples: list[Example], deadline: float | None = None,
+                              ) -> Sequence[Answer | None]:
+        """`predict`, except in static mode for several examples: a key the store does not hold is None in
+        its place instead of failing them all (one example alone still gets NotFoundError). A static
+        catalogue rarely holds every key a client asks for, and the others need not wait for a retry."""
+        if self.model is not None or len(examples) < 2:
+            return await self.predict(examples, deadline)
+        assert self.store is not None  # static mode: every example is a key (the codecs see to it)
+        answers: list[Answer | None] = [None] * len(examples)
+        await self._from_store([ex.key for ex in examples], list(range(len(examples))), answers, {})
+        return answers
 
     def lookup(self, key: str) -> Answer:
         """The stored (or cached) prediction of `key`; NotFoundError if there is none. One key: read on the

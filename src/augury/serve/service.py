@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -81,6 +81,18 @@ class Service:
         answers = await self.router.predict(examples, deadline)
         static = sum(1 for a in answers if a.provenance["source"] == "static")
         self.metrics.observe_predictions(static, len(answers) - static, time.perf_counter() - started)
+        return answers
+
+    async def predict_or_miss(self, examples: list[Example], deadline: float | None,
+                              ) -> Sequence[Answer | None]:
+        """`predict`, with the static mode's misses left None in their place (`Router.predict_or_miss`)."""
+        if self.model is not None:
+            return await self.predict(examples, deadline)
+        started = time.perf_counter()
+        answers = await self.router.predict_or_miss(examples, deadline)
+        found = [a for a in answers if a is not None]
+        static = sum(1 for a in found if a.provenance["source"] == "static")
+        self.metrics.observe_predictions(static, len(found) - static, time.perf_counter() - started)
         return answers
 
     def lookup(self, key: str) -> Answer:
@@ -162,19 +174,24 @@ class Service:
             return None
 
 
-def provenance_headers(answers: list[Answer]) -> list[tuple[bytes, bytes]]:
+def provenance_headers(answers: Sequence[Answer | None]) -> list[tuple[bytes, bytes]]:
     """``X-Augury-Source: static=3,dynamic=1`` and the distinct model and store versions answered with
     (``X-Augury-Model-Version``, ``X-Augury-Store-Version`` when some came from the store), as raw
-    ASGI headers, encoded once per combination."""
-    if len(answers) == 1:  # the common case, without the joins
+    ASGI headers, encoded once per combination; ``X-Augury-Misses: N`` when N keys were not found (None
+    in `answers`: `Service.predict_or_miss`)."""
+    if len(answers) == 1 and answers[0] is not None:  # the common case, without the joins
         p = answers[0].provenance
         static = p["source"] == "static"
         return list(_encoded(int(static), int(not static), str(p["model_version"]),
                              str(p["store_version"]) if "store_version" in p else ""))
-    static = sum(1 for a in answers if a.provenance["source"] == "static")
-    stores = ",".join(dict.fromkeys(str(a.provenance["store_version"]) for a in answers
+    found = [a for a in answers if a is not None]
+    static = sum(1 for a in found if a.provenance["source"] == "static")
+    stores = ",".join(dict.fromkeys(str(a.provenance["store_version"]) for a in found
                                     if "store_version" in a.provenance))
-    return list(_encoded(static, len(answers) - static, model_versions(answers), stores))
+    headers = list(_encoded(static, len(found) - static, model_versions(found), stores))
+    if len(found) < len(answers):
+        headers.append((b"x-augury-misses", str(len(answers) - len(found)).encode("ascii")))
+    return headers
 
 
 def model_versions(answers: list[Answer]) -> str:
