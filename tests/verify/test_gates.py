@@ -37,7 +37,8 @@ def test_a_healthy_classifier_passes_every_default_gate(tmp_path: Path) -> None:
     report = verify(classifier_file(tmp_path / "p.parquet"), Checks())
     assert report.passed, report.summary()
     status = {g.name: g.status for g in report.gates}
-    assert status == {"columns": "passed", "provenance": "passed", "rows": "passed", "row_change": "skipped",
+    assert status == {"columns": "passed", "provenance": "passed", "keys": "passed", "rows": "passed",
+                      "row_change": "skipped",
                       "finite": "passed", "ranges": "passed", "probabilities": "passed",
                       "class_shares": "passed", "drift": "skipped", "golden": "skipped"}
     assert report.gate("drift").message == ("drift: skipped, no baseline "

@@ -16,6 +16,7 @@ from augury.verify.drift import Baseline
 from augury.verify.profile import CategoricalProfile, NumericProfile, Profile
 from augury.verify.report import GateResult, failed, passed, skipped
 from augury.verify.source import Layout
+from augury.verify.unique import KeyCount
 
 PROBA_RANGE = Range(0.0, 1.0)
 
@@ -46,6 +47,30 @@ def provenance_gate(layout: Layout, counter: ProvenanceCounter, present: list[st
         want = f"only {expected!r}" if expected is not None else "one version"
         return failed(name, f"model_version values {seen} (expected {want})", seen, expected)
     return passed(name, f"model_version {seen[0] if seen else '-'} on every row", seen, expected)
+
+
+def keys_gate(layout: Layout, count: KeyCount | None) -> GateResult:
+    """Every row has a key, and no key is on two rows (a store version holds one prediction per key)."""
+    name = "keys"
+    if count is None:
+        missing = [c for c in layout.key_columns if c in layout.missing]
+        return skipped(name, f"key column(s) {', '.join(missing)} missing" if missing else "no key columns")
+    details = {"rows": count.rows + count.null_rows, "rows_without_key": count.null_rows,
+               "repeated_keys": count.repeated_keys, "repeated_rows": count.repeated_rows,
+               "first_repeated": [{"key": d.key, "count": d.count, "rows": list(d.rows)}
+                                  for d in count.examples]}
+    problems: list[str] = []
+    if count.null_rows:
+        problems.append(f"{count.null_rows} row(s) without a key (a null in {', '.join(layout.key_columns)})")
+    if count.repeated_keys:
+        shown = ", ".join(f"{d.key!r} {d.count} times (rows {', '.join(map(str, d.rows))}"
+                          f"{', ...' if d.count > len(d.rows) else ''})" for d in count.examples)
+        more = ", ..." if count.repeated_keys > len(count.examples) else ""
+        problems.append(f"{count.repeated_keys} key(s) on more than one row ({count.repeated_rows} row(s) "
+                        f"too many): {shown}{more}")
+    if problems:
+        return failed(name, "; ".join(problems), count.repeated_rows + count.null_rows, 0, details)
+    return passed(name, f"{count.rows} distinct key(s), one row each", 0, 0, details)
 
 
 def rows_gate(check: RowsCheck, rows: int) -> GateResult:

@@ -2,7 +2,9 @@
 
 The file is read once, batch by batch (`augury.verify.source.BATCH_ROWS` rows at a time), feeding the
 profile builder and the gates' counters; the gates are judged after the pass. Memory is bounded by the
-batch size, the profile's sample (`augury.verify.profile.SAMPLE_BUDGET`) and the golden set.
+batch size, the profile's sample (`augury.verify.profile.SAMPLE_BUDGET`), the golden set and the key
+counter's spill file (`augury.verify.unique`); only a file with repeated keys has its key columns read
+a second time, to show a few of them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from augury.verify.golden import GoldenMatcher
 from augury.verify.profile import NumericChunk, ProfileBuilder
 from augury.verify.report import Report, skipped
 from augury.verify.source import PredictionsFile
+from augury.verify.unique import KeyCount, KeyCounter
 
 
 def verify(predictions: str | Path, checks: Checks | None = None,
@@ -31,7 +34,8 @@ def verify(predictions: str | Path, checks: Checks | None = None,
     checks = checks if checks is not None else Checks()
     if isinstance(baseline, VersionInfo):
         baseline = Baseline.from_version(baseline)
-    with PredictionsFile(predictions) as f:
+    key_count: KeyCount | None = None
+    with PredictionsFile(predictions) as f, KeyCounter(layout_keys(f), f.num_rows) as keys:
         layout = f.layout
         golden = GoldenMatcher(checks.golden, layout) if checks.golden and checks.golden.enabled else None
         ranges = RangeCounter(gates.effective_ranges(checks, layout))
@@ -44,7 +48,8 @@ def verify(predictions: str | Path, checks: Checks | None = None,
         builder = ProfileBuilder(layout)
         numeric_names = [o.name for o in layout.outputs if o.kind == "numeric"]
         present = [c for c in (MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN) if c in f.schema.names]
-        columns = [o.name for o in layout.outputs] + present + (golden.columns if golden else [])
+        columns = ([o.name for o in layout.outputs] + present + (golden.columns if golden else [])
+                   + keys.key_columns)
         for batch in f.batches(columns):
             numeric = {n: NumericChunk.of(batch.column(n)) for n in numeric_names}
             builder.add(batch, numeric)
@@ -56,10 +61,15 @@ def verify(predictions: str | Path, checks: Checks | None = None,
             provenance.add(batch)
             if golden is not None:
                 golden.add(batch)
+            if keys.key_columns:
+                keys.add(batch)
         profile = builder.finish()
+        if keys.key_columns:
+            key_count = keys.finish(lambda: f.batches(keys.key_columns))
     results = (
         gates.columns_gate(layout),
         gates.provenance_gate(layout, provenance, present),
+        gates.keys_gate(layout, key_count),
         gates.rows_gate(checks.rows, profile.row_count),
         gates.row_change_gate(checks.rows, profile.row_count, baseline),
         gates.finite_gate(checks.finite.enabled, layout, profile),
@@ -71,3 +81,9 @@ def verify(predictions: str | Path, checks: Checks | None = None,
         golden.result() if golden is not None else skipped("golden", "no golden set configured"),
     )
     return Report(Path(predictions), results, profile, layout.model, layout.notes)
+
+
+def layout_keys(f: PredictionsFile) -> list[str]:
+    """The key columns to count: none when one is missing (the columns gate reports it)."""
+    keys = list(f.layout.key_columns)
+    return keys if all(k in f.schema.names for k in keys) else []
