@@ -254,8 +254,8 @@ class Batcher(Generic[Row, Result]):
     async def _settle(self) -> None:
         """Let the event loop turn until a turn brings no new request (at most `SETTLE_TURNS` turns),
         so that the clients just answered, whose next requests are already on their way, join the batch
-        about to be sent. Each turn runs whatever the loop has ready (answers are written as they are
-        sent, `serve.protocol`), then reads the sockets without waiting."""
+        about to be sent. Each turn runs whatever the loop has ready (answers are written at the end of a
+        turn, `serve.protocol`), then reads the sockets without waiting."""
         for _ in range(SETTLE_TURNS):
             queued = len(self._queue)
             await asyncio.sleep(0)
