@@ -43,11 +43,10 @@ Systems (``--systems``, comma-separated; default: all but the peers; ``all``: ev
 - ``dynamic_v2``: dynamic mode, the body of ``bare_v2``. Reported against ``bare_v2`` and ``bare_v2_c``;
   no target.
 
-Peers (optional; the model-serving peers of ``../shared/bench/http_bench.py``, started the same way, each
+Peers (optional; model-serving peers: MLServer, BentoML, Ray Serve and naive per-request servers, each
 from its own venv under ``--peer-venvs`` [/tmp/bench/venvs], with the same model, the same wrk settings
 and in the same round as the bare endpoints they are divided by). A peer whose venv is missing is
-reported as skipped, with the reason, and the run goes on. The peer scripts are copies in
-``benchmarks/peers/`` (nothing is imported from ../shared at run time):
+reported as skipped, with the reason, and the run goes on. The peer scripts are in ``benchmarks/peers/``:
 
 - ``naive``: `peers/starlette_app.py` ``MODE=naive`` in the ``base`` venv (uvicorn, uvloop, httptools, one
   worker, no access log): an async Starlette endpoint calling sklearn ``predict_proba`` per request.
@@ -72,7 +71,7 @@ peers' model files are written once into <work>/peers/ by `peers/make_peer_model
 augury's does), ``model_s.onnx`` and ``body_features.json``. Peers get 180 s to start
 (``--start-timeout`` if larger). Setup, once per machine (~5 min; the venvs, wrk; edits nothing here):
 
-    bash ../shared/bench/setup_envs.sh     # -> /tmp/bench/venvs/{base,mlserver,bentoml,ray}
+    bash benchmarks/peers/setup_envs.sh    # -> /tmp/bench/venvs/{base,mlserver,bentoml,ray}
 
 The workload is built once under /tmp/augury-bench/http (``--work``) with augury's own API: a
 HistGradientBoostingClassifier (100 iterations, features f0..f19) trained on 200k rows of
@@ -138,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--serve-args", default="",
                     help="extra arguments for every `augury serve`, e.g. --serve-args='--max-delay-ms 0'")
     ap.add_argument("--peer-venvs", type=Path, default=PEER_VENVS,
-                    help=f"the peers' venvs (../shared/bench/setup_envs.sh) [{PEER_VENVS}]")
+                    help=f"the peers' venvs (benchmarks/peers/setup_envs.sh) [{PEER_VENVS}]")
     ap.add_argument("--out", type=Path, help="write every record and the summary to this JSON file")
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -1,10 +1,10 @@
-"""The model-serving peers of ``../shared/bench/http_bench.py``, each started from its own venv.
+"""The model-serving peers (MLServer, BentoML, Ray Serve, naive per-request servers), each started from its
+own venv.
 
-Each peer is started as the peer harness starts it, from ``<venvs>/<venv>`` (``--peer-venvs``,
-/tmp/bench/venvs, made by ``bash ../shared/bench/setup_envs.sh``), serving the same model; a peer whose
-venv is missing is skipped with the reason. The peer scripts are copies in ``benchmarks/peers/`` (nothing
-is imported from ../shared at run time); the peers' model files are written once into <work>/peers/ by
-`peers/make_peer_models.py`, run in the peers' ``base`` venv (`prepare_peers`).
+Each peer is started from ``<venvs>/<venv>`` (``--peer-venvs``, /tmp/bench/venvs, made by
+``bash benchmarks/peers/setup_envs.sh``), serving the same model; a peer whose venv is missing is skipped
+with the reason. The peer scripts are in ``benchmarks/peers/``; the peers' model files are written once
+into <work>/peers/ by `peers/make_peer_models.py`, run in the peers' ``base`` venv (`prepare_peers`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Launch = Callable[[Workload, int, Path], tuple[list[str], dict[str, str]]]
 
 @dataclass(frozen=True)
 class Peer:
-    """A peer server, started as ``../shared/bench/http_bench.py`` starts it, from ``<venvs>/<venv>``."""
+    """A peer server, started from ``<venvs>/<venv>``."""
 
     venv: str
     #: the file in ``<venvs>/<venv>/bin/`` the command runs; missing -> the system is skipped.
@@ -39,7 +39,7 @@ class Peer:
         exe = venvs / self.venv / "bin" / self.exe
         if exe.exists():
             return None
-        return f"no {exe} (run `bash ../shared/bench/setup_envs.sh`, or pass --peer-venvs)"
+        return f"no {exe} (run `bash benchmarks/peers/setup_envs.sh`, or pass --peer-venvs)"
 
 
 def uvicorn_peer(mode: str) -> Launch:

@@ -109,7 +109,7 @@ def systems() -> dict[str, System]:
                lambda w: [Check("POST", V2, body(w.body_v2), proba(w, "v1", "dynamic"))],
                "bare_v2", same_protocol="bare_v2_c"),
     ]
-    # the peers of ../shared/bench, each from its own venv (see `Peer`); the same model, same row
+    # the model-serving peers, each from its own venv (see `Peer`); the same model, same row
     features = Load("post.lua", "/predict", "body_features")
 
     def features_proba(tolerance: float) -> Callable[[Workload], list[Check]]:

@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent
 WRK_DIR = BENCH / "wrk"
 PEERS_DIR = BENCH / "peers"
 WORK = Path("/tmp/augury-bench/http")
-#: where ../shared/bench/setup_envs.sh creates the peers' venvs ({base,mlserver,bentoml,ray}).
+#: where benchmarks/peers/setup_envs.sh creates the peers' venvs ({base,mlserver,bentoml,ray}).
 PEER_VENVS = Path("/tmp/bench/venvs")
 
 MODEL_NAME = "hgb20"

@@ -1,4 +1,4 @@
-# Copy of ../shared/bench/servers/bento_service.py, unchanged below this line (run by ../http_bench.py).
+# The peers' BentoML service, as first measured, unchanged below this line (run by ../http_bench.py).
 """BentoML (1.4 SDK) service for Model S, one worker process.
 
 Two endpoints on the same service:

@@ -7,7 +7,7 @@ harness model and its one-row v1 body) it writes into ``<work>/peers/``:
 - ``model_s.joblib``: the same estimator, dumped again by the base venv's joblib (the file the naive
   Starlette peer, MLServer's sklearn runtime and BentoML load; those venvs pin the same scikit-learn);
 - ``model_s.onnx``: its skl2onnx export (float32 input ``input``, output ``probabilities``, no zipmap,
-  opset 17), as ``../shared/bench/make_models.py`` exports its Model S; no fallback model;
+  opset 17), the export the peers were first measured with; no fallback model;
 - ``body_features.json``: ``{"features": [[20 floats]]}``, the row of ``body_v1.json`` in f0..f19 order
   (the body of the peers' Starlette and BentoML endpoints);
 - ``peers_meta.json``: versions, the row's ``predict_proba`` (float64) and onnxruntime probabilities, and

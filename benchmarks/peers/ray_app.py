@@ -1,4 +1,4 @@
-# Copy of ../shared/bench/servers/ray_app.py, unchanged below this line (run by ../http_bench.py).
+# The peers' Ray Serve app, as first measured, unchanged below this line (run by ../http_bench.py).
 """Ray Serve app for Model S: one replica, HTTP proxy on 127.0.0.1:$PORT, route /predict.
 
 RAY_BATCH=1 uses @serve.batch(max_batch_size=$RAY_MAX_BATCH, batch_wait_timeout_s=$RAY_BATCH_WAIT_S);

@@ -1,4 +1,4 @@
-# Copy of ../shared/bench/servers/starlette_app.py, unchanged below this line (run by ../http_bench.py).
+# The peers' Starlette servers, as first measured, unchanged below this line (run by ../http_bench.py).
 """Hand-written Starlette app used for three reference systems (one uvicorn worker each).
 
 MODE (env var) selects what POST /predict does after parsing the JSON body:
