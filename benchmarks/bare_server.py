@@ -118,10 +118,20 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--coalesce", action="store_true",
                     help="serve with augury's AuguryHttpProtocol (one socket write per response)")
+    ap.add_argument("--workers", type=int, default=1, help="server processes [1]")
     args = ap.parse_args()
-    http: Any = augury_protocol() if args.coalesce else "httptools"
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, workers=1,
-                access_log=False, server_header=False, lifespan="on", log_level="warning")
+    if args.workers == 1:
+        http: Any = augury_protocol() if args.coalesce else "httptools"
+        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, workers=1,
+                    access_log=False, server_header=False, lifespan="on", log_level="warning")
+    else:  # the workers import the app by name, and the protocol class by its importable name
+        if args.coalesce:
+            from augury.serve.protocol import AuguryHttpProtocol as http
+        else:
+            http = "httptools"
+        uvicorn.run("bare_server:app", app_dir=str(Path(__file__).parent), host=args.host, port=args.port,
+                    loop="uvloop", http=http, workers=args.workers, access_log=False, server_header=False,
+                    lifespan="on", log_level="warning")
 
 
 if __name__ == "__main__":

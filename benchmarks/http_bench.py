@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma-separated; default: {','.join(own)}; 'all' adds the peers {','.join(peers)}")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per system [10]")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections [32]")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server processes of every own system, augury's and the bare endpoints' [1]")
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads [1]")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; even rounds run in reverse order [1]")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of discarded load first [3]")
     ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to answer [60]")
@@ -156,13 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     recs = []
     for round_no in range(1, args.rounds + 1):
         order = names if round_no % 2 else names[::-1]
-        print(f"== round {round_no}: {', '.join(order)} (c={args.connections}, {args.duration:g} s)",
+        print(f"== round {round_no}: {', '.join(order)} (c={args.connections}, {args.duration:g} s, "
+              f"{args.workers} worker(s))",
               flush=True)
         for name in order:
             recs.append(run_system(systems[name], w, args, round_no))
     rows = summarize(recs, systems, names)
     table = markdown(rows)
-    print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s --timeout 10s --latency; "
+    print(f"\nwrk -t{args.wrk_threads} -c{args.connections} -d{args.duration:g}s --timeout 10s --latency; "
+          f"{args.workers} server process(es) per system; "
           f"{args.rounds} round(s), medians; 'x bare' = req/s / the named bare endpoint's req/s "
           f"in the same round; 'same protocol' = the bare endpoint served with augury's "
           f"AuguryHttpProtocol; {os.cpu_count()} CPUs\n")

@@ -143,12 +143,14 @@ class Server:
         return time.perf_counter() - t0
 
 
-def command(system: System, w: Workload, port: int, extra: Sequence[str] = ()) -> list[str]:
+def command(system: System, w: Workload, port: int, extra: Sequence[str] = (), workers: int = 1) -> list[str]:
     """The command line of an own system: `bare_server.py` (with the system's `bare_args`), or
-    ``augury serve`` with the system's arguments and `extra` (``--serve-args``)."""
+    ``augury serve`` with the system's arguments and `extra` (``--serve-args``); `workers` processes."""
     if system.serve_args is None:
         return [sys.executable, str(BENCH / "bare_server.py"), *system.bare_args,
-                "--host", "127.0.0.1", "--port", str(port)]
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if workers > 1:
+        extra = [*extra, "--workers", str(workers)]
     exe = Path(sys.executable).with_name("augury")
     augury = [str(exe)] if exe.exists() else [sys.executable, "-c", "from augury.cli import main; main()"]
     args = [a.format(model=w.model, store=w.store_url) for a in system.serve_args]
@@ -156,7 +158,7 @@ def command(system: System, w: Workload, port: int, extra: Sequence[str] = ()) -
 
 
 def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequence[str],
-          venvs: Path = PEER_VENVS) -> Server:
+          venvs: Path = PEER_VENVS, workers: int = 1) -> Server:
     port = free_port()
     log = log_dir / f"{system.name}_r{round_no}.log"
     env = dict(os.environ, **THREAD_ENV)
@@ -165,7 +167,7 @@ def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequ
         # no __pycache__ from the peer scripts in benchmarks/peers/
         env.update(peer_env, PYTHONDONTWRITEBYTECODE="1")
     else:
-        cmd = command(system, w, port, extra)
+        cmd = command(system, w, port, extra, workers)
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=w.work)
