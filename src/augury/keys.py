@@ -2,24 +2,36 @@
 
 With key columns, the key is their value as text (one column), or a compact JSON array of the values
 (several columns). With none, the key is a 128-bit hash of the example's feature values, taken after the
-cast to the model's input schema, in schema order, written as 32 lowercase hex digits. The encoding is
-stable: every NaN is one NaN, -0.0 equals 0.0, float32 values are widened to float64, strings are hashed as
-UTF-8, and a null is distinct from every value. The batch runner and the server both call `feature_keys`.
+cast to the model's input schema (`schema.conform`, or `schema.cast_row` on the server), in schema order,
+written as 32 lowercase hex digits. The encoding is stable: every NaN is one NaN, -0.0 equals 0.0,
+float32 values are widened to float64, ints and bools are their 64-bit two's complement, strings are
+hashed as UTF-8, and a null is distinct from every value.
 
-The hash is two independent 64-bit lanes, each folding one 64-bit word per feature through the murmur3
-finaliser (a bijection), so two examples that differ in a single feature never collide in either lane.
-It is vectorised with NumPy: hashing costs a few nanoseconds per feature and row. The server hashes one
-row at a time (`row_key`): the fold over the words costs ~22 µs in pure Python for 20 features (80 big-
-integer operations), and ~2 µs compiled with numba when it is installed (``augury[fast]``); both give
-the same key (tests/test_keys.py checks the two against `feature_keys`).
+Where the invariant lives, once each:
+
+- `_words`: a value's canonical 64-bit word (with `_float_words` and `_string_word` for its kinds);
+- `_fold`: the words of one example folded into the key's two 64-bit lanes, each through the murmur3
+  finaliser (a bijection), so two examples that differ in a single feature never collide in either lane.
+
+Both are written with operators only, so one source serves every caller: `feature_keys` (the batch
+runner, verify, advise) runs them on NumPy arrays, one array per feature (a few nanoseconds per feature
+and row); `RowKeys` (the server, one row at a time) runs them on one row's words, compiled by numba when
+it is installed (``augury[fast]``: ~1.6 µs for 20 float features) or as Python over ints (~19 µs).
+
+Pinned by tests/test_keys.py: keys computed by the code before this layout are hard-coded
+(`test_pinned_keys_are_still_found`, with numba and without), and property tests hold `RowKeys` and
+`row_key` to `feature_keys`; tests/test_schema.py holds the key of a batch-cast row to that of the same
+row cast by the server.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import struct
-from collections.abc import Callable, Sequence
+import operator
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,71 +39,130 @@ import pyarrow as pa
 
 from augury.schema import Schema
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_S33 = np.uint64(33)
+_MASK = 0xFFFFFFFFFFFFFFFF
+_M1 = 0xFF51AFD7ED558CCD
+_M2 = 0xC4CEB9FE1A85EC53
 _SEED1 = 0x243F6A8885A308D3
 _SEED2 = 0x13198A2E03707344
 _STEP1 = 0x9E3779B97F4A7C15
 _STEP2 = 0xC2B2AE3D27D4EB4F
-_NULL_WORD = np.uint64(0x6A09E667F3BCC909)
-_CANONICAL_NAN = np.frombuffer(np.float64("nan").tobytes(), dtype=np.uint64)[0] | np.uint64(
-    0x7FF8000000000000
-)
+_NULL_WORD = 0x6A09E667F3BCC909
+_NAN_BITS = 0x7FF8000000000000  # the one NaN: quiet, no payload, sign clear
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
+#: how each dtype's values become words: as float64, as int64, or as text.
+_KIND = {"float64": "float", "float32": "float", "int64": "int", "int32": "int", "bool": "int",
+         "string": "string"}
+#: what stands in for a null before the null's word replaces it.
+_FILL: dict[str, Any] = {"float": 0.0, "int": 0, "string": ""}
 
-def _fmix(h: np.ndarray) -> np.ndarray:
-    h ^= h >> _S33
+
+# -- the word of a value ----------------------------------------------------------------------------------
+
+
+def _float_words(x: np.ndarray) -> np.ndarray:
+    """The words of float64 values: their IEEE bits, with -0.0 as 0.0 and every NaN as one NaN.
+
+    NumPy as written; compiled by numba for `RowKeys` (the same source)."""
+    words = x.view(np.uint64).copy()
+    words[x == 0.0] = 0
+    words[x != x] = _NAN_BITS
+    return words
+
+
+def _string_word(s: str) -> int:
+    """The word of a string: the first 8 bytes of the BLAKE2b digest of its UTF-8, little-endian."""
+    return int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _words(values: Any, kind: str, nulls: np.ndarray | None = None,
+           float_words: Callable[[np.ndarray], np.ndarray] = _float_words) -> np.ndarray:
+    """The canonical word of each of `values` (all of one `_KIND`; `nulls`: where they are null, with
+    `_FILL` standing in), as a uint64 array: the one definition every key is made from.
+
+    `values` is an array or a list (a column of a batch, or one row's values of that kind). `float_words`
+    is `_float_words`, or the same function compiled."""
+    if kind == "float":
+        words = float_words(np.ascontiguousarray(values, dtype=np.float64))
+    elif kind == "int":
+        words = np.asarray(values, dtype=np.int64).view(np.uint64)
+    else:
+        words = np.fromiter(map(_string_word, values), dtype=np.uint64, count=len(values))
+    if nulls is not None:
+        words = np.where(nulls, np.uint64(_NULL_WORD), words)
+    return words
+
+
+# -- the fold of the words into the key -------------------------------------------------------------------
+
+
+def _mix(h: Any) -> Any:
+    """The murmur3 64-bit finaliser, on a Python int, a uint64 NumPy array (changed in place: `_fold`
+    gives it a temporary) or a numba uint64. The masks keep a Python int to 64 bits; they change nothing
+    on uint64."""
+    h ^= h >> 33
     h *= _M1
-    h ^= h >> _S33
+    h &= _MASK
+    h ^= h >> 33
     h *= _M2
-    h ^= h >> _S33
+    h &= _MASK
+    h ^= h >> 33
     return h
 
 
-def _words(col: pa.Array, dtype: str) -> np.ndarray:
-    """One canonical uint64 word per value of `col` (already cast to `dtype`)."""
+def _fold(words: Iterable[Any], seeds: Any, steps1: Any, steps2: Any) -> tuple[Any, Any]:
+    """The key's two lanes over the words of one example's features, in schema order.
+
+    A word is a Python int (one row, pure Python), a numba uint64 (one row, compiled) or a uint64 array
+    (one feature of many rows, `feature_keys`); `seeds` and the per-feature `steps` (`_Lanes`) come in the
+    same kind of number, so the arithmetic is the same in each."""
+    h1, h2 = seeds[0], seeds[1]
+    for i, w in enumerate(words):
+        h1 = _mix(h1 ^ ((w + steps1[i]) & _MASK))
+        h2 = _mix(h2 ^ (((w ^ _STEP2) * steps2[i]) & _MASK))
+    return h1, h2
+
+
+class _Lanes(NamedTuple):
+    """The constants of `_fold` for `n` features: the two seeds and each feature's step in each lane."""
+
+    seeds: Any
+    steps1: Any
+    steps2: Any
+
+
+@functools.lru_cache(maxsize=64)
+def _lanes(n: int) -> _Lanes:
+    """`_fold`'s constants for `n` features, as Python ints."""
+    return _Lanes((_SEED1, _SEED2), tuple((_STEP1 * (i + 1)) & _MASK for i in range(n)),
+                  tuple((2 * i + 3) | 1 for i in range(n)))
+
+
+def _hex(h1: Any, h2: Any) -> str:
+    return f"{int(h1):016x}{int(h2):016x}"
+
+
+# -- many rows --------------------------------------------------------------------------------------------
+
+
+def _column_words(col: pa.Array, dtype: str) -> np.ndarray:
+    """`_words` of one column of a batch cast to `dtype`."""
+    kind = _KIND[dtype]
     nulls = None
     if col.null_count:
         nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if dtype == "string":
-        raw = col.to_pylist()
-        words = np.fromiter(
-            (
-                int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
-                if v is not None
-                else 0
-                for v in raw
-            ),
-            dtype=np.uint64,
-            count=len(raw),
-        )
-    elif dtype == "bool":
-        words = np.asarray(col.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint64)
-    elif dtype.startswith("int"):
-        words = np.asarray(col.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64).view(np.uint64)
-    else:
-        x = np.array(col.to_numpy(zero_copy_only=False), dtype=np.float64)  # a copy we may change
-        x[x == 0.0] = 0.0  # -0.0 -> 0.0
-        words = x.view(np.uint64)
-        words[np.isnan(x)] = _CANONICAL_NAN
-    if nulls is not None:
-        words = words.copy()
-        words[nulls] = _NULL_WORD
-    return words
+        col = col.fill_null(False if dtype == "bool" else _FILL[kind])
+    values = col.to_pylist() if kind == "string" else col.to_numpy(zero_copy_only=False)
+    return _words(values, kind, nulls)
 
 
 def feature_keys(batch: pa.RecordBatch, schema: Schema) -> pa.StringArray:
     """The canonical hash key of each row of `batch`, which must already be conformed to `schema`."""
     n = batch.num_rows
-    h1 = np.full(n, _SEED1, dtype=np.uint64)
-    h2 = np.full(n, _SEED2, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for i, f in enumerate(schema.fields):
-            w = _words(batch.column(f.name), f.dtype)
-            h1 = _fmix(h1 ^ (w + np.uint64((_STEP1 * (i + 1)) & 0xFFFFFFFFFFFFFFFF)))
-            h2 = _fmix(h2 ^ ((w ^ np.uint64(_STEP2)) * np.uint64((2 * i + 3) | 1)))
+    lanes = _lanes(len(schema.fields))
+    seeds = (np.full(n, _SEED1, dtype=np.uint64), np.full(n, _SEED2, dtype=np.uint64))
+    words = (_column_words(batch.column(f.name), f.dtype) for f in schema.fields)
+    h1, h2 = _fold(words, seeds, lanes.steps1, lanes.steps2)
     digest = np.empty((n, 2), dtype=">u8")
     digest[:, 0] = h1
     digest[:, 1] = h2
@@ -132,33 +203,7 @@ def column_keys(batch: pa.RecordBatch | pa.Table, key_columns: list[str]) -> pa.
     return pa.array([key_text(list(vals)) for vals in zip(*cols, strict=True)], type=pa.string())
 
 
-_MASK = 0xFFFFFFFFFFFFFFFF
-_NAN_BITS = int(_CANONICAL_NAN)
-
-
-def _fmix_int(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _MASK
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
-    return h ^ (h >> 33)
-
-
-def _word(v: Any, dtype: str) -> int:
-    if v is None:
-        return int(_NULL_WORD)
-    if dtype == "string":
-        return int.from_bytes(hashlib.blake2b(v.encode("utf-8"), digest_size=8).digest(), "little")
-    if dtype == "bool":
-        return 1 if v else 0
-    if dtype.startswith("int"):
-        return int(v) & _MASK
-    x = float(v)
-    if x != x:
-        return _NAN_BITS
-    if x == 0.0:
-        x = 0.0
-    return int.from_bytes(struct.pack("<d", x), "little")
+# -- one row ----------------------------------------------------------------------------------------------
 
 
 def row_key(values: Sequence[Any], schema: Schema) -> str:
@@ -166,112 +211,121 @@ def row_key(values: Sequence[Any], schema: Schema) -> str:
 
     Always equal to `feature_keys` on the same row (tests/test_keys.py checks it). To hash many rows of
     one schema one at a time (a server), keep a `RowKeys`."""
-    return RowKeys(schema)(values)
+    return _row_keys(schema)(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_keys(schema: Schema) -> RowKeys:
+    return RowKeys(schema)
 
 
 class RowKeys:
     """``RowKeys(schema)(values)`` == ``row_key(values, schema)``, with what depends on the schema worked
-    out once: for float features only and no nulls, the values go to the compiled fold as one float64
-    array (canonicalised there), ~2 µs a row for 20 features instead of ~8 with a word per value."""
+    out once: `_fold`'s constants, and which positions hold values of which kind.
+
+    The words are `_words` of each kind's values, folded by `_fold`, both compiled by numba when it is
+    installed; a row of float features only and no null is hashed in one compiled call (`_float_row`)."""
 
     def __init__(self, schema: Schema) -> None:
-        self._dtypes = tuple(f.dtype for f in schema.fields)
-        self._floats = all(d == "float64" for d in self._dtypes) and len(self._dtypes) <= _MAX_COMPILED
+        kinds = [_KIND[f.dtype] for f in schema.fields]
+        self._n = len(kinds)
+        self._floats = all(k == "float" for k in kinds)
+        #: (kind, its positions, what takes the row's values at those positions as a tuple)
+        self._groups = tuple(_group(kind, [i for i, k in enumerate(kinds) if k == kind])
+                             for kind in dict.fromkeys(kinds))
+        self._lanes = _lanes(self._n)
+        self._seeds = np.array(self._lanes.seeds, dtype=np.uint64)
+        self._steps1 = np.array(self._lanes.steps1, dtype=np.uint64)
+        self._steps2 = np.array(self._lanes.steps2, dtype=np.uint64)
 
     def warm_up(self) -> None:
-        """Compile the fold now (about 0.3 s the first time, then read from numba's cache) rather than on
-        the first row."""
-        fold = _compiled_fold()
-        if fold is not None:
-            fold.words(fold.floats(np.zeros(1)), fold.steps1, fold.steps2)
+        """Compile the fold now (about a second the first time, then read from numba's cache) rather than
+        on the first row."""
+        compiled = _compiled()
+        if compiled is None:
+            return
+        if self._floats:
+            compiled.float_row(np.zeros(self._n), self._seeds, self._steps1, self._steps2)
+        compiled.fold(np.zeros(self._n, dtype=np.uint64), self._seeds, self._steps1, self._steps2)
+        compiled.float_words(np.zeros(1))
 
     def __call__(self, values: Sequence[Any]) -> str:
-        fold = _compiled_fold()
-        if fold is not None and self._floats and len(values) == len(self._dtypes) and None not in values:
-            h1, h2 = fold.words(fold.floats(np.array(values, dtype=np.float64)), fold.steps1, fold.steps2)
-            return f"{int(h1):016x}{int(h2):016x}"
-        words = [_word(v, d) for d, v in zip(self._dtypes, values, strict=True)]
-        if fold is not None and len(words) <= _MAX_COMPILED:
-            h1, h2 = fold.words(np.array(words, dtype=np.uint64), fold.steps1, fold.steps2)
-            return f"{int(h1):016x}{int(h2):016x}"
-        return _fold_python(words)
+        if len(values) != self._n:
+            raise ValueError(f"{len(values)} values for {self._n} features")
+        compiled = _FOLD[0] if _FOLD else _compiled()
+        if compiled is None:
+            return _hex(*_fold(self._words(values, _float_words).tolist(), *self._lanes))
+        if self._floats and None not in values:
+            x = np.array(values, dtype=np.float64)
+            return _hex(*compiled.float_row(x, self._seeds, self._steps1, self._steps2))
+        words = self._words(values, compiled.float_words)
+        return _hex(*compiled.fold(words, self._seeds, self._steps1, self._steps2))
+
+    def _words(self, values: Sequence[Any], float_words: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """`_words` of the row, kind by kind, in schema order."""
+        if None in values:
+            return self._words_with_nulls(values, float_words)
+        if len(self._groups) == 1:
+            return _words(values, self._groups[0][0], None, float_words)
+        words = np.empty(self._n, dtype=np.uint64)
+        for kind, positions, take in self._groups:
+            words[positions] = _words(take(values), kind, None, float_words)
+        return words
+
+    def _words_with_nulls(self, values: Sequence[Any],
+                          float_words: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        words = np.empty(self._n, dtype=np.uint64)
+        for kind, positions, take in self._groups:
+            part = take(values)
+            nulls = np.array([v is None for v in part], dtype=bool)
+            part = tuple(_FILL[kind] if v is None else v for v in part)
+            words[positions] = _words(part, kind, nulls, float_words)
+        return words
 
 
-def _fold_python(words: list[int]) -> str:
-    h1, h2 = _SEED1, _SEED2
-    for i, w in enumerate(words):
-        h1 = _fmix_int(h1 ^ ((w + _STEP1 * (i + 1)) & _MASK))
-        h2 = _fmix_int(h2 ^ (((w ^ _STEP2) * ((2 * i + 3) | 1)) & _MASK))
-    return f"{h1:016x}{h2:016x}"
+_Take = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 
-#: schemas of up to this many features are hashed by the compiled fold.
-_MAX_COMPILED = 4096
+def _group(kind: str, positions: list[int]) -> tuple[str, np.ndarray, _Take]:
+    """`RowKeys`' view of the features of one kind: their positions, and what takes their values."""
+    take: _Take
+    if len(positions) == 1:
+        (i,) = positions
+        take = lambda values: (values[i],)  # noqa: E731  (itemgetter of one item gives the item)
+    else:
+        take = operator.itemgetter(*positions)
+    return kind, np.array(positions, dtype=np.intp), take
 
 
-class _CompiledFold(NamedTuple):
-    """`_fold_words` and `_float_words` compiled, and the per-feature constants of the two lanes."""
-
-    words: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any]]
-    floats: Callable[[np.ndarray], np.ndarray]
-    steps1: np.ndarray
-    steps2: np.ndarray
+def _float_row(x: np.ndarray, seeds: np.ndarray, steps1: np.ndarray, steps2: np.ndarray) -> tuple[Any, Any]:
+    """`_fold` of `_float_words(x)`: a row of float features in one call (compiled)."""
+    return _fold(_float_words(x), seeds, steps1, steps2)
 
 
-_FOLD: list[_CompiledFold | None] = []
+class _Compiled(NamedTuple):
+    """`_fold`, `_float_words` and `_float_row` compiled by numba: the same source, on uint64 arrays."""
+
+    fold: Callable[..., tuple[Any, Any]]
+    float_words: Callable[[np.ndarray], np.ndarray]
+    float_row: Callable[..., tuple[Any, Any]]
 
 
-def _compiled_fold() -> _CompiledFold | None:
-    """`_fold_python` compiled with numba (the same uint64 arithmetic, wrapping), over words and over
-    float64 values; None without numba. Made on first use, not at import."""
-    if not _FOLD:
-        try:
-            import numba
-        except ImportError:
-            _FOLD.append(None)
-        else:
-            jit = numba.njit(cache=True, nogil=True)
-            steps1 = np.array([(_STEP1 * (i + 1)) & _MASK for i in range(_MAX_COMPILED)], dtype=np.uint64)
-            steps2 = np.array([(2 * i + 3) | 1 for i in range(_MAX_COMPILED)], dtype=np.uint64)
-            _FOLD.append(_CompiledFold(jit(_fold_words), jit(_float_words), steps1, steps2))
+_FOLD: list[_Compiled | None] = []
+_FOLD_LOCK = threading.Lock()
+
+
+def _compiled() -> _Compiled | None:
+    """The compiled functions, None without numba. Made on first use, not at import."""
+    with _FOLD_LOCK:
+        if not _FOLD:
+            try:
+                import numba
+                from numba.extending import register_jitable
+            except ImportError:
+                _FOLD.append(None)
+            else:
+                for f in (_mix, _fold, _float_words):  # callable from compiled code, as they are
+                    register_jitable(f)
+                jit = numba.njit(cache=True, nogil=True)
+                _FOLD.append(_Compiled(jit(_fold), jit(_float_words), jit(_float_row)))
     return _FOLD[0]
-
-
-def _float_words(x: np.ndarray) -> np.ndarray:
-    """The canonical words of float64 values (-0.0 as 0.0, one NaN), as `_word` makes them."""
-    bits = x.view(np.uint64)
-    words = np.empty(x.shape[0], dtype=np.uint64)
-    for i in range(x.shape[0]):
-        v = x[i]
-        if v != v:
-            words[i] = np.uint64(_NAN_BITS)
-        elif v == 0.0:
-            words[i] = np.uint64(0)
-        else:
-            words[i] = bits[i]
-    return words
-
-
-def _fold_words(words: np.ndarray, steps1: np.ndarray, steps2: np.ndarray) -> tuple[Any, Any]:
-    """The two lanes over `words` (uint64), as `_fold_python` computes them (compiled by numba)."""
-    s33 = np.uint64(33)
-    m1 = np.uint64(0xFF51AFD7ED558CCD)
-    m2 = np.uint64(0xC4CEB9FE1A85EC53)
-    step2 = np.uint64(_STEP2)
-    h1 = np.uint64(_SEED1)
-    h2 = np.uint64(_SEED2)
-    for i in range(words.shape[0]):
-        w = words[i]
-        h = h1 ^ (w + steps1[i])
-        h ^= h >> s33
-        h *= m1
-        h ^= h >> s33
-        h *= m2
-        h1 = h ^ (h >> s33)
-        h = h2 ^ ((w ^ step2) * steps2[i])
-        h ^= h >> s33
-        h *= m1
-        h ^= h >> s33
-        h *= m2
-        h2 = h ^ (h >> s33)
-    return h1, h2
