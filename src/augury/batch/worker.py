@@ -94,9 +94,10 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
     try:
         for batch in read_task(task, list(job.columns), job.chunk_rows):
             conformed = conform(batch, schema)
-            for e in conformed.errors:
+            bad_keys = _keys_of(batch, [e.index for e in conformed.errors], job.key_columns)
+            for e, key in zip(conformed.errors, bad_keys, strict=True):
                 errors.append(
-                    {"row": first_row + e.index, "file": task.file, "key": None, "reason": e.reason}
+                    {"row": first_row + e.index, "file": task.file, "key": key, "reason": e.reason}
                 )
             good = batch.take(pa.array(conformed.indices)) if conformed.errors else batch
             if job.key_columns:
@@ -157,6 +158,17 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
         len(errors),
         str(errors[0]["reason"]) if errors else None,
     )
+
+
+def _keys_of(batch: pa.RecordBatch, rows: list[int], key_columns: tuple[str, ...]) -> list[str | None]:
+    """The keys of `rows` of `batch` from the key columns, for the errors file (None where a key column is
+    empty, and for every row without key columns: a feature hash needs features that fit the schema)."""
+    if not rows or not key_columns:
+        return [None] * len(rows)
+    picked = batch.take(pa.array(rows, pa.int64()))
+    keyed, _ = _user_keys(picked, key_columns)
+    keys = column_keys(picked, list(key_columns))
+    return [keys[j].as_py() if keyed[j] else None for j in range(len(rows))]
 
 
 def _user_keys(batch: pa.RecordBatch, key_columns: tuple[str, ...]) -> tuple[np.ndarray, dict[int, str]]:
