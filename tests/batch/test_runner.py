@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -87,6 +89,17 @@ def test_csv_with_bad_rows_reports_them(tmp_path: Path) -> None:
     assert any("cannot read 'abc' as float64" in r for r in reasons)
     assert any("feature 'b' is missing" in r for r in reasons)
     assert any("expected 2 fields, got 3" in r for r in reasons)
+
+
+def test_a_row_that_does_not_fit_the_schema_is_reported_with_its_key(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("patient_id,a,b\np1,1,2\np2,abc,3\n,x,1\np4,5,\n")
+    out = tmp_path / "out.parquet"
+    options = BatchOptions(workers=1, max_error_rate=1.0, key_columns=("patient_id",))
+    result = run_batch("fixture_models:add", src, out, options)
+    assert result.errors_path is not None
+    errors = [orjson.loads(line) for line in result.errors_path.read_text().splitlines()]
+    assert {e["row"]: e["key"] for e in errors} == {1: "p2", 2: None, 3: "p4"}  # row 2 has no id
 
 
 def test_a_row_that_does_not_fit_the_schema_is_reported_with_its_key(tmp_path: Path) -> None:
@@ -192,3 +205,45 @@ def test_missing_key_column_is_a_schema_error(tmp_path: Path) -> None:
         run_batch(
             "fixture_models:add", src, tmp_path / "out.parquet", BatchOptions(workers=1, key_columns=("id",))
         )
+
+
+def _lock_file(out: Path) -> Path:
+    return out.with_name(f".{out.name}.augury-lock")
+
+
+def test_the_output_lock_is_removed_when_a_run_ends(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\n")
+    out = tmp_path / "out.parquet"
+    _lock_file(out).write_bytes(b"")  # left, unlocked, by a run that was killed: taken over
+    run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
+    assert out.exists() and not _lock_file(out).exists()
+    src.write_text("a,b\nx,2\n")
+    with pytest.raises(TooManyBadRows):
+        run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
+    assert not _lock_file(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".out.parquet.augury-run"]
+
+
+def test_a_second_run_on_one_output_is_refused_and_leaves_the_first_runs_lock(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("a,b\n1,2\n")
+    out = tmp_path / "out.parquet"
+    hold = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen(  # another process holding the lock, as a running batch does
+        [sys.executable, "-c", hold, str(_lock_file(out))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(BatchError, match="another augury batch run is writing"):
+            run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
+        assert _lock_file(out).exists() and not out.exists()
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+        holder.stdout.close()
+    run_batch("fixture_models:add", src, out, BatchOptions(workers=1))
+    assert out.exists() and not _lock_file(out).exists()

@@ -183,17 +183,29 @@ def run_batch(
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold a lock for `out` while a run writes it: a second run on the same output fails at once.
 
-    A POSIX record lock (lockf): it belongs to this process alone, so forked workers do not inherit it,
-    and the kernel releases it when the process dies, however it dies."""
+    A POSIX record lock (lockf) on `.<output name>.augury-lock`: it belongs to this process alone, so
+    forked workers do not inherit it, and the kernel releases it when the process dies, however it dies.
+    The file is removed when the run ends, by success or failure, while the lock is still held; a run
+    that locked the file just as the run before removed it finds that the name no longer leads to the
+    file it locked, and locks the one there now. A killed run leaves the file, unlocked: the next run
+    takes it and removes it."""
     lock = out.with_name(f".{out.name}.augury-lock")
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass  # removed by the run that held it, after we opened it: open the name again
         except OSError:
+            os.close(fd)
             raise BatchError(f"another augury batch run is writing {out}; wait for it or stop it") from None
+        os.close(fd)
+    try:
         yield
     finally:
+        lock.unlink(missing_ok=True)
         os.close(fd)
 
 
