@@ -46,7 +46,7 @@ def test_memory_stores_private_and_named(batch_of: BatchOf) -> None:
 @pytest.mark.parametrize(
     "url, message",
     [
-        ("redis://localhost:6379/0", r"augury\[redis\]"),
+        ("redis://localhost:6379/0", r"^Redis prediction stores are not supported yet; supported now"),
         ("postgres://db/x", "unknown store URL scheme 'postgres://'.*sqlite:///path.db.*memory://"),
         ("store.db", "no scheme"),
         ("sqlite://", "bad SQLite store URL"),

@@ -16,7 +16,7 @@
 - ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
   the process): `memory.MemoryStore`. ``create`` does not apply: a name never used is an empty store.
 
-``redis://`` is reserved for the Redis backend (``augury[redis]``, a later release). It fits the same
+``redis://`` is reserved for a Redis backend, not supported yet. It would fit the same
 contract: each version is a key namespace (``<prefix>:v<n>``, a hash of key -> the same MessagePack
 record as SQLite's, read with chunked HMGET); version metadata is a hash (``<prefix>:meta:<n>``);
 numbers come from INCR on a counter, so they are never reused; the active version is one pointer key
@@ -90,8 +90,7 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> PredictionSt
         return named_memory_store(rest) if rest else MemoryStore(url)
     if scheme in ("redis", "rediss"):
         raise ConfigError(
-            "the Redis prediction store comes with augury[redis] in a later release; "
-            f"supported now: {SUPPORTED}"
+            f"Redis prediction stores are not supported yet; supported now: {SUPPORTED}"
         )
     raise ConfigError(f"unknown store URL scheme '{scheme}://' in '{url}'; supported: {SUPPORTED}")
 
