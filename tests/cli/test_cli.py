@@ -140,3 +140,26 @@ def test_json_errors_are_json(tmp_path: Path) -> None:
 def test_unknown_store_scheme(tmp_path: Path) -> None:
     proc = augury("store", "versions", "--store", "ftp://x")
     assert_clean_error(proc, 2, "ftp")
+
+
+def test_one_evaluator_flag_chooses_and_every_command_shows_it(tmp_path: Path, hgb_model: Path,
+                                                                features_parquet: Path) -> None:
+    proc = augury("info", str(hgb_model), "--evaluator", "library", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["evaluator"] == "sklearn"
+    out = tmp_path / "p.parquet"
+    proc = augury("batch", str(hgb_model), str(features_parquet), "-o", str(out), "--workers", "1",
+                  "--evaluator", "library", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["evaluator"] == "sklearn"
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    proc = augury("publish", str(out), "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluator sklearn" in proc.stdout
+    proc = augury("store", "versions", "--store", store, "--json")
+    assert [v["evaluator"] for v in json.loads(proc.stdout)["versions"]] == ["sklearn"]
+    proc = augury("store", "versions", "--store", store)
+    assert "evaluator" in proc.stdout and "sklearn" in proc.stdout
+    for command in (("batch", str(hgb_model), str(features_parquet), "-o", str(out)),
+                    ("serve", "--model", str(hgb_model))):
+        assert_clean_error(augury(*command, "--evaluator", "numba"), 2, "Invalid value for '--evaluator'")
