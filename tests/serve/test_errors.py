@@ -75,6 +75,12 @@ CASES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ("v2 no inputs", INFER, {"inputs": []}, {}, 400, '"inputs"'),
     ("v2 wrong datatype", INFER, {"inputs": [_tensor("a", ["1"], "BYTES"), GOOD_V2[1]]}, {}, 400,
      "datatype BYTES does not fit"),
+    ("v2 BOOL for a float feature", INFER, {"inputs": [_tensor("a", [True], "BOOL"), GOOD_V2[1]]}, {}, 400,
+     "does not fit feature 'a' (float64); use FP64, FP32, FP16, INT64, INT32, INT16, INT8, UINT64, UINT32, "
+     "UINT16 or UINT8"),
+    ("v2 BOOL 2-D for float features", INFER, {"inputs": [_tensor("x", [True, False], "BOOL", [1, 2])]}, {},
+     400, "datatype BOOL does not fit every input (a: float64, b: float64); use BYTES, FP64, FP32, FP16, "
+     "INT64, INT32, INT16, INT8, UINT64, UINT32, UINT16 or UINT8"),
     ("v2 unknown datatype", INFER, {"inputs": [_tensor("a", [1], "FP128"), GOOD_V2[1]]}, {}, 400,
      "'datatype'"),
     ("v2 data not fitting datatype", INFER, {"inputs": [_tensor("a", ["x"]), GOOD_V2[1]]}, {}, 400,
@@ -165,6 +171,15 @@ def test_unknown_route_and_method_are_json(url: str, client: httpx.Client) -> No
     assert r.status_code in (404, 405) and "error" in r.json()
     r = client.delete(url + INFER)
     assert r.status_code == 405 and "not allowed" in r.json()["error"]
+
+
+def test_a_key_only_instance_in_dynamic_mode_is_told_what_is_true(client: httpx.Client) -> None:
+    """No store and no write-back: the error says so, not "not among the written-back predictions"."""
+    with live(add_model()) as base:
+        r = client.post(base + ADD, json={"instances": [ONE, {"key": "k1"}]})
+    assert r.status_code == 404
+    assert r.json()["error"] == ("instance 1: key 'k1' cannot be looked up: this server has no prediction "
+                                 "store and no write-back (dynamic mode); send the example's features")
 
 
 def test_get_on_predict_is_405_with_allow_as_put_is(url: str, client: httpx.Client) -> None:

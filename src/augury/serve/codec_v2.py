@@ -46,6 +46,9 @@ _BOOLISH = ("BOOL", *(d for d in NUMPY if d.startswith(("INT", "UINT"))))
 _NUMERIC = tuple(d for d in NUMPY if d != "BOOL")
 _FITS = {"string": ("BYTES",), "bool": _BOOLISH, "float64": _NUMERIC, "float32": _NUMERIC,
          "int64": _NUMERIC, "int32": _NUMERIC}
+#: the order datatypes are named in when an error lists those an input takes.
+_NAMED_ORDER = ("BYTES", "BOOL", "FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8",
+                "UINT64", "UINT32", "UINT16", "UINT8")
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,10 @@ def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) 
                              f"must have shape [n, {len(names)}] (inputs: {', '.join(names)}), "
                              f"not {list(t.shape)}")
         if t.datatype != "BYTES" and not all(t.datatype in _FITS[dtype] for dtype in cast.dtypes):
+            every = [d for d in NUMPY if all(d in _FITS[dtype] for dtype in cast.dtypes)]
             raise InputError(f"input tensor {t.name!r}: datatype {t.datatype} does not fit every input "
-                             f"({', '.join(f'{f.name}: {f.dtype}' for f in schema.fields)}); send BYTES")
+                             f"({', '.join(f'{f.name}: {f.dtype}' for f in schema.fields)}); "
+                             f"use {_named(['BYTES', *every])}")
         k = len(names)
         if t.shape[0] == 1:  # one row: the data is the row
             try:
@@ -206,7 +211,7 @@ def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) 
                                  f"not {list(t.shape)}")
             if t.datatype not in _FITS[f.dtype]:
                 raise InputError(f"input tensor {f.name!r}: datatype {t.datatype} does not fit feature "
-                                 f"{f.name!r} ({f.dtype}); use {' or '.join(_FITS[f.dtype][:3])}")
+                                 f"{f.name!r} ({f.dtype}); use {_named(_FITS[f.dtype])}")
         columns = [by_name[name].data for name in names]
     rows: list[list[Any]] = []
     for i, values in enumerate(zip(*columns, strict=True)):
@@ -215,6 +220,12 @@ def _feature_rows(tensors: list[Tensor], cast: RowCaster, ignore_unknown: bool) 
         except SchemaError as exc:
             raise SchemaError(f"row {i}: {exc}") from None
     return rows
+
+
+def _named(datatypes: Sequence[str]) -> str:
+    """'FP64, FP32 or INT64': `datatypes` in `_NAMED_ORDER`, for an error that says which fit."""
+    names = sorted(datatypes, key=_NAMED_ORDER.index)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _requested(outputs: Any) -> tuple[tuple[str, ...] | None, dict[str, bool], dict[str, int]]:

@@ -320,6 +320,9 @@ class Router:
 
     def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
         where = f"instance {index}: " if index is not None else ""
+        if self.store is None and self._cache is None:
+            return NotFoundError(f"{where}key {key!r} cannot be looked up: this server has no prediction "
+                                 f"store and no write-back (dynamic mode); send the example's features")
         if self.store is None:
             return NotFoundError(f"{where}key {key!r} is not among the written-back predictions and the "
                                  f"instance has no features to compute it from")
