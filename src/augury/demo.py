@@ -1,7 +1,8 @@
 """`augury demo`: augury end to end, on a model trained here from data that ships with scikit-learn (no
-download). Train, batch-predict a catalogue, verify, publish to SQLite, read keys back, publish a retrained
-model's predictions and roll back, then serve hybrid over HTTP (known examples from the store, new ones
-computed) and show where every answer came from, printing what happened at each step.
+download). Train, batch-predict a catalogue, verify, publish to SQLite, read keys back; retrain on data with
+a unit error and see verification refuse it, retrain properly and publish, roll back; then serve hybrid
+over HTTP (known examples from the store, new ones computed) and show where every answer came from, and
+ask the advisor (with its HTML report), printing what happened at each step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from augury import console
 from augury.batch import BatchOptions, run_batch
 from augury.errors import AuguryError, MissingExtraError, VerificationFailed
 from augury.publish import publish_predictions
-from augury.store import open_store
+from augury.store import PredictionStore, open_store
 from augury.verify import load_checks
 
 
@@ -32,7 +33,14 @@ def _step(n: int, text: str) -> None:
     console.out.print(f"\n[bold cyan]{n}.[/] [bold]{text}[/]")
 
 
-def _train(workdir: Path, seed: int, version: str) -> Path:
+#: the feature that the bad retrain's extract had in other units (divided by 1,000).
+_UNIT_ERROR_COLUMN = "proline"
+
+
+def _train(workdir: Path, version: str, *, max_iter: int = 60, learning_rate: float = 0.1,
+           unit_error: bool = False) -> Path:
+    """Train and save a wine classifier with its manifest. `unit_error`: trained on data whose proline
+    came divided by 1,000 (other units), as a broken extract might deliver it."""
     try:
         import joblib
         from sklearn.datasets import load_wine
@@ -44,7 +52,9 @@ def _train(workdir: Path, seed: int, version: str) -> Path:
     import pandas as pd
 
     X = pd.DataFrame(data.data, columns=names)
-    clf = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, random_state=seed).fit(
+    if unit_error:
+        X[_UNIT_ERROR_COLUMN] = X[_UNIT_ERROR_COLUMN] / 1000
+    clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, random_state=0).fit(
         X, data.target
     )
     path = workdir / f"wine-{version}.joblib"
@@ -99,7 +109,10 @@ def run_demo(workdir: Path, rows: int) -> None:
     console.out.print(f"[bold]augury demo[/]: static inference end to end, in {workdir}/")
 
     _step(1, "Train a model (HistGradientBoosting on scikit-learn's wine data) and a catalogue to score")
-    model_v1 = _train(workdir, seed=0, version="1")
+    console.out.print("training wine-1.joblib (60 boosting rounds on 178 wines, 13 features, 3 classes)...")
+    t0 = time.perf_counter()
+    model_v1 = _train(workdir, "1")
+    console.out.print(f"trained in {time.perf_counter() - t0:.1f}s (scikit-learn's import included)")
     catalogue = _catalogue(workdir, rows)
     _golden(workdir, model_v1, catalogue)
     console.out.print(
@@ -128,43 +141,49 @@ def run_demo(workdir: Path, rows: int) -> None:
         console.out.print(f"published store version [bold]{published.version.version}[/] and activated it")
 
         _step(4, "Read predictions back by key: augury store get")
-        keys = ["w0000000", "w0000001", "w0000002", "w9999999"]
-        t0 = time.perf_counter_ns()
-        hits = store.get_many(keys)
-        micros = (time.perf_counter_ns() - t0) / 1000
-        rows_out = []
-        for key, hit in zip(keys, hits, strict=True):
-            if hit is None:
-                rows_out.append((key, "(miss: never precomputed)", "", "", "", ""))
-                continue
-            probs = {k: v for k, v in hit.values.items() if k.startswith("proba_")}
-            best = max(probs.values()) if probs else float("nan")
-            p = hit.provenance()
-            rows_out.append(
-                (key, hit.values["label"], f"{best:.3f}", p["source"], p["store_version"], p["computed_at"])
-            )
-        console.out.print(
-            console.table(
-                f"4 keys in {micros:.0f} µs",
-                ["key", "label", "confidence", "source", "store version", "computed at"],
-                rows_out,
-            )
-        )
+        _show_keys(store, ["w0000000", "w0000001", "w0000002", "w9999999"])
 
-        _step(5, "A retrained model: batch, verify against the active version (drift), publish")
-        model_v2 = _train(workdir, seed=1, version="2")
+        _step(5, f"A bad retrain: trained on an extract with {_UNIT_ERROR_COLUMN} in other units (/1000)")
+        console.out.print("training wine-2.joblib on the broken extract...")
+        t0 = time.perf_counter()
+        model_v2 = _train(workdir, "2", unit_error=True)
+        console.out.print(f"trained in {time.perf_counter() - t0:.1f}s; scoring the catalogue with it")
         preds2 = workdir / "predictions-v2.parquet"
         run_batch(str(model_v2), catalogue, preds2, BatchOptions(key_columns=("wine_id",)))
+        _show_change(preds, preds2, "model 2")
         try:
-            v2 = publish_predictions(preds2, store, checks)
-            console.out.print(v2.report.render())
-            console.out.print(f"published store version [bold]{v2.version.version}[/]")
+            publish_predictions(preds2, store, checks)
+            raise AuguryError("the demo's bad retrain passed verification; it should not have")
         except VerificationFailed as exc:
             console.out.print(exc.report.render())  # type: ignore[attr-defined]
             console.out.print(f"[yellow]{exc}[/]")
+        active = store.active()
+        console.out.print(
+            f"publish refused: `augury publish {preds2.name}` stops here with exit code 1; store version "
+            f"{active.version if active else '-'} stays active, and model 2 never reaches a reader"
+        )
 
-        _step(6, "Versions, and a rollback")
-        store.rollback()
+        _step(6, "A good retrain (120 rounds at learning rate 0.05): verified against the active version, "
+                 "published")
+        console.out.print("training wine-3.joblib on the right data, with other settings...")
+        t0 = time.perf_counter()
+        model_v3 = _train(workdir, "3", max_iter=120, learning_rate=0.05)
+        console.out.print(f"trained in {time.perf_counter() - t0:.1f}s; scoring the catalogue with it")
+        preds3 = workdir / "predictions-v3.parquet"
+        run_batch(str(model_v3), catalogue, preds3, BatchOptions(key_columns=("wine_id",)))
+        _show_change(preds, preds3, "model 3")
+        v3 = publish_predictions(preds3, store, checks)
+        console.out.print(v3.report.render())
+        console.out.print(f"published store version [bold]{v3.version.version}[/] (model 3) and activated it")
+
+        _step(7, "Versions, and a rollback: augury store rollback")
+        before = store.active()
+        after = store.rollback()
+        console.out.print(
+            f"rolled back: store version {before.version if before else '-'} -> {after.version} "
+            f"(model {after.model_version}); readers see the switch at once, and version "
+            f"{before.version if before else '-'} is kept for `augury store activate`"
+        )
         console.out.print(
             console.table(
                 "store versions",
@@ -179,15 +198,15 @@ def run_demo(workdir: Path, rows: int) -> None:
         store.close()
 
     _step(
-        7,
+        8,
         "Serve hybrid: augury serve --model wine-1.joblib --store ... (known keys from the store, "
         "new examples computed)",
     )
     _serve_and_ask(workdir, model_v1, store_url, catalogue)
 
-    _step(8, "Which mode fits? augury advise, on this model and a day of (synthetic) traffic")
+    _step(9, "Which mode fits? augury advise, on this model and a day of (synthetic) traffic")
     log = _traffic_log(workdir, rows)
-    from augury.advise import advise
+    from augury.advise import advise, write_report
 
     advice = advise(
         str(model_v1),
@@ -200,9 +219,51 @@ def run_demo(workdir: Path, rows: int) -> None:
         budget_s=8,
     )
     console.out.print(advice.render())
+    report = write_report(advice, workdir / "advice")
+    console.out.print(f"the advisor's report, with its plots: {report}")
     console.out.print(
         f"\nDone. Try: augury store get w0000000 --store {store_url}\n"
         f"      augury serve --model {model_v1} --store {store_url}"
+    )
+
+
+def _show_keys(store: PredictionStore, keys: list[str]) -> None:
+    """Look `keys` up and show each one's prediction and provenance."""
+    t0 = time.perf_counter_ns()
+    hits = store.get_many(keys)
+    micros = (time.perf_counter_ns() - t0) / 1000
+    rows_out = []
+    for key, hit in zip(keys, hits, strict=True):
+        if hit is None:
+            rows_out.append((key, "(miss: never precomputed)", "", "", "", ""))
+            continue
+        probs = {k: v for k, v in hit.values.items() if k.startswith("proba_")}
+        best = max(probs.values()) if probs else float("nan")
+        p = hit.provenance()
+        rows_out.append(
+            (key, hit.values["label"], f"{best:.3f}", p["source"], p["store_version"], p["computed_at"])
+        )
+    console.out.print(
+        console.table(
+            f"{len(keys)} keys in {micros:.0f} µs",
+            ["key", "label", "confidence", "source", "store version", "computed at"],
+            rows_out,
+        )
+    )
+
+
+def _show_change(old: Path, new: Path, name: str) -> None:
+    """Say how `new`'s predictions differ from `old`'s (the same catalogue, in the same order)."""
+    columns = ["label", "proba_0", "proba_1", "proba_2"]
+    a, b = pq.read_table(old, columns=columns), pq.read_table(new, columns=columns)
+    labels = int(np.count_nonzero(a.column("label").to_numpy() != b.column("label").to_numpy()))
+    delta = max(float(np.max(np.abs(a.column(c).to_numpy() - b.column(c).to_numpy()))) for c in columns[1:])
+    rows = max(1, b.num_rows)
+    shares = np.bincount(b.column("label").to_numpy(), minlength=3) / rows
+    console.out.print(
+        f"{name} against model 1: {labels:,} of {a.num_rows:,} labels differ ({labels / rows:.2%}), "
+        f"probabilities by up to {delta:.3f}; class shares now "
+        + ", ".join(f"{i}: {share:.0%}" for i, share in enumerate(shares))
     )
 
 
