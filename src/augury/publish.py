@@ -4,7 +4,8 @@ Nothing unverified is published (DESIGN.md, invariant 6): the gates run first, a
 version as the baseline, and a failed gate raises `VerificationFailed` before the store is touched. The
 profile computed by verification is saved with the version, so the next publish measures drift against
 it without reading the store; so is the evaluator the batch run recorded (`ModelInfo.evaluator`), which
-the server puts in the provenance of the version's answers.
+the server puts in the provenance of the version's answers, and each output column's dtype, which the
+server's v2 metadata and responses name.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import pyarrow.compute as pc
 
 from augury.errors import InputError, VerificationFailed
 from augury.keys import column_keys
+from augury.schema import DTYPES
 from augury.store.base import (
     COMPUTED_AT_COLUMN,
     EVALUATOR_META,
     KEY_COLUMN,
     MODEL_VERSION_COLUMN,
+    OUTPUT_DTYPES_META,
     PredictionStore,
     VersionInfo,
 )
@@ -68,6 +71,7 @@ def publish_predictions(
         }
         if isinstance(model.get("evaluator"), str):  # (files written before augury recorded it have none)
             meta[EVALUATOR_META] = model["evaluator"]
+        meta[OUTPUT_DTYPES_META] = output_dtypes(pred.schema, [o.name for o in layout.outputs])
         version = store.publish(
             _store_batches(pred, model_version),
             model_version=model_version,
@@ -77,6 +81,27 @@ def publish_predictions(
             activate=activate,
         )
     return PublishResult(report, version)
+
+
+def output_dtypes(schema: pa.Schema, outputs: list[str]) -> dict[str, str]:
+    """Each output column's dtype as its values come back from the store: its `DTYPES` name when it has
+    one (``int32`` stays ``int32``), else by kind (any other integer is ``int64``, float ``float64``,
+    text or a dictionary of text ``string``); a column of another type is left out."""
+    names = {t: name for name, t in DTYPES.items()}
+    found: dict[str, str] = {}
+    for column in outputs:
+        t = schema.field(column).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if t in names:
+            found[column] = names[t]
+        elif pa.types.is_integer(t):
+            found[column] = "int64"
+        elif pa.types.is_floating(t):
+            found[column] = "float64"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            found[column] = "string"
+    return found
 
 
 def _single_version(pred: PredictionsFile) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +15,15 @@ import pyarrow as pa
 import pytest
 import tritonclient.http as triton
 
+from augury.batch import BatchOptions, run_batch
 from augury.errors import AuguryError
 from augury.models import Model, predict_checked
+from augury.publish import publish_predictions
 from augury.schema import Schema
 from augury.serve import codec_v2
 from augury.serve.casting import RowCaster
 from augury.store import SQLiteStore
+from augury.verify import load_checks
 
 from .helpers import add_model, live, publish_values, review_rows
 
@@ -190,6 +194,35 @@ def test_key_tensor_in_hybrid_and_static_mode(client: httpx.Client, sqlite_store
         miss = client.post(f"{url}/v2/models/add/infer", json={
             "inputs": [{"name": "key", "shape": [1], "datatype": "BYTES", "data": ["k9"]}]})
         assert miss.status_code == 404 and "never precomputed" in miss.json()["error"]
+
+
+def test_static_metadata_names_the_datatypes_infer_returns(hgb_model: Path, features_parquet: Path,
+                                                           tmp_path: Path, client: httpx.Client) -> None:
+    """A classifier's predictions published and served static: the metadata said `label` was BYTES (a
+    guess from the profile) while infer returned INT64; and `augury_model_info` had version=""."""
+    predictions = tmp_path / "p.parquet"
+    run_batch(str(hgb_model), features_parquet, predictions,
+              BatchOptions(key_columns=("id",), engine="inline"))
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        model_version = publish_predictions(predictions, store, load_checks(None)).version.model_version
+        keys = {"name": "key", "shape": [2], "datatype": "BYTES", "data": ["3", "4"]}
+        with live(None, store, name="hgb") as url:
+            meta = client.get(f"{url}/v2/models/hgb").json()
+            answered = []
+            for extra in ({}, {"parameters": {"binary_data_output": True}}):
+                r = client.post(f"{url}/v2/models/hgb/infer", json={"inputs": [keys], **extra})
+                assert r.status_code == 200, r.text
+                length = int(r.headers.get("inference-header-content-length", len(r.content)))
+                answered.append(orjson.loads(r.content[:length]))
+            metrics = client.get(f"{url}/metrics").text
+    finally:
+        store.close()
+    declared = {o["name"]: o["datatype"] for o in meta["outputs"]}
+    assert declared == {"label": "INT64", "proba_0": "FP64", "proba_1": "FP64"}
+    for body in answered:
+        assert {o["name"]: o["datatype"] for o in body["outputs"]} == declared
+    assert f'augury_model_info{{mode="static",name="hgb",version="{model_version}"}} 1.0' in metrics
 
 
 def test_bytes_binary_elements_are_length_prefixed(client: httpx.Client, text_model: Model) -> None:

@@ -5,7 +5,9 @@ as in the tests, never collide) and renders them in the Prometheus text format f
 `BatchMetrics` is the dynamic batcher's observer: it has the hooks of `augury.serve.batcher.BatchObserver`
 (matched by structure; this package does not import the server). Gauges whose value lives elsewhere (the
 queue depth, the active store version and its age) are read when Prometheus scrapes, through callables
-the app registers with `watch_queue` and `watch_store`; a callable that raises reads as NaN.
+the app registers with `watch_queue` and `watch_store`; a callable that raises reads as NaN. So is the
+model version that `augury_model_info` names (`watch_model`): in static mode it is the active store
+version's, and it changes when another version is activated.
 
 The counters and histograms the request path updates are `accumulators` families: unlocked numbers,
 updated only on the event loop thread, one request at a time, and exported at scrape time (a
@@ -18,10 +20,12 @@ touches are resolved once and kept, and the in-flight gauge is a plain integer r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from augury.monitor.accumulators import CounterFamily, Families, HistogramFamily
 from augury.monitor.sharing import SharedState
@@ -112,9 +116,8 @@ class ServeMetrics:
         self.store_version_age = Gauge(
             "augury_store_version_age_seconds", "Seconds since the store's active version was published "
             "(NaN when there is none).", registry=r)
-        self.model_info = Gauge(
-            "augury_model_info", "The model being served (value 1), by name, version and mode.",
-            ["name", "version", "mode"], registry=r)
+        self.model_info = ModelInfo()
+        r.register(self.model_info)
         self._families = Families([
             self.requests, self.errors, self.request_seconds, self.prediction_seconds, self.predictions,
             self.store_lookups, self.store_errors, self.writeback_lookups, self.writeback_rows,
@@ -142,6 +145,11 @@ class ServeMetrics:
         """Read the queue depth from `depth` at every scrape."""
         self._queue_depth = _safe(depth)
         self.queue_depth.set_function(lambda: self._queue_depth() + self._others_gauge("queue_depth"))
+
+    def watch_model(self, name: str, mode: str, version: Callable[[], str]) -> None:
+        """Name the served model in `augury_model_info`, its version read from `version` at every scrape
+        (empty while it cannot be read)."""
+        self.model_info.watch(name, mode, version)
 
     def watch_store(self, version: Callable[[], float], age_s: Callable[[], float]) -> None:
         """Read the active store version's number and age (seconds) at every scrape."""
@@ -220,6 +228,29 @@ class ServeMetrics:
             if other.get("alive") and isinstance(value, int | float) and not math.isnan(value):
                 total += value
         return total
+
+
+class ModelInfo(Collector):
+    """``augury_model_info{name, version, mode} 1``, its labels read at every scrape (see `watch`); nothing
+    before `watch` is called."""
+
+    def __init__(self) -> None:
+        self._watched: tuple[str, str, Callable[[], str]] | None = None
+
+    def watch(self, name: str, mode: str, version: Callable[[], str]) -> None:
+        self._watched = (name, mode, version)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("augury_model_info", "The model being served (value 1), by name, "
+                                   "version and mode.", labels=["name", "version", "mode"])
+        if self._watched is not None:
+            name, mode, read = self._watched
+            try:
+                version = str(read())
+            except Exception:  # a scrape must never fail because a source is down
+                version = ""
+            family.add_metric([name, version, mode], 1.0)
+        yield family
 
 
 class BatchMetrics:

@@ -81,7 +81,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     service.openapi = build_openapi(name=name, mode=mode, inputs=router.schema, outputs=service.outputs(),
                                     settings=settings, version=augury_version(),
                                     model_version=model.info.version if model is not None else None)
-    metrics.model_info.labels(name, model.info.version if model is not None else "", mode).set(1)
+    metrics.watch_model(name, mode, lambda: ",".join(service.versions()))  # static: the active version's
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,7 +21,8 @@ from augury.serve.codec_v2 import KEY_INPUT, output_columns
 from augury.serve.router import Answer, Example, Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
-from augury.store import PredictionStore
+from augury.store import PredictionStore, VersionInfo
+from augury.store.base import OUTPUT_DTYPES_META
 
 
 def augury_version() -> str:
@@ -44,6 +45,8 @@ class Service:
     metrics: ServeMetrics
     openapi: dict[str, Any] = field(default_factory=dict)
     started: bool = False
+    #: static mode: the store version last asked about by `outputs` (versions never change)
+    _recent: VersionInfo | None = field(default=None, init=False, repr=False)
 
     def check(self, path_params: Mapping[str, Any]) -> None:
         """NotFoundError unless the path names this model (and, if it names one, a version of it)."""
@@ -104,14 +107,18 @@ class Service:
         return answer
 
     def outputs(self, answers: list[Answer] | None = None) -> list[tuple[str, str | None]]:
-        """Output columns and v2 datatypes: the model's; in static mode the store's (from `answers` or the
-        active version; datatype None: inferred from the values)."""
+        """Output columns and v2 datatypes: the model's; in static mode those of the store version that
+        `answers` came from (else the active one), with the dtypes it recorded when published, so that the
+        metadata and the responses name the same datatypes (None for a version published before they were
+        recorded: a response then infers them from its values)."""
         if self.model is not None:
             return output_columns(self.model.info.outputs, ())
-        if answers:
-            return output_columns(None, list(answers[0].values))
-        active = self._active()
-        return output_columns(None, active.columns if active is not None else ())
+        version = answers[0].provenance.get("store_version") if answers else None
+        info = self._version(None if version is None else str(version))
+        recorded = info.meta.get(OUTPUT_DTYPES_META) if info is not None else None
+        dtypes = recorded if isinstance(recorded, dict) else {}
+        columns = list(answers[0].values) if answers else (info.columns if info is not None else ())
+        return [(name, OF_DTYPE.get(dtypes.get(name, ""))) for name in columns]
 
     def model_metadata(self) -> dict[str, Any]:
         """The v2 model metadata: inputs, outputs, and how a request may lay its inputs out."""
@@ -143,7 +150,8 @@ class Service:
         outputs = [{"name": n, "datatype": d or guessed.get(n, "BYTES"), "shape": [-1]}
                    for n, d in self.outputs()]
         if self.model is None:
-            params["datatypes"] = "from the active version's profile; a response's follow its values"
+            params["datatypes"] = ("as the active version recorded them when published (a version published "
+                                   "before augury recorded them: guessed from its profile)")
         return {"name": self.name, "versions": self.versions(), "platform": platform, "inputs": inputs,
                 "outputs": outputs, "parameters": params}
 
@@ -172,6 +180,21 @@ class Service:
             return self.store.active() if self.store is not None else None
         except StoreError:
             return None
+
+    def _version(self, version: str | None) -> VersionInfo | None:
+        """Store version `version` (None: the active one), or None if the store cannot say."""
+        recent = self._recent
+        if version is not None and recent is not None and recent.version == version:
+            return recent
+        info: VersionInfo | None = self._active()
+        if version is not None and (info is None or info.version != version) and self.store is not None:
+            try:
+                info = next((v for v in self.store.versions() if v.version == version), None)
+            except StoreError:
+                info = None
+        if info is not None:
+            self._recent = info
+        return info
 
 
 def provenance_headers(answers: Sequence[Answer | None]) -> list[tuple[bytes, bytes]]:

@@ -51,6 +51,9 @@ COMPUTED_AT_COLUMN = "computed_at"
 #: the key of a version's `meta` naming the evaluator that computed its predictions (`ModelInfo.evaluator`,
 #: from the batch run's metadata; absent when the predictions file did not record it).
 EVALUATOR_META = "evaluator"
+#: the key of a version's `meta` giving each prediction column's dtype (`schema.DTYPES` names), as its
+#: values come back from the store: a server's v2 metadata and responses name the same datatype from it.
+OUTPUT_DTYPES_META = "output_dtypes"
 
 
 def iso(ts: float | None) -> str | None:
