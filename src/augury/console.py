@@ -1,4 +1,9 @@
-"""How the command line shows things: progress, tables, JSON. No work happens here."""
+"""How the command line shows things: progress, tables, JSON. No work happens here.
+
+Rich reads square brackets in printed text as markup: ``[[inputs]]`` in a message came out as ``[]``. So
+text that is not ours (messages, names, versions, paths, table cells) is printed with ``markup=False`` or
+passed through `plain`, and only the styling written here and in the commands is markup.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -26,12 +32,18 @@ def print_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
+def plain(value: Any) -> str:
+    """`value` as text that rich prints as it is (square brackets escaped), for use inside markup."""
+    return escape(str(value))
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    """A table of `rows`, every cell (and the title) printed as it is, never read as markup."""
+    t = Table(title=None if title is None else plain(title), title_justify="left")
     for c in columns:
-        t.add_column(c)
+        t.add_column(plain(c))
     for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+        t.add_row(*("" if v is None else plain(v) for v in r))
     return t
 
 

@@ -156,7 +156,7 @@ def run_demo(workdir: Path, rows: int) -> None:
             raise AuguryError("the demo's bad retrain passed verification; it should not have")
         except VerificationFailed as exc:
             console.out.print(exc.report.render())  # type: ignore[attr-defined]
-            console.out.print(f"[yellow]{exc}[/]")
+            console.out.print(f"[yellow]{console.plain(exc)}[/]")
         active = store.active()
         console.out.print(
             f"publish refused: `augury publish {preds2.name}` stops here with exit code 1; store version "

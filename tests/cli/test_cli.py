@@ -17,8 +17,9 @@ from augury.store import SQLiteStore, WrittenBack
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
-def augury(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(FIXTURES), "COLUMNS": "200"}
+def augury(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(FIXTURES), "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "augury.cli", *args],
         capture_output=True,
@@ -163,3 +164,39 @@ def test_one_evaluator_flag_chooses_and_every_command_shows_it(tmp_path: Path, h
     for command in (("batch", str(hgb_model), str(features_parquet), "-o", str(out)),
                     ("serve", "--model", str(hgb_model))):
         assert_clean_error(augury(*command, "--evaluator", "numba"), 2, "Invalid value for '--evaluator'")
+
+
+@pytest.mark.parametrize("value", ["abc", "-3"])
+def test_a_bad_environment_variable_is_one_line_naming_it(tmp_path: Path, ab_parquet: Path,
+                                                          value: str) -> None:
+    bad = {"AUGURY_WORKERS": value}
+    for args in (["--help"], ["publish", "--help"], ["store", "versions", "--help"]):
+        proc = augury(*args, env=bad)
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, proc.stderr
+    proc = augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(tmp_path / "o.parquet"), env=bad)
+    assert_clean_error(proc, 2, f"AUGURY_WORKERS must be a whole number of at least 0 (0 = every core), "
+                                f"not '{value}'")
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_a_duration_needs_a_unit(tmp_path: Path, ab_parquet: Path) -> None:
+    out = tmp_path / "p.parquet"
+    assert augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--key", "id",
+                  "--workers", "1").returncode == 0
+    proc = augury("publish", str(out), "--store", f"sqlite:///{tmp_path / 's.db'}", "--ttl", "6")
+    assert_clean_error(proc, 2, "--ttl '6' has no unit; write e.g. 6s, 6m or 6h (units: ms, s, m, h, d or w)")
+    assert not (tmp_path / "s.db").exists()  # refused before anything was written
+    proc = augury("advise", "fixture_models:add", str(ab_parquet), "--max-staleness", "6")
+    assert_clean_error(proc, 2, "--max-staleness '6' has no unit")
+    proc = augury("serve", "--model", "fixture_models:add", "--write-back-ttl", "30")
+    assert_clean_error(proc, 2, "--write-back-ttl '30' has no unit")
+
+
+def test_a_message_with_square_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    path = tmp_path / "unfitted.joblib"
+    joblib.dump(LogisticRegression(), path)  # not fitted: it cannot say its input features
+    proc = augury("info", str(path))
+    assert_clean_error(proc, 2, "declare them as [[inputs]] tables")

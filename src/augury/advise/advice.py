@@ -138,7 +138,7 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     t.add_column(style="bold")
     t.add_column()
     for name, value in rows:
-        t.add_row(name, value)
+        t.add_row(Text(name), Text(value))  # as they are: a model name may hold "[...]" (not markup)
     return t
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from augury import console
+from augury.errors import AuguryError
 
 from . import serve, static, store, tools
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
+        return EXIT_ERROR
+    except AuguryError as exc:  # raised outside a command's `reporting` (while parsing): one line too
+        console.err.print(f"augury: {exc}", soft_wrap=True, markup=False)
         return EXIT_ERROR
     except KeyboardInterrupt:
         console.err.print("augury: interrupted (rerun `augury batch` with --resume to continue a batch run)")

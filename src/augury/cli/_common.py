@@ -20,14 +20,22 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 
 def store_option(required: bool = False) -> Callable[[F], F]:
+    """``--store``; None when not given, and a command that needs a store then takes AUGURY_STORE, else the
+    default (`resolve_store`). The environment is read when the command runs, not when this module is
+    imported, so a bad AUGURY_* value is one error (see `reporting`) and never breaks ``--help``."""
     return click.option(
         "--store",
         "store_url",
-        default=None if not required else Settings.from_env().store,
-        show_default=required,
+        default=None,
+        show_default=Settings.store if required else False,
         metavar="URL",
         help="Prediction store URL: sqlite:///path.db or memory://  (env AUGURY_STORE).",
     )
+
+
+def resolve_store(given: str | None) -> str:
+    """The store URL a command uses: `given` (``--store``), else AUGURY_STORE, else the default."""
+    return given or Settings.from_env().store
 
 
 #: ``--evaluator``, spelled the same on every command that loads a model, with the one shared default.
@@ -71,4 +79,4 @@ def _show_failure(message: str, as_json: bool, report: Any = None) -> None:
         console.print_json(doc)
     elif report is not None:
         console.out.print(report.render())
-    console.err.print(f"augury: {message}", soft_wrap=True)
+    console.err.print(f"augury: {message}", soft_wrap=True, markup=False)  # ("[[inputs]]" stays)

@@ -163,7 +163,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_instances=max_instances,
         ignore_unknown_fields=ignore_unknown_fields,
-        write_back_ttl_s=parse_duration(write_back_ttl) if write_back_ttl else None,
+        write_back_ttl_s=parse_duration(write_back_ttl, "--write-back-ttl") if write_back_ttl else None,
         write_back_to=write_back_to,
         model_threads=model_threads,
         evaluator=evaluator,

@@ -9,7 +9,7 @@ import click
 from augury import console
 from augury.config import Settings, parse_duration
 
-from ._common import EXIT_CHECK_FAILED, evaluator_option, json_option, reporting, store_option
+from ._common import EXIT_CHECK_FAILED, evaluator_option, json_option, reporting, resolve_store, store_option
 
 
 @click.command()
@@ -26,8 +26,9 @@ def info(model: str, evaluator: str, as_json: bool) -> int:
     if as_json:
         console.print_json(d)
         return 0
-    console.out.print(f"[bold]{d['name']}[/] version {d['version']} ({d['format']}, {d['task']}), "
-                      f"scored by {d['evaluator']}")
+    name, version, kind, task, evaluated = (console.plain(d[k])
+                                            for k in ("name", "version", "format", "task", "evaluator"))
+    console.out.print(f"[bold]{name}[/] version {version} ({kind}, {task}), scored by {evaluated}")
     console.out.print(
         console.table(
             "inputs",
@@ -113,7 +114,7 @@ def batch(
     with console.ProgressReporter("scoring") as progress:
         result = run_batch(model, input_path, output, options, on_progress=progress)
     for note in result.notes:
-        console.err.print(f"augury: {note}")
+        console.err.print(f"augury: {note}", markup=False)
     if as_json:
         console.print_json(result.to_dict())
         return 0
@@ -176,15 +177,16 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
 @json_option
 @reporting
 def publish(
-    predictions: str, store_url: str, checks: str | None, ttl: str | None, no_activate: bool, as_json: bool
+    predictions: str, store_url: str | None, checks: str | None, ttl: str | None, no_activate: bool,
+    as_json: bool,
 ) -> int:
     """Verify PREDICTIONS, then load them as a new store version and activate it atomically."""
     from augury.publish import publish_predictions
     from augury.store import open_store
     from augury.verify import load_checks
 
-    ttl_s = parse_duration(ttl) if ttl else None
-    store = open_store(store_url, create=True)  # the one command that may create a store
+    ttl_s = parse_duration(ttl, "--ttl") if ttl else None
+    store = open_store(resolve_store(store_url), create=True)  # the one command that may create a store
     try:
         result = publish_predictions(
             predictions, store, load_checks(checks), ttl_s=ttl_s, activate=not no_activate
@@ -198,7 +200,8 @@ def publish(
     v = result.version
     state = "active" if v.active else "loaded, not active"
     console.out.print(
-        f"published store version [bold]{v.version}[/] ({v.row_count:,} rows, model "
-        f"{v.model_version}, evaluator {v.evaluator or 'not recorded'}): {state}"
+        f"published store version [bold]{console.plain(v.version)}[/] ({v.row_count:,} rows, model "
+        f"{console.plain(v.model_version)}, evaluator {console.plain(v.evaluator or 'not recorded')}): "
+        f"{state}"
     )
     return 0

@@ -71,7 +71,8 @@ def _switch(store_url: str | None, as_json: bool, action: Callable[[Any], Any], 
     if as_json:
         console.print_json(v)
     else:
-        console.out.print(f"{verb} store version [bold]{v['store_version']}[/] (model {v['model_version']})")
+        console.out.print(f"{verb} store version [bold]{console.plain(v['store_version'])}[/] "
+                          f"(model {console.plain(v['model_version'])})")
     return 0
 
 
@@ -158,7 +159,7 @@ def store_gc(store_url: str | None, keep: int, as_json: bool) -> int:
         console.print_json({"deleted": deleted, "pruned_write_backs": pruned})
     else:
         console.out.print(f"deleted {len(deleted)} version(s){': ' + ', '.join(deleted) if deleted else ''}; "
-                          f"pruned {pruned} expired write-back(s)")
+                          f"pruned {pruned} expired write-back(s)", markup=False)
     return 0
 
 
@@ -177,5 +178,5 @@ def store_delete(version: str, store_url: str | None, as_json: bool) -> int:
     if as_json:
         console.print_json({"deleted": [version]})
     else:
-        console.out.print(f"deleted store version {version}")
+        console.out.print(f"deleted store version {version}", markup=False)
     return 0

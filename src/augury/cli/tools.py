@@ -88,7 +88,7 @@ def advise(
         traffic=traffic,
         qps=qps,
         latency_slo_ms=latency_slo_ms,
-        max_staleness_s=parse_duration(max_staleness) if max_staleness else None,
+        max_staleness_s=parse_duration(max_staleness, "--max-staleness") if max_staleness else None,
         catalogue_rows=catalogue_rows,
         cores=cores,
         budget_s=budget_s,
@@ -102,5 +102,5 @@ def advise(
         return 0
     console.out.print(advice.render())
     if report is not None:
-        console.out.print(f"report: {report}")
+        console.out.print(f"report: {report}", markup=False)
     return 0
