@@ -102,17 +102,6 @@ def test_a_row_that_does_not_fit_the_schema_is_reported_with_its_key(tmp_path: P
     assert {e["row"]: e["key"] for e in errors} == {1: "p2", 2: None, 3: "p4"}  # row 2 has no id
 
 
-def test_a_row_that_does_not_fit_the_schema_is_reported_with_its_key(tmp_path: Path) -> None:
-    src = tmp_path / "in.csv"
-    src.write_text("patient_id,a,b\np1,1,2\np2,abc,3\n,x,1\np4,5,\n")
-    out = tmp_path / "out.parquet"
-    options = BatchOptions(workers=1, max_error_rate=1.0, key_columns=("patient_id",))
-    result = run_batch("fixture_models:add", src, out, options)
-    assert result.errors_path is not None
-    errors = [orjson.loads(line) for line in result.errors_path.read_text().splitlines()]
-    assert {e["row"]: e["key"] for e in errors} == {1: "p2", 2: None, 3: "p4"}  # row 2 has no id
-
-
 def test_jsonl_with_bad_lines_and_model_refusals(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"a": 1, "b": 2}\nnot json\n{"a": "x", "b": 1}\n{"a": 5000, "b": 1}\n{"a": 2, "b": 2}\n')
