@@ -31,11 +31,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _augury(*blocked: str) -> list[str]:
+    """The command line of `augury`, with the modules `blocked` made impossible to import (as if their
+    packages were not installed)."""
+    if not blocked:
+        return [sys.executable, "-m", "augury.cli"]
+    return [sys.executable, "-c", f"import sys; sys.modules.update(dict.fromkeys({list(blocked)!r})); "
+            "sys.argv[0] = 'augury'; from augury.cli import main; sys.exit(main())"]
+
+
 @contextmanager
-def augury_serve(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def augury_serve(*args: str, blocked: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-m", "augury.cli", "serve", "--port", str(port), *args],
+    proc = subprocess.Popen([*_augury(*blocked), "serve", "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -115,7 +124,7 @@ def test_serve_static_binds_localhost_by_default(tmp_path: Path) -> None:
     ((), "give a model (--model), a prediction store (--store), or both"),
     (("--model", "nowhere.joblib"), "does not exist"),
     (("--store", "redis://x"), "Redis"),
-    (("--model", "nowhere.joblib", "--write-back-ttl", "soon"), "duration"),
+    (("--model", "nowhere.joblib", "--write-back-ttl", "soon"), "use a number and a unit"),
     (("--model", "nowhere.joblib", "--write-back-ttl", "1m", "--write-back-to", "store"), "needs a store"),
     (("--model", "nowhere.joblib", "--write-back-to", "process"), "give --write-back-ttl too"),
     (("--model", "m.joblib", "--write-back-ttl", "1m", "--write-back-to", "disk"), "'disk' is not one of"),
@@ -138,3 +147,51 @@ def test_launch_config_round_trips_through_the_environment() -> None:
         ServeSettings(max_queue=0)
     with pytest.raises(ConfigError, match="'store' or 'process'"):
         ServeSettings(write_back_ttl_s=1.0, write_back_to="disk")
+
+
+def test_serve_without_httptools_runs_on_h11(hgb_model: Path) -> None:
+    """Without httptools augury's protocol is not used and uvicorn's h11 serves the same answers."""
+    rows = {"instances": [{f"f{i}": 0.5 for i in range(4)}]}
+    answers = []
+    for blocked in ((), ("httptools",)):
+        with augury_serve("--model", str(hgb_model), blocked=blocked) as (url, _):
+            r = httpx.post(f"{url}/v1/models/{hgb_model.stem}:predict", json=rows, timeout=10)
+            assert r.status_code == 200, r.text
+            answers.append(r.json()["predictions"])
+    assert answers[0] == answers[1]
+
+
+def test_serve_without_the_serve_extra_says_which_to_install(hgb_model: Path) -> None:
+    proc = subprocess.run([*_augury("starlette"), "serve", "--model", str(hgb_model)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "pip install 'augury[serve]'" in proc.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_and_nothing_says_serving(hgb_model: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--model", str(hgb_model),
+                               "--port", port, "--workers", workers],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"augury: cannot serve on 127.0.0.1:{port}: the port is in use"
+
+
+def test_several_workers_refuse_another_models_store_before_starting(tmp_path: Path) -> None:
+    """The start-up check runs in the launching process too: one line, no worker started."""
+    store_path = tmp_path / "preds.db"
+    store = SQLiteStore(str(store_path))
+    batch = pa.record_batch({"key": ["k1"], "computed_at": [time.time()], "value": [1.0]})
+    store.publish([batch], model_version="1", meta={"model": "churn"})
+    store.close()
+    proc = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--store", f"sqlite:///{store_path}",
+                           "--name", "notthere", "--workers", "2", "--port", str(_free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "notthere" in proc.stderr and "churn" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -45,8 +45,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                on_close: Callable[[], None] | None = None) -> Starlette:
     """A Starlette app serving `model` and/or `store` (see the module docstring)."""
     mode = mode_of(model is not None, store is not None)
-    name = _name(settings, model, store)
-    check_store_model(name, model, store, settings.allow_name_mismatch)
+    name = check_parts(settings, model, store)
     metrics = ServeMetrics(share_dir=settings.metrics_dir)
     executor = model_executor(settings.model_threads) if model is not None else None
     batcher: Batcher[Row, Outcome] | None = None
@@ -162,6 +161,15 @@ class AuguryApp(Starlette):
         await send_response(send, 503, dump_json({"error": message}), headers)
         books.metrics.shed.inc()
         books.finish(scope, rid, "unmatched", 503, 0.0, "TooManyInFlight", message)
+
+
+def check_parts(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:
+    """What `create_app` refuses before it builds anything (the model's name cannot be told, or the store
+    records another model: `check_store_model`); returns the name served. The launcher of several worker
+    processes calls it too, so that they do not each fail alone."""
+    name = _name(settings, model, store)
+    check_store_model(name, model, store, settings.allow_name_mismatch)
+    return name
 
 
 def _name(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:

@@ -12,9 +12,11 @@ server's totals.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import logging
 import os
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -23,7 +25,7 @@ from starlette.applications import Starlette
 
 from augury.errors import ConfigError, MissingExtraError
 from augury.models import Model, load_model
-from augury.serve.app import create_app
+from augury.serve.app import check_parts, create_app
 from augury.serve.settings import CONFIG_ENV, LaunchConfig
 from augury.store import PredictionStore, open_store
 
@@ -35,7 +37,7 @@ def open_parts(config: LaunchConfig) -> tuple[Model | None, PredictionStore | No
     s = config.settings
     model = (load_model(config.model_ref, name=s.name, threads=s.model_threads, evaluator=s.evaluator)
              if config.model_ref else None)
-    store = open_store(config.store_url) if config.store_url else None
+    store = open_store(config.store_url, create=False) if config.store_url else None  # only publish creates
     return model, store
 
 
@@ -88,6 +90,7 @@ def serve(config: LaunchConfig) -> None:
     try:
         if config.workers == 1:
             app = build_app(config)
+            _check_port(config.host, config.port)
             _announce(config)
             server = uvicorn.Server(uvicorn.Config(
                 app, host=config.host, port=config.port, log_level=config.log_level,
@@ -96,9 +99,13 @@ def serve(config: LaunchConfig) -> None:
             started = server.started
         else:
             model, store = open_parts(config)  # fail fast, in this process, with a clear message
-            if store is not None:
-                store.close()
+            try:
+                check_parts(config.settings, model, store)
+            finally:
+                if store is not None:
+                    store.close()
             del model
+            _check_port(config.host, config.port)
             _announce(config)
             with tempfile.TemporaryDirectory(prefix="augury-metrics-") as shared:
                 settings = dataclasses.replace(config.settings, metrics_dir=shared)
@@ -124,6 +131,23 @@ def http_protocol() -> Any:
     from augury.serve.protocol import AuguryHttpProtocol
 
     return AuguryHttpProtocol
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one clear line if `host`:`port` cannot be bound (taken, or not an address of this
+    machine), before anything says it is serving there. uvicorn binds it a moment later."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(f"cannot serve on {host}:{port}: {why}") from None
 
 
 def _announce(config: LaunchConfig) -> None:
