@@ -80,3 +80,14 @@ def test_serve_refuses_to_start_on_a_missing_store(tmp_path: Path) -> None:
         f"augury: no store at {missing} (a store is created by its first publish; check the path)"
     ]
     assert not missing.exists()
+
+
+@pytest.mark.parametrize("what", ["missing", "not parquet"])
+def test_a_publish_of_a_bad_predictions_file_creates_no_store(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "new.db"
+    bad = tmp_path / "p.parquet"
+    if what == "not parquet":
+        bad.write_text("key,label\nx,1\n")
+    proc = augury("publish", str(bad), "--store", f"sqlite:///{path}")
+    assert proc.returncode == 2, proc.stderr
+    assert not path.exists()

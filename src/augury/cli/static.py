@@ -184,13 +184,15 @@ def publish(
     from augury.publish import publish_predictions
     from augury.store import open_store
     from augury.verify import load_checks
+    from augury.verify.source import PredictionsFile
 
     ttl_s = parse_duration(ttl, "--ttl") if ttl else None
+    gates = load_checks(checks)
+    with PredictionsFile(predictions):  # a missing or unreadable file fails before a store is created
+        pass
     store = open_store(resolve_store(store_url), create=True)  # the one command that may create a store
     try:
-        result = publish_predictions(
-            predictions, store, load_checks(checks), ttl_s=ttl_s, activate=not no_activate
-        )
+        result = publish_predictions(predictions, store, gates, ttl_s=ttl_s, activate=not no_activate)
     finally:
         store.close()
     if as_json:
