@@ -7,6 +7,7 @@ ask the advisor (with its HTML report), printing what happened at each step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ def _train(workdir: Path, version: str, *, max_iter: int = 60, learning_rate: fl
         import joblib
         from sklearn.datasets import load_wine
         from sklearn.ensemble import HistGradientBoostingClassifier
+        from threadpoolctl import threadpool_limits
     except ImportError as exc:
         raise MissingExtraError("the demo", "demo", "scikit-learn") from exc
     data = load_wine()
@@ -54,9 +57,10 @@ def _train(workdir: Path, version: str, *, max_iter: int = 60, learning_rate: fl
     X = pd.DataFrame(data.data, columns=names)
     if unit_error:
         X[_UNIT_ERROR_COLUMN] = X[_UNIT_ERROR_COLUMN] / 1000
-    clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, random_state=0).fit(
-        X, data.target
-    )
+    # one thread: on 178 rows OpenMP's threads only wait for each other (seconds on a busy machine)
+    with threadpool_limits(1):
+        clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, random_state=0)
+        clf.fit(X, data.target)
     path = workdir / f"wine-{version}.joblib"
     joblib.dump(clf, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()  # the manifest says which file it describes
@@ -121,20 +125,11 @@ def run_demo(workdir: Path, rows: int) -> None:
     )
 
     _step(2, "Batch-predict the catalogue: augury batch")
-    preds = workdir / "predictions-v1.parquet"
-    with console.ProgressReporter("scoring") as progress:
-        result = run_batch(
-            str(model_v1), catalogue, preds, BatchOptions(key_columns=("wine_id",)), on_progress=progress
-        )
-    console.out.print(
-        f"{result.rows:,} rows scored in {result.seconds:.1f}s ({result.rows_per_s:,.0f} rows/s) "
-        f"on {result.workers} worker(s), {result.failed} failed -> {preds.name}"
-    )
+    preds = _batch(model_v1, catalogue, workdir / "predictions-v1.parquet")
 
     store_url = f"sqlite:///{workdir / 'store.db'}"
     checks = load_checks(workdir / "checks.toml")
-    store = open_store(store_url)
-    try:
+    with _store(store_url) as store:
         _step(3, "Verify and publish: augury publish (the gates run first)")
         published = publish_predictions(preds, store, checks)
         console.out.print(published.report.render())
@@ -143,14 +138,14 @@ def run_demo(workdir: Path, rows: int) -> None:
         _step(4, "Read predictions back by key: augury store get")
         _show_keys(store, ["w0000000", "w0000001", "w0000002", "w9999999"])
 
-        _step(5, f"A bad retrain: trained on an extract with {_UNIT_ERROR_COLUMN} in other units (/1000)")
-        console.out.print("training wine-2.joblib on the broken extract...")
-        t0 = time.perf_counter()
-        model_v2 = _train(workdir, "2", unit_error=True)
-        console.out.print(f"trained in {time.perf_counter() - t0:.1f}s; scoring the catalogue with it")
-        preds2 = workdir / "predictions-v2.parquet"
-        run_batch(str(model_v2), catalogue, preds2, BatchOptions(key_columns=("wine_id",)))
-        _show_change(preds, preds2, "model 2")
+    _step(5, f"A bad retrain: trained on an extract with {_UNIT_ERROR_COLUMN} in other units (/1000)")
+    console.out.print("training wine-2.joblib on the broken extract...")
+    t0 = time.perf_counter()
+    model_v2 = _train(workdir, "2", unit_error=True)
+    console.out.print(f"trained in {time.perf_counter() - t0:.1f}s")
+    preds2 = _batch(model_v2, catalogue, workdir / "predictions-v2.parquet")
+    _show_change(preds, preds2, "model 2")
+    with _store(store_url) as store:
         try:
             publish_predictions(preds2, store, checks)
             raise AuguryError("the demo's bad retrain passed verification; it should not have")
@@ -163,15 +158,15 @@ def run_demo(workdir: Path, rows: int) -> None:
             f"{active.version if active else '-'} stays active, and model 2 never reaches a reader"
         )
 
-        _step(6, "A good retrain (120 rounds at learning rate 0.05): verified against the active version, "
-                 "published")
-        console.out.print("training wine-3.joblib on the right data, with other settings...")
-        t0 = time.perf_counter()
-        model_v3 = _train(workdir, "3", max_iter=120, learning_rate=0.05)
-        console.out.print(f"trained in {time.perf_counter() - t0:.1f}s; scoring the catalogue with it")
-        preds3 = workdir / "predictions-v3.parquet"
-        run_batch(str(model_v3), catalogue, preds3, BatchOptions(key_columns=("wine_id",)))
-        _show_change(preds, preds3, "model 3")
+    _step(6, "A good retrain (120 rounds at learning rate 0.05): verified against the active version, "
+             "published")
+    console.out.print("training wine-3.joblib on the right data, with other settings...")
+    t0 = time.perf_counter()
+    model_v3 = _train(workdir, "3", max_iter=120, learning_rate=0.05)
+    console.out.print(f"trained in {time.perf_counter() - t0:.1f}s")
+    preds3 = _batch(model_v3, catalogue, workdir / "predictions-v3.parquet")
+    _show_change(preds, preds3, "model 3")
+    with _store(store_url) as store:
         v3 = publish_predictions(preds3, store, checks)
         console.out.print(v3.report.render())
         console.out.print(f"published store version [bold]{v3.version.version}[/] (model 3) and activated it")
@@ -194,8 +189,6 @@ def run_demo(workdir: Path, rows: int) -> None:
                 ],
             )
         )
-    finally:
-        store.close()
 
     _step(
         8,
@@ -225,6 +218,30 @@ def run_demo(workdir: Path, rows: int) -> None:
         f"\nDone. Try: augury store get w0000000 --store {store_url}\n"
         f"      augury serve --model {model_v1} --store {store_url}"
     )
+
+
+def _batch(model: Path, catalogue: Path, out: Path) -> Path:
+    """`augury batch` of the catalogue with `model` into `out`, showing its progress and its result."""
+    with console.ProgressReporter("scoring") as progress:
+        result = run_batch(str(model), catalogue, out, BatchOptions(key_columns=("wine_id",)),
+                           on_progress=progress)
+    console.out.print(
+        f"{result.rows:,} rows scored in {result.seconds:.1f}s ({result.rows_per_s:,.0f} rows/s) "
+        f"on {result.workers} worker(s), {result.failed} failed -> {out.name}"
+    )
+    return out
+
+
+@contextlib.contextmanager
+def _store(url: str) -> Iterator[PredictionStore]:
+    """The demo's store, open for one step and closed before the next batch run: a process that runs
+    another thread (the store's, while it reads) starts batch workers by spawn instead of fork, seconds
+    slower."""
+    store = open_store(url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _show_keys(store: PredictionStore, keys: list[str]) -> None:
