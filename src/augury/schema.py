@@ -1,9 +1,25 @@
 """Typed schemas and the one cast that every path goes through.
 
 A `Schema` is an ordered tuple of named, typed fields. A model has an input schema (its features) and an
-output schema (its prediction columns). `conform` casts any Arrow batch to an input schema: the batch
-runner calls it on every chunk, the server on every request, so a float sent as JSON text and the same
-float read from Parquet become the same value before anything else happens (DESIGN.md, invariant 1).
+output schema (its prediction columns). Every input is cast to the model's input schema before anything
+else happens, so a float sent as JSON text and the same float read from Parquet become the same value
+(DESIGN.md, invariant 1). Where that invariant lives:
+
+- `cast_value`: the rules for one value (what text, number or bool each dtype accepts, and what it
+  becomes). `cast_row` applies it to one JSON object, then `conform`'s null and NaN rules, with
+  `conform`'s reasons: the server's path (through `serve.casting.RowCaster`, which returns the row
+  unchanged where `cast_row` would and calls it otherwise).
+- `conform`: a batch (the batch runner's chunks, verify's golden rows, advise's samples). Arrow casts a
+  column when it can; a column Arrow cannot cast, or would cast more leniently than `cast_value`
+  (`_arrow_is_lenient`: hexadecimal text for an int, a number other than 0 or 1 for a bool, a bool for a
+  number), is cast value by value with `cast_value`.
+
+Arrow's vectorised cast and `cast_value` are two implementations of one rule, pinned equal by
+tests/test_schema.py: an edge-case table (NaN, infinities, -0.0, ints past int32, 2**53 and int64,
+floats for ints, text with digits and spaces, bools for numbers and numbers for bools, nulls, unicode,
+empty text) over every dtype, and property tests drawing values and whole batches, holding `conform`,
+`cast_row` and `RowCaster` to the same values bit for bit, the same rejections with the same reasons,
+and the same keys (`keys.feature_keys` of the batch, `keys.RowKeys` of the server's rows).
 """
 
 from __future__ import annotations
@@ -11,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -180,6 +197,8 @@ def _cast_column(col: pa.Array, f: Field) -> tuple[pa.Array, np.ndarray, dict[in
         col = col.dictionary_decode()
     if col.type == target:
         cast = col
+    elif _arrow_is_lenient(col, target):
+        cast = _cast_per_value(col, f, bad, reasons)
     else:
         try:
             cast = pc.cast(col, target, safe=True)
@@ -191,16 +210,14 @@ def _cast_column(col: pa.Array, f: Field) -> tuple[pa.Array, np.ndarray, dict[in
             cast = pc.fill_null(cast, float("nan"))
         elif nulls.any():
             for i in np.flatnonzero(nulls):
-                reasons.setdefault(int(i), f"feature {f.name!r} is missing")
+                reasons.setdefault(int(i), _missing(f))
             bad |= nulls
             cast = pc.fill_null(cast, _placeholder(f.dtype))
     if pa.types.is_floating(target) and not f.allow_missing:
         nans = np.isnan(cast.to_numpy(zero_copy_only=False)) & ~bad
         if nans.any():
             for i in np.flatnonzero(nans):
-                reasons.setdefault(
-                    int(i), f"feature {f.name!r} is NaN and the model does not accept missing values"
-                )
+                reasons.setdefault(int(i), _nan(f))
             bad |= nans
     return cast, bad, reasons
 
@@ -209,53 +226,130 @@ def _placeholder(dtype: str) -> Any:
     return {"string": "", "bool": False}.get(dtype, 0)
 
 
+def _missing(f: Field) -> str:
+    return f"feature {f.name!r} is missing"
+
+
+def _nan(f: Field) -> str:
+    return f"feature {f.name!r} is NaN and the model does not accept missing values"
+
+
+def _unreadable(f: Field, v: Any) -> str:
+    return f"feature {f.name!r}: cannot read {v!r} as {f.dtype}"
+
+
+def _arrow_is_lenient(col: pa.Array, target: pa.DataType) -> bool:
+    """Whether Arrow's cast of `col` to `target` would accept a value that `cast_value` rejects: text in
+    hexadecimal for an int (Arrow reads "0x..." as the bits, so "0xFFFFFFFFFFFFFFFF" is -1), a number
+    other than 0 and 1 for a bool (Arrow makes any non-zero number, NaN included, true), or a bool for a
+    number (Arrow makes it 1 or 0). Such a column is cast value by value."""
+    numeric = pa.types.is_integer(target) or pa.types.is_floating(target)
+    if numeric and pa.types.is_boolean(col.type):
+        return True
+    if pa.types.is_integer(target) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return bool(pc.any(pc.match_substring_regex(col, "^0[xX]")).as_py())
+    if pa.types.is_boolean(target) and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        zero, one = pa.scalar(0, col.type), pa.scalar(1, col.type)
+        return bool(pc.any(pc.invert(pc.or_(pc.equal(col, zero), pc.equal(col, one)))).as_py())
+    return False
+
+
 def _cast_per_value(col: pa.Array, f: Field, bad: np.ndarray, reasons: dict[int, str]) -> pa.Array:
     values: list[Any] = []
     for i, v in enumerate(col.to_pylist()):
         try:
             values.append(cast_value(v, f.dtype))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             bad[i] = True
-            reasons[i] = f"feature {f.name!r}: cannot read {v!r} as {f.dtype}"
+            reasons[i] = _unreadable(f, v)
             values.append(_placeholder(f.dtype))
     return pa.array(values, type=f.arrow_type)
 
 
+#: the values an int dtype holds: lo <= v < hi.
+INT_RANGES: Mapping[str, tuple[int, int]] = {"int64": (-(2**63), 2**63), "int32": (-(2**31), 2**31)}
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+#: the float64 values from which float32 rounds to infinity (round half to even, at 2**128 - 2**103).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+
 def cast_value(v: Any, dtype: str) -> Any:
-    """Cast one Python value to `dtype` the way Arrow would; None stays None. Raises ValueError/TypeError."""
+    """Cast one Python value to `dtype` as `conform` casts a column holding it; None stays None. Raises
+    ValueError, TypeError or OverflowError when it cannot.
+
+    `conform` lets Arrow cast a column when Arrow can and comes here, value by value, when it cannot, so
+    this accepts what either accepts, with Arrow's value where both do, except where Arrow is lenient
+    (`_arrow_is_lenient`: then `conform` comes here for the whole column). tests/test_schema.py holds
+    the two to one answer. The rules: text is read by Python's `int`/`float` (Arrow reads no more, and the
+    same number), not in hexadecimal; a bool is not a number; only 0 and 1 (and their texts, and "true"
+    and "false") are bools; an int must fit its dtype; a float32 is rounded once, from the text or the
+    float64 (overflowing to infinity, as Arrow does); a number's text is as Arrow writes it ("2", not
+    "2.0"; "true", not "True").
+    """
     if v is None:
         return None
     if dtype == "string":
         if isinstance(v, str):
             return v
-        if isinstance(v, bool | int | float):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
             return str(v)
+        if isinstance(v, float):  # Arrow's shortest round-trip text, which is not Python's
+            return pc.cast(pa.array([v], type=pa.float64()), pa.string())[0].as_py()
         raise TypeError(v)
     if dtype == "bool":
         if isinstance(v, bool):
             return v
-        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
-            return v.strip().lower() in ("true", "1")
-        if isinstance(v, int) and v in (0, 1):
+        if isinstance(v, str) and v.strip().lower() in _BOOL_TEXT:
+            return _BOOL_TEXT[v.strip().lower()]
+        if isinstance(v, int | float) and v in (0, 1):
             return bool(v)
         raise ValueError(v)
-    if isinstance(v, bool):
+    if isinstance(v, bool):  # a bool is not a number (Arrow would make it 1 or 0)
         raise TypeError(v)
-    if dtype.startswith("int"):
+    if dtype in INT_RANGES:
         if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
             raise ValueError(v)
-        return int(v)
-    if isinstance(v, str | int | float):
-        return float(v)
-    raise TypeError(v)
+        if not isinstance(v, str | int | float):
+            raise TypeError(v)
+        n = int(v)
+        lo, hi = INT_RANGES[dtype]
+        if not lo <= n < hi:
+            raise ValueError(f"{v!r} does not fit in {dtype}")
+        return n
+    if not isinstance(v, str | int | float):
+        raise TypeError(v)
+    x = float(v)
+    if dtype == "float32":
+        return _float32(x, v if isinstance(v, str) else None)
+    return x
+
+
+def _float32(x: float, text: str | None) -> float:
+    """`x` rounded to float32; from `text` (which `x` was read from) when rounding `x` is not rounding
+    the number the text means (double rounding: Arrow reads text to float32 directly)."""
+    if not math.isfinite(x):
+        return x
+    rounded = math.copysign(math.inf, x) if abs(x) >= _FLOAT32_OVERFLOW else float(np.float32(x))
+    if text is None or rounded == x:
+        return rounded
+    # Python reads more forms than Arrow (spaces, underscores, other digits): give Arrow the number
+    try:
+        exact = str(Decimal(text.strip()))
+        return float(pc.cast(pa.array([exact]), pa.float32(), safe=True)[0].as_py())
+    except (InvalidOperation, pa.ArrowInvalid):  # not met: Decimal and Arrow read what float() reads
+        return rounded
 
 
 def cast_row(obj: Mapping[str, Any], schema: Schema, *, ignore_unknown: bool = False) -> list[Any]:
     """Cast one example (a mapping of feature name to JSON-like value) to `schema`, in schema order.
 
-    The same rules as `conform`, for one row without Arrow's per-call overhead: the server's path. A
-    missing feature, an unknown field (unless `ignore_unknown`), a value that cannot be cast, or a null or
-    NaN where the field does not allow missing values raises SchemaError naming the field."""
+    `conform`'s cast for one row, without Arrow's per-call overhead: the server's path. Every value goes
+    through `cast_value`, then the null and NaN rules of `conform`; a rejected value raises SchemaError
+    with the reason `conform` gives its row. A missing feature or an unknown field (unless
+    `ignore_unknown`) raises SchemaError too (`conform` keeps only the schema's columns and fails the
+    whole batch when one is missing)."""
     if not ignore_unknown:
         unknown = [k for k in obj if k not in schema]
         if unknown:
@@ -271,23 +365,20 @@ def cast_row(obj: Mapping[str, Any], schema: Schema, *, ignore_unknown: bool = F
         try:
             v = cast_value(v, f.dtype)
         except (TypeError, ValueError, OverflowError):
-            raise SchemaError(f"feature {f.name!r}: cannot read {v!r} as {f.dtype}") from None
-        if f.dtype == "float32" and v is not None:
-            v = float(np.float32(v))
-        elif f.dtype.startswith("int") and v is not None and not -(2**63) <= v < 2**63:
-            raise SchemaError(f"feature {f.name!r}: {v} does not fit in {f.dtype}")
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+            raise SchemaError(_unreadable(f, v)) from None
+        if v is None:
+            if not (f.allow_missing and f.dtype in _FLOATS):
+                raise SchemaError(_missing(f))
+            v = math.nan
+        elif v != v:  # NaN
             if not f.allow_missing:
-                raise SchemaError(
-                    f"feature {f.name!r} is {'missing' if v is None else 'NaN'} and the model "
-                    f"does not accept missing values"
-                )
-            if pa.types.is_floating(f.arrow_type):
-                v = math.nan
-            elif v is None:
-                raise SchemaError(f"feature {f.name!r} is missing")
+                raise SchemaError(_nan(f))
+            v = math.nan
         row.append(v)
     return row
+
+
+_FLOATS = frozenset({"float64", "float32"})
 
 
 def rows_to_batch(rows: Sequence[Sequence[Any]], schema: Schema) -> pa.RecordBatch:

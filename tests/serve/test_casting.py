@@ -1,4 +1,6 @@
-"""`RowCaster` is `cast_row`: the same row, or the same error, for every kind of value and field."""
+"""`RowCaster` is `cast_row`: the same row, or the same error, for every kind of value and field.
+
+(tests/test_schema.py holds both, and `conform`, to one table of edge cases and to drawn values.)"""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ MIXED = Schema((Field("x", "float64"), Field("n", "int64"), Field("m", "int32"),
 FLOATS = Schema((Field("a", "float64"), Field("b", "float64", allow_missing=True)))
 
 VALUES: list[Any] = [1.5, -0.0, 3, 0, 1, True, False, "2.5", "7", "true", "x", "", None, math.nan, math.inf,
-                     2**63, -(2**63), 2**63 - 1, 1e30, [1], {"a": 1}, 2.0]
+                     2**63, -(2**63), 2**63 - 1, 1e30, [1], {"a": 1}, 2.0, 2**31, -(2**31) - 1, 2**31 - 1,
+                     "0x10", 1.0, 0.0]
 
 
 def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -3,9 +3,11 @@
 `cast_row` asks, for every value, what the field's dtype is and what the value's type is (about 0.5 µs
 a feature). A request's values are nearly always already of their field's JSON type (a float for a
 float64 feature, a string for a string one...), and for those the cast changes nothing: `RowCaster`
-checks exactly that, with one type test per value, and hands every other row (an int for a float
-feature, a string to parse, a NaN, a null, a missing or unknown field, a float32 feature) to
-`cast_row` itself. So the result, or the error, is always `cast_row`'s (DESIGN.md, invariant 1).
+checks exactly that, with one type test per value (and, for an int, that it fits its dtype), and hands
+every other row (an int for a float feature, a string to parse, a NaN, a null, a missing or unknown
+field, a float32 feature) to `cast_row` itself. So the result, or the error, is always `cast_row`'s,
+which is `schema.conform`'s (DESIGN.md, invariant 1): tests/serve/test_casting.py holds `RowCaster` to
+`cast_row`, and tests/test_schema.py holds all three to one table of edge cases and to drawn values.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from augury.schema import Schema, cast_row
+from augury.schema import INT_RANGES, Schema, cast_row
 
 #: the Python type a JSON value already has when it needs no cast, by dtype (float32 always casts).
 _AS_IS: dict[str, type] = {"float64": float, "int64": int, "int32": int, "bool": bool, "string": str}
-_INT64 = 2**63
 _FLOAT = {float}
 
 
@@ -31,7 +32,8 @@ class RowCaster:
         self._names = tuple(schema.names)
         self._types = tuple(_AS_IS.get(f.dtype) for f in schema.fields)
         self._floats_only = all(t is float for t in self._types)
-        self._ints = tuple(t is int for t in self._types)
+        #: for an int field, the range of values it holds (`INT_RANGES`); None for the others
+        self._ranges = tuple(INT_RANGES.get(f.dtype) for f in schema.fields)
         #: the distinct dtypes of the schema's fields.
         self.dtypes = frozenset(f.dtype for f in schema.fields)
 
@@ -58,9 +60,9 @@ class RowCaster:
         if self._floats_only:  # NaN is cast_row's to decide: a sum of floats is NaN if one of them is
             total = sum(row) if set(map(type, row)) == _FLOAT else math.nan  # (or if +inf meets -inf:
             return total == total  # then cast_row decides too, and keeps the infinities)
-        for v, t, is_int in zip(row, self._types, self._ints, strict=True):
+        for v, t, ints in zip(row, self._types, self._ranges, strict=True):
             if type(v) is not t:
                 return False
-            if (t is float and v != v) or (is_int and not -_INT64 <= typing.cast(int, v) < _INT64):
+            if (t is float and v != v) or (ints is not None and not ints[0] <= typing.cast(int, v) < ints[1]):
                 return False
         return True
