@@ -219,3 +219,14 @@ def test_cast_row_errors_name_the_field(bad: dict[str, object]) -> None:
 
     with pytest.raises(SchemaError, match=r"x|zzz"):
         cast_row(bad, Schema.of([("x", "float64")]))
+
+
+def test_the_compiled_functions_are_the_python_ones() -> None:
+    """One word function and one fold: numba compiles `_fold` and `_float_words` themselves, the
+    functions `feature_keys` runs on arrays and `RowKeys` runs on ints without numba."""
+    pytest.importorskip("numba")
+    compiled = keys._compiled()
+    assert compiled is not None
+    assert compiled.fold.py_func is keys._fold  # type: ignore[attr-defined]
+    assert compiled.float_words.py_func is keys._float_words  # type: ignore[attr-defined]
+    assert compiled.float_row.py_func is keys._float_row  # type: ignore[attr-defined]
