@@ -222,7 +222,7 @@ def test_invalid_file_and_sha256(tmp_path: Path, manifest: Any, text: str, messa
 def test_the_demo_writes_manifests_that_name_their_file(tmp_path: Path) -> None:
     from augury.demo import _train
 
-    path = _train(tmp_path, seed=0, version="v1")
+    path = _train(tmp_path, version="v1")
     m = read_manifest(path)
     assert m is not None and m.file == "wine-v1.joblib" and m.sha256 is not None
     assert load_model(path).info.version == "v1"
