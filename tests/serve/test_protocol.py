@@ -106,6 +106,7 @@ SCENARIOS: dict[str, bytes] = {
     "http/1.0": _get("/plain", version=b"1.0"),
     "http/1.0 keep-alive": _get("/plain", b"connection: keep-alive\r\n", version=b"1.0"),
     "client asks to close": _get("/plain", b"connection: close\r\n"),
+    "client asks to close, then sends more": _get("/plain", b"connection: close\r\n") + _get("/whole"),
     "streamed, chunked": _get("/stream"),
     "streamed with a length": _get("/stream-length"),
     "no content": _get("/no-content"),

@@ -142,6 +142,10 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.state = server_state
         self.app_state = app_state
         self.parser = httptools.HttpRequestParser(self)
+        try:  # a request saying "Connection: close" followed by more bytes is answered, then closed
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        except AttributeError:  # httptools < 0.6.3
+            pass
         self.transport: asyncio.Transport | None = None
         self.writer: _TurnWriter | None = None
         self.server: tuple[str, int] | None = None
