@@ -412,3 +412,46 @@ def test_publish_accepts_a_table_or_a_single_batch(store: PredictionStore, batch
     with pytest.raises(InputError, match="record batches"):
         store.publish([{"key": "a"}], model_version="m")  # type: ignore[list-item]
     assert [v.version for v in store.versions()] == ["1", "2"]
+
+
+def test_a_version_keeps_the_features_hash_of_each_record(store: PredictionStore, batch_of: BatchOf) -> None:
+    """A published `features_key` column (32 hex digits, or 16 bytes) is kept with each record as 16 bytes
+    (`StoredPrediction.features_hash`); a version without one has none, and its records read as before."""
+    digest = bytes(range(16))
+    hashed = batch_of(["a", "b", "c"], extra={"features_key": pa.array([digest.hex(), None, "ff" * 16])})
+    info = store.publish([hashed], model_version="m1")
+    assert info.features_hash and info.columns == ("score",) and info.to_dict()["features_hash"] is True
+    a, b, c = store.get_many(["a", "b", "c"])
+    assert a is not None and b is not None and c is not None
+    assert (a.features_hash, b.features_hash, c.features_hash) == (digest, None, b"\xff" * 16)
+    assert (a.values, c.values) == ({"score": 0.0}, {"score": 2.0})
+    assert store.get_many(["c"])[0] == c  # one key (the single-key path) as several
+    plain = store.publish([batch_of(["a"])], model_version="m1")
+    assert not plain.features_hash
+    got = store.get_many(["a"])[0]
+    assert got is not None and got.features_hash is None and got.values == {"score": 0.0}
+    store.rollback()
+    assert [v.features_hash for v in store.versions()] == [True, False]
+    assert store.get_many(["a"])[0] == a
+    binary = batch_of(["d"], extra={"features_key": pa.array([digest], pa.binary(16))})
+    store.publish([binary], model_version="m1")
+    assert [p.features_hash for p in store.get_many(["d"]) if p is not None] == [digest]
+
+
+@pytest.mark.parametrize(("features_key", "message"), [
+    (pa.array(["abc"]), "not hex digits"),
+    (pa.array(["ab" * 8]), "8 bytes, not 16"),
+    (pa.array([1.5]), "must hold 32 hex digits"),
+])
+def test_a_bad_features_key_publishes_nothing(store: PredictionStore, batch_of: BatchOf,
+                                              features_key: pa.Array, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        store.publish([batch_of(["a"], extra={"features_key": features_key})], model_version="m1")
+    assert store.active() is None
+
+
+def test_batches_must_agree_on_the_features_key(store: PredictionStore, batch_of: BatchOf) -> None:
+    with pytest.raises(InputError, match="disagree on the 'features_key' column"):
+        store.publish([batch_of(["a"], extra={"features_key": pa.array(["00" * 16])}), batch_of(["b"])],
+                      model_version="m1")
+    assert store.active() is None

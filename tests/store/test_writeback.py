@@ -121,3 +121,16 @@ def test_times_read_back_print_as_they_did(store: PredictionStore) -> None:
     store.write_back([WrittenBack(f"k{i}", {"s": 1.0}, "m", t, 4e9) for i, t in enumerate(stamps)])
     got = store.written_back([f"k{i}" for i in range(len(stamps))], "m")
     assert [iso(g.computed_at) for g in got if g is not None] == [iso(t) for t in stamps]
+
+
+def test_a_written_back_row_keeps_its_features_hash(store: PredictionStore) -> None:
+    """The hash of the features a write-back was computed from comes back with it; a row without one
+    (as written before hashes were kept) still reads; a hash that is not 16 bytes is refused."""
+    now, digest = time.time(), bytes(range(16))
+    store.write_back([WrittenBack("a", {"s": 1.5}, "m1", now, now + 60, digest),
+                      WrittenBack("b", {"s": 2.0}, "m1", now, now + 60)])
+    a, b = store.written_back(["a", "b"], "m1")
+    assert a is not None and b is not None
+    assert (a.values, a.features_hash, b.values, b.features_hash) == ({"s": 1.5}, digest, {"s": 2.0}, None)
+    with pytest.raises(InputError, match="not 16 bytes"):
+        store.write_back([WrittenBack("c", {"s": 1.0}, "m1", now, now + 60, b"short")])

@@ -48,6 +48,11 @@ ORPHAN = "orphan"
 KEY_COLUMN = "key"
 MODEL_VERSION_COLUMN = "model_version"
 COMPUTED_AT_COLUMN = "computed_at"
+#: an optional column of a published batch: the canonical feature key (`keys.feature_keys`, 32 hex digits)
+#: of the features each row was computed from. A version published with it keeps the hash with each
+#: record (as 16 bytes; `VersionInfo.features_hash`), so a server can tell a request whose features differ
+#: from them (`serve.router`); a version without it keeps none, and its records are served by key alone.
+FEATURES_KEY_COLUMN = "features_key"
 #: the key of a version's `meta` naming the evaluator that computed its predictions (`ModelInfo.evaluator`,
 #: from the batch run's metadata; absent when the predictions file did not record it).
 EVALUATOR_META = "evaluator"
@@ -94,6 +99,8 @@ class VersionInfo:
     ttl_s: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: whether its records carry the hash of the features they were computed from (FEATURES_KEY_COLUMN)
+    features_hash: bool = False
 
     @property
     def evaluator(self) -> str | None:
@@ -112,6 +119,7 @@ class VersionInfo:
             "state": self.state,
             "active": self.active,
             "ttl_s": self.ttl_s,
+            "features_hash": self.features_hash,
             "meta": self.meta,
         }
 
@@ -125,6 +133,9 @@ class StoredPrediction(msgspec.Struct, frozen=True):
     model_version: str
     store_version: str
     computed_at: float
+    #: the 16-byte canonical hash of the features it was computed from (`keys`), None when its version
+    #: kept none (FEATURES_KEY_COLUMN)
+    features_hash: bytes | None = None
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -144,6 +155,8 @@ class WrittenBack(msgspec.Struct, frozen=True):
     model_version: str
     computed_at: float
     expires_at: float
+    #: the 16-byte canonical hash of the features it was computed from (`keys`), None if not known
+    features_hash: bytes | None = None
 
 
 @runtime_checkable

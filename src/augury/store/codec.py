@@ -9,11 +9,19 @@ against 62 for JSON, and 1M records encode in 0.09 s with msgspec's MessagePack 
 msgspec's JSON and 1.1 s with orjson (both JSON encoders also write NaN as null, which is wrong here).
 `benchmarks/store_bench.py` measures the whole path.
 
+A version published with a `features_key` column (`base.FEATURES_KEY_COLUMN`: the canonical feature key
+of each row, 32 hex digits, as `augury batch --key` writes it) keeps it at the end of each record, as its
+16 bytes: ``[computed_at_us, value_1, ..., value_n, features_hash]`` (17 bytes more a record; a null
+stays None). The version's layout says so (`View.hashed`), so the records of older versions, without
+it, are read as they always were.
+
 Batch rules (`InputError` otherwise): a `key` column of strings with no nulls; a `computed_at` column
 that is a timestamp (any unit; a zone-naive one is read as UTC; kept to the microsecond) or float unix
 seconds, with no nulls; prediction columns of float, int, bool or string type (dictionary-encoded
 allowed), nulls allowed (read back as None); every batch with the same prediction columns. A
-`model_version` column, if present, must hold the publish's model version on every row.
+`model_version` column, if present, must hold the publish's model version on every row. A
+`features_key` column, if the first batch has one, is in every batch: strings of 32 hex digits (or
+16-byte binary), nulls allowed.
 """
 
 from __future__ import annotations
@@ -28,9 +36,15 @@ import numpy as np
 import pyarrow as pa
 
 from augury.errors import InputError
-from augury.store.base import COMPUTED_AT_COLUMN, KEY_COLUMN, MODEL_VERSION_COLUMN, StoredPrediction
+from augury.store.base import (
+    COMPUTED_AT_COLUMN,
+    FEATURES_KEY_COLUMN,
+    KEY_COLUMN,
+    MODEL_VERSION_COLUMN,
+    StoredPrediction,
+)
 
-_RESERVED = (KEY_COLUMN, COMPUTED_AT_COLUMN, MODEL_VERSION_COLUMN)
+_RESERVED = (KEY_COLUMN, COMPUTED_AT_COLUMN, MODEL_VERSION_COLUMN, FEATURES_KEY_COLUMN)
 
 encode_record = msgspec.msgpack.Encoder().encode
 """A record (a tuple ``(computed_at_us, *values)``) as a MessagePack blob."""
@@ -69,21 +83,32 @@ def prediction_columns(schema: pa.Schema) -> tuple[str, ...]:
     return columns
 
 
+def features_hashed(schema: pa.Schema) -> bool:
+    """Whether a version whose first published batch has `schema` keeps a features hash per record."""
+    return FEATURES_KEY_COLUMN in schema.names
+
+
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """One batch's rows, as Python lists: keys, computed_at in microseconds, one value list per column."""
+    """One batch's rows, as Python lists: keys, computed_at in microseconds, one value list per column,
+    and the features hash of each row when the version keeps them."""
 
     keys: list[str]
     computed_us: list[int]
     values: list[list[Any]]
+    hashes: list[bytes | None] | None = None
 
     def records(self) -> Iterator[tuple[Any, ...]]:
-        """The records ``(computed_at_us, *values)``, aligned with `keys`."""
+        """The records ``(computed_at_us, *values[, features_hash])``, aligned with `keys`."""
+        if self.hashes is not None:
+            return zip(self.computed_us, *self.values, self.hashes, strict=True)
         return zip(self.computed_us, *self.values, strict=True)
 
 
-def batch_rows(batch: pa.RecordBatch, columns: Sequence[str], model_version: str) -> Rows:
-    """Check one published batch against the version's `columns` and convert it to `Rows`."""
+def batch_rows(batch: pa.RecordBatch, columns: Sequence[str], model_version: str,
+               hashed: bool = False) -> Rows:
+    """Check one published batch against the version's `columns` (and `hashed`: whether it keeps a
+    features hash per record) and convert it to `Rows`."""
     found = prediction_columns(batch.schema)
     if set(found) != set(columns):
         missing = sorted(set(columns) - set(found))
@@ -95,9 +120,13 @@ def batch_rows(batch: pa.RecordBatch, columns: Sequence[str], model_version: str
     names = batch.schema.names
     if MODEL_VERSION_COLUMN in names:
         _check_model_version(batch.column(names.index(MODEL_VERSION_COLUMN)), model_version)
+    if features_hashed(batch.schema) != hashed:
+        raise InputError(f"published batches disagree on the '{FEATURES_KEY_COLUMN}' column: the first batch "
+                         f"{'had' if hashed else 'did not have'} one")
     keys = _keys(batch.column(names.index(KEY_COLUMN)))
     computed = computed_at_us(batch.column(names.index(COMPUTED_AT_COLUMN)))
-    return Rows(keys, computed, [_values(batch.column(names.index(c))) for c in columns])
+    hashes = _digests(batch.column(names.index(FEATURES_KEY_COLUMN))) if hashed else None
+    return Rows(keys, computed, [_values(batch.column(names.index(c))) for c in columns], hashes)
 
 
 def _decoded(arr: pa.Array) -> pa.Array:
@@ -112,6 +141,27 @@ def _keys(arr: pa.Array) -> list[str]:
         raise InputError(f"the '{KEY_COLUMN}' column has {arr.null_count} null value(s)")
     keys: list[str] = arr.to_pylist()
     return keys
+
+
+def _digests(arr: pa.Array) -> list[bytes | None]:
+    """A `features_key` column as 16-byte digests (None for a null): from 32 hex digits, or binary."""
+    arr = _decoded(arr)
+    t = arr.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        digests: list[bytes | None] = arr.to_pylist()
+    elif _is_string(t):
+        try:
+            digests = [None if s is None else bytes.fromhex(s) for s in arr.to_pylist()]
+        except ValueError as exc:
+            raise InputError(f"the '{FEATURES_KEY_COLUMN}' column holds a value that is not hex digits: "
+                             f"{exc}") from exc
+    else:
+        raise InputError(f"the '{FEATURES_KEY_COLUMN}' column must hold 32 hex digits or 16 bytes, not {t}")
+    bad = next((d for d in digests if d is not None and len(d) != 16), None)
+    if bad is not None:
+        raise InputError(f"the '{FEATURES_KEY_COLUMN}' column holds a value of {len(bad)} bytes, not 16 "
+                         f"(a canonical feature key is 32 hex digits)")
+    return digests
 
 
 def computed_at_us(arr: pa.Array) -> list[int]:
@@ -157,6 +207,13 @@ class View:
     model_version: str
     columns: tuple[str, ...]
     ttl_s: float | None
+    #: whether its records end with the features hash (see the module docstring)
+    hashed: bool = False
+
+    @property
+    def fields(self) -> int:
+        """How many fields each of its records has."""
+        return len(self.columns) + 1 + self.hashed
 
     def cutoff_us(self, now: float) -> float | None:
         """Rows computed before this instant (microseconds) are expired; None without a TTL."""
@@ -170,6 +227,10 @@ def to_prediction(
     computed = record[0]
     if cutoff_us is not None and computed < cutoff_us:
         return None
+    if view.hashed:
+        values = dict(zip(view.columns, record[1:-1], strict=True))
+        return StoredPrediction(key, values, view.model_version, view.store_version, computed / 1e6,
+                                record[-1])
     values = dict(zip(view.columns, record[1:], strict=True))
     return StoredPrediction(key, values, view.model_version, view.store_version, computed / 1e6)
 

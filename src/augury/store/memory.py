@@ -35,6 +35,7 @@ from augury.store.codec import (
     decode_record,
     dump_json,
     encode_record,
+    features_hashed,
     load_json,
     prediction_columns,
     to_prediction,
@@ -68,11 +69,12 @@ class _Version:
     ttl_s: float | None
     profile_json: str
     meta_json: str
+    hashed: bool = False
     state: str = LOADING
     rows: dict[str, bytes] = field(default_factory=dict)
 
     def view(self) -> View:
-        return View(str(self.number), self.model_version, self.columns, self.ttl_s)
+        return View(str(self.number), self.model_version, self.columns, self.ttl_s, self.hashed)
 
 
 @dataclass(frozen=True)
@@ -121,14 +123,15 @@ class MemoryStore:
         it = iter_batches(batches)
         first = next(it, None)
         columns = prediction_columns(first.schema) if first is not None else ()
+        hashed = first is not None and features_hashed(first.schema)
         with self._lock:
             version = _Version(
-                self._next, model_version, time.time(), columns, ttl_s, profile_json, meta_json
+                self._next, model_version, time.time(), columns, ttl_s, profile_json, meta_json, hashed
             )
             self._versions[version.number] = version
             self._next += 1
         try:
-            rows = _load(first, it, columns, model_version)
+            rows = _load(first, it, columns, model_version, hashed)
         except BaseException:
             with self._lock:
                 self._versions.pop(version.number, None)
@@ -198,7 +201,8 @@ class MemoryStore:
         for key in keys:
             row = self._written.get((key, model_version))
             out.append(None if row is None or row.expires_at <= now else
-                       WrittenBack(key, dict(row.values), model_version, row.computed_at, row.expires_at))
+                       WrittenBack(key, dict(row.values), model_version, row.computed_at, row.expires_at,
+                                   row.features_hash))
         return out
 
     def prune_written_back(self) -> int:
@@ -234,17 +238,19 @@ class MemoryStore:
             ttl_s=v.ttl_s,
             profile=load_json(v.profile_json),
             meta=load_json(v.meta_json),
+            features_hash=v.hashed,
         )
 
 
 def _load(
-    first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch], columns: tuple[str, ...], model_version: str
+    first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch], columns: tuple[str, ...],
+    model_version: str, hashed: bool,
 ) -> dict[str, bytes]:
     """Every row of the published batches, keyed; InputError naming a key that appears twice."""
     rows: dict[str, bytes] = {}
     batch = first
     while batch is not None:
-        r = batch_rows(batch, columns, model_version)
+        r = batch_rows(batch, columns, model_version, hashed)
         chunk = dict(zip(r.keys, map(encode_record, r.records()), strict=True))
         if len(chunk) != len(r.keys):
             key, _ = Counter(r.keys).most_common(1)[0]

@@ -31,7 +31,7 @@ from augury.errors import ConfigError, StoreError
 from augury.store import sqlite_publish, writeback
 from augury.store import versions as vs
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
-from augury.store.codec import dump_json, prediction_columns
+from augury.store.codec import dump_json, features_hashed, prediction_columns
 from augury.store.lease import lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
 from augury.store.sqlite_pool import ReaderPool
@@ -194,11 +194,12 @@ class SQLiteStore:
         it = iter_batches(batches)
         first = next(it, None)
         columns = prediction_columns(first.schema) if first is not None else ()
+        hashed = first is not None and features_hashed(first.schema)
         with self._exclusive("publishing") as con:
             number, lease = sqlite_publish.register(con, self.path, model_version, columns, ttl_s,
-                                                    profile_json, meta_json)
+                                                    profile_json, meta_json, hashed)
             try:
-                sqlite_publish.load(con, number, first, it, columns, model_version, activate)
+                sqlite_publish.load(con, number, first, it, columns, model_version, activate, hashed)
             except BaseException:
                 _rollback(con)
                 self._discard(number)

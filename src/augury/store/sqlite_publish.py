@@ -29,7 +29,7 @@ import pyarrow as pa
 from augury.errors import InputError
 from augury.store.codec import batch_rows, dump_json, encode_record
 from augury.store.lease import Lease, lease_path
-from augury.store.sqlite_schema import table
+from augury.store.sqlite_schema import layout, table
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ INSERT_ROWS = 128
 
 
 def register(con: sqlite3.Connection, path: str, model_version: str, columns: tuple[str, ...],
-             ttl_s: float | None, profile_json: str, meta_json: str) -> tuple[int, Lease]:
-    """Step 1: the new version's number, registered as 'loading' with its empty table, and its lease."""
+             ttl_s: float | None, profile_json: str, meta_json: str,
+             hashed: bool = False) -> tuple[int, Lease]:
+    """Step 1: the new version's number, registered as 'loading' with its empty table, and its lease.
+    `hashed`: its records end with a features hash (`codec`), said in its layout (`sqlite_schema`)."""
     con.execute("BEGIN IMMEDIATE")
     lease: Lease | None = None
     try:
@@ -49,7 +51,7 @@ def register(con: sqlite3.Connection, path: str, model_version: str, columns: tu
             (
                 model_version,
                 time.time(),
-                dump_json({"columns": list(columns)}, "columns"),
+                dump_json(layout(columns, hashed), "columns"),
                 ttl_s,
                 profile_json,
                 meta_json,
@@ -67,7 +69,7 @@ def register(con: sqlite3.Connection, path: str, model_version: str, columns: tu
 
 
 def load(con: sqlite3.Connection, number: int, first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch],
-         columns: tuple[str, ...], model_version: str, activate: bool) -> None:
+         columns: tuple[str, ...], model_version: str, activate: bool, hashed: bool = False) -> None:
     """Step 2: every row, the key index, 'ready', and the pointer if `activate`, in one transaction (left
     open if it fails: the caller rolls it back)."""
     name = table(number)
@@ -78,7 +80,7 @@ def load(con: sqlite3.Connection, number: int, first: pa.RecordBatch | None, res
     con.execute("BEGIN IMMEDIATE")
     batch = first
     while batch is not None:
-        rows = batch_rows(batch, columns, model_version)
+        rows = batch_rows(batch, columns, model_version, hashed)
         blobs = list(map(encode_record, rows.records()))
         n = len(blobs)
         full = n - n % INSERT_ROWS

@@ -306,8 +306,8 @@ def _decode(key: str, blob: bytes, view: View) -> Any:
         record = decode_record(blob)
     except msgspec.DecodeError as exc:
         raise _corrupt(key, view, exc) from exc
-    if not isinstance(record, list) or len(record) != len(view.columns) + 1:
-        raise _corrupt(key, view, ValueError(f"expected {len(view.columns) + 1} fields"))
+    if not isinstance(record, list) or len(record) != view.fields:
+        raise _corrupt(key, view, ValueError(f"expected {view.fields} fields"))
     return record
 
 

@@ -5,7 +5,9 @@ One database file (WAL mode, `synchronous=NORMAL`) holds:
 - ``augury_store(name, value)``: the format marker (``format = augury-prediction-store``, ``format_version``);
   a file without it is not a store, and opening one is a clear `StoreError`;
 - ``augury_versions``: one row per version (``id INTEGER PRIMARY KEY AUTOINCREMENT``, so a number is never
-  reused, even after its row is deleted), with its state, row count, columns, TTL, profile and meta;
+  reused, even after its row is deleted), with its state, row count, layout (``columns``: JSON
+  ``{"columns": [...]}``, with ``"features_hash": true`` when its records end with one: `codec`), TTL,
+  profile and meta;
 - ``augury_pointer``: one row, the active version (NULL before the first activation);
 - ``preds_<n>(key TEXT, v BLOB)``: version n's rows, one MessagePack record per key (see `codec`), with a
   unique index ``preds_<n>_key`` built after the bulk load.
@@ -46,6 +48,11 @@ ACTIVE_SQL = (
     "SELECT v.id, v.model_version, v.columns, v.ttl_s FROM augury_pointer p "
     "JOIN augury_versions v ON v.id = p.active"
 )
+
+
+def layout(columns: tuple[str, ...], hashed: bool) -> dict[str, Any]:
+    """A version's record layout, as its ``columns`` field holds it (JSON; see the module docstring)."""
+    return {"columns": list(columns), "features_hash": True} if hashed else {"columns": list(columns)}
 
 
 def table(version: int) -> str:
@@ -140,17 +147,19 @@ def _info(row: tuple[Any, ...], path: str) -> VersionInfo:
     number, model_version, created_at, state, row_count, columns, ttl_s, profile, meta, active = row
     if state == LOADING and not writer_alive(lease_path(path, number)):
         state = ORPHAN
+    shape = load_json(columns)
     return VersionInfo(
         version=str(number),
         model_version=model_version,
         created_at=created_at,
         row_count=row_count,
-        columns=tuple(load_json(columns)["columns"]),
+        columns=tuple(shape["columns"]),
         state=state,
         active=number == active,
         ttl_s=ttl_s,
         profile=load_json(profile),
         meta=load_json(meta),
+        features_hash=bool(shape.get("features_hash")),
     )
 
 
@@ -160,5 +169,6 @@ def read_active(con: sqlite3.Connection) -> tuple[str, View] | None:
     if row is None:
         return None
     number, model_version, columns, ttl_s = row
-    view = View(str(number), model_version, tuple(load_json(columns)["columns"]), ttl_s)
+    shape = load_json(columns)
+    view = View(str(number), model_version, tuple(shape["columns"]), ttl_s, bool(shape.get("features_hash")))
     return table(number), view

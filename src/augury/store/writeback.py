@@ -8,7 +8,9 @@ SQLite backend keeps them in one table of the store file,
 
 (``WITHOUT ROWID``: a lookup is one B-tree descent; an index on ``expires_at_us`` makes pruning a range
 delete), created by the first write-back, so a store that never gets one is left as it was. ``v`` is the
-values as one MessagePack map (floats to the bit). Expiry is enforced on read: a row past its
+values as one MessagePack map (floats to the bit), or, for a row that knows the hash of the features it
+was computed from, the array ``[values, features_hash]`` (16 bytes): the rows written before that are
+read as they were. Expiry is enforced on read: a row past its
 ``expires_at_us`` is never returned, whether or not it has been pruned yet.
 """
 
@@ -37,7 +39,7 @@ _UPSERT = f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)"
 CHUNK = 256
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
+_decode = msgspec.msgpack.Decoder(dict[str, Any] | tuple[dict[str, Any], bytes]).decode
 
 
 def checked(rows: Sequence[WrittenBack]) -> list[WrittenBack]:
@@ -52,8 +54,11 @@ def checked(rows: Sequence[WrittenBack]) -> list[WrittenBack]:
             raise InputError(f"write-back row {i} (key {row.key!r}) has a non-finite time")
         if not isinstance(row.values, dict) or not row.values:
             raise InputError(f"write-back row {i} (key {row.key!r}) has no values")
+        if row.features_hash is not None and (not isinstance(row.features_hash, bytes)
+                                              or len(row.features_hash) != 16):
+            raise InputError(f"write-back row {i} (key {row.key!r}) has a features hash that is not 16 bytes")
         out.append(WrittenBack(row.key, dict(row.values), row.model_version, row.computed_at,
-                               row.expires_at))
+                               row.expires_at, row.features_hash))
     return out
 
 
@@ -62,7 +67,7 @@ def encoded(rows: Sequence[WrittenBack]) -> list[tuple[str, str, int, int, bytes
     out = []
     for row in checked(rows):
         try:
-            blob = _encode(row.values)
+            blob = _encode(row.values if row.features_hash is None else (row.values, row.features_hash))
         except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"write-back row for key {row.key!r} has values that cannot be stored: "
                              f"{exc}") from exc
@@ -98,8 +103,10 @@ def read(con: sqlite3.Connection, keys: Sequence[str], model_version: str,
             padded = chunk + [chunk[-1]] * (size - len(chunk))
             for key, computed_us, expires_us, blob in con.execute(_select(size), (model_version, now_us,
                                                                                    *padded)):
-                found[key] = WrittenBack(key, _decode(blob), model_version, computed_us / 1e6,
-                                         expires_us / 1e6)
+                v = _decode(blob)
+                values, digest = (v, None) if isinstance(v, dict) else v
+                found[key] = WrittenBack(key, values, model_version, computed_us / 1e6, expires_us / 1e6,
+                                         digest)
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
             raise
