@@ -5,7 +5,9 @@ version as the baseline, and a failed gate raises `VerificationFailed` before th
 profile computed by verification is saved with the version, so the next publish measures drift against
 it without reading the store; so is the evaluator the batch run recorded (`ModelInfo.evaluator`), which
 the server puts in the provenance of the version's answers, and each output column's dtype, which the
-server's v2 metadata and responses name.
+server's v2 metadata and responses name. A file written with key columns has the canonical hash of
+each row's features (`features_key`), which is stored with each record, so a server can tell a request
+whose features differ from those the prediction was computed from.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from augury.schema import DTYPES
 from augury.store.base import (
     COMPUTED_AT_COLUMN,
     EVALUATOR_META,
+    FEATURES_KEY_COLUMN,
     KEY_COLUMN,
     MODEL_VERSION_COLUMN,
     OUTPUT_DTYPES_META,
@@ -112,12 +115,15 @@ def _single_version(pred: PredictionsFile) -> str:
 
 
 def _store_batches(pred: PredictionsFile, model_version: str) -> Iterator[pa.RecordBatch]:
-    """The file's rows as store records: `key` (canonical text), `computed_at`, the output columns.
+    """The file's rows as store records: `key` (canonical text), `computed_at`, the output columns, and
+    `features_key` when the file has one besides its key columns (without key columns, the key is it).
 
     Raises InputError on a row made by another model version, or with no key."""
     keys = list(pred.layout.key_columns)
     outputs = [o.name for o in pred.layout.outputs]
-    for batch in pred.batches([*keys, *outputs, MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN]):
+    hashed = FEATURES_KEY_COLUMN in pred.schema.names and FEATURES_KEY_COLUMN not in (*keys, *outputs)
+    extra = [FEATURES_KEY_COLUMN] if hashed else []
+    for batch in pred.batches([*keys, *outputs, MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN, *extra]):
         versions = pc.unique(batch.column(MODEL_VERSION_COLUMN)).to_pylist()
         if any(v != model_version for v in versions):
             raise InputError(
@@ -128,6 +134,7 @@ def _store_batches(pred: PredictionsFile, model_version: str) -> Iterator[pa.Rec
             if batch.column(c).null_count:
                 raise InputError(f"{pred.path} has rows with no value in key column {c!r}")
         yield pa.RecordBatch.from_arrays(
-            [column_keys(batch, keys), batch.column(COMPUTED_AT_COLUMN), *(batch.column(c) for c in outputs)],
-            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs],
+            [column_keys(batch, keys), batch.column(COMPUTED_AT_COLUMN), *(batch.column(c) for c in outputs),
+             *(batch.column(c) for c in extra)],
+            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs, *extra],
         )

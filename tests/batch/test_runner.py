@@ -77,6 +77,35 @@ def test_key_column_and_workers_give_the_same_answer(
     assert a.equals(b)
 
 
+def test_with_key_columns_each_row_has_its_features_key(hgb_model: Path, features_parquet: Path,
+                                                         tmp_path: Path) -> None:
+    """With --key, the output has `features_key` beside the key: the canonical hash of the row's features,
+    the key the row would have had without key columns (a server compares it with a request's features)."""
+    out = tmp_path / "preds.parquet"
+    run_batch(str(hgb_model), features_parquet, out,
+              BatchOptions(key_columns=("id",), workers=1, chunk_rows=700))
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "features_key", "label", "proba_0", "proba_1", "model_version",
+                                  "computed_at"]
+    source = pq.read_table(features_parquet)
+    inputs = load_model(str(hgb_model)).info.inputs
+    expected = dict(zip(source.column("id").to_pylist(),
+                        feature_keys(conform(source, inputs).batch, inputs).to_pylist(), strict=True))
+    got = dict(zip(table.column("id").to_pylist(), table.column("features_key").to_pylist(), strict=True))
+    assert got == expected
+    hashed = tmp_path / "hashed.parquet"
+    run_batch(str(hgb_model), features_parquet, hashed, INLINE)  # without key columns, the key is the hash
+    assert "features_key" not in pq.read_table(hashed).column_names
+
+
+def test_a_key_column_called_features_key_is_refused(hgb_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"features_key": ["a"], **{f"f{i}": [0.5] for i in range(4)}}), src)
+    with pytest.raises(InputError, match="features_key clash"):
+        run_batch(str(hgb_model), src, tmp_path / "out.parquet",
+                  BatchOptions(key_columns=("features_key",), workers=1))
+
+
 def test_csv_with_bad_rows_reports_them(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text("a,b\n1,2\nabc,3\n4,\n5,6,7\n8,9\n")

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from augury.errors import BatchError, InputError, TooManyBadRows
 from augury.models import load_model
 from augury.models.evaluator import DEFAULT as DEFAULT_EVALUATOR
+from augury.store.base import FEATURES_KEY_COLUMN
 
 from .engine import Engine, make_engine
 from .sources import Source, Task, open_source
@@ -127,9 +128,13 @@ def run_batch(
         raise InputError("--chunk-rows must be at least 1")
     model = load_model(model_ref, name=options.model_name, evaluator=options.evaluator)
     keys = tuple(options.key_columns)
-    overlap = [k for k in keys if k in model.info.outputs.names or k in ("model_version", "computed_at")]
+    written = ("model_version", "computed_at", FEATURES_KEY_COLUMN)
+    overlap = [k for k in keys if k in model.info.outputs.names or k in written]
     if overlap:
         raise InputError(f"key column(s) {', '.join(overlap)} clash with output columns")
+    if keys and FEATURES_KEY_COLUMN in model.info.outputs.names:
+        raise InputError(f"the model has an output called {FEATURES_KEY_COLUMN!r}, the column where a run "
+                         f"with --key writes each row's feature hash; run without --key")
     columns = tuple(dict.fromkeys([*keys, *model.info.inputs.names]))
     source = open_source(input_path, columns, options.chunk_rows)
     workers = options.workers or os.cpu_count() or 1
@@ -253,7 +258,7 @@ def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]
         "evaluator": job.evaluator,
         "key_columns": list(job.key_columns),
         "chunk_rows": job.chunk_rows,
-        "format": 1,
+        "format": 2,  # 2: with key columns, parts have a features_key column (a part of 1 would not merge)
     }
 
 

@@ -22,6 +22,7 @@ from augury.errors import PredictionError
 from augury.keys import column_keys, feature_keys
 from augury.models.base import Model, predict_checked
 from augury.schema import conform
+from augury.store.base import FEATURES_KEY_COLUMN
 
 from .sources import Task, read_task
 
@@ -64,10 +65,12 @@ def errors_path(staging: str | Path, task_id: str) -> Path:
 
 
 def output_schema(model: Model, source_schema: pa.Schema | None, job: Job) -> pa.Schema:
-    """Key column(s), the model's output columns, `model_version`, `computed_at`; with run metadata."""
+    """Key column(s) (then `features_key` with key columns), the model's output columns, `model_version`,
+    `computed_at`; with run metadata."""
     if job.key_columns:
         assert source_schema is not None
-        key_fields = [source_schema.field(c) for c in job.key_columns]
+        key_fields = [*(source_schema.field(c) for c in job.key_columns),
+                      pa.field(FEATURES_KEY_COLUMN, pa.string())]
     else:
         key_fields = [pa.field("key", pa.string())]
     fields = [
@@ -100,12 +103,13 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
                     {"row": first_row + e.index, "file": task.file, "key": key, "reason": e.reason}
                 )
             good = batch.take(pa.array(conformed.indices)) if conformed.errors else batch
+            hashes = feature_keys(conformed.batch, schema)
             if job.key_columns:
                 keyed, key_errors = _user_keys(good, job.key_columns)
                 keys = column_keys(good, list(job.key_columns))
             else:
                 keyed, key_errors = np.ones(good.num_rows, dtype=bool), {}
-                keys = feature_keys(conformed.batch, schema)
+                keys = hashes
             preds, failed = _predict_isolating(model, conformed.batch)
             ok = keyed.copy()
             ok[list(failed)] = False
@@ -122,8 +126,9 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
             if not ok.all():
                 mask = pa.array(ok)
                 good, keys, preds = good.filter(mask), keys.filter(mask), preds.filter(mask)
+                hashes = hashes.filter(mask)
             n = good.num_rows
-            key_cols = [good.column(c) for c in job.key_columns] if job.key_columns else [keys]
+            key_cols = [*(good.column(c) for c in job.key_columns), hashes] if job.key_columns else [keys]
             now_us = int(time.time() * 1_000_000)
             out_schema = output_schema(model, batch.schema if job.key_columns else None, job)
             out = pa.RecordBatch.from_arrays(
