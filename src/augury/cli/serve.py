@@ -107,6 +107,12 @@ from ._common import evaluator_option, reporting
     help="Hybrid: answer from the store only predictions of the served model version.",
 )
 @click.option(
+    "--trust-keys",
+    is_flag=True,
+    help="Answer a key sent with features from the store even when its prediction was computed from "
+    "other features (by default those are computed again: hybrid, or refused: static).",
+)
+@click.option(
     "--allow-name-mismatch",
     is_flag=True,
     help="Serve a store whose active version records another model's name (refused by default).",
@@ -145,6 +151,7 @@ def serve(
     write_back_ttl: str | None,
     write_back_to: Literal["store", "process"] | None,  # click.Choice checked it
     require_version_match: bool,
+    trust_keys: bool,
     allow_name_mismatch: bool,
     model_threads: int,
     evaluator: str,
@@ -168,6 +175,7 @@ def serve(
         model_threads=model_threads,
         evaluator=evaluator,
         require_version_match=require_version_match,
+        trust_keys=trust_keys,
         allow_name_mismatch=allow_name_mismatch,
     )
     if write_back_to == "store" and store_url is None:

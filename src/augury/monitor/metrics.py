@@ -84,6 +84,10 @@ class ServeMetrics:
         self.writeback_lookups = CounterFamily(
             "augury_writeback_lookups", "Keys looked up among the written-back dynamic predictions, by "
             "result (hit or miss).", ["result"])
+        self.features_changed = CounterFamily(
+            "augury_features_changed", "Examples sent with a key and features that differ from those its "
+            "stored or written-back prediction was computed from: computed again (hybrid) or refused with "
+            "409 (static). Not counted with --trust-keys.")
         self.writeback_rows = CounterFamily(
             "augury_writeback_rows", "Dynamic predictions written back to the prediction store, by result: "
             "written, dropped (the write-behind queue was full) or failed (the store refused the write).",
@@ -120,7 +124,8 @@ class ServeMetrics:
         r.register(self.model_info)
         self._families = Families([
             self.requests, self.errors, self.request_seconds, self.prediction_seconds, self.predictions,
-            self.store_lookups, self.store_errors, self.writeback_lookups, self.writeback_rows,
+            self.store_lookups, self.store_errors, self.writeback_lookups, self.features_changed,
+            self.writeback_rows,
             self.batch_rows, self.batch_requests, self.inference_seconds, self.batch_failures,
             self.queue_wait, self.shed, self.deadline_exceeded],
             lambda: [o.get("families", {}) for o in self._others])
@@ -136,6 +141,7 @@ class ServeMetrics:
         self._store_miss = self.store_lookups.labels("miss")
         self._cache_hit = self.writeback_lookups.labels("hit")
         self._cache_miss = self.writeback_lookups.labels("miss")
+        self._features_changed = self.features_changed.labels()  # (exported as 0 before the first)
 
     def batch_observer(self) -> BatchMetrics:
         """The batcher hooks that feed these metrics."""
@@ -192,6 +198,10 @@ class ServeMetrics:
             self._cache_hit.inc(hits)
         if misses:
             self._cache_miss.inc(misses)
+
+    def observe_features_changed(self, examples: int) -> None:
+        """Count examples whose features differ from those their kept prediction was computed from."""
+        self._features_changed.inc(examples)
 
     def observe_writeback_rows(self, result: str, rows: int) -> None:
         """Count rows of dynamic predictions written back to the store: written, dropped or failed."""

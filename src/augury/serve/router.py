@@ -18,6 +18,15 @@ In hybrid mode a failed store lookup falls back to the model for every example (
 A stored prediction whose columns differ from the model's outputs (published by another model) is
 treated as a miss, as is one made by another model version when `require_version_match` is set.
 
+**Features that changed.** A stored prediction (of a version published from `augury batch --key`) and a
+written-back one keep the canonical hash of the features they were computed from. An example that carries
+a key *and* features is answered from them only if its features hash the same (`keys.RowKeys`: one row
+hash, ~2 µs compiled, paid only when a kept prediction has a hash; a key-only example pays nothing);
+otherwise it is computed like a miss, its provenance saying ``reason: "features_changed"``, and counted
+in ``augury_features_changed_total``. `trust_keys` (``--trust-keys``) turns the comparison off: the key
+alone decides, as for users whose keys are authoritative. A prediction kept without a hash (a version
+published before hashes, or without key columns, where the key is the hash) is served by key as before.
+
 Provenance names the evaluator that made each answer (`augury.models.evaluator`): the live model's for
 a computed or written-back answer, and for a stored one the evaluator its store version recorded when it
 was published (None when it did not), read once per version: versions never change.
@@ -30,7 +39,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -56,6 +65,8 @@ INLINE_LOOKUP_KEYS = 64
 STORE_WARNING_EVERY_S = 10.0
 #: most store versions whose evaluator the router remembers (it forgets them all past this).
 REMEMBERED_VERSIONS = 64
+#: the provenance `reason` of an example computed because its features differ from the kept prediction's.
+FEATURES_CHANGED = "features_changed"
 
 
 class Example(msgspec.Struct, frozen=True):
@@ -78,7 +89,8 @@ class Router:
 
     def __init__(self, *, model: Model | None, store: PredictionStore | None,
                  batcher: Batcher[Row, Outcome] | None, cache: WriteBack | None,
-                 metrics: ServeMetrics, require_version_match: bool = False) -> None:
+                 metrics: ServeMetrics, require_version_match: bool = False,
+                 trust_keys: bool = False) -> None:
         self.model = model
         self.store = store
         self.schema: Schema | None = model.info.inputs if model is not None else None
@@ -94,6 +106,8 @@ class Router:
         self._metrics = metrics
         self._outputs = frozenset(model.info.outputs.names) if model is not None else None
         self._require_match = require_version_match
+        #: whether a kept prediction's features hash is compared with a keyed example's features
+        self._compare = not trust_keys and self._row_keys is not None
         self._warned_at = -math.inf
         self._unwarned = 0
         if self._row_keys is not None and self.needs_keys:
@@ -118,16 +132,17 @@ class Router:
         pending = list(range(len(examples)))
         store_failed: StoreError | None = None
         unusable: dict[int, StoredPrediction] = {}
+        features = _Features(examples, self._digest if self._compare else None)
         if self.store is not None:
             try:
-                pending = await self._from_store(keys, pending, answers, unusable)
+                pending = await self._from_store(keys, pending, answers, unusable, features)
             except StoreError as exc:
                 if self.model is None:
                     raise
                 store_failed = exc
                 self._store_failed(exc)
         if self._cache is not None and pending and not (store_failed is not None and self._cache.reads_store):
-            pending = await self._from_write_back(keys, pending, answers)  # (the same store: known down)
+            pending = await self._from_write_back(keys, pending, answers, features)  # (same store: down)
         lookups = [i for i in pending if examples[i].row is None]
         if lookups:
             if store_failed is not None:
@@ -137,7 +152,13 @@ class Router:
                 raise self._unusable(unusable[first], first)
             raise self._not_found(keys[first], first)
         if pending:
-            await self._compute(examples, keys, pending, answers, deadline)
+            await self._compute(examples, keys, pending, answers, deadline, features)
+        if features.changed:
+            self._metrics.observe_features_changed(len(features.changed))
+            for i in features.changed:
+                answer = answers[i]
+                if answer is not None:
+                    answers[i] = Answer(answer.values, {**answer.provenance, "reason": FEATURES_CHANGED})
         return [a for a in answers if a is not None]
 
     async def predict_or_miss(self, examples: list[Example], deadline: float | None = None,
@@ -192,8 +213,14 @@ class Router:
             return self._row_keys(ex.row)
         return None
 
+    def _digest(self, row: Row) -> bytes:
+        """The canonical hash of a cast row, as the 16 bytes a store keeps."""
+        assert self._row_keys is not None
+        return bytes.fromhex(self._row_keys(row))
+
     async def _from_store(self, keys: list[str | None], pending: list[int], answers: list[Answer | None],
-                          unusable: dict[int, StoredPrediction]) -> list[int]:
+                          unusable: dict[int, StoredPrediction], features: _Features | None = None,
+                          ) -> list[int]:
         assert self.store is not None
         asked = [i for i in pending if keys[i] is not None]
         wanted = [k for k in (keys[i] for i in asked) if k is not None]
@@ -208,11 +235,11 @@ class Router:
         for i, hit in zip(asked, hits, strict=True):
             if hit is None:
                 continue
-            if self._usable(hit):
+            if not self._usable(hit):
+                unusable[i] = hit
+            elif features is None or features.same(i, hit.features_hash):
                 answers[i] = Answer(hit.values, static_provenance(hit, now, self.stored_evaluator(hit)))
                 found += 1
-            else:
-                unusable[i] = hit
         self._metrics.observe_store(found, len(wanted) - found)
         return [i for i in pending if answers[i] is None]
 
@@ -258,7 +285,7 @@ class Router:
         return self._write_backs(asked, pending, answers, hits)
 
     async def _from_write_back(self, keys: list[str | None], pending: list[int],
-                               answers: list[Answer | None]) -> list[int]:
+                               answers: list[Answer | None], features: _Features) -> list[int]:
         """Answer what the write-backs hold (read on a thread past INLINE_LOOKUP_KEYS keys when they are
         in the store); the rest are still pending."""
         assert self._cache is not None
@@ -274,31 +301,43 @@ class Router:
         except StoreError as exc:  # the store holding them failed: compute (counted, logged)
             self._store_failed(exc)
             return pending
-        return self._write_backs(asked, pending, answers, hits)
+        return self._write_backs(asked, pending, answers, hits, features)
 
     def _write_backs(self, asked: list[int], pending: list[int], answers: list[Answer | None],
-                     hits: list[Cached | None]) -> list[int]:
-        """Fill in the answers `hits` hold (aligned with `asked`); count; what is still pending."""
+                     hits: list[Cached | None], features: _Features | None = None) -> list[int]:
+        """Fill in the answers `hits` hold (aligned with `asked`) and computed from the same features;
+        count; what is still pending."""
         now = time.time()
         found = 0
         for i, hit in zip(asked, hits, strict=True):
-            if hit is not None:  # (write-backs of the served model version: its evaluator made them)
+            if hit is not None and (features is None or features.same(i, hit.features_hash)):
+                # (write-backs of the served model version: its evaluator made them)
                 answers[i] = Answer(hit.values, {**hit.provenance(now), "evaluator": self.evaluator})
                 found += 1
         self._metrics.observe_writeback(found, len(asked) - found)
         return [i for i in pending if answers[i] is None]
 
     async def _compute(self, examples: list[Example], keys: list[str | None], pending: list[int],
-                       answers: list[Answer | None], deadline: float | None) -> None:
+                       answers: list[Answer | None], deadline: float | None, features: _Features) -> None:
         assert self.model_version is not None
         rows = [r for r in (examples[i].row for i in pending) if r is not None]
         computed, computed_at = await self._computed(rows, deadline, pending)
         for i, answer in zip(pending, computed, strict=True):
             answers[i] = answer
         if self._cache is not None:
-            items = [(k, a.values) for k, a in ((keys[i], answers[i]) for i in pending)
-                     if k is not None and a is not None]
-            self._cache.put_many(items, self.model_version, computed_at)
+            kept = [i for i in pending if keys[i] is not None and answers[i] is not None]
+            items = [(keys[i] or "", answers[i].values) for i in kept]  # type: ignore[union-attr]
+            hashes = [self._kept_hash(examples[i], keys[i], features, i) for i in kept]
+            self._cache.put_many(items, self.model_version, computed_at, hashes)
+
+    def _kept_hash(self, example: Example, key: str | None, features: _Features, i: int) -> bytes | None:
+        """The features hash to write back with example `i`'s computed answer: the key itself when the
+        key is the hash, else the hash of its features (one row hash, beside the model call)."""
+        if example.key is None:
+            return bytes.fromhex(key) if key is not None else None
+        if example.row is None or self._row_keys is None:
+            return None
+        return features.digest(i) if features.hashing else self._digest(example.row)
 
     async def _computed(self, rows: list[Row], deadline: float | None,
                         indices: list[int] | None = None) -> tuple[list[Answer], float]:
@@ -356,6 +395,49 @@ class Router:
         """Seconds since the active store version was published (NaN if none), for the metrics."""
         active = self.store.active() if self.store is not None else None
         return time.time() - active.created_at if active is not None else float("nan")
+
+
+class _Features:
+    """One request's keyed examples and their features: whether a kept prediction (its `features_hash`)
+    was computed from them, each example hashed at most once, and which were not (`changed`).
+
+    `digest` hashes a cast row (`Router._digest`); None compares nothing (`trust_keys`, static mode)."""
+
+    __slots__ = ("_digests", "_examples", "changed", "digest_row")
+
+    def __init__(self, examples: list[Example], digest: Callable[[Row], bytes] | None) -> None:
+        self._examples = examples
+        self.digest_row = digest
+        self._digests: dict[int, bytes] = {}
+        #: the examples whose features differ from those of a kept prediction of their key
+        self.changed: set[int] = set()
+
+    @property
+    def hashing(self) -> bool:
+        return self.digest_row is not None
+
+    def digest(self, i: int) -> bytes:
+        """Example `i`'s features hash (it has a row), computed once."""
+        found = self._digests.get(i)
+        if found is None:
+            assert self.digest_row is not None
+            row = self._examples[i].row
+            assert row is not None
+            found = self._digests[i] = self.digest_row(row)
+        return found
+
+    def same(self, i: int, kept: bytes | None) -> bool:
+        """Whether a prediction kept with features hash `kept` answers example `i`: always, unless the
+        example came with a key and features and the hash differs (then it is `changed`)."""
+        if kept is None or self.digest_row is None:
+            return True
+        example = self._examples[i]
+        if example.key is None or example.row is None:
+            return True
+        if self.digest(i) == kept:
+            return True
+        self.changed.add(i)
+        return False
 
 
 def static_provenance(hit: StoredPrediction, now: float, evaluator: str | None) -> dict[str, Any]:

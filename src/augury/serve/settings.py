@@ -63,6 +63,9 @@ class ServeSettings:
     evaluator: str = evaluators.DEFAULT
     #: hybrid: answer from the store only predictions made by the served model version.
     require_version_match: bool = False
+    #: answer a key sent with features from what the store (or a write-back) holds for the key even when
+    #: it was computed from other features (by default those are computed again: `serve.router`).
+    trust_keys: bool = False
     #: serve a store whose active version records another model's name (static: the --name given;
     #: hybrid: the served model's name); by default that is refused at start (`app.check_store_model`).
     allow_name_mismatch: bool = False

@@ -4,7 +4,9 @@ With ``--write-back-ttl``, each dynamic prediction is kept under its key (the gi
 feature hash) for that long, and a later request for the same key is answered from it, with provenance
 ``source: dynamic`` (it was computed on demand), its original ``computed_at``, ``age_s`` and ``cached:
 true``. The TTL is enforced on read (an expired prediction is a miss, never served as fresh), and a kept
-prediction is tied to the model version that made it. Two places to keep them (``--write-back-to``):
+prediction is tied to the model version that made it, and to the hash of the features it was computed from
+when the request gave a key (`keys.RowKeys`, 16 bytes; the router recomputes a key sent with other
+features). Two places to keep them (``--write-back-to``):
 
 - ``store`` (the default when the server has a store): `StoreWriteBack`, in the prediction store beside
   its versions (never in them: versions are immutable, DESIGN.md invariant 5; see `store.base`,
@@ -41,6 +43,8 @@ class Cached:
     values: Mapping[str, Any]
     model_version: str
     computed_at: float
+    #: the canonical hash (16 bytes) of the features it was computed from; None if not kept
+    features_hash: bytes | None = None
 
     def provenance(self, now: float) -> dict[str, Any]:
         return {
@@ -84,11 +88,12 @@ class WriteBackCache:
         return out
 
     def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
-                 computed_at: float) -> None:
-        """Keep each (key, values) pair, evicting the least recently used entries past `max_entries`."""
+                 computed_at: float, hashes: Sequence[bytes | None] | None = None) -> None:
+        """Keep each (key, values) pair (with its features hash from `hashes`, aligned with `items`),
+        evicting the least recently used entries past `max_entries`."""
         entries = self._entries
-        for key, values in items:
-            entries[key] = Cached(values, model_version, computed_at)
+        for (key, values), digest in zip(items, hashes or [None] * len(items), strict=True):
+            entries[key] = Cached(values, model_version, computed_at, digest)
             entries.move_to_end(key)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
@@ -105,7 +110,7 @@ class WriteBack(Protocol):
     def get_many(self, keys: Sequence[str], model_version: str) -> list[Cached | None]: ...
 
     def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
-                 computed_at: float) -> None: ...
+                 computed_at: float, hashes: Sequence[bytes | None] | None = None) -> None: ...
 
 
 #: how a written-back row fared: written to the store, dropped (the queue was full), failed (refused).
@@ -163,16 +168,19 @@ class StoreWriteBack:
         one). StoreError if the store fails."""
         oldest = time.time() - self.ttl_s
         return [None if row is None or row.computed_at <= oldest else
-                Cached(row.values, row.model_version, row.computed_at)
+                Cached(row.values, row.model_version, row.computed_at, row.features_hash)
                 for row in self.store.written_back(keys, model_version)]
 
     def put_many(self, items: Sequence[tuple[str, Mapping[str, Any]]], model_version: str,
-                 computed_at: float) -> None:
-        """Queue each (key, values) pair to be written, expiring `ttl_s` after `computed_at`."""
+                 computed_at: float, hashes: Sequence[bytes | None] | None = None) -> None:
+        """Queue each (key, values) pair (with its features hash from `hashes`, aligned with `items`) to
+        be written, expiring `ttl_s` after `computed_at`."""
         room = self.max_pending - len(self._pending)
         expires_at = computed_at + self.ttl_s
-        for key, values in items[:max(room, 0)]:
-            self._pending.append(WrittenBack(key, dict(values), model_version, computed_at, expires_at))
+        digests = hashes or [None] * len(items)
+        for (key, values), digest in zip(items[:max(room, 0)], digests[:max(room, 0)], strict=True):
+            self._pending.append(WrittenBack(key, dict(values), model_version, computed_at, expires_at,
+                                             digest))
         if len(items) > room:
             self._count("dropped", len(items) - max(room, 0))
         if self._thread is None or not self._thread.is_alive():
