@@ -36,6 +36,7 @@ Upgrades (WebSocket, h2c) are refused with a 400: augury serves none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import re
@@ -142,10 +143,9 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.state = server_state
         self.app_state = app_state
         self.parser = httptools.HttpRequestParser(self)
-        try:  # a request saying "Connection: close" followed by more bytes is answered, then closed
+        with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies
+            # a request saying "Connection: close" followed by more bytes is answered, then closed
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        except AttributeError:  # httptools < 0.6.3
-            pass
         self.transport: asyncio.Transport | None = None
         self.writer: _TurnWriter | None = None
         self.server: tuple[str, int] | None = None
@@ -154,11 +154,13 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None  # the request being answered (or the last one)
         self.pipeline: deque[Cycle] = deque()  # requests parsed while an earlier one is answered
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # loop.time() the connection went idle; None while busy
         self.reading_paused = False
         self.writable: asyncio.Future[None] | None = None  # set while the transport asks us to wait
         # the request being parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_continue = False
         self.parsing: Cycle | None = None
 
     # asyncio.Protocol
@@ -185,7 +187,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
-        self._stop_idle_timer()
+        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -207,12 +209,16 @@ class AuguryHttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value.rstrip(b" \t")))
+        name, value = name.lower(), value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -232,9 +238,8 @@ class AuguryHttpProtocol(asyncio.Protocol):
             "query_string": url.query or b"", "headers": self.headers, "state": self.app_state.copy(),
             "extensions": _EXTENSIONS,
         }
-        expect_continue = any(n == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
         cycle = Cycle(self, scope, keep_alive=version != "1.0" and parser.should_keep_alive(),
-                      expect_continue=expect_continue)
+                      expect_continue=self.expect_continue)
         self.parsing = cycle
         if self.cycle is None or self.cycle.done:
             self._start(cycle)
@@ -277,7 +282,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         if self.pipeline:
             self._start(self.pipeline.popleft())
         else:
-            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
+            self._idle()
 
     def default_head(self) -> bytes:
         """The server's default headers (``date``), rendered once per list (uvicorn renews it each second)."""
@@ -319,9 +324,22 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.write(_plain_response(status, text, self.state.default_headers))
         self.close()
 
+    def _idle(self) -> None:
+        """The connection waits for its next request from now: closed if none comes within the keep-alive
+        timeout. One timer per connection, re-armed only when it fires early, rather than one made and
+        cancelled per request (data_received merely marks the connection busy)."""
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
+
     def _idle_timeout(self) -> None:
         self.idle_timer = None
-        if self.transport is not None and not self.transport.is_closing():
+        if self.idle_since is None:  # busy since: a request came
+            return
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:  # it went busy and idle again meanwhile: wait for the rest
+            self.idle_timer = self.loop.call_later(left, self._idle_timeout)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def _stop_idle_timer(self) -> None:
