@@ -7,7 +7,9 @@ it without reading the store; so is the evaluator the batch run recorded (`Model
 the server puts in the provenance of the version's answers, and each output column's dtype, which the
 server's v2 metadata and responses name. A file written with key columns has the canonical hash of
 each row's features (`features_key`), which is stored with each record, so a server can tell a request
-whose features differ from those the prediction was computed from.
+whose features differ from those the prediction was computed from; the model's input schema the run
+recorded is saved with the version too (`INPUTS_META`), so a static server, which has no model, can cast
+and hash a request's features as the batch run did.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from augury.store.base import (
     COMPUTED_AT_COLUMN,
     EVALUATOR_META,
     FEATURES_KEY_COLUMN,
+    INPUTS_META,
     KEY_COLUMN,
     MODEL_VERSION_COLUMN,
     OUTPUT_DTYPES_META,
@@ -75,6 +78,8 @@ def publish_predictions(
         if isinstance(model.get("evaluator"), str):  # (files written before augury recorded it have none)
             meta[EVALUATOR_META] = model["evaluator"]
         meta[OUTPUT_DTYPES_META] = output_dtypes(pred.schema, [o.name for o in layout.outputs])
+        if layout.inputs is not None:  # (the model's input schema, as the batch run recorded it)
+            meta[INPUTS_META] = layout.inputs.to_list()
         version = store.publish(
             _store_batches(pred, model_version),
             model_version=model_version,

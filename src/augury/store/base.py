@@ -59,6 +59,10 @@ EVALUATOR_META = "evaluator"
 #: the key of a version's `meta` giving each prediction column's dtype (`schema.DTYPES` names), as its
 #: values come back from the store: a server's v2 metadata and responses name the same datatype from it.
 OUTPUT_DTYPES_META = "output_dtypes"
+#: the key of a version's `meta` holding the input schema of the model that computed its predictions
+#: (`Schema.to_list()`, from the batch run's metadata): a static server casts and hashes the features sent
+#: with a key by it, to compare them with the record's features hash (absent in versions published before).
+INPUTS_META = "inputs"
 
 
 def iso(ts: float | None) -> str | None:
