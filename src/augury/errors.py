@@ -54,6 +54,11 @@ class NotFoundError(AuguryError):
     """A named thing (model, key, version) is not there."""
 
 
+class FeaturesChangedError(AuguryError):
+    """A key was sent with features other than those its stored prediction was computed from, and there is
+    no model to compute them with (a static server): the stored prediction would answer other features."""
+
+
 class VerificationFailed(AuguryError):
     """One or more verification gates failed; `report` holds every gate's outcome."""
 

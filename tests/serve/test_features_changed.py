@@ -160,3 +160,102 @@ def test_a_version_published_without_hashes_answers_by_key(client: httpx.Client,
         got = _predict(client, url, model, {"key": "k1", "a": 1, "b": 1})
         assert got["predictions"] == [{"value": 5.0}] and got["provenance"][0]["source"] == "static"
         assert _changed_total(client, url) == 0.0
+
+
+# Static mode: no model to compute changed features with, so they are refused (409), by the input schema
+# the store version recorded when it was published.
+
+
+def _static(client: httpx.Client, url: str, model: Model, *instances: dict[str, Any]) -> httpx.Response:
+    return client.post(f"{url}/v1/models/{model.info.name}:predict", json={"instances": list(instances)})
+
+
+def test_publish_records_the_models_input_schema(catalogue: Catalogue, hgb: Model) -> None:
+    active = catalogue.store.active()
+    assert active is not None and active.features_hash
+    assert active.meta["inputs"] == hgb.info.inputs.to_list()
+
+
+def test_static_refuses_a_key_sent_with_the_features_of_another_case(
+        client: httpx.Client, catalogue: Catalogue, hgb: Model) -> None:
+    positive, negative = catalogue.first(1), catalogue.first(0)
+    key = catalogue.ids[positive]
+    with live(None, catalogue.store) as url:
+        own = _static(client, url, hgb, {"key": key, **catalogue.row(positive)})
+        assert own.status_code == 200, own.text
+        assert own.json()["predictions"][0]["label"] == 1
+        assert own.json()["provenance"][0]["source"] == "static"
+        as_text = {f: str(v) for f, v in catalogue.row(positive).items()}
+        same = _static(client, url, hgb, {"key": key, **as_text})
+        assert same.status_code == 200, same.text  # the same features once cast
+
+        other = _static(client, url, hgb, {"key": key, **catalogue.row(negative)})
+        assert other.status_code == 409, other.text
+        error = other.json()["error"]
+        assert f"the features sent with key {key!r} differ from those its stored prediction" in error
+        assert "instance" not in error  # one key: nothing to point at
+
+        by_key = _static(client, url, hgb, {"key": key})  # a key alone is answered by key, as ever
+        assert by_key.status_code == 200 and by_key.json()["predictions"][0]["label"] == 1
+        assert _changed_total(client, url) == 1.0
+
+
+def test_static_marks_a_changed_key_in_its_place_among_several(client: httpx.Client, catalogue: Catalogue,
+                                                               hgb: Model) -> None:
+    """As a missing key is marked among several (the others are answered), so is a changed one."""
+    positive, negative = catalogue.first(1), catalogue.first(0)
+    with live(None, catalogue.store) as url:
+        got = _static(client, url, hgb,
+                      {"key": catalogue.ids[negative], **catalogue.row(negative)},
+                      {"key": catalogue.ids[positive], **catalogue.row(negative)},
+                      {"key": "nobody"},
+                      {"key": catalogue.ids[positive]})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["predictions"][0]["label"] == 0 and body["predictions"][3]["label"] == 1
+        assert body["predictions"][1] == {"error": "features changed", "key": catalogue.ids[positive]}
+        assert body["predictions"][2] == {"error": "not found", "key": "nobody"}
+        assert body["provenance"][1] is None and body["provenance"][2] is None
+        assert got.headers["x-augury-misses"] == "1"  # the changed key is there: no miss
+        assert _changed_total(client, url) == 1.0
+
+
+def test_static_features_must_fit_the_recorded_schema(client: httpx.Client, catalogue: Catalogue,
+                                                      hgb: Model) -> None:
+    """Features sent with a key are the model's features: cast as a hybrid server casts them."""
+    row = catalogue.row(0)
+    del row["f3"]
+    with live(None, catalogue.store) as url:
+        got = _static(client, url, hgb, {"key": catalogue.ids[0], **row})
+        assert got.status_code == 400, got.text
+        assert "instance 0" in got.json()["error"] and "f3" in got.json()["error"]
+
+
+def test_static_trust_keys_answers_by_key_alone(client: httpx.Client, catalogue: Catalogue,
+                                                hgb: Model) -> None:
+    positive, negative = catalogue.first(1), catalogue.first(0)
+    with live(None, catalogue.store, trust_keys=True) as url:
+        got = _static(client, url, hgb, {"key": catalogue.ids[positive], **catalogue.row(negative)})
+        assert got.status_code == 200, got.text
+        assert got.json()["predictions"][0]["label"] == 1
+        assert _changed_total(client, url) == 0.0  # not compared, so not counted
+
+
+def test_static_a_version_that_recorded_no_schema_answers_by_key(client: httpx.Client, catalogue: Catalogue,
+                                                                 hgb: Model) -> None:
+    """A version published before the input schema was recorded keeps hashes it cannot compare: by key."""
+    preds = catalogue.preds
+    columns = [c for c in preds.column_names if c not in ("id", "model_version")]
+    table = pa.table({"key": preds.column("id"), **{c: preds.column(c) for c in columns}})
+    before = catalogue.store.active()
+    assert before is not None
+    meta = {k: v for k, v in before.meta.items() if k != "inputs"}  # as publish recorded it before
+    version = catalogue.store.publish(table.to_batches(), model_version=hgb.info.version, meta=meta)
+    assert version.features_hash and "inputs" not in version.meta
+    positive, negative = catalogue.first(1), catalogue.first(0)
+    with live(None, catalogue.store) as url:
+        got = _static(client, url, hgb, {"key": catalogue.ids[positive], **catalogue.row(negative)})
+        assert got.status_code == 200, got.text
+        assert got.json()["predictions"][0]["label"] == 1
+        assert got.json()["provenance"][0]["store_version"] == version.version
+        assert _changed_total(client, url) == 0.0

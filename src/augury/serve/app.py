@@ -73,7 +73,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
         else:
             cache = WriteBackCache(settings.write_back_ttl_s, settings.write_back_max_entries)
     router = Router(model=model, store=store, batcher=batcher, cache=cache, metrics=metrics,
-                    require_version_match=settings.require_version_match, trust_keys=settings.trust_keys)
+                    require_version_match=settings.require_version_match, trust_keys=settings.trust_keys,
+                    ignore_unknown=settings.ignore_unknown_fields)
     if store is not None:
         metrics.watch_store(router.active_version, router.active_age_s)
     service = Service(settings, name, mode, model, store, router, metrics)

@@ -9,10 +9,15 @@ instance and field.
 If the model itself has a feature called ``key``, the field is a feature, and examples are found in the
 store by their feature hash.
 
+In static mode there is no schema to cast with: a keyed instance's other fields are kept as sent
+(`Example.sent`), for the router to compare with the features its stored prediction was computed from.
+
 Response: ``{"predictions": [{column: value, ...}, ...], "provenance": [{...}, ...]}``, aligned with the
 instances. In static mode, a request of several keys is answered even when the store lacks some: a
 missing key's place holds ``{"error": "not found", "key": ...}`` and its provenance is null (and the
-``X-Augury-Misses`` header counts them); one key alone that is missing is a 404.
+``X-Augury-Misses`` header counts them); one key alone that is missing is a 404. Likewise a key sent with
+features other than those its stored prediction was computed from: ``{"error": "features changed",
+"key": ...}`` in its place, a 409 alone.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from augury.keys import key_text
 from augury.schema import Schema
 from augury.serve.casting import RowCaster
 from augury.serve.errors import TooManyInstances
-from augury.serve.router import Answer, Example
+from augury.serve.router import Answer, Conflict, Example
 
 KEY_FIELD = "key"
 _TOP_LEVEL = ("instances", "parameters")
@@ -70,7 +75,7 @@ def _example(i: int, inst: Any, cast: RowCaster | None, keyed: bool, ignore_unkn
         if key is None:
             raise InputError(f"instance {i} has no 'key': this server has no model (static mode), so it can "
                              f"only look predictions up by key")
-        return Example(key, None)
+        return Example(key, None, inst)  # (cast by the schema its store version recorded, if it did)
     try:
         return Example(key, cast(inst, ignore_unknown))
     except SchemaError as exc:
@@ -87,11 +92,14 @@ def parse_key(value: Any, where: str) -> str:
     raise InputError(f"{where}: 'key' must be a string, a number or a list of them, not {_kind(value)}")
 
 
-def encode_predict(answers: Sequence[Answer | None], examples: Sequence[Example]) -> dict[str, Any]:
-    """The response to `examples`; a None answer (a static miss) is marked in its place."""
-    return {"predictions": [{"error": "not found", "key": ex.key} if a is None else a.values
+def encode_predict(answers: Sequence[Answer | Conflict | None], examples: Sequence[Example],
+                   ) -> dict[str, Any]:
+    """The response to `examples`; a None answer (a static miss) or a `Conflict` (a static key sent with
+    other features) is marked in its place."""
+    return {"predictions": [a.values if isinstance(a, Answer)
+                            else {"error": "not found" if a is None else "features changed", "key": ex.key}
                             for a, ex in zip(answers, examples, strict=True)],
-            "provenance": [None if a is None else a.provenance for a in answers]}
+            "provenance": [a.provenance if isinstance(a, Answer) else None for a in answers]}
 
 
 def encode_lookup(key: str, answer: Answer) -> dict[str, Any]:

@@ -9,6 +9,8 @@ error                                  status  when
                                                unknown field, NaN the model cannot take, bad header
 `UnscorableError`                      422     the model raised on this example (others are unaffected)
 `NotFoundError`, `VersionNotFound...`  404     unknown model or version, a key that was never precomputed
+`FeaturesChangedError`                 409     static mode: a key sent with features other than those its
+                                               stored prediction was computed from
 `OverloadedError`                      503     the batcher's queue is full (with ``Retry-After``)
 `StoreError`                           503     the prediction store failed (static mode, key lookups)
 `DeadlineExceeded`                     504     the request's deadline passed before it was scored
@@ -26,6 +28,7 @@ import math
 from augury.errors import (
     AuguryError,
     DeadlineExceeded,
+    FeaturesChangedError,
     InputError,
     NotFoundError,
     OverloadedError,
@@ -61,6 +64,7 @@ _STATUS: tuple[tuple[type[AuguryError], int], ...] = (
     (UnscorableError, 422),
     (VersionNotFoundError, 404),
     (NotFoundError, 404),
+    (FeaturesChangedError, 409),
     (OverloadedError, 503),
     (StoreError, 503),
     (DeadlineExceeded, 504),

@@ -26,6 +26,12 @@ otherwise it is computed like a miss, its provenance saying ``reason: "features_
 in ``augury_features_changed_total``. `trust_keys` (``--trust-keys``) turns the comparison off: the key
 alone decides, as for users whose keys are authoritative. A prediction kept without a hash (a version
 published before hashes, or without key columns, where the key is the hash) is served by key as before.
+A static server has no model, so no schema of its own: the codec keeps a keyed instance's features as
+sent (`Example.sent`), and they are cast and hashed by the input schema the hit's store version recorded
+when it was published (``INPUTS_META``; a `RowCaster` and `RowKeys` made once per version). Nothing can
+compute changed features there, so they are refused: `FeaturesChangedError` (409) for one example, a
+`Conflict` in the example's place among several (`predict_or_miss`), counted in the same metric. A
+version that recorded no schema is answered by key, as before.
 
 Provenance names the evaluator that made each answer (`augury.models.evaluator`): the live model's for
 a computed or written-back answer, and for a stored one the evaluator its store version recorded when it
@@ -44,7 +50,7 @@ from typing import Any
 
 import msgspec
 
-from augury.errors import NotFoundError, StoreError
+from augury.errors import ConfigError, FeaturesChangedError, NotFoundError, SchemaError, StoreError
 from augury.keys import RowKeys
 from augury.models import Model
 from augury.monitor import ServeMetrics
@@ -55,7 +61,7 @@ from augury.serve.errors import UnscorableError
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction
-from augury.store.base import iso
+from augury.store.base import INPUTS_META, VersionInfo, iso
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,9 @@ class Example(msgspec.Struct, frozen=True):
 
     key: str | None
     row: Row | None
+    #: static mode: the features sent with the key, uncast (the server has no schema of its own; they are
+    #: cast by the one the key's store version recorded, to compare them with its features hash)
+    sent: Mapping[str, Any] | None = None
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -84,13 +93,20 @@ class Answer(msgspec.Struct, frozen=True):
     provenance: Mapping[str, Any]
 
 
+class Conflict(msgspec.Struct, frozen=True):
+    """Static mode, one example among several: `key` was sent with features other than those its stored
+    prediction was computed from, so it is not answered (alone, it would be a `FeaturesChangedError`)."""
+
+    key: str
+
+
 class Router:
     """Answers examples from the store's active version, the write-backs and the model, in that order."""
 
     def __init__(self, *, model: Model | None, store: PredictionStore | None,
                  batcher: Batcher[Row, Outcome] | None, cache: WriteBack | None,
                  metrics: ServeMetrics, require_version_match: bool = False,
-                 trust_keys: bool = False) -> None:
+                 trust_keys: bool = False, ignore_unknown: bool = False) -> None:
         self.model = model
         self.store = store
         self.schema: Schema | None = model.info.inputs if model is not None else None
@@ -100,7 +116,8 @@ class Router:
         self.model_version = model.info.version if model is not None else None
         #: the live model's evaluator (`ModelInfo.evaluator`), None in static mode
         self.evaluator = model.info.evaluator if model is not None else None
-        self._stored_evaluators: dict[str, str | None] = {}
+        #: what each store version recorded (`_Recorded`), by version: versions never change
+        self._recorded_by: dict[str, _Recorded] = {}
         self._batcher = batcher
         self._cache = cache
         self._metrics = metrics
@@ -108,10 +125,15 @@ class Router:
         self._require_match = require_version_match
         #: whether a kept prediction's features hash is compared with a keyed example's features
         self._compare = not trust_keys and self._row_keys is not None
+        #: static mode: whether the features sent with a key are compared (by its version's recorded schema)
+        self._compare_sent = not trust_keys and model is None and store is not None
+        self._ignore_unknown = ignore_unknown
         self._warned_at = -math.inf
         self._unwarned = 0
         if self._row_keys is not None and self.needs_keys:
             self._row_keys.warm_up()
+        elif self._compare_sent:
+            self._warm_up_sent()
 
     @property
     def needs_keys(self) -> bool:
@@ -132,7 +154,8 @@ class Router:
         pending = list(range(len(examples)))
         store_failed: StoreError | None = None
         unusable: dict[int, StoredPrediction] = {}
-        features = _Features(examples, self._digest if self._compare else None)
+        features = _Features(examples, self._digest if self._compare else None,
+                             self._hash_sent if self._compare_sent else None)
         if self.store is not None:
             try:
                 pending = await self._from_store(keys, pending, answers, unusable, features)
@@ -141,6 +164,10 @@ class Router:
                     raise
                 store_failed = exc
                 self._store_failed(exc)
+        if self.model is None and features.changed:  # static: nothing can compute the changed features
+            self._metrics.observe_features_changed(len(features.changed))
+            first = min(features.changed)
+            raise FeaturesChangedError(self._conflict(keys[first], first if len(examples) > 1 else None))
         if self._cache is not None and pending and not (store_failed is not None and self._cache.reads_store):
             pending = await self._from_write_back(keys, pending, answers, features)  # (same store: down)
         lookups = [i for i in pending if examples[i].row is None]
@@ -162,16 +189,24 @@ class Router:
         return [a for a in answers if a is not None]
 
     async def predict_or_miss(self, examples: list[Example], deadline: float | None = None,
-                              ) -> Sequence[Answer | None]:
+                              ) -> Sequence[Answer | Conflict | None]:
         """`predict`, except in static mode for several examples: a key the store does not hold is None in
-        its place instead of failing them all (one example alone still gets NotFoundError). A static
-        catalogue rarely holds every key a client asks for, and the others need not wait for a retry."""
+        its place instead of failing them all (one example alone still gets NotFoundError), and a key sent
+        with features other than its stored prediction's is a `Conflict` there (one alone:
+        FeaturesChangedError). A static catalogue rarely holds every key a client asks for, and the others
+        need not wait for a retry."""
         if self.model is not None or len(examples) < 2:
             return await self.predict(examples, deadline)
         assert self.store is not None  # static mode: every example is a key (the codecs see to it)
         answers: list[Answer | None] = [None] * len(examples)
-        await self._from_store([ex.key for ex in examples], list(range(len(examples))), answers, {})
-        return answers
+        keys: list[str | None] = [ex.key for ex in examples]
+        features = _Features(examples, None, self._hash_sent if self._compare_sent else None)
+        await self._from_store(keys, list(range(len(examples))), answers, {}, features)
+        if not features.changed:
+            return answers
+        self._metrics.observe_features_changed(len(features.changed))
+        return [Conflict(keys[i] or "") if i in features.changed else answer
+                for i, answer in enumerate(answers)]
 
     def lookup(self, key: str) -> Answer:
         """The stored (or cached) prediction of `key`; NotFoundError if there is none. One key: read on the
@@ -237,7 +272,7 @@ class Router:
                 continue
             if not self._usable(hit):
                 unusable[i] = hit
-            elif features is None or features.same(i, hit.features_hash):
+            elif features is None or (features.same(i, hit.features_hash) and features.same_sent(i, hit)):
                 answers[i] = Answer(hit.values, static_provenance(hit, now, self.stored_evaluator(hit)))
                 found += 1
         self._metrics.observe_store(found, len(wanted) - found)
@@ -246,22 +281,53 @@ class Router:
     def stored_evaluator(self, hit: StoredPrediction) -> str | None:
         """The evaluator recorded with `hit`'s store version (None if it recorded none), remembered per
         version; a store that fails to say is asked again for the next answer."""
-        version = hit.store_version
         try:
-            return self._stored_evaluators[version]
-        except KeyError:
-            pass
+            return self._recorded(hit.store_version).evaluator
+        except StoreError:
+            return None
+
+    def _recorded(self, version: str) -> _Recorded:
+        """What store `version` recorded, remembered (versions never change); StoreError if the store
+        fails to say (asked again next time)."""
+        found = self._recorded_by.get(version)
+        if found is not None:
+            return found
+        assert self.store is not None
+        active = self.store.active()
+        info = (active if active is not None and active.version == version
+                else next((v for v in self.store.versions() if v.version == version), None))
+        if len(self._recorded_by) >= REMEMBERED_VERSIONS:
+            self._recorded_by.clear()
+        found = self._recorded_by[version] = _Recorded(info, self._compare_sent)
+        return found
+
+    def _hash_sent(self, hit: StoredPrediction, sent: Mapping[str, Any]) -> bytes | None:
+        """Static mode: the canonical hash of features `sent` with `hit`'s key, cast by the input schema
+        its store version recorded (None when it recorded none: nothing to compare). SchemaError if they
+        do not fit it; StoreError if the store fails to say what the version recorded."""
+        recorded = self._recorded(hit.store_version)
+        if recorded.cast is None or recorded.row_keys is None:
+            return None
+        return bytes.fromhex(recorded.row_keys(recorded.cast(sent, self._ignore_unknown)))
+
+    def _warm_up_sent(self) -> None:
+        """Static mode: compile the row hash now if the active version can be compared (`RowKeys.warm_up`),
+        rather than on the first request that sends features with a key."""
         assert self.store is not None
         try:
             active = self.store.active()
-            info = (active if active is not None and active.version == version
-                    else next((v for v in self.store.versions() if v.version == version), None))
+            recorded = self._recorded(active.version) if active is not None else None
         except StoreError:
-            return None
-        if len(self._stored_evaluators) >= REMEMBERED_VERSIONS:
-            self._stored_evaluators.clear()
-        evaluator = self._stored_evaluators[version] = info.evaluator if info is not None else None
-        return evaluator
+            return  # (the first lookup will say so)
+        if recorded is not None and recorded.row_keys is not None:
+            recorded.row_keys.warm_up()
+
+    def _conflict(self, key: str | None, index: int | None) -> str:
+        """The message for a key sent with features other than its stored prediction's (static mode)."""
+        where = f"instance {index}: " if index is not None else ""
+        return (f"{where}the features sent with key {key!r} differ from those its stored prediction was "
+                f"computed from; this server has no model to compute them (static mode): send the key alone "
+                f"for the stored prediction, or the features to a server with the model (hybrid mode)")
 
     def _usable(self, hit: StoredPrediction) -> bool:
         if self._outputs is None:
@@ -397,17 +463,45 @@ class Router:
         return time.time() - active.created_at if active is not None else float("nan")
 
 
+class _Recorded:
+    """What the router uses of one store version's record, worked out once: the evaluator, and (static
+    mode, for a version with features hashes) the caster and row hash of the input schema it recorded
+    (None when it recorded none, or one that cannot be read: nothing to compare)."""
+
+    __slots__ = ("cast", "evaluator", "row_keys")
+
+    def __init__(self, info: VersionInfo | None, hashing: bool) -> None:
+        self.evaluator = info.evaluator if info is not None else None
+        self.cast: RowCaster | None = None
+        self.row_keys: RowKeys | None = None
+        recorded = info.meta.get(INPUTS_META) if info is not None and info.features_hash and hashing else None
+        if isinstance(recorded, list) and recorded:
+            try:
+                schema = Schema.from_list(recorded)
+            except ConfigError as exc:
+                assert info is not None
+                log.warning("store version %s recorded an unreadable input schema (%s); its keys are "
+                            "answered without comparing the features sent with them", info.version, exc)
+                return
+            self.cast, self.row_keys = RowCaster(schema), RowKeys(schema)
+
+
 class _Features:
     """One request's keyed examples and their features: whether a kept prediction (its `features_hash`)
     was computed from them, each example hashed at most once, and which were not (`changed`).
 
-    `digest` hashes a cast row (`Router._digest`); None compares nothing (`trust_keys`, static mode)."""
+    `digest` hashes a cast row (`Router._digest`); None compares nothing (`trust_keys`, static mode).
+    `digest_sent` (static mode: `Router._hash_sent`) hashes the features an example was sent with, by the
+    schema a stored prediction's version recorded; None compares nothing (`trust_keys`, other modes)."""
 
-    __slots__ = ("_digests", "_examples", "changed", "digest_row")
+    __slots__ = ("_digests", "_examples", "changed", "digest_row", "digest_sent")
 
-    def __init__(self, examples: list[Example], digest: Callable[[Row], bytes] | None) -> None:
+    def __init__(self, examples: list[Example], digest: Callable[[Row], bytes] | None,
+                 digest_sent: Callable[[StoredPrediction, Mapping[str, Any]], bytes | None] | None = None,
+                 ) -> None:
         self._examples = examples
         self.digest_row = digest
+        self.digest_sent = digest_sent
         self._digests: dict[int, bytes] = {}
         #: the examples whose features differ from those of a kept prediction of their key
         self.changed: set[int] = set()
@@ -435,6 +529,25 @@ class _Features:
         if example.key is None or example.row is None:
             return True
         if self.digest(i) == kept:
+            return True
+        self.changed.add(i)
+        return False
+
+    def same_sent(self, i: int, hit: StoredPrediction) -> bool:
+        """Static mode's `same`: whether stored `hit` answers example `i`: always, unless the example came
+        with features (`Example.sent`) and both `hit` and its version's recorded schema let them be hashed,
+        and the hashes differ (then it is `changed`). SchemaError, naming the instance, if they do not fit
+        that schema. (A key-only example, or one without a kept hash, pays nothing.)"""
+        if hit.features_hash is None or self.digest_sent is None:
+            return True
+        sent = self._examples[i].sent
+        if sent is None:
+            return True
+        try:
+            digest = self.digest_sent(hit, sent)
+        except SchemaError as exc:
+            raise SchemaError(f"instance {i}: {exc}") from None
+        if digest is None or digest == hit.features_hash:
             return True
         self.changed.add(i)
         return False

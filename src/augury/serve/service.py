@@ -18,7 +18,7 @@ from augury.errors import NotFoundError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.serve.codec_v2 import KEY_INPUT, output_columns
-from augury.serve.router import Answer, Example, Router
+from augury.serve.router import Answer, Conflict, Example, Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
 from augury.store import PredictionStore, VersionInfo
@@ -87,13 +87,14 @@ class Service:
         return answers
 
     async def predict_or_miss(self, examples: list[Example], deadline: float | None,
-                              ) -> Sequence[Answer | None]:
-        """`predict`, with the static mode's misses left None in their place (`Router.predict_or_miss`)."""
+                              ) -> Sequence[Answer | Conflict | None]:
+        """`predict`, with the static mode's misses left None in their place, and keys sent with other
+        features a `Conflict` (`Router.predict_or_miss`)."""
         if self.model is not None:
             return await self.predict(examples, deadline)
         started = time.perf_counter()
         answers = await self.router.predict_or_miss(examples, deadline)
-        found = [a for a in answers if a is not None]
+        found = [a for a in answers if isinstance(a, Answer)]
         static = sum(1 for a in found if a.provenance["source"] == "static")
         self.metrics.observe_predictions(static, len(found) - static, time.perf_counter() - started)
         return answers
@@ -197,23 +198,25 @@ class Service:
         return info
 
 
-def provenance_headers(answers: Sequence[Answer | None]) -> list[tuple[bytes, bytes]]:
+def provenance_headers(answers: Sequence[Answer | Conflict | None]) -> list[tuple[bytes, bytes]]:
     """``X-Augury-Source: static=3,dynamic=1`` and the distinct model and store versions answered with
     (``X-Augury-Model-Version``, ``X-Augury-Store-Version`` when some came from the store), as raw
     ASGI headers, encoded once per combination; ``X-Augury-Misses: N`` when N keys were not found (None
-    in `answers`: `Service.predict_or_miss`)."""
-    if len(answers) == 1 and answers[0] is not None:  # the common case, without the joins
-        p = answers[0].provenance
+    in `answers`: `Service.predict_or_miss`; a `Conflict` is no miss: the key is there)."""
+    first = answers[0] if len(answers) == 1 else None
+    if isinstance(first, Answer):  # the common case, without the joins
+        p = first.provenance
         static = p["source"] == "static"
         return list(_encoded(int(static), int(not static), str(p["model_version"]),
                              str(p["store_version"]) if "store_version" in p else ""))
-    found = [a for a in answers if a is not None]
+    found = [a for a in answers if isinstance(a, Answer)]
     static = sum(1 for a in found if a.provenance["source"] == "static")
     stores = ",".join(dict.fromkeys(str(a.provenance["store_version"]) for a in found
                                     if "store_version" in a.provenance))
     headers = list(_encoded(static, len(found) - static, model_versions(found), stores))
-    if len(found) < len(answers):
-        headers.append((b"x-augury-misses", str(len(answers) - len(found)).encode("ascii")))
+    misses = sum(1 for a in answers if a is None)
+    if misses:
+        headers.append((b"x-augury-misses", str(misses).encode("ascii")))
     return headers
 
 
