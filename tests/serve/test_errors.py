@@ -16,6 +16,7 @@ import pytest
 
 from augury.errors import (
     DeadlineExceeded,
+    FeaturesChangedError,
     InputError,
     NotFoundError,
     OverloadedError,
@@ -284,6 +285,7 @@ def test_status_mapping() -> None:
     assert status_of(BodyTooLarge("x")) == 413
     assert status_of(UnscorableError("x")) == 422
     assert status_of(NotFoundError("x")) == status_of(VersionNotFoundError("x")) == 404
+    assert status_of(FeaturesChangedError("x")) == 409 and headers_of(FeaturesChangedError("x")) == {}
     assert status_of(OverloadedError("x", 2.5)) == 503
     assert headers_of(OverloadedError("x", 2.5)) == {"retry-after": "3"}
     assert status_of(StoreError("x")) == 503 and headers_of(StoreError("x")) == {"retry-after": "1"}
