@@ -45,12 +45,12 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-from augury.errors import ConfigError, FeaturesChangedError, NotFoundError, SchemaError, StoreError
+from augury.errors import FeaturesChangedError, NotFoundError, StoreError
 from augury.keys import RowKeys
 from augury.models import Model
 from augury.monitor import ServeMetrics
@@ -58,10 +58,11 @@ from augury.schema import Schema
 from augury.serve.batcher import Batcher
 from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError
+from augury.serve.kept import FeatureCheck, VersionRecord
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction
-from augury.store.base import INPUTS_META, VersionInfo, iso
+from augury.store.base import iso
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ class Router:
         self.model_version = model.info.version if model is not None else None
         #: the live model's evaluator (`ModelInfo.evaluator`), None in static mode
         self.evaluator = model.info.evaluator if model is not None else None
-        #: what each store version recorded (`_Recorded`), by version: versions never change
-        self._recorded_by: dict[str, _Recorded] = {}
+        #: what each store version recorded (`VersionRecord`), by version: versions never change
+        self._recorded_by: dict[str, VersionRecord] = {}
         self._batcher = batcher
         self._cache = cache
         self._metrics = metrics
@@ -154,7 +155,7 @@ class Router:
         pending = list(range(len(examples)))
         store_failed: StoreError | None = None
         unusable: dict[int, StoredPrediction] = {}
-        features = _Features(examples, self._digest if self._compare else None,
+        features = FeatureCheck(examples, self._digest if self._compare else None,
                              self._hash_sent if self._compare_sent else None)
         if self.store is not None:
             try:
@@ -200,7 +201,7 @@ class Router:
         assert self.store is not None  # static mode: every example is a key (the codecs see to it)
         answers: list[Answer | None] = [None] * len(examples)
         keys: list[str | None] = [ex.key for ex in examples]
-        features = _Features(examples, None, self._hash_sent if self._compare_sent else None)
+        features = FeatureCheck(examples, None, self._hash_sent if self._compare_sent else None)
         await self._from_store(keys, list(range(len(examples))), answers, {}, features)
         if not features.changed:
             return answers
@@ -254,7 +255,7 @@ class Router:
         return bytes.fromhex(self._row_keys(row))
 
     async def _from_store(self, keys: list[str | None], pending: list[int], answers: list[Answer | None],
-                          unusable: dict[int, StoredPrediction], features: _Features | None = None,
+                          unusable: dict[int, StoredPrediction], features: FeatureCheck | None = None,
                           ) -> list[int]:
         assert self.store is not None
         asked = [i for i in pending if keys[i] is not None]
@@ -286,7 +287,7 @@ class Router:
         except StoreError:
             return None
 
-    def _recorded(self, version: str) -> _Recorded:
+    def _recorded(self, version: str) -> VersionRecord:
         """What store `version` recorded, remembered (versions never change); StoreError if the store
         fails to say (asked again next time)."""
         found = self._recorded_by.get(version)
@@ -298,7 +299,7 @@ class Router:
                 else next((v for v in self.store.versions() if v.version == version), None))
         if len(self._recorded_by) >= REMEMBERED_VERSIONS:
             self._recorded_by.clear()
-        found = self._recorded_by[version] = _Recorded(info, self._compare_sent)
+        found = self._recorded_by[version] = VersionRecord(info, self._compare_sent)
         return found
 
     def _hash_sent(self, hit: StoredPrediction, sent: Mapping[str, Any]) -> bytes | None:
@@ -351,7 +352,7 @@ class Router:
         return self._write_backs(asked, pending, answers, hits)
 
     async def _from_write_back(self, keys: list[str | None], pending: list[int],
-                               answers: list[Answer | None], features: _Features) -> list[int]:
+                               answers: list[Answer | None], features: FeatureCheck) -> list[int]:
         """Answer what the write-backs hold (read on a thread past INLINE_LOOKUP_KEYS keys when they are
         in the store); the rest are still pending."""
         assert self._cache is not None
@@ -370,7 +371,7 @@ class Router:
         return self._write_backs(asked, pending, answers, hits, features)
 
     def _write_backs(self, asked: list[int], pending: list[int], answers: list[Answer | None],
-                     hits: list[Cached | None], features: _Features | None = None) -> list[int]:
+                     hits: list[Cached | None], features: FeatureCheck | None = None) -> list[int]:
         """Fill in the answers `hits` hold (aligned with `asked`) and computed from the same features;
         count; what is still pending."""
         now = time.time()
@@ -384,7 +385,7 @@ class Router:
         return [i for i in pending if answers[i] is None]
 
     async def _compute(self, examples: list[Example], keys: list[str | None], pending: list[int],
-                       answers: list[Answer | None], deadline: float | None, features: _Features) -> None:
+                       answers: list[Answer | None], deadline: float | None, features: FeatureCheck) -> None:
         assert self.model_version is not None
         rows = [r for r in (examples[i].row for i in pending) if r is not None]
         computed, computed_at = await self._computed(rows, deadline, pending)
@@ -396,7 +397,7 @@ class Router:
             hashes = [self._kept_hash(examples[i], keys[i], features, i) for i in kept]
             self._cache.put_many(items, self.model_version, computed_at, hashes)
 
-    def _kept_hash(self, example: Example, key: str | None, features: _Features, i: int) -> bytes | None:
+    def _kept_hash(self, example: Example, key: str | None, features: FeatureCheck, i: int) -> bytes | None:
         """The features hash to write back with example `i`'s computed answer: the key itself when the
         key is the hash, else the hash of its features (one row hash, beside the model call)."""
         if example.key is None:
@@ -461,96 +462,6 @@ class Router:
         """Seconds since the active store version was published (NaN if none), for the metrics."""
         active = self.store.active() if self.store is not None else None
         return time.time() - active.created_at if active is not None else float("nan")
-
-
-class _Recorded:
-    """What the router uses of one store version's record, worked out once: the evaluator, and (static
-    mode, for a version with features hashes) the caster and row hash of the input schema it recorded
-    (None when it recorded none, or one that cannot be read: nothing to compare)."""
-
-    __slots__ = ("cast", "evaluator", "row_keys")
-
-    def __init__(self, info: VersionInfo | None, hashing: bool) -> None:
-        self.evaluator = info.evaluator if info is not None else None
-        self.cast: RowCaster | None = None
-        self.row_keys: RowKeys | None = None
-        recorded = info.meta.get(INPUTS_META) if info is not None and info.features_hash and hashing else None
-        if isinstance(recorded, list) and recorded:
-            try:
-                schema = Schema.from_list(recorded)
-            except ConfigError as exc:
-                assert info is not None
-                log.warning("store version %s recorded an unreadable input schema (%s); its keys are "
-                            "answered without comparing the features sent with them", info.version, exc)
-                return
-            self.cast, self.row_keys = RowCaster(schema), RowKeys(schema)
-
-
-class _Features:
-    """One request's keyed examples and their features: whether a kept prediction (its `features_hash`)
-    was computed from them, each example hashed at most once, and which were not (`changed`).
-
-    `digest` hashes a cast row (`Router._digest`); None compares nothing (`trust_keys`, static mode).
-    `digest_sent` (static mode: `Router._hash_sent`) hashes the features an example was sent with, by the
-    schema a stored prediction's version recorded; None compares nothing (`trust_keys`, other modes)."""
-
-    __slots__ = ("_digests", "_examples", "changed", "digest_row", "digest_sent")
-
-    def __init__(self, examples: list[Example], digest: Callable[[Row], bytes] | None,
-                 digest_sent: Callable[[StoredPrediction, Mapping[str, Any]], bytes | None] | None = None,
-                 ) -> None:
-        self._examples = examples
-        self.digest_row = digest
-        self.digest_sent = digest_sent
-        self._digests: dict[int, bytes] = {}
-        #: the examples whose features differ from those of a kept prediction of their key
-        self.changed: set[int] = set()
-
-    @property
-    def hashing(self) -> bool:
-        return self.digest_row is not None
-
-    def digest(self, i: int) -> bytes:
-        """Example `i`'s features hash (it has a row), computed once."""
-        found = self._digests.get(i)
-        if found is None:
-            assert self.digest_row is not None
-            row = self._examples[i].row
-            assert row is not None
-            found = self._digests[i] = self.digest_row(row)
-        return found
-
-    def same(self, i: int, kept: bytes | None) -> bool:
-        """Whether a prediction kept with features hash `kept` answers example `i`: always, unless the
-        example came with a key and features and the hash differs (then it is `changed`)."""
-        if kept is None or self.digest_row is None:
-            return True
-        example = self._examples[i]
-        if example.key is None or example.row is None:
-            return True
-        if self.digest(i) == kept:
-            return True
-        self.changed.add(i)
-        return False
-
-    def same_sent(self, i: int, hit: StoredPrediction) -> bool:
-        """Static mode's `same`: whether stored `hit` answers example `i`: always, unless the example came
-        with features (`Example.sent`) and both `hit` and its version's recorded schema let them be hashed,
-        and the hashes differ (then it is `changed`). SchemaError, naming the instance, if they do not fit
-        that schema. (A key-only example, or one without a kept hash, pays nothing.)"""
-        if hit.features_hash is None or self.digest_sent is None:
-            return True
-        sent = self._examples[i].sent
-        if sent is None:
-            return True
-        try:
-            digest = self.digest_sent(hit, sent)
-        except SchemaError as exc:
-            raise SchemaError(f"instance {i}: {exc}") from None
-        if digest is None or digest == hit.features_hash:
-            return True
-        self.changed.add(i)
-        return False
 
 
 def static_provenance(hit: StoredPrediction, now: float, evaluator: str | None) -> dict[str, Any]:
