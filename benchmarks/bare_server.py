@@ -13,9 +13,8 @@ The constants are serialised with orjson on every request, as augury serialises 
 
 ``--coalesce`` serves the same app with the HTTP protocol ``augury serve`` uses,
 `augury.serve.protocol.AuguryHttpProtocol` (httptools parsing, each response written in one socket write),
-instead of uvicorn's plain ``httptools``: the bare endpoint of the same protocol. The module is loaded
-from its file, without running the ``augury`` package's ``__init__`` (numpy, pyarrow, scikit-learn:
-~60 MB and ~0.3 s a bare endpoint has no use for).
+instead of uvicorn's plain ``httptools``: the bare endpoint of the same protocol. (Importing it loads the
+``augury`` package, numpy and pyarrow with it: more memory and start-up time, the same speed.)
 
     python benchmarks/bare_server.py --port 8000
     python benchmarks/bare_server.py --port 8000 --coalesce
@@ -24,7 +23,6 @@ from its file, without running the ``augury`` package's ``__init__`` (numpy, pya
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +92,7 @@ app = Starlette(
 
 
 def augury_protocol() -> Any:
-    """`augury.serve.protocol.AuguryHttpProtocol`, executed from augury's source file as a module of its
-    own (so ``augury/__init__.py`` does not run); the ordinary import if that fails."""
-    package = importlib.util.find_spec("augury")
-    if package is not None and package.origin is not None:
-        spec = importlib.util.spec_from_file_location(
-            "bare_server_protocol", Path(package.origin).parent / "serve" / "protocol.py")
-        if spec is not None and spec.loader is not None:
-            module = importlib.util.module_from_spec(spec)
-            try:
-                spec.loader.exec_module(module)
-                return module.AuguryHttpProtocol
-            except (ImportError, AttributeError):  # e.g. it came to import a sibling relatively
-                pass
+    """`augury.serve.protocol.AuguryHttpProtocol`, the HTTP protocol ``augury serve`` uses."""
     from augury.serve.protocol import AuguryHttpProtocol
 
     return AuguryHttpProtocol
@@ -120,18 +106,12 @@ def main() -> None:
                     help="serve with augury's AuguryHttpProtocol (one socket write per response)")
     ap.add_argument("--workers", type=int, default=1, help="server processes [1]")
     args = ap.parse_args()
-    if args.workers == 1:
-        http: Any = augury_protocol() if args.coalesce else "httptools"
-        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http=http, workers=1,
-                    access_log=False, server_header=False, lifespan="on", log_level="warning")
-    else:  # the workers import the app by name, and the protocol class by its importable name
-        if args.coalesce:
-            from augury.serve.protocol import AuguryHttpProtocol as http
-        else:
-            http = "httptools"
-        uvicorn.run("bare_server:app", app_dir=str(Path(__file__).parent), host=args.host, port=args.port,
-                    loop="uvloop", http=http, workers=args.workers, access_log=False, server_header=False,
-                    lifespan="on", log_level="warning")
+    http: Any = augury_protocol() if args.coalesce else "httptools"
+    # several workers import the app by name (the protocol class is pickled by its importable name)
+    target: Any = app if args.workers == 1 else "bare_server:app"
+    uvicorn.run(target, app_dir=str(Path(__file__).parent), host=args.host, port=args.port, loop="uvloop",
+                http=http, workers=args.workers, access_log=False, server_header=False, lifespan="on",
+                log_level="warning")
 
 
 if __name__ == "__main__":

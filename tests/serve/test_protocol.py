@@ -22,7 +22,8 @@ import pytest
 import uvicorn
 
 from augury.serve import ServeSettings, create_app
-from augury.serve.protocol import WHOLE_RESPONSE, AuguryHttpProtocol
+from augury.serve.http_cycle import WHOLE_RESPONSE
+from augury.serve.protocol import AuguryHttpProtocol
 
 from .helpers import LiveServer, add_model
 

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError, InputError
 from augury.serve.errors import BodyTooLarge, UnsupportedEncoding, headers_of, status_of
-from augury.serve.protocol import WHOLE_RESPONSE
+from augury.serve.http_cycle import WHOLE_RESPONSE
 
 DEADLINE_HEADER = "x-augury-deadline-ms"
 #: the longest deadline a request may ask for (a day), so that a typo does not park a request forever.
