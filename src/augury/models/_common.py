@@ -10,7 +10,6 @@ Output columns follow one rule for every format (`output_schema`): classifiers a
 from __future__ import annotations
 
 import collections
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from numpy.typing import NDArray
 from augury.errors import ConfigError, ModelLoadError, PredictionError
 from augury.models.base import ModelInfo
 from augury.models.evaluator import DEFAULT, Choice
-from augury.models.manifest import Manifest, manifest_path
+from augury.models.manifest import Manifest, file_sha256, manifest_path
 from augury.schema import Field, Schema
 
 Array = NDArray[Any]
@@ -149,14 +148,10 @@ class LoadContext:
 
 def file_version(path: Path) -> str:
     """``sha256:`` and the first 16 hex digits of the SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return "sha256:" + file_sha256(path)[:16]
     except OSError as exc:
         raise ModelLoadError(f"cannot read model file {path}: {exc}") from exc
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 def python_classes(values: Any) -> tuple[Any, ...]:

@@ -146,16 +146,21 @@ def _check_unambiguous(manifest: Manifest, model_path: Path) -> None:
         )
 
 
-def _sha256(model_path: Path, manifest: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file's bytes, in hex, read a megabyte at a time (OSError if it cannot be read)."""
     digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(model_path: Path, manifest: Path) -> str:
     try:
-        with model_path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(model_path)
     except OSError as exc:
         raise ConfigError(f"manifest {manifest}: cannot read {model_path} to check its sha256: {exc}"
                           ) from exc
-    return digest.hexdigest()
 
 
 def parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
