@@ -288,3 +288,75 @@ def test_augurys_app_runs_under_plain_uvicorn(http: str) -> None:
             assert bad.status_code == 400 and "error" in bad.json()
             assert client.get("/v2/health/ready").status_code == 200
             assert client.get("/metrics").status_code == 200
+
+
+class QuickTimeouts(AuguryHttpProtocol):
+    header_timeout = 0.5
+    body_timeout = 0.5
+
+
+@pytest.fixture(scope="module")
+def quick() -> Iterator[int]:
+    server = LiveServer(app, http=QuickTimeouts)
+    server.server.config.timeout_keep_alive = 1
+    with server:
+        yield server.port
+
+
+def _read_until_closed(sock: socket.socket, limit_s: float = 5.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes; and how long that took."""
+    started, out = time.monotonic(), b""
+    sock.settimeout(limit_s)
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out, time.monotonic() - started
+
+
+def test_a_connection_that_never_sends_a_request_is_closed(quick: int) -> None:
+    with socket.create_connection(("127.0.0.1", quick), timeout=5) as sock:
+        raw, took = _read_until_closed(sock)
+    assert raw == b"" and 0.5 < took < 3
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_and_closed(quick: int) -> None:
+    with socket.create_connection(("127.0.0.1", quick), timeout=5) as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nhost: test\r\n")  # and never the blank line
+        raw, took = _read_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.1 408 ") and raw.endswith(b"Request head not received in time.")
+    assert took < 3
+
+
+def test_a_head_trickled_byte_by_byte_is_timed_from_its_first_byte(quick: int) -> None:
+    """A slow client cannot keep a connection by sending a byte now and then."""
+    head = _get("/plain")
+    with socket.create_connection(("127.0.0.1", quick), timeout=5) as sock:
+        started = time.monotonic()
+        sent = 0
+        try:
+            while sent < len(head) and time.monotonic() - started < 4:
+                sock.sendall(head[sent:sent + 1])
+                sent += 1
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        raw, _ = _read_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 3
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_closed(quick: int) -> None:
+    with socket.create_connection(("127.0.0.1", quick), timeout=5) as sock:
+        sock.sendall(_get("/echo", b"content-length: 10\r\n", b"POST") + b"abc")
+        raw, took = _read_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.1 408 ") and raw.endswith(b"Request body not received in time.")
+    assert took < 3
+
+
+def test_requests_within_the_limits_are_answered_on_a_kept_connection(quick: int) -> None:
+    with socket.create_connection(("127.0.0.1", quick), timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(_get("/echo", b"content-length: 2\r\n", b"POST"))
+            time.sleep(0.2)  # the body comes late, but within the body's limit
+            sock.sendall(b"ok")
+            assert sock.recv(65536).endswith(b"ok")
+            time.sleep(0.6)  # idle longer than the head's limit, shorter than keep-alive's

@@ -105,7 +105,19 @@ def _writer(loop: asyncio.AbstractEventLoop) -> _TurnWriter:
 
 class AuguryHttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection (see the module docstring). The constructor is the one uvicorn's ``http=``
-    hook calls for every protocol class."""
+    hook calls for every protocol class.
+
+    Every phase of a connection has a time limit, watched by one timer per connection (re-armed only
+    when it fires early): waiting for a request, the connection's first one included (uvicorn's
+    ``timeout_keep_alive``; then closed); a request's head, from its first byte (`header_timeout`; then
+    408 and closed); its body, from the end of its head (`body_timeout`; then 408 and closed, the app
+    seeing the client gone). A slow client holds its connection for that long at most, not forever. The
+    app's own work has no limit here (augury's requests have deadlines of their own)."""
+
+    #: seconds a request's head (request line and headers) may take to arrive, from its first byte.
+    header_timeout = 10.0
+    #: seconds a request's body may take to arrive, from the end of its head.
+    body_timeout = 30.0
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -129,8 +141,9 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.cycle: Cycle | None = None  # the request being answered (or the last one)
         self.pipeline: deque[Cycle] = deque()  # requests parsed while an earlier one is answered
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.idle_since: float | None = None  # loop.time() the connection went idle; None while busy
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.phase = "idle"  # "idle" (waiting for a request), "head", "body", or "app" (no limit)
+        self.deadline: float | None = None  # loop.time() by which the phase must end
         self.reading_paused = False
         self.writable: asyncio.Future[None] | None = None  # set while the transport asks us to wait
         # the request being parsed
@@ -148,10 +161,14 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.client = _address(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext"):
             self.scheme = "https"
+        self._watch("idle", self.timeout_keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        self._stop_idle_timer()
+        self.deadline = None
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         for cycle in (self.cycle, *self.pipeline):
             if cycle is not None:
                 cycle.lost()
@@ -163,7 +180,6 @@ class AuguryHttpProtocol(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -186,6 +202,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.expect_continue = False
+        self._watch("head", self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -200,6 +217,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         parser = self.parser
         if parser.should_upgrade():
             return  # feed_data raises HttpParserUpgrade next: refused there
+        self._watch("body", self.body_timeout)
         version = parser.get_http_version()
         url = httptools.parse_url(self.url)
         raw_path: bytes = url.path
@@ -231,6 +249,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
                 self._pause_reading()
 
     def on_message_complete(self) -> None:
+        self._watch("app", None)
         cycle, self.parsing = self.parsing, None
         if cycle is not None:
             cycle.body_complete()
@@ -257,8 +276,8 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self._resume_reading()
         if self.pipeline:
             self._start(self.pipeline.popleft())
-        else:
-            self._idle()
+        elif self.phase == "app":  # nothing of a next request read yet
+            self._watch("idle", self.timeout_keep_alive)
 
     def default_head(self) -> bytes:
         """The server's default headers (``date``), rendered once per list (uvicorn renews it each second)."""
@@ -300,28 +319,32 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.write(plain_response(status, text, self.state.default_headers))
         self.close()
 
-    def _idle(self) -> None:
-        """The connection waits for its next request from now: closed if none comes within the keep-alive
-        timeout. One timer per connection, re-armed only when it fires early, rather than one made and
-        cancelled per request (data_received merely marks the connection busy)."""
-        self.idle_since = self.loop.time()
-        if self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
-        if self.idle_since is None:  # busy since: a request came
+    def _watch(self, phase: str, seconds: float | None) -> None:
+        """Enter `phase`, which must end within `seconds` (None: no limit)."""
+        self.phase = phase
+        if seconds is None:
+            self.deadline = None
             return
-        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
-        if left > 0:  # it went busy and idle again meanwhile: wait for the rest
-            self.idle_timer = self.loop.call_later(left, self._idle_timeout)
-        elif self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        self.deadline = self.loop.time() + seconds
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_later(seconds, self._check)
 
-    def _stop_idle_timer(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+    def _check(self) -> None:
+        """The watchdog: act on a phase past its deadline, or wait for the rest of the current one."""
+        self.watchdog = None
+        if self.deadline is None or self.transport is None or self.transport.is_closing():
+            return
+        left = self.deadline - self.loop.time()
+        if left > 0:
+            self.watchdog = self.loop.call_later(left, self._check)
+        elif self.phase == "idle":
+            self.transport.close()
+        elif self.phase == "head":
+            log.info("closing a connection whose request head took longer than %g s", self.header_timeout)
+            self._refuse(408, b"Request head not received in time.")
+        else:
+            log.info("closing a connection whose request body took longer than %g s", self.body_timeout)
+            self._refuse(408, b"Request body not received in time.")
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
