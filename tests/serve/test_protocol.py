@@ -360,3 +360,23 @@ def test_requests_within_the_limits_are_answered_on_a_kept_connection(quick: int
             sock.sendall(b"ok")
             assert sock.recv(65536).endswith(b"ok")
             time.sleep(0.6)  # idle longer than the head's limit, shorter than keep-alive's
+
+
+def test_slow_bodies_do_not_take_the_places_of_requests_in_flight() -> None:
+    """Clients sending small bodies slowly hold their connections, not the app's --max-in-flight places:
+    the app gets a request once its body is here."""
+    app_ = create_app(ServeSettings(max_in_flight=2), add_model(), None)
+    with LiveServer(app_, http=AuguryHttpProtocol) as server:
+        slow = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(6)]
+        try:
+            for sock in slow:
+                sock.sendall(b"POST /v1/models/add:predict HTTP/1.1\r\nhost: test\r\n"
+                             b"content-type: application/json\r\ncontent-length: 40\r\n\r\n{\"inst")
+            time.sleep(0.3)
+            with httpx.Client(base_url=server.url) as client:
+                r = client.post("/v1/models/add:predict", json={"instances": [{"a": 1, "b": 2}]})
+                assert r.status_code == 200, r.text
+                assert r.json()["predictions"][0]["value"] == 3.0
+        finally:
+            for sock in slow:
+                sock.close()

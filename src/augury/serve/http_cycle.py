@@ -55,9 +55,9 @@ def plain_response(status: int, text: bytes, defaults: list[tuple[bytes, bytes]]
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` the app gets."""
 
-    __slots__ = ("body", "chunked", "conn", "continue_sent", "done", "expect_continue", "gone", "head",
-                 "keep_alive", "keep_alive_said", "length_left", "more_body", "scope", "started", "status",
-                 "waiter")
+    __slots__ = ("body", "chunked", "conn", "continue_sent", "dispatched", "done", "expect_continue", "gone",
+                 "head", "keep_alive", "keep_alive_said", "length_left", "more_body", "scope", "started",
+                 "status", "waiter")
 
     def __init__(self, conn: AuguryHttpProtocol, scope: Scope, *, keep_alive: bool,
                  expect_continue: bool) -> None:
@@ -66,6 +66,7 @@ class Cycle:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.continue_sent = False
+        self.dispatched = False  # handed to the app (or queued behind the request before it)
         self.body = b""
         self.more_body = True
         self.waiter: asyncio.Future[None] | None = None

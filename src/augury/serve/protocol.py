@@ -235,11 +235,9 @@ class AuguryHttpProtocol(asyncio.Protocol):
         cycle = Cycle(self, scope, keep_alive=version != "1.0" and parser.should_keep_alive(),
                       expect_continue=self.expect_continue)
         self.parsing = cycle
-        if self.cycle is None or self.cycle.done:
-            self._start(cycle)
-        else:  # pipelined behind one still being answered
-            self.pipeline.append(cycle)
-            self._pause_reading()
+        if self._streams(cycle):
+            self._dispatch(cycle)
+        # else: dispatched once its body is here (on_message_complete)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
@@ -253,8 +251,33 @@ class AuguryHttpProtocol(asyncio.Protocol):
         cycle, self.parsing = self.parsing, None
         if cycle is not None:
             cycle.body_complete()
+            if not cycle.dispatched:
+                self._dispatch(cycle)
 
     # the connection's side of a request
+    def _streams(self, cycle: Cycle) -> bool:
+        """Whether the app gets `cycle` as soon as its head is here, its body streaming in: when the
+        body may be large (over `HIGH_WATER`, or chunked, its length unknown) or the client waits for
+        ``100 Continue`` before sending it. Any other request reaches the app with its whole body, so a
+        client sending its body slowly holds only its connection (within `body_timeout`), never a place
+        among the requests the app is handling (augury's --max-in-flight counts those)."""
+        if cycle.expect_continue:
+            return True
+        for name, value in cycle.scope["headers"]:
+            if name == b"transfer-encoding":
+                return True
+            if name == b"content-length":
+                return not value.isdigit() or int(value) > HIGH_WATER
+        return False
+
+    def _dispatch(self, cycle: Cycle) -> None:
+        cycle.dispatched = True
+        if self.cycle is None or self.cycle.done:
+            self._start(cycle)
+        else:  # pipelined behind one still being answered
+            self.pipeline.append(cycle)
+            self._pause_reading()
+
     def _start(self, cycle: Cycle) -> None:
         self.cycle = cycle
         limit = self.limit_concurrency
