@@ -26,3 +26,15 @@ def test_cli_defaults_match_serve_settings() -> None:
             assert options[f.name] == getattr(defaults, f.name), f.name
             checked += 1
     assert checked >= 7
+
+
+def test_cli_time_limits_match_serve_settings() -> None:
+    """The connection time limits are given as durations on the command line, seconds in the settings."""
+    from augury.config import parse_duration
+
+    ctx = click.Context(serve)
+    options = {p.name: p.get_default(ctx) for p in serve.params}
+    defaults = ServeSettings()
+    assert parse_duration(options["keep_alive_timeout"]) == defaults.keep_alive_s
+    assert parse_duration(options["header_timeout"]) == defaults.header_timeout_s
+    assert parse_duration(options["body_timeout"]) == defaults.body_timeout_s

@@ -195,3 +195,27 @@ def test_several_workers_refuse_another_models_store_before_starting(tmp_path: P
     assert proc.returncode == 2, proc.stderr
     assert "notthere" in proc.stderr and "churn" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_applies_its_connection_time_limits(hgb_model: Path, workers: str) -> None:
+    """--header-timeout and --keep-alive-timeout reach the connections of every worker process."""
+    with augury_serve("--model", str(hgb_model), "--workers", workers, "--header-timeout", "500ms",
+                      "--keep-alive-timeout", "1s") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n")  # the head never ends
+            started, raw = time.monotonic(), b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        assert raw.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started = time.monotonic()
+            assert sock.recv(65536) == b""  # a silent connection: closed after the keep-alive limit
+            assert 0.5 < time.monotonic() - started < 5
+
+
+def test_bad_time_limits_are_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--model", "m.joblib",
+                           "--header-timeout", "10"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--header-timeout" in proc.stderr and "Traceback" not in proc.stderr

@@ -89,6 +89,27 @@ from ._common import evaluator_option, reporting
 )
 @click.option("--ignore-unknown-fields", is_flag=True, help="Ignore fields that are not model features.")
 @click.option(
+    "--keep-alive-timeout",
+    default="5s",
+    show_default=True,
+    metavar="DURATION",
+    help="Close a connection that sends no request for this long.",
+)
+@click.option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="A request's head must arrive within this, from its first byte (else 408).",
+)
+@click.option(
+    "--body-timeout",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="A request's body must arrive within this, from the end of its head (else 408).",
+)
+@click.option(
     "--write-back-ttl",
     default=None,
     metavar="DURATION",
@@ -148,6 +169,9 @@ def serve(
     max_body_bytes: int,
     max_instances: int,
     ignore_unknown_fields: bool,
+    keep_alive_timeout: str,
+    header_timeout: str,
+    body_timeout: str,
     write_back_ttl: str | None,
     write_back_to: Literal["store", "process"] | None,  # click.Choice checked it
     require_version_match: bool,
@@ -170,6 +194,9 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_instances=max_instances,
         ignore_unknown_fields=ignore_unknown_fields,
+        keep_alive_s=parse_duration(keep_alive_timeout, "--keep-alive-timeout"),
+        header_timeout_s=parse_duration(header_timeout, "--header-timeout"),
+        body_timeout_s=parse_duration(body_timeout, "--body-timeout"),
         write_back_ttl_s=parse_duration(write_back_ttl, "--write-back-ttl") if write_back_ttl else None,
         write_back_to=write_back_to,
         model_threads=model_threads,

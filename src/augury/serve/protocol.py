@@ -119,6 +119,12 @@ class AuguryHttpProtocol(asyncio.Protocol):
     #: seconds a request's body may take to arrive, from the end of its head.
     body_timeout = 30.0
 
+    @classmethod
+    def configure(cls, *, header_timeout: float, body_timeout: float) -> None:
+        """Set the time limits of this process's connections (`augury serve` does, in every worker
+        process, from ``--header-timeout`` and ``--body-timeout``)."""
+        cls.header_timeout, cls.body_timeout = header_timeout, body_timeout
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         if not config.loaded:

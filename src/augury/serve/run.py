@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import math
 import os
 import socket
 import sys
@@ -26,7 +27,7 @@ from starlette.applications import Starlette
 from augury.errors import ConfigError, MissingExtraError
 from augury.models import Model, load_model
 from augury.serve.app import check_parts, create_app
-from augury.serve.settings import CONFIG_ENV, LaunchConfig
+from augury.serve.settings import CONFIG_ENV, LaunchConfig, ServeSettings
 from augury.store import PredictionStore, open_store
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -65,6 +66,7 @@ def app_from_env() -> Starlette:
     """The app factory uvicorn's worker processes call (``augury.serve.run:app_from_env``)."""
     config = LaunchConfig.from_env()
     configure_logging(config.log_level)
+    http_protocol(config.settings)  # this worker's connections' time limits
     return build_app(config)
 
 
@@ -94,7 +96,8 @@ def serve(config: LaunchConfig) -> None:
             _announce(config)
             server = uvicorn.Server(uvicorn.Config(
                 app, host=config.host, port=config.port, log_level=config.log_level,
-                access_log=False, lifespan="on", server_header=False, http=http_protocol(), ws="none"))
+                access_log=False, lifespan="on", server_header=False, http=http_protocol(config.settings),
+                ws="none", timeout_keep_alive=math.ceil(config.settings.keep_alive_s)))
             server.run()
             started = server.started
         else:
@@ -112,8 +115,9 @@ def serve(config: LaunchConfig) -> None:
                 os.environ[CONFIG_ENV] = dataclasses.replace(config, settings=settings).to_json()
                 uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
                             host=config.host, port=config.port, log_level=config.log_level,
-                            access_log=False, lifespan="on", server_header=False, http=http_protocol(),
-                            ws="none")
+                            access_log=False, lifespan="on", server_header=False,
+                            http=http_protocol(config.settings), ws="none",
+                            timeout_keep_alive=math.ceil(config.settings.keep_alive_s))
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
@@ -121,15 +125,19 @@ def serve(config: LaunchConfig) -> None:
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)")
 
 
-def http_protocol() -> Any:
+def http_protocol(settings: ServeSettings | None = None) -> Any:
     """uvicorn's ``http=`` setting for augury: its own protocol (`protocol.AuguryHttpProtocol`: httptools
-    parsing, one write per response), or uvicorn's own choice (h11) where httptools is not installed."""
+    parsing, one write per response), configured with `settings`' time limits, or uvicorn's own choice
+    (h11) where httptools is not installed."""
     try:
         import httptools  # noqa: F401
     except ImportError:
         return "auto"
     from augury.serve.protocol import AuguryHttpProtocol
 
+    if settings is not None:
+        AuguryHttpProtocol.configure(header_timeout=settings.header_timeout_s,
+                                     body_timeout=settings.body_timeout_s)
     return AuguryHttpProtocol
 
 

@@ -56,6 +56,13 @@ class ServeSettings:
     write_back_to: Literal["store", "process"] | None = None
     #: most entries in the in-process write-back cache (least recently used ones are evicted).
     write_back_max_entries: int = 100_000
+    #: seconds a connection may wait for its next request (its first included) before it is closed
+    #: (uvicorn takes whole seconds: rounded up).
+    keep_alive_s: float = 5.0
+    #: seconds a request's head may take to arrive, from its first byte (then 408; `serve.protocol`).
+    header_timeout_s: float = 10.0
+    #: seconds a request's body may take to arrive, from the end of its head (then 408).
+    body_timeout_s: float = 30.0
     #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).
     model_threads: int = 1
     #: which code scores the model (`augury.models.evaluator`: "auto", "compiled" or "library"): the same
@@ -89,6 +96,10 @@ class ServeSettings:
                                   f"not {value!r}")
         if not self.max_delay_ms >= 0:
             raise ConfigError(f"max-delay-ms must be 0 or more, not {self.max_delay_ms!r}")
+        for name in ("keep_alive_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                option = name[:-2].replace("_", "-")
+                raise ConfigError(f"{option} must be positive, not {getattr(self, name)!r}")
         if not self.inline_below_ms >= 0:
             raise ConfigError(f"inline-below-ms must be 0 or more, not {self.inline_below_ms!r}")
         if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:
