@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import json
+import logging
+import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -291,3 +296,78 @@ def test_status_mapping() -> None:
     assert status_of(StoreError("x")) == 503 and headers_of(StoreError("x")) == {"retry-after": "1"}
     assert status_of(DeadlineExceeded("x")) == 504
     assert status_of(PredictionError("x")) == 500
+
+
+def _key_tensor(keys: list[str]) -> dict[str, Any]:
+    return {"inputs": [_tensor("key", keys, "BYTES")]}
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "augury.serve.access"]
+
+
+def _raw_get(url: str, path: str) -> tuple[int, bytes]:
+    """GET `path` over a plain socket (httpx refuses URLs past 64 KiB): the status and the body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_store_failure_names_no_path_nor_sqlite_internals(client: httpx.Client, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The 503 says the store cannot answer and the request id; the cause is in the access log line with
+    that id (issue 11: the body carried the database's path and "no such table")."""
+    path = tmp_path / "broken.db"
+    store = SQLiteStore(path)
+    publish_values(store, ["k1"], [1.0])
+    try:
+        with live(None, store, name="cat") as url, caplog.at_level(logging.WARNING, "augury.serve.access"):
+            con = sqlite3.connect(path)
+            con.execute("DROP TABLE preds_1")  # another connection breaks the active version under it
+            con.commit()
+            con.close()
+            time.sleep(0.2)  # past the readers' snapshots (0.05 s): every lookup now reads the file
+            answers = [client.get(f"{url}/v1/models/cat/predictions/k2"),
+                       client.post(f"{url}/v1/models/cat:predict", json={"instances": [{"key": "k2"}]}),
+                       client.post(f"{url}/v2/models/cat/infer", json=_key_tensor(["k2", "k3"]))]
+    finally:
+        store.close()
+    logged = {json.loads(line)["request_id"]: json.loads(line) for line in _access_lines(caplog)}
+    for r in answers:
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        rid = r.headers["x-request-id"]
+        assert r.json() == {"error": f"the prediction store cannot answer right now; retry later "
+                                     f"(request id {rid})"}
+        assert str(tmp_path) not in r.text and "no such table" not in r.text
+        assert "no such table: preds_1" in logged[rid]["error"] and str(path) in logged[rid]["error"]
+
+
+def test_a_huge_key_gets_a_small_answer_and_a_small_log_line(client: httpx.Client, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A 1 MB key (in a body; in a URL as long as the HTTP parser takes) is echoed cut to its first 64
+    characters and its length, in the response and in the log line (issue 11: 1 MB and 2 MB before)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    publish_values(store, ["k1"], [1.0])
+    huge, long = "k" * 1_000_000, "k" * 60_000
+    try:
+        with live(None, store, name="cat") as url, caplog.at_level(logging.WARNING, "augury.serve.access"):
+            answers = [
+                (r.status_code, r.content) for r in (
+                    client.post(f"{url}/v1/models/cat:predict", json={"instances": [{"key": huge}]}),
+                    client.post(f"{url}/v2/models/cat/infer", json=_key_tensor([huge])))]
+            answers += [_raw_get(url, path) for path in (f"/v1/models/cat/predictions/{long}",
+                                                         f"/v1/models/{long}/predictions/k1",
+                                                         f"/v2/models/cat/versions/{long}/ready", f"/{long}")]
+    finally:
+        store.close()
+    for (status, body), size in zip(answers, [huge, huge, long, long, long, long], strict=True):
+        assert status == 404 and len(body) < 1_000, body[:300]
+        if "route" not in body.decode():  # ("no route GET /kkk...": the path, cut at 256 characters)
+            assert f"'{'k' * 64}'... ({len(size):,} characters)" in json.loads(body)["error"]
+    lines = _access_lines(caplog)
+    assert len(lines) == 6 and all(len(line) < 2_000 for line in lines), [len(line) for line in lines]

@@ -268,7 +268,8 @@ def test_hybrid_falls_back_to_the_model_when_the_store_fails(client: httpx.Clien
         assert r.status_code == 200 and r.json()["provenance"][0]["source"] == "dynamic"
         lookup = client.post(f"{url}/v1/models/add:predict", json={"instances": [{"key": "k1"}]})
         assert lookup.status_code == 503 and "retry-after" in lookup.headers
-        assert "closed" in lookup.json()["error"]
+        assert lookup.json()["error"] == (f"the prediction store cannot answer right now; retry later "
+                                          f"(request id {lookup.headers['x-request-id']})")
         metrics = client.get(f"{url}/metrics").text
         assert "augury_store_errors_total 2.0" in metrics
 

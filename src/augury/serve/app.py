@@ -26,6 +26,7 @@ from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.sharing import SHARE_EVERY_S
 from augury.serve.batcher import Batcher
+from augury.serve.errors import PATH_CHARS, clipped
 from augury.serve.hot import HotDispatch
 from augury.serve.middleware import Bookkeeping, Observability
 from augury.serve.openapi import build_openapi
@@ -244,15 +245,15 @@ async def _augury_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AuguryError)
     request.state.error = type(exc).__name__
     request.state.error_message = str(exc)
-    return error_response(exc)
+    return error_response(exc, getattr(request.state, "request_id", None))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}; see GET /openapi.json"
+        message = f"no route {request.method} {clipped(request.url.path, PATH_CHARS)}; see GET /openapi.json"
     elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        message = f"method {request.method} is not allowed on {clipped(request.url.path, PATH_CHARS)}"
     else:
         message = str(exc.detail)
     request.state.error = "HTTPException"

@@ -12,13 +12,22 @@ error                                  status  when
 `FeaturesChangedError`                 409     static mode: a key sent with features other than those its
                                                stored prediction was computed from
 `OverloadedError`                      503     the batcher's queue is full (with ``Retry-After``)
-`StoreError`                           503     the prediction store failed (static mode, key lookups)
+`StoreError`                           503     the prediction store failed (static mode, key lookups); the
+                                               body says only that, with the request id (`public_message`)
 `DeadlineExceeded`                     504     the request's deadline passed before it was scored
 any other `AuguryError`                500     a model that broke its contract, a bug
 =====================================  ======  ==========================================================
 
 Every error body is ``{"error": "<message>"}``. The error classes defined here are the server's own
 (HTTP-layer limits and the per-example model failure); they still derive from augury's hierarchy.
+
+**What the client is told** (`public_message`). A 4xx message is about the client's own input and says
+what is wrong with it. A store failure's message is the server's business: it names the database's path
+and SQLite's own words (``no such table: augury_pointer``), so the client gets only that the store cannot
+answer and the request id, and the access log line with that id keeps the cause. Whatever a message
+echoes of the request (a key, a name) is cut to its first `ECHO_CHARS` characters, a path to `PATH_CHARS`
+(`quoted`, `clipped`), and a whole message to `MESSAGE_CHARS`, so that a 1 MB key gets neither a 1 MB
+response nor a 1 MB log line.
 """
 
 from __future__ import annotations
@@ -55,6 +64,15 @@ class UnscorableError(PredictionError):
     were scored (the batch path writes such a row to its errors file)."""
 
 
+#: how much of a key or a name a message echoes (`quoted`, `clipped`).
+ECHO_CHARS = 64
+#: how much of a request's path a message or a log line echoes (a path can hold a key of any length).
+PATH_CHARS = 256
+#: the most of any one error message sent to a client or written in a log line.
+MESSAGE_CHARS = 1024
+#: a store failure, as the client is told it (the cause is in the log line with the request id).
+STORE_UNAVAILABLE = "the prediction store cannot answer right now; retry later"
+
 #: most specific first: the first class an error is an instance of gives its status.
 _STATUS: tuple[tuple[type[AuguryError], int], ...] = (
     (BodyTooLarge, 413),
@@ -86,3 +104,27 @@ def headers_of(error: AuguryError) -> dict[str, str]:
     if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError):
         return {"retry-after": "1"}
     return {}
+
+
+def public_message(error: AuguryError, request_id: str | None = None) -> str:
+    """What the client is told of `error` (see the module docstring): for a store failure that the store
+    cannot answer now and `request_id` (the log line with that id has the cause); otherwise the message,
+    cut to `MESSAGE_CHARS`."""
+    if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError):
+        return STORE_UNAVAILABLE + (f" (request id {request_id})" if request_id is not None else "")
+    return clipped(str(error), MESSAGE_CHARS)
+
+
+def clipped(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text`, or its first `limit` characters and how long it was: ``abc... (1,048,576 characters)``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def quoted(text: str | None, limit: int = ECHO_CHARS) -> str:
+    """`text` as a message quotes what the client sent (``repr``), cut as `clipped` cuts it:
+    ``'abc'... (1,048,576 characters)``."""
+    if text is None or len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"

@@ -67,7 +67,7 @@ class HotEndpoint(ABC):
             state = scope.setdefault("state", {})
             state["error"] = type(exc).__name__
             state["error_message"] = str(exc)
-            (status, body, headers), media_type = error_reply(exc), JSON_TYPE
+            (status, body, headers), media_type = error_reply(exc, state.get("request_id")), JSON_TYPE
         await send_whole(scope, send, status, body, headers, media_type)
 
     @abstractmethod
@@ -183,7 +183,7 @@ class HotDispatch:
                 status = 200
             except AuguryError as exc:
                 error, message = type(exc).__name__, str(exc)
-                (status, body, headers), media_type = error_reply(exc), JSON_TYPE
+                (status, body, headers), media_type = error_reply(exc, rid), JSON_TYPE
             except ClientDisconnect:  # nobody to answer
                 status, error, message = 499, "ClientDisconnect", "the client went away before its body came"
                 return

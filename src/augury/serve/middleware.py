@@ -5,7 +5,10 @@
 - Metrics: each request is counted by route template, method and status, and timed
   (`monitor.ServeMetrics.observe_request`); errors also by error class.
 - Logs (logger ``augury.serve.access``): one JSON line per request at DEBUG; error responses always
-  (WARNING for 4xx, 503 and 504; ERROR with the traceback for other 5xx).
+  (WARNING for 4xx, 503 and 504; ERROR with the traceback for other 5xx). An error's whole message is
+  logged, a store failure's cause included (its response names only the request id: `serve.errors`); the
+  path is cut to `errors.PATH_CHARS` and the message to `errors.MESSAGE_CHARS`, so a line stays small
+  whatever a client sends.
 - An exception that escapes a route (a bug) becomes a 500 ``{"error": ...}`` naming the request id,
   and the server carries on.
 
@@ -24,6 +27,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from augury.monitor import ServeMetrics
+from augury.serve.errors import MESSAGE_CHARS, PATH_CHARS, clipped
 
 log = logging.getLogger("augury.serve.access")
 
@@ -74,10 +78,11 @@ class Bookkeeping:
             level = logging.ERROR
         else:
             level = logging.WARNING
-        line: dict[str, Any] = {"request_id": rid, "method": scope["method"], "path": scope["path"],
-                                "route": route, "status": status, "ms": round(seconds * 1e3, 3)}
+        line: dict[str, Any] = {"request_id": rid, "method": scope["method"],
+                                "path": clipped(scope["path"], PATH_CHARS), "route": route,
+                                "status": status, "ms": round(seconds * 1e3, 3)}
         if message is not None:
-            line["error"] = message
+            line["error"] = clipped(message, MESSAGE_CHARS)
         client = scope.get("client")
         if client:
             line["client"] = f"{client[0]}:{client[1]}"
@@ -86,7 +91,8 @@ class Bookkeeping:
 
 def internal_error(scope: Scope, rid: str, exc: Exception) -> str:
     """Log an exception that escaped a route (a bug) with its traceback; the message for the client."""
-    log.exception("request %s %s failed (request id %s)", scope["method"], scope["path"], rid, exc_info=exc)
+    log.exception("request %s %s failed (request id %s)", scope["method"],
+                  clipped(scope["path"], PATH_CHARS), rid, exc_info=exc)
     return f"internal error ({type(exc).__name__}); request id {rid}"
 
 

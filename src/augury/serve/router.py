@@ -57,7 +57,7 @@ from augury.monitor import ServeMetrics
 from augury.schema import Schema
 from augury.serve.batcher import Batcher
 from augury.serve.casting import RowCaster
-from augury.serve.errors import UnscorableError
+from augury.serve.errors import UnscorableError, quoted
 from augury.serve.kept import FeatureCheck, VersionRecord
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import Cached, WriteBack
@@ -326,9 +326,9 @@ class Router:
     def _conflict(self, key: str | None, index: int | None) -> str:
         """The message for a key sent with features other than its stored prediction's (static mode)."""
         where = f"instance {index}: " if index is not None else ""
-        return (f"{where}the features sent with key {key!r} differ from those its stored prediction was "
-                f"computed from; this server has no model to compute them (static mode): send the key alone "
-                f"for the stored prediction, or the features to a server with the model (hybrid mode)")
+        return (f"{where}the features sent with key {quoted(key)} differ from those its stored prediction "
+                f"was computed from; this server has no model to compute them (static mode): send the key "
+                f"alone for the stored prediction, or the features to a server with the model (hybrid mode)")
 
     def _usable(self, hit: StoredPrediction) -> bool:
         if self._outputs is None:
@@ -425,20 +425,22 @@ class Router:
         return answers, computed_at
 
     def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
-        where = f"instance {index}: " if index is not None else ""
+        """The 404 of a key nobody holds; the message quotes at most the first characters of the key
+        (`quoted`: a key of any length gets a small answer)."""
+        where = f"instance {index}: key {quoted(key)}" if index is not None else f"key {quoted(key)}"
         if self.store is None and self._cache is None:
-            return NotFoundError(f"{where}key {key!r} cannot be looked up: this server has no prediction "
-                                 f"store and no write-back (dynamic mode); send the example's features")
+            return NotFoundError(f"{where} cannot be looked up: this server has no prediction store and no "
+                                 f"write-back (dynamic mode); send the example's features")
         if self.store is None:
-            return NotFoundError(f"{where}key {key!r} is not among the written-back predictions and the "
-                                 f"instance has no features to compute it from")
+            return NotFoundError(f"{where} is not among the written-back predictions and the instance has no "
+                                 f"features to compute it from")
         try:
             active = self.store.active()
         except StoreError:
             active = None
         version = (f"prediction store's active version {active.version}" if active is not None
                    else "prediction store (it has no active version)")
-        return NotFoundError(f"{where}key {key!r} was never precomputed: it is not in the {version} "
+        return NotFoundError(f"{where} was never precomputed: it is not in the {version} "
                              f"(or its TTL has passed)"
                              + ("" if self.model is None else "; send the example's features to compute it"))
 
@@ -450,8 +452,8 @@ class Router:
                    f"{', '.join(sorted(self._outputs))}")
         else:
             why = f"it was made by model version {hit.model_version}, not {self.model_version}"
-        return NotFoundError(f"{where}key {hit.key!r} is in store version {hit.store_version} but cannot be "
-                             f"served: {why}; send the example's features to compute it")
+        return NotFoundError(f"{where}key {quoted(hit.key)} is in store version {hit.store_version} but "
+                             f"cannot be served: {why}; send the example's features to compute it")
 
     def active_version(self) -> float:
         """The active store version's number (NaN if none), for the metrics."""

@@ -18,6 +18,7 @@ from augury.errors import NotFoundError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.serve.codec_v2 import KEY_INPUT, output_columns
+from augury.serve.errors import quoted
 from augury.serve.router import Answer, Conflict, Example, Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
@@ -52,11 +53,11 @@ class Service:
         """NotFoundError unless the path names this model (and, if it names one, a version of it)."""
         name = path_params.get("name")
         if name != self.name:
-            raise NotFoundError(f"unknown model {name!r}; this server serves {self.name!r}")
+            raise NotFoundError(f"unknown model {quoted(name)}; this server serves {self.name!r}")
         version = path_params.get("version")
         if version is not None and version not in self.versions():
             known = ", ".join(map(repr, self.versions())) or "none"
-            raise NotFoundError(f"model {self.name!r} has no version {version!r} (versions: {known})")
+            raise NotFoundError(f"model {self.name!r} has no version {quoted(version)} (versions: {known})")
 
     def versions(self) -> list[str]:
         """The model version served: the model's, or in static mode the active store version's model's."""

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError, InputError
-from augury.serve.errors import BodyTooLarge, UnsupportedEncoding, headers_of, status_of
+from augury.serve.errors import BodyTooLarge, UnsupportedEncoding, headers_of, public_message, status_of
 from augury.serve.http_cycle import WHOLE_RESPONSE
 
 DEADLINE_HEADER = "x-augury-deadline-ms"
@@ -49,14 +49,17 @@ class JSONResponse(Response):
         return dump_json(content)
 
 
-def error_response(error: AuguryError) -> JSONResponse:
-    """``{"error": message}`` with the status code and headers `serve.errors` gives `error`."""
-    return JSONResponse({"error": str(error)}, status_code=status_of(error), headers=headers_of(error))
+def error_response(error: AuguryError, request_id: str | None) -> JSONResponse:
+    """``{"error": message}`` with the status code, headers and message `serve.errors` gives `error` (a
+    store failure's message names `request_id`, under which the access log keeps its cause)."""
+    return JSONResponse({"error": public_message(error, request_id)}, status_code=status_of(error),
+                        headers=headers_of(error))
 
 
-def error_reply(error: AuguryError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def error_reply(error: AuguryError, request_id: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """`error_response` as raw parts: the status, the ``{"error": message}`` body and the ASGI headers."""
-    return status_of(error), dump_json({"error": str(error)}), raw_headers(headers_of(error))
+    return (status_of(error), dump_json({"error": public_message(error, request_id)}),
+            raw_headers(headers_of(error)))
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

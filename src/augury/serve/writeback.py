@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from augury.errors import AuguryError, InputError
+from augury.serve.errors import quoted
 from augury.store import PredictionStore
 from augury.store.base import WrittenBack, iso
 
@@ -217,7 +218,7 @@ class StoreWriteBack:
             failure = self._attempt(f"writing back {len(rows)} predictions",
                                     functools.partial(self.store.write_back, rows))
             if failure is InputError:  # a row the store cannot hold: the others, one by one
-                written = sum(self._attempt(f"writing back the prediction of key {row.key!r}",
+                written = sum(self._attempt(f"writing back the prediction of key {quoted(row.key)}",
                                             functools.partial(self.store.write_back, [row])) is None
                               for row in rows)
             else:
