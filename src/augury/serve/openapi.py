@@ -142,11 +142,11 @@ def _schemas(inputs: Schema | None, outputs: Sequence[tuple[str, str | None]],
             "extensions": {"type": "array", "items": {"type": "string"}}}},
         "Status": {"type": "object", "properties": {
             "live": {"type": "boolean"}, "ready": {"type": "boolean"}, "name": {"type": "string"},
-            "error": {"type": "string"}}},
+            "error": {"type": "string"}, "degraded": {"type": "string"}}},
         "ModelStatus": {"type": "object", "required": ["name", "ready"], "properties": {
             "name": {"type": "string"}, "ready": {"type": "boolean"}, "mode": {"type": "string"},
             "model_version": {"type": "string", "nullable": True}, "inputs": {"type": "array"},
-            "outputs": {"type": "array"}}},
+            "outputs": {"type": "array"}, "error": {"type": "string"}}},
     }
 
 

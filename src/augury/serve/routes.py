@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from augury.serve.hot import V1_PREDICT, hot_routes
-from augury.serve.service import Service
+from augury.serve.service import STORE_DOWN, Service
 from augury.serve.wire import JSONResponse
 
 
@@ -52,6 +52,9 @@ class Routes:
         reason = self.s.not_ready()
         if reason is not None:
             return JSONResponse({"ready": False, "error": reason}, status_code=503)
+        if self.s.model is not None and self.s.store_problem() == STORE_DOWN:  # hybrid: computes instead
+            degraded = f"{STORE_DOWN}; examples are computed, lookups by key alone fail"
+            return JSONResponse({"ready": True, "degraded": degraded})
         return JSONResponse({"ready": True})
 
     async def server_metadata(self, request: Request) -> Response:

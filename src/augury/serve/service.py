@@ -2,11 +2,23 @@
 
 A `Service` is built once per app by `create_app`. The routes do HTTP (bodies, headers, status codes)
 and the codecs do formats; everything about *what* is served lives here and in the router.
+
+**Readiness and the store.** A static server is ready only while its store can answer: it has an active
+version *and* a lookup reaches that version's rows. The pointer alone is not enough: with the version's
+table dropped (or pages of the file damaged) the active version still reads fine while every lookup that
+no cache answers fails. So `store_problem` reads the active version and looks up a key that was never
+published, a different one each time so that no cache can answer it, and the answer is reused for
+`STORE_CHECK_S`: a probe every 100 ms costs the store one check a second. A hybrid server stays ready
+with a failing store, since it computes every example that has features (only key-only lookups get
+503); its readiness body says the store is down (``"degraded"``). The client is told that the store
+cannot answer; the cause (a path, SQLite's words) is logged when readiness changes.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -24,6 +36,15 @@ from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
 from augury.store import PredictionStore, VersionInfo
 from augury.store.base import OUTPUT_DTYPES_META
+
+log = logging.getLogger(__name__)
+
+#: how long `Service.store_problem`'s answer is reused (readiness probes stay cheap for the store).
+STORE_CHECK_S = 1.0
+#: what a readiness body says of a store that cannot answer (the cause is logged, not sent).
+STORE_DOWN = "the prediction store cannot answer right now"
+#: readiness checks look up this prefix and a counter: keys never published, each new to every cache.
+PROBE_KEY = "\x00augury-readiness-probe-"
 
 
 def augury_version() -> str:
@@ -48,6 +69,9 @@ class Service:
     started: bool = False
     #: static mode: the store version last asked about by `outputs` (versions never change)
     _recent: VersionInfo | None = field(default=None, init=False, repr=False)
+    #: `store_problem`'s last answer and when it was found (time.monotonic())
+    _store_checked: tuple[float, str | None] = field(default=(-float("inf"), None), init=False, repr=False)
+    _probes: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
 
     def check(self, path_params: Mapping[str, Any]) -> None:
         """NotFoundError unless the path names this model (and, if it names one, a version of it)."""
@@ -67,17 +91,36 @@ class Service:
         return [active.model_version] if active is not None else []
 
     def not_ready(self) -> str | None:
-        """Why the server cannot answer yet, or None when it is ready."""
+        """Why the server cannot answer, or None when it is ready: static mode needs a store that answers
+        (`store_problem`); dynamic and hybrid a started model (hybrid computes what the store cannot)."""
         if not self.started:
             return "the server is starting or stopping"
-        if self.model is None:
-            try:
-                active = self.store.active() if self.store is not None else None
-            except StoreError as exc:
-                return f"the prediction store is unavailable: {exc}"
-            if active is None:
-                return "the prediction store has no active version yet (static mode needs one)"
-        return None
+        return self.store_problem() if self.model is None else None
+
+    def store_problem(self) -> str | None:
+        """Why the store cannot answer lookups (no active version, or a check that failed), None when it
+        can, or when there is no store; found at most once every `STORE_CHECK_S` (see the module
+        docstring)."""
+        if self.store is None:
+            return None
+        now = time.monotonic()
+        checked_at, problem = self._store_checked
+        if now - checked_at < STORE_CHECK_S:
+            return problem
+        try:
+            active = self.store.active()
+            found = None if active is not None else "the prediction store has no active version yet"
+            if active is not None:
+                self.store.get_many([f"{PROBE_KEY}{next(self._probes)}"])
+        except StoreError as exc:
+            found = STORE_DOWN
+            if problem != STORE_DOWN:
+                log.warning("the prediction store cannot answer (%s): %s", "lookups by key fail, examples "
+                            "are computed" if self.model is not None else "not ready", exc)
+        if found is None and problem == STORE_DOWN:
+            log.info("the prediction store answers again")
+        self._store_checked = (now, found)
+        return found
 
     async def predict(self, examples: list[Example], deadline: float | None) -> list[Answer]:
         """The router's answers, timed and counted by source."""
@@ -159,8 +202,11 @@ class Service:
 
     def model_status(self) -> dict[str, Any]:
         versions = self.versions()
-        status: dict[str, Any] = {"name": self.name, "ready": self.not_ready() is None, "mode": self.mode,
+        reason = self.not_ready()
+        status: dict[str, Any] = {"name": self.name, "ready": reason is None, "mode": self.mode,
                                   "model_version": versions[0] if versions else None}
+        if reason is not None:
+            status["error"] = reason
         if self.model is not None:
             status["inputs"] = self.model.info.inputs.to_list()
             status["outputs"] = self.model.info.outputs.to_list()
