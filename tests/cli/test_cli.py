@@ -87,9 +87,12 @@ def test_batch_publish_get_round_trip(tmp_path: Path, ab_parquet: Path) -> None:
     written.close()
     proc = augury("store", "gc", "--store", store, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"deleted": [], "pruned_write_backs": 1}
+    assert json.loads(proc.stdout) == {"deleted": [], "pruned_write_backs": 1, "removed_leases": 0}
+    Path(f"{tmp_path / 's.db'}-publish-7.lease").touch()  # left by a publish that is gone (nobody locks it)
     proc = augury("store", "gc", "--store", store)
-    assert proc.stdout.strip() == "deleted 0 version(s); pruned 0 expired write-back(s)"
+    assert proc.stdout.strip() == ("deleted 0 version(s); pruned 0 expired write-back(s); "
+                                   "removed 1 dead publish lease(s)")
+    assert not Path(f"{tmp_path / 's.db'}-publish-7.lease").exists()
 
 
 def test_verify_exit_code_names_the_failed_gate(tmp_path: Path, ab_parquet: Path) -> None:

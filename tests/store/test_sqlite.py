@@ -18,7 +18,7 @@ import pytest
 
 from augury.errors import StoreError
 from augury.store import LOADING, ORPHAN, READY, SQLiteStore, open_store
-from augury.store.lease import lease_path
+from augury.store.lease import Lease, lease_path
 from augury.store.sqlite import DEFAULT_SNAPSHOT_S
 
 BatchOf = Callable[..., pa.RecordBatch]
@@ -40,6 +40,23 @@ SLOW_PUBLISH = textwrap.dedent("""
 
     SQLiteStore(sys.argv[1]).publish(batches(), model_version="slow")
     print("finished", flush=True)
+""")
+
+
+#: a publish killed after it activated its version, before it removed its lease: the real steps, then exit.
+CRASH_AFTER_ACTIVATION = textwrap.dedent("""
+    import os, sys, time
+    import pyarrow as pa
+    from augury.store import sqlite_publish
+    from augury.store.sqlite_schema import connect
+
+    path = sys.argv[1]
+    con = connect(path, 30.0)
+    batch = pa.record_batch({"key": ["late"], "computed_at": pa.array([time.time()]), "score": [1.0]})
+    number, lease = sqlite_publish.register(con, path, "crashed", ("score",), None, "{}", "{}")
+    sqlite_publish.load(con, number, batch, iter(()), ("score",), "crashed", True)
+    print(number, flush=True)
+    os._exit(0)  # gone without releasing the lease
 """)
 
 
@@ -87,6 +104,32 @@ def test_kill_9_mid_publish_leaves_the_active_version_intact(sqlite_path: Path, 
     con.close()
     assert "preds_2" not in tables and "preds_1" in tables
     assert store.publish([batch_of(["x"])], model_version="next").version == "3"
+    store.close()
+
+
+def test_gc_removes_the_lease_of_a_publish_killed_after_activation(sqlite_path: Path,
+                                                                   batch_of: BatchOf) -> None:
+    """Its version is ready and active, so no orphan points at its lease; gc removes it all the same (and
+    `remove_dead_leases` says how many), never the lease of a live publish."""
+    store = SQLiteStore(sqlite_path)
+    store.publish([batch_of(["x"])], model_version="good")
+    proc = run(CRASH_AFTER_ACTIVATION, str(sqlite_path))
+    assert proc.returncode == 0 and proc.stdout.strip() == "2", proc.stderr
+    dead = lease_path(str(sqlite_path), 2)
+    assert os.path.exists(dead)
+    states = [(v.version, v.state, v.active) for v in store.versions()]
+    assert states == [("1", READY, False), ("2", READY, True)]
+    live = Lease(lease_path(str(sqlite_path), 99))  # a publish still running (this process holds it)
+    try:
+        assert store.gc(keep=5) == []
+        assert not os.path.exists(dead) and os.path.exists(live.path)
+        assert run(CRASH_AFTER_ACTIVATION, str(sqlite_path)).stdout.strip() == "3"
+        assert os.path.exists(lease_path(str(sqlite_path), 3))
+        assert store.remove_dead_leases() == 1 and store.remove_dead_leases() == 0
+        assert not os.path.exists(lease_path(str(sqlite_path), 3)) and os.path.exists(live.path)
+    finally:
+        live.release()
+    assert store.get_many(["late"])[0] is not None  # the crashed publish's version itself is whole
     store.close()
 
 

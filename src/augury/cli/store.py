@@ -147,19 +147,23 @@ def store_get(keys: tuple[str, ...], store_url: str | None, as_json: bool) -> in
 @json_option
 @reporting
 def store_gc(store_url: str | None, keep: int, as_json: bool) -> int:
-    """Delete unfinished (orphan) versions, all but the newest KEEP ready versions, and expired
-    write-backs (dynamic predictions a server kept beside the versions)."""
+    """Delete unfinished (orphan) versions, all but the newest KEEP ready versions, expired write-backs
+    (dynamic predictions a server kept beside the versions) and the lease files of dead publishes."""
+    from augury.store import SQLiteStore
+
     s = _open(store_url)
     try:
         pruned = s.prune_written_back()  # (gc prunes too; counted here first)
+        leases = s.remove_dead_leases() if isinstance(s, SQLiteStore) else 0  # (gc too; counted here)
         deleted = s.gc(keep)
     finally:
         s.close()
     if as_json:
-        console.print_json({"deleted": deleted, "pruned_write_backs": pruned})
+        console.print_json({"deleted": deleted, "pruned_write_backs": pruned, "removed_leases": leases})
     else:
         console.out.print(f"deleted {len(deleted)} version(s){': ' + ', '.join(deleted) if deleted else ''}; "
-                          f"pruned {pruned} expired write-back(s)", markup=False)
+                          f"pruned {pruned} expired write-back(s); removed {leases} dead publish lease(s)",
+                          markup=False)
     return 0
 
 

@@ -7,7 +7,11 @@ lease can be locked by someone else, or its file is gone (a database copied mid-
 belong to an open file description, so this holds between threads of one process too, and pid reuse or
 containers sharing a volume cannot fool it. POSIX only (augury's stores run on Linux and macOS).
 
-Lease files exist only while a publish runs (or until gc collects a crashed one).
+Lease files exist only while a publish runs, or until gc collects a dead one: a publish killed mid-load
+leaves an orphan version and its lease, one killed after it activated (before it removed its lease) a
+ready version and its lease. `dead_leases` finds both kinds by the lock alone. A caller must hold the
+database's write lock while it deletes them: a publish takes its lease inside its registering write
+transaction, so no lease is then between being created and being locked (it would look dead).
 """
 
 from __future__ import annotations
@@ -21,6 +25,19 @@ from augury.errors import StoreError
 
 def lease_path(db_path: str, version: int) -> str:
     return f"{db_path}-publish-{version}.lease"
+
+
+def dead_leases(db_path: str) -> list[str]:
+    """The lease files beside `db_path` (``<db>-publish-<n>.lease``) that no live publish holds."""
+    directory, base = os.path.split(db_path)
+    prefix = f"{base}-publish-"
+    try:
+        names = sorted(os.listdir(directory or "."))
+    except OSError as exc:
+        raise StoreError(f"cannot list the publish leases beside {db_path}: {exc}") from exc
+    found = [os.path.join(directory, n) for n in names
+             if n.startswith(prefix) and n.endswith(".lease") and n[len(prefix):-len(".lease")].isdigit()]
+    return [path for path in found if not writer_alive(path)]
 
 
 class Lease:
@@ -61,7 +78,9 @@ def writer_alive(path: str) -> bool:
     return False
 
 
-def remove_lease(path: str) -> None:
-    """Delete a dead publish's lease file, if it is still there."""
+def remove_lease(path: str) -> bool:
+    """Delete a dead publish's lease file, if it is still there; whether it was."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+        return True
+    return False

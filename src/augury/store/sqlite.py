@@ -32,7 +32,7 @@ from augury.store import sqlite_publish, writeback
 from augury.store import versions as vs
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import dump_json, features_hashed, prediction_columns
-from augury.store.lease import lease_path, remove_lease
+from augury.store.lease import dead_leases, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
 from augury.store.sqlite_pool import ReaderPool
 from augury.store.sqlite_publish import rollback as _rollback
@@ -253,14 +253,23 @@ class SQLiteStore:
             self._drop(info)
 
     def gc(self, keep: int = 2) -> list[str]:
-        """Delete orphans and all but the newest `keep` ready versions (never the active one), and the
-        expired write-backs; returns the deleted versions."""
+        """Delete orphans and all but the newest `keep` ready versions (never the active one), the
+        expired write-backs and the dead publish leases (`remove_dead_leases`); returns the deleted
+        versions."""
         with self._writing("collecting") as infos:
             victims = vs.gc_victims(infos, keep)
             for victim in victims:
                 self._drop(vs.find(infos, victim))
         self.prune_written_back()
+        self.remove_dead_leases()
         return victims
+
+    def remove_dead_leases(self) -> int:
+        """Delete the lease files that no live publish holds (`lease.dead_leases`: an orphan's, or one a
+        publish killed after it activated left beside a ready version); returns how many. Inside a write
+        transaction, so that no publish is taking a lease meanwhile."""
+        with self._writing("removing dead publish leases"):
+            return sum(remove_lease(path) for path in dead_leases(self.path))
 
     # -- write-back (beside the versions; `store.writeback`) ------------------------------------------------
 
