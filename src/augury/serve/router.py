@@ -63,6 +63,7 @@ from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction
 from augury.store.base import iso
+from augury.store.versions import info_of
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +295,7 @@ class Router:
         if found is not None:
             return found
         assert self.store is not None
-        active = self.store.active()
-        info = (active if active is not None and active.version == version
-                else next((v for v in self.store.versions() if v.version == version), None))
+        info = info_of(self.store, version)
         if len(self._recorded_by) >= REMEMBERED_VERSIONS:
             self._recorded_by.clear()
         found = self._recorded_by[version] = VersionRecord(info, self._compare_sent)

@@ -36,6 +36,7 @@ from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
 from augury.store import PredictionStore, VersionInfo
 from augury.store.base import OUTPUT_DTYPES_META
+from augury.store.versions import info_of
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,12 @@ class Service:
         recent = self._recent
         if version is not None and recent is not None and recent.version == version:
             return recent
-        info: VersionInfo | None = self._active()
-        if version is not None and (info is None or info.version != version) and self.store is not None:
+        info: VersionInfo | None = None
+        if version is None:
+            info = self._active()
+        elif self.store is not None:
             try:
-                info = next((v for v in self.store.versions() if v.version == version), None)
+                info = info_of(self.store, version)
             except StoreError:
                 info = None
         if info is not None:

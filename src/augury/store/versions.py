@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from augury.errors import InputError, StoreError, VersionNotFoundError
-from augury.store.base import LOADING, ORPHAN, READY, VersionInfo
+from augury.store.base import LOADING, ORPHAN, READY, PredictionStore, VersionInfo
 
 
 def version_number(version: str) -> int:
@@ -28,6 +28,19 @@ def find(infos: Sequence[VersionInfo], version: str) -> VersionInfo:
         if info.version == wanted:
             return info
     raise VersionNotFoundError(f"no store version '{version}'")
+
+
+def info_of(store: PredictionStore, version: str) -> VersionInfo | None:
+    """Version `version` as `store` records it, or None if it has none: its active version when that is
+    the one asked for (one read; the usual case), else found among all its versions. StoreError if the
+    store cannot say."""
+    active = store.active()
+    if active is not None and active.version == version:
+        return active
+    try:
+        return find(store.versions(), version)
+    except VersionNotFoundError:
+        return None
 
 
 def check_activatable(info: VersionInfo) -> None:
