@@ -94,3 +94,12 @@ def review_rows(n: int, seed: int) -> dict[str, list[object]]:
     reviews = [" ".join(rng.choice(WORDS[:6] if s > 2.5 else WORDS[3:], size=int(rng.integers(1, 6))))
                for s in stars]
     return {"review": reviews, "stars": stars.tolist()}
+
+
+def until(check: Any, timeout_s: float = 10.0) -> Any:
+    """Poll `check` until it returns something true (e.g. a write-back, written behind on a thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, "not written back in time"
+        time.sleep(0.02)
+    return found

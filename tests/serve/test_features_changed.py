@@ -8,7 +8,6 @@ key-only answer; write-backs keep the hash too; a version published without hash
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from augury.publish import publish_predictions
 from augury.store import SQLiteStore
 from augury.verify import load_checks
 
-from .helpers import add_model, live, publish_values
+from .helpers import add_model, live, publish_values, until
 
 N = 200
 FEATURES = [f"f{i}" for i in range(4)]
@@ -109,14 +108,6 @@ def test_trust_keys_answers_by_key_alone(client: httpx.Client, catalogue: Catalo
         assert _changed_total(client, url) == 0.0  # not compared, so not counted
 
 
-def _until(check: Any, timeout_s: float = 10.0) -> Any:
-    """Poll `check` until it returns something true (a write-back to the store is written behind)."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, "not written back in time"
-        time.sleep(0.02)
-    return found
-
 
 @pytest.mark.parametrize("where", ["process", "store"])
 def test_a_written_back_key_sent_with_other_features_is_computed_again(client: httpx.Client, tmp_path: Path,
@@ -133,7 +124,7 @@ def test_a_written_back_key_sent_with_other_features_is_computed_again(client: h
             got = _predict(client, url, model, instance)
             return got if got["provenance"][0].get("cached") else None
 
-        same = _until(lambda: cached({"key": "u1", "a": 3.0, "b": "4"}))  # the same features, once cast
+        same = until(lambda: cached({"key": "u1", "a": 3.0, "b": "4"}))  # the same features, once cast
         assert same["predictions"] == [{"value": 7.0}] and "reason" not in same["provenance"][0]
 
         other = _predict(client, url, model, {"key": "u1", "a": 10, "b": 1})
@@ -141,7 +132,7 @@ def test_a_written_back_key_sent_with_other_features_is_computed_again(client: h
         assert other["provenance"][0]["reason"] == "features_changed"
         assert "cached" not in other["provenance"][0]
         assert _changed_total(client, url) == 1.0
-        again = _until(lambda: cached({"key": "u1", "a": 10, "b": 1}))  # written back with its own hash
+        again = until(lambda: cached({"key": "u1", "a": 10, "b": 1}))  # written back with its own hash
         assert again["predictions"] == [{"value": 11.0}] and "reason" not in again["provenance"][0]
     if store is not None:
         kept = store.written_back(["u1"], model.info.version)[0]

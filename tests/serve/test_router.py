@@ -22,7 +22,7 @@ from augury.publish import publish_predictions
 from augury.store import SQLiteStore
 from augury.verify import load_checks
 
-from .helpers import add_model, live, publish_values, review_rows
+from .helpers import add_model, live, publish_values, review_rows, until
 
 
 def _xgboost(folder: Path) -> tuple[Path, dict[str, list[Any]]]:
@@ -184,14 +184,6 @@ def test_write_back_serves_dynamic_predictions_until_their_ttl(client: httpx.Cli
         assert client.post(predict, json={"instances": [{"key": "u1"}]}).status_code == 404
 
 
-def _until(check: Any, timeout_s: float = 10.0) -> Any:
-    """Poll `check` until it returns something true (the write-back is written behind, on a thread)."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, "not written back in time"
-        time.sleep(0.02)
-    return found
-
 
 def test_write_back_to_the_store_is_shared_and_expires(client: httpx.Client, tmp_path: Path) -> None:
     """With a store, dynamic predictions are written back to it: a second server on the same file (another
@@ -212,7 +204,7 @@ def test_write_back_to_the_store_is_shared_and_expires(client: httpx.Client, tmp
                                                                                   {"key": "u1"}]})
             return r.json() if r.status_code == 200 else None
 
-        again = _until(cached_on_two)
+        again = until(cached_on_two)
         assert again["predictions"] == [{"value": 3.0}, {"value": 7.0}]
         assert [(p["source"], p["cached"]) for p in again["provenance"]] == [("dynamic", True)] * 2
         assert again["provenance"][0]["computed_at"] == first["provenance"][0]["computed_at"]
@@ -240,7 +232,7 @@ def test_many_write_backs_in_one_request(client: httpx.Client, tmp_path: Path) -
             again = client.post(f"{url}/v1/models/add:predict", json=body).json()
             return again if all(p.get("cached") for p in again["provenance"]) else None
 
-        again = _until(all_cached)
+        again = until(all_cached)
         assert again["predictions"] == first["predictions"] == [{"value": i + 0.5} for i in range(100)]
     store.close()
 
@@ -254,7 +246,7 @@ def test_write_back_failures_lose_only_the_reuse(client: httpx.Client, tmp_path:
         store.close()
         r = client.post(f"{url}/v1/models/add:predict", json={"instances": [{"a": 1, "b": 1}]})
         assert r.status_code == 200 and r.json()["predictions"] == [{"value": 2.0}]
-        failed = _until(lambda: 'augury_writeback_rows_total{result="failed"} 1.0'
+        failed = until(lambda: 'augury_writeback_rows_total{result="failed"} 1.0'
                         in client.get(f"{url}/metrics").text)
         assert failed
 
