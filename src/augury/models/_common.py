@@ -200,6 +200,11 @@ def empty_batch(outputs: Schema) -> pa.RecordBatch:
 
 def classifier_batch(outputs: Schema, labels: Any, proba: Any | None) -> pa.RecordBatch:
     """Build the output batch from labels and, when `outputs` has probability columns, an [n, k] array."""
+    return pa.RecordBatch.from_arrays(classifier_arrays(outputs, labels, proba), schema=outputs.to_arrow())
+
+
+def classifier_arrays(outputs: Schema, labels: Any, proba: Any | None) -> list[pa.Array]:
+    """The output columns of `classifier_batch`, one Arrow array per column of `outputs`."""
     label_field = outputs.fields[0]
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -216,11 +221,16 @@ def classifier_batch(outputs: Schema, labels: Any, proba: Any | None) -> pa.Reco
         if p.shape != (len(labels), k):
             raise PredictionError(f"expected probabilities of shape {(len(labels), k)}, got {p.shape}")
         arrays += [pa.array(p[:, j]) for j in range(k)]
-    return pa.RecordBatch.from_arrays(arrays, schema=outputs.to_arrow())
+    return arrays
 
 
 def value_batch(outputs: Schema, values: Any, n: int) -> pa.RecordBatch:
     """Build the output batch of a regressor from `values` of shape [n] or [n, m]."""
+    return pa.RecordBatch.from_arrays(value_arrays(outputs, values, n), schema=outputs.to_arrow())
+
+
+def value_arrays(outputs: Schema, values: Any, n: int) -> list[pa.Array]:
+    """The output columns of `value_batch`, one Arrow array per column of `outputs`."""
     v = np.asarray(values, dtype=np.float64)
     m = len(outputs)
     if v.ndim == 2 and v.shape[1] == 1 and m == 1:
@@ -228,17 +238,18 @@ def value_batch(outputs: Schema, values: Any, n: int) -> pa.RecordBatch:
     if (m == 1 and v.shape != (n,)) or (m > 1 and v.shape != (n, m)):
         raise PredictionError(f"expected {m} value(s) per row for {n} rows, got an array of shape {v.shape}")
     columns = [v] if m == 1 else [v[:, j] for j in range(m)]
-    return pa.RecordBatch.from_arrays([pa.array(c) for c in columns], schema=outputs.to_arrow())
+    return [pa.array(c) for c in columns]
 
 
-def booster_batch(outputs: Schema, classes: Array | None, raw: Array, n: int) -> pa.RecordBatch:
-    """The output batch of a gradient-boosting library's `predict`: values for a regressor; for a classifier,
-    P(class 1) (a 1-D answer, binary) or one column per class, labelled by the most probable class."""
+def booster_arrays(outputs: Schema, classes: Array | None, raw: Array, n: int) -> list[pa.Array]:
+    """The output columns of a gradient-boosting library's `predict` (`raw`): values for a regressor; for
+    a classifier, P(class 1) (a 1-D answer, binary) or one column per class, labelled by the most probable
+    class."""
     if classes is None:
-        return value_batch(outputs, raw, n)
+        return value_arrays(outputs, raw, n)
     proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
     labels = classes[np.argmax(proba, axis=1)]
-    return classifier_batch(outputs, labels, proba if len(outputs) > 1 else None)
+    return classifier_arrays(outputs, labels, proba if len(outputs) > 1 else None)
 
 
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:

@@ -21,14 +21,15 @@ import pyarrow as pa
 
 from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
+    Array,
     Head,
     LoadContext,
-    booster_batch,
+    booster_arrays,
     class_array,
     empty_batch,
     numeric_matrix,
 )
-from augury.models.base import Model, ModelInfo
+from augury.models.base import MatrixPredict, Model, ModelInfo
 from augury.models.evaluator import LIGHTGBM
 
 _REGRESSION = (
@@ -116,11 +117,15 @@ class LightGBMModel:
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         outputs = self._info.outputs
-        n = batch.num_rows
-        if n == 0:
+        if batch.num_rows == 0:
             return empty_batch(outputs)
-        raw = np.asarray(
-            self._booster.predict(numeric_matrix(batch, np.float64), num_threads=self._threads),
-            dtype=np.float64,
-        )
-        return booster_batch(outputs, self._classes, raw, n)
+        return pa.RecordBatch.from_arrays(self._arrays(numeric_matrix(batch, np.float64)),
+                                          schema=outputs.to_arrow())
+
+    def matrix_predict(self) -> MatrixPredict:
+        """`predict` of a float64 matrix (every LightGBM model is fed one)."""
+        return self._arrays
+
+    def _arrays(self, x: Array) -> list[pa.Array]:
+        raw = np.asarray(self._booster.predict(x, num_threads=self._threads), dtype=np.float64)
+        return booster_arrays(self._info.outputs, self._classes, raw, x.shape[0])

@@ -33,14 +33,14 @@ from augury.models._common import (
     Head,
     LoadContext,
     class_array,
-    classifier_batch,
+    classifier_arrays,
     column_values,
     empty_batch,
     numeric_matrix,
     python_classes,
-    value_batch,
+    value_arrays,
 )
-from augury.models.base import Model, ModelInfo
+from augury.models.base import MatrixPredict, Model, ModelInfo
 from augury.models.evaluator import LIGHTGBM, SKLEARN, XGBOOST
 from augury.models.hgb import HGBScorer, exact_scorer
 from augury.schema import Schema
@@ -172,20 +172,32 @@ class SklearnModel:
         outputs = self._info.outputs
         if batch.num_rows == 0:
             return empty_batch(outputs)
+        x = self._matrix(batch) if self._hgb is not None else self._features(batch)
+        return pa.RecordBatch.from_arrays(self._arrays(x, batch.num_rows), schema=outputs.to_arrow())
+
+    def matrix_predict(self) -> MatrixPredict | None:
+        """`predict` of a float64 matrix, for an estimator fed one in the input schema's order."""
+        if self._feed != "matrix":
+            return None
+        return lambda x: self._arrays(x, x.shape[0])
+
+    def _arrays(self, x: Any, n: int) -> list[pa.Array]:
+        """The output columns for features `x` (as `_matrix` makes them for the one-pass scorer, else as
+        `_features` makes them) of `n` rows."""
+        outputs = self._info.outputs
         if self._hgb is not None:
-            raw = self._hgb.raw(self._matrix(batch))
+            raw = self._hgb.raw(x)
             if self._classes is None:
-                return value_batch(outputs, self._hgb.values(raw), batch.num_rows)
+                return value_arrays(outputs, self._hgb.values(raw), n)
             proba = self._hgb.proba(raw) if len(outputs) > 1 else None
-            return classifier_batch(outputs, self._hgb.labels(raw), proba)
-        x = self._features(batch)
+            return classifier_arrays(outputs, self._hgb.labels(raw), proba)
         if self._classes is None:
-            return value_batch(outputs, self._est.predict(x), batch.num_rows)
+            return value_arrays(outputs, self._est.predict(x), n)
         if len(outputs) == 1:
-            return classifier_batch(outputs, self._est.predict(x), None)
+            return classifier_arrays(outputs, self._est.predict(x), None)
         proba = np.asarray(self._est.predict_proba(x))
         labels = self._classes[np.argmax(proba, axis=1)] if self._argmax else self._est.predict(x)
-        return classifier_batch(outputs, labels, proba)
+        return classifier_arrays(outputs, labels, proba)
 
     def _matrix(self, batch: pa.RecordBatch) -> Any:
         """The features as one float64 matrix, in the estimator's column order."""

@@ -23,15 +23,16 @@ import pyarrow as pa
 
 from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
+    Array,
     Head,
     LoadContext,
-    booster_batch,
+    booster_arrays,
     class_array,
-    classifier_batch,
+    classifier_arrays,
     empty_batch,
     numeric_matrix,
 )
-from augury.models.base import Model, ModelInfo
+from augury.models.base import MatrixPredict, Model, ModelInfo
 from augury.models.evaluator import XGBOOST
 
 _LABEL_ONLY = ("multi:softmax", "binary:hinge")
@@ -110,15 +111,21 @@ class XGBoostModel:
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         outputs = self._info.outputs
-        n = batch.num_rows
-        if n == 0:
+        if batch.num_rows == 0:
             return empty_batch(outputs)
+        return pa.RecordBatch.from_arrays(self._arrays(numeric_matrix(batch, np.float64)),
+                                          schema=outputs.to_arrow())
+
+    def matrix_predict(self) -> MatrixPredict:
+        """`predict` of a float64 matrix (every XGBoost model is fed one)."""
+        return self._arrays
+
+    def _arrays(self, x: Array) -> list[pa.Array]:
+        outputs = self._info.outputs
         raw = np.asarray(
-            self._booster.inplace_predict(
-                numeric_matrix(batch, np.float64), iteration_range=self._iterations, validate_features=False
-            ),
+            self._booster.inplace_predict(x, iteration_range=self._iterations, validate_features=False),
             dtype=np.float64,
         )
         if self._classes is not None and self._objective in _LABEL_ONLY:
-            return classifier_batch(outputs, self._classes[raw.reshape(-1).astype(np.int64)], None)
-        return booster_batch(outputs, self._classes, raw, n)
+            return classifier_arrays(outputs, self._classes[raw.reshape(-1).astype(np.int64)], None)
+        return booster_arrays(outputs, self._classes, raw, x.shape[0])
