@@ -354,10 +354,6 @@ class Batcher(Generic[Row, Result]):
         """Whether the next batch is scored on the loop's thread (recent batches took < inline_below_s)."""
         return 0 < self._batch_s < self.inline_below_s
 
-    def _inline(self) -> bool:
-        """Whether the next batch is scored on the loop's thread (recent batches took < inline_below_s)."""
-        return 0 < self._batch_s < self.inline_below_s
-
     def _call_model(self, batch: list[_Request[Row, Result]]) -> tuple[list[Result], float]:
         """On the executor thread: join the rows, predict, check one result per input row."""
         rows = list(batch[0].rows) if len(batch) == 1 else [row for r in batch for row in r.rows]
