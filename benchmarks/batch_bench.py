@@ -14,6 +14,8 @@ rows/s = rows / seconds from the start of reading to the output written (imports
 
 Run:  python benchmarks/batch_bench.py                 # makes data and model under /tmp/augury-bench once
       python benchmarks/batch_bench.py --rows 1000000  # a smaller file (separate data file)
+      python benchmarks/batch_bench.py --workers 2 --by-process  # where the peak is: each process's PSS
+                                                       # at the tree's peak, and its libllvmlite share
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def make_inputs(rows: int) -> tuple[Path, Path]:
     return data, model
 
 
-def child(mode: str, data: str, model: str, out: str) -> None:
+def child(mode: str, data: str, model: str, out: str, workers: int | None) -> None:
     if mode == "limit":
         import joblib
         import numpy as np
@@ -84,41 +86,64 @@ def child(mode: str, data: str, model: str, out: str) -> None:
         option = mode.split("-", 1)[1] if "-" in mode else "auto"
         evaluator = option if option in ("compiled", "library") else "auto"
         engine = option if option in ("processes", "threads") else "auto"
-        result = run_batch(model, data, out, BatchOptions(engine=engine, evaluator=evaluator))
+        options = BatchOptions(engine=engine, evaluator=evaluator, workers=workers)
+        result = run_batch(model, data, out, options)
         seconds, rows = time.perf_counter() - t0, result.rows
     print("RESULT " + json.dumps({"mode": mode, "rows": rows, "seconds": seconds}), flush=True)
 
 
-def tree_pss(pid: int) -> int:
-    """Memory of the process tree: PSS summed (shared pages counted once, split between sharers)."""
+def tree_pss(pid: int, by_process: bool = False) -> tuple[int, list[str]]:
+    """Memory of the process tree: PSS summed (shared pages counted once, split between sharers); with
+    `by_process`, each process's PSS and the part of it in libllvmlite (numba's compiler), in MB."""
     import psutil
 
     try:
         p = psutil.Process(pid)
         procs = [p, *p.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return 0, []
     total = 0
+    parts: list[str] = []
     for q in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += q.memory_full_info().pss
-    return total
+        with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+            if not by_process:
+                total += q.memory_full_info().pss
+                continue
+            pss = llvm = 0
+            mapping = ""
+            with open(f"/proc/{q.pid}/smaps") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        kb = int(line.split()[1])
+                        pss += kb
+                        llvm += kb if "libllvmlite" in mapping else 0
+                    elif not line[0].isupper():  # a mapping's first line: address range ... path
+                        fields = line.split()
+                        mapping = fields[5] if len(fields) > 5 else ""
+            total += pss * 1024
+            role = "driver" if q.pid == pid else "worker"
+            parts.append(f"{role} {pss // 1024} (llvm {llvm // 1024})")
+    return total, parts
 
 
-def run_mode(mode: str, data: Path, model: Path) -> dict[str, float | str]:
+def run_mode(mode: str, data: Path, model: Path, workers: int | None,
+             by_process: bool) -> dict[str, float | str]:
     out = ROOT / f"out_{mode}.parquet"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", mode, str(data), str(model), str(out)],
+        [sys.executable, __file__, "--child", mode, str(data), str(model), str(out), str(workers or 0)],
         stdout=subprocess.PIPE,
         text=True,
     )
     peak = 0
+    at_peak: list[str] = []
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, at_peak
         while not stop.is_set():
-            peak = max(peak, tree_pss(proc.pid))
+            total, parts = tree_pss(proc.pid, by_process)
+            if total > peak:
+                peak, at_peak = total, parts
             time.sleep(0.05)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -134,6 +159,7 @@ def run_mode(mode: str, data: Path, model: Path) -> dict[str, float | str]:
         "seconds": round(r["seconds"], 2),
         "rows_per_s": round(r["rows"] / r["seconds"]),
         "peak_pss_mb": round(peak / 2**20),
+        "at_peak_mb": ", ".join(at_peak),
     }
 
 
@@ -142,14 +168,20 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--modes", default="limit,augury")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None, help="augury's --workers (default: every core)")
+    ap.add_argument("--by-process", action="store_true",
+                    help="also each process's PSS at the peak, and its libllvmlite part (slower sampling)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("--child", nargs=4, metavar=("MODE", "DATA", "MODEL", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=5, metavar=("MODE", "DATA", "MODEL", "OUT", "WORKERS"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child)
+        mode, data_path, model_path, out, workers = args.child
+        child(mode, data_path, model_path, out, int(workers) or None)
         return
     data, model = make_inputs(args.rows)
-    results = [run_mode(m, data, model) for _ in range(args.rounds) for m in args.modes.split(",")]
+    results = [run_mode(m, data, model, args.workers, args.by_process)
+               for _ in range(args.rounds) for m in args.modes.split(",")]
     limit = max((r["rows_per_s"] for r in results if r["mode"] == "limit"), default=None)
     print(
         f"\n{args.rows:,} rows x 20 float features, HistGradientBoostingClassifier(100), "
@@ -158,7 +190,8 @@ def main() -> None:
     print("| mode | seconds | rows/s | x limit | peak PSS (MB) |\n|---|---:|---:|---:|---:|")
     for r in results:
         ratio = f"{float(r['rows_per_s']) / float(limit):.2f}" if limit else "-"
-        print(f"| {r['mode']} | {r['seconds']} | {r['rows_per_s']:,} | {ratio} | {r['peak_pss_mb']:,} |")
+        print(f"| {r['mode']} | {r['seconds']} | {r['rows_per_s']:,} | {ratio} | {r['peak_pss_mb']:,} |"
+              + (f" {r['at_peak_mb']} |" if args.by_process else ""))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

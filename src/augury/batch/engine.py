@@ -1,4 +1,16 @@
-"""Engines run a batch job's tasks. The seam: `Engine.run(tasks) -> results`, in any order.
+"""Engines run a batch job's tasks. The seam: `Engine.model_info()`, the model as the engine's workers
+loaded it, then `Engine.run(job, tasks) -> results`, in any order.
+
+The evaluator decision (`augury.models.evaluator`) is made where the model is scored: an engine's workers
+load the model with the evaluator asked for, and the run records the decision they made (a worker whose
+decision differs from the run's refuses to score).
+
+A process pool's driver loads the model too, before it forks its workers, with the same evaluator: the
+framework, numba and the compiled kernel are then shared by the forked workers, which find the kernel
+compiled. Keeping numba out of the driver costs more than it saves (BENCHMARKS.md, issue 12): the driver
+then holds no LLVM code (34-67 MB of its PSS), but each worker imports numba and loads the kernel itself
+(+50-60 MB of private memory each, and LLVM's code touched again), 2 workers on 1M rows peaking at
+677-689 MB against 487-576 MB.
 
 `InlineEngine` scores in the calling process (one worker: no start-up cost, easy to debug).
 `LocalEngine` (the default, "processes") runs a pool of worker processes on this machine, each loading the
@@ -14,12 +26,13 @@ A distributed engine (Dask) plugs in here with the same two methods.
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     Executor,
@@ -28,19 +41,24 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
-from augury.errors import BatchError
+from augury.errors import AuguryError, BatchError, ConfigError
 from augury.models import load_model
-from augury.models.base import Model
-from augury.models.evaluator import choice_for
+from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import Choice
 
 from .sources import Task
 from .worker import Job, TaskResult, score_task
 
 
 class Engine(Protocol):
-    def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+    def model_info(self) -> ModelInfo:
+        """The model as this engine's workers loaded it; its `evaluator` is the run's decision."""
+        ...
+
+    def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         """Score every task, yielding each result as it completes (order not guaranteed)."""
         ...
 
@@ -61,33 +79,47 @@ def _thread_limits(threads: int) -> Any:
 class InlineEngine:
     """Scores tasks one after another in this process."""
 
-    def __init__(self, job: Job, model: Model) -> None:
-        self.job = job
+    def __init__(self, model: Model) -> None:
         self.model = model
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+    def model_info(self) -> ModelInfo:
+        return self.model.info
+
+    def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         for task in tasks:
-            yield score_task(self.model, task, self.job)
+            yield score_task(self.model, task, job)
 
     def close(self) -> None:
         pass
 
 
 _worker_model: Model | None = None
-_worker_job: Job | None = None
+_worker_error: AuguryError | None = None
 
 
-def _init_worker(job: Job, threads: int) -> None:
-    global _worker_model, _worker_job
+def _init_worker(model_ref: str, model_name: str | None, evaluator: Choice, threads: int) -> None:
+    global _worker_model, _worker_error
     # Ctrl-C reaches the whole process group: only the driver acts on it; a worker finishes its task
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _thread_limits(threads)
-    _worker_model = load_model(job.model_ref, name=job.model_name, threads=threads,
-                               evaluator=choice_for(job.evaluator))
-    _worker_job = job
+    try:
+        _worker_model = load_model(model_ref, name=model_name, threads=threads, evaluator=evaluator)
+    except AuguryError as exc:  # kept for the driver's first call: a pool whose initializer raises breaks
+        _worker_error = exc
+
+
+def _worker() -> Model:
+    if _worker_error is not None:
+        raise _worker_error
+    assert _worker_model is not None, "worker not initialised"
+    return _worker_model
+
+
+def _info_in_worker() -> ModelInfo:
+    return _worker().info
 
 
 def _die_with_parent() -> None:
@@ -104,18 +136,19 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _run_in_worker(task: Task) -> TaskResult:
-    assert _worker_model is not None and _worker_job is not None, "worker not initialised"
-    if _worker_model.info.evaluator != _worker_job.evaluator:  # the run records one evaluator
+def _run_in_worker(job: Job, task: Task) -> TaskResult:
+    model = _worker()
+    if model.info.evaluator != job.evaluator:  # the run records one evaluator
         raise BatchError(f"a worker process scores the model with the evaluator "
-                         f"{_worker_model.info.evaluator!r}, not the run's {_worker_job.evaluator!r}")
-    return score_task(_worker_model, task, _worker_job)
+                         f"{model.info.evaluator!r}, not the run's {job.evaluator!r}")
+    return score_task(model, task, job)
 
 
-def _bounded_map(pool: Executor, fn: object, tasks: Iterable[Task], limit: int) -> Iterator[TaskResult]:
+def _bounded_map(pool: Executor, fn: Callable[[Task], TaskResult], tasks: Iterable[Task],
+                 limit: int) -> Iterator[TaskResult]:
     pending: set[Future[TaskResult]] = set()
     for task in tasks:
-        pending.add(pool.submit(fn, task))  # type: ignore[arg-type]
+        pending.add(pool.submit(fn, task))
         if len(pending) >= limit:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             yield from (f.result() for f in done)
@@ -127,30 +160,35 @@ def _bounded_map(pool: Executor, fn: object, tasks: Iterable[Task], limit: int) 
 class ThreadEngine:
     """`workers` threads sharing `model`; native thread pools limited to one thread per call."""
 
-    def __init__(self, job: Job, model: Model, workers: int) -> None:
-        self.job = job
+    def __init__(self, model: Model, workers: int) -> None:
         self.model = model
         self.workers = workers
         self._limits = _thread_limits(1)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="augury-batch")
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
-        return _bounded_map(
-            self.pool, lambda task: score_task(self.model, task, self.job), tasks, 2 * self.workers
-        )
+    def model_info(self) -> ModelInfo:
+        return self.model.info
+
+    def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+        return _bounded_map(self.pool, lambda task: score_task(self.model, task, job), tasks,
+                            2 * self.workers)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self._limits is not None:
             self._limits.restore_original_limits()
+            self._limits = None
 
 
 class LocalEngine:
     """A pool of `workers` processes on this machine. Forked when this process runs no other thread
     (instant start, the imported frameworks shared), spawned otherwise (forking a threaded process is
-    unsafe)."""
+    unsafe). Each worker loads the model once, with the evaluator asked for."""
 
-    def __init__(self, job: Job, workers: int) -> None:
+    def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int) -> None:
+        # before the fork: the framework and the compiled evaluator are shared by the workers, and a bad
+        # model file fails here, with its own message
+        self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
         threads = max(1, (os.cpu_count() or 1) // workers)
         method = (
             "fork"
@@ -162,11 +200,22 @@ class LocalEngine:
             max_workers=workers,
             mp_context=multiprocessing.get_context(method),
             initializer=_init_worker,
-            initargs=(job, threads),
+            initargs=(model_ref, model_name, evaluator, threads),
         )
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[TaskResult]:
-        return _bounded_map(self.pool, _run_in_worker, tasks, 2 * self.workers)
+    def model_info(self) -> ModelInfo:
+        """The first worker's model (starting the pool); the others must decide alike (`_run_in_worker`)."""
+        try:
+            info = self.pool.submit(_info_in_worker).result()
+        except BrokenProcessPool as exc:
+            raise BatchError("a worker process died while loading the model") from exc
+        if info.version != self.preloaded.version:
+            raise BatchError(f"the worker processes loaded version {info.version} of the model, "
+                             f"not {self.preloaded.version}: was the model file replaced?")
+        return info
+
+    def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+        return _bounded_map(self.pool, functools.partial(_run_in_worker, job), tasks, 2 * self.workers)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -175,17 +224,17 @@ class LocalEngine:
 ENGINES = ("auto", "threads", "processes", "inline")
 
 
-def make_engine(name: str, job: Job, model: Model, workers: int) -> Engine:
+def make_engine(name: str, model_ref: str, model_name: str | None, evaluator: Choice, workers: int) -> Engine:
     """`processes` (also `auto`) or `threads` with `workers` > 1; `inline`, or one worker, scores in this
-    process."""
+    process. The model is loaded where it is scored: here for inline and threads, in each worker process
+    for processes."""
     if name not in ENGINES:
-        from augury.errors import ConfigError
-
         raise ConfigError(f"unknown batch engine {name!r}; available: {', '.join(ENGINES)}")
     if name == "auto":
         name = "processes"
+    if workers > 1 and name == "processes":
+        return LocalEngine(model_ref, model_name, evaluator, workers)
+    model = load_model(model_ref, name=model_name, evaluator=evaluator)
     if workers <= 1 or name == "inline":
-        return InlineEngine(job, model)
-    if name == "threads":
-        return ThreadEngine(job, model, workers)
-    return LocalEngine(job, workers)
+        return InlineEngine(model)
+    return ThreadEngine(model, workers)

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augury.errors import BatchError, InputError, TooManyBadRows
-from augury.models import load_model
+from augury.models.base import ModelInfo
 from augury.models.evaluator import DEFAULT as DEFAULT_EVALUATOR
+from augury.models.evaluator import check_choice
 from augury.store.base import FEATURES_KEY_COLUMN
 
 from .engine import Engine, make_engine
@@ -54,8 +55,8 @@ class BatchOptions:
     engine: str = "auto"
     model_name: str | None = None
     #: which code scores the model where it has two exact evaluators (`augury.models.evaluator`):
-    #: "auto" (the default, the server's too), "compiled" or "library". Decided once, by this process;
-    #: the workers follow, and the run metadata records it.
+    #: "auto" (the default, the server's too), "compiled" or "library". Decided where the model is
+    #: scored (the engine's workers, never a process pool's driver); the run metadata records it.
     evaluator: str = DEFAULT_EVALUATOR
 
 
@@ -126,62 +127,62 @@ def run_batch(
         raise InputError(f"output folder {out.parent} does not exist")
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
-    model = load_model(model_ref, name=options.model_name, evaluator=options.evaluator)
-    keys = tuple(options.key_columns)
-    written = ("model_version", "computed_at", FEATURES_KEY_COLUMN)
-    overlap = [k for k in keys if k in model.info.outputs.names or k in written]
-    if overlap:
-        raise InputError(f"key column(s) {', '.join(overlap)} clash with output columns")
-    if keys and FEATURES_KEY_COLUMN in model.info.outputs.names:
-        raise InputError(f"the model has an output called {FEATURES_KEY_COLUMN!r}, the column where a run "
-                         f"with --key writes each row's feature hash; run without --key")
-    columns = tuple(dict.fromkeys([*keys, *model.info.inputs.names]))
-    source = open_source(input_path, columns, options.chunk_rows)
     workers = options.workers or os.cpu_count() or 1
-    staging = staging_dir(out)
-    job = Job(
-        model_ref,
-        options.model_name,
-        keys,
-        columns,
-        options.chunk_rows,
-        str(staging),
-        run_metadata(model, keys),
-        model.info.evaluator,
-    )
-    notes: list[str] = []
-    with _exclusive(out):
-        done = _prepare_staging(staging, _fingerprint(source, job, model.info.version), options.resume, notes)
-        engine = make_engine(options.engine, job, model, workers)
-        total, resumed, task_ids = _score(engine, source, done, started, on_progress)
-        errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
-        failed = _collect_errors(staging, task_ids, errors_file)
-        if total == 0:
-            raise InputError("the input has no rows")
-        if failed / total > options.max_error_rate:
-            raise TooManyBadRows(
-                f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
-                f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
-                f"the output was not written (to accept them, rerun with --resume and a higher "
-                f"--max-error-rate)"
-            )
-        scored = _merge(staging, task_ids, out)
-        shutil.rmtree(staging, ignore_errors=True)
+    choice = check_choice(options.evaluator)
+    engine = make_engine(options.engine, model_ref, options.model_name, choice, workers)
+    try:
+        with _exclusive(out):
+            info = engine.model_info()
+            keys = tuple(options.key_columns)
+            _check_keys(info, keys)
+            columns = tuple(dict.fromkeys([*keys, *info.inputs.names]))
+            source = open_source(input_path, columns, options.chunk_rows)
+            staging = staging_dir(out)
+            job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows, str(staging),
+                      run_metadata(info, keys), info.evaluator)
+            notes: list[str] = []
+            done = _prepare_staging(staging, _fingerprint(source, job, info.version), options.resume, notes)
+            total, resumed, task_ids = _score(engine, job, source, done, started, on_progress)
+            errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
+            failed = _collect_errors(staging, task_ids, errors_file)
+            if total == 0:
+                raise InputError("the input has no rows")
+            if failed / total > options.max_error_rate:
+                raise TooManyBadRows(
+                    f"{failed} of {total} rows ({failed / total:.2%}) could not be scored, more than the "
+                    f"allowed {options.max_error_rate:.2%}; reasons are in {errors_file}; "
+                    f"the output was not written (to accept them, rerun with --resume and a higher "
+                    f"--max-error-rate)"
+                )
+            scored = _merge(staging, task_ids, out)
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        engine.close()
     return BatchResult(
         out,
         total,
         scored,
         failed,
         errors_file if failed else None,
-        model.info.name,
-        model.info.version,
+        info.name,
+        info.version,
         time.perf_counter() - started,
-        model.info.evaluator,
+        info.evaluator,
         len(task_ids),
         resumed,
         workers,
         notes,
     )
+
+
+def _check_keys(info: ModelInfo, keys: tuple[str, ...]) -> None:
+    written = ("model_version", "computed_at", FEATURES_KEY_COLUMN)
+    overlap = [k for k in keys if k in info.outputs.names or k in written]
+    if overlap:
+        raise InputError(f"key column(s) {', '.join(overlap)} clash with output columns")
+    if keys and FEATURES_KEY_COLUMN in info.outputs.names:
+        raise InputError(f"the model has an output called {FEATURES_KEY_COLUMN!r}, the column where a run "
+                         f"with --key writes each row's feature hash; run without --key")
 
 
 @contextlib.contextmanager
@@ -216,6 +217,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 def _score(
     engine: Engine,
+    job: Job,
     source: Source,
     done: set[str],
     started: float,
@@ -236,7 +238,7 @@ def _score(
             yield task
 
     try:
-        for result in engine.run(todo()):
+        for result in engine.run(job, todo()):
             rows += result.rows
             failed += result.failed
             if on_progress:
@@ -247,7 +249,7 @@ def _score(
             "rerun with --resume to continue"
         ) from exc
     finally:
-        engine.close()
+        engine.close()  # before the merge: idle workers' memory would add to the driver's
     return rows, resumed, task_ids
 
 

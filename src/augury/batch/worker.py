@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from augury.errors import PredictionError
 from augury.keys import column_keys, feature_keys
-from augury.models.base import Model, predict_checked
+from augury.models.base import Model, ModelInfo, predict_checked
 from augury.schema import conform
 from augury.store.base import FEATURES_KEY_COLUMN
 
@@ -42,8 +42,8 @@ class Job:
     chunk_rows: int
     staging: str
     metadata: bytes
-    #: the evaluator the run decided on (`ModelInfo.evaluator`); worker processes load the model so as to
-    #: make the same decision (`evaluator.choice_for`), and refuse to score if theirs differs.
+    #: the evaluator the run decided on (`ModelInfo.evaluator`, as the engine's workers loaded the model);
+    #: a worker whose own decision differs refuses to score.
     evaluator: str
 
 
@@ -225,10 +225,10 @@ def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_metadata(model: Model, key_columns: tuple[str, ...]) -> bytes:
+def run_metadata(info: ModelInfo, key_columns: tuple[str, ...]) -> bytes:
     return orjson.dumps(
         {
-            "model": model.info.to_dict(),
+            "model": info.to_dict(),
             "key_columns": list(key_columns) or ["key"],
             "key_kind": "columns" if key_columns else "hash",
         }
