@@ -21,6 +21,12 @@ def _advise_models_importable() -> None:
         sys.path.insert(0, str(HERE))
 
 
+@pytest.fixture(autouse=True)
+def _no_calibration_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Advice in tests uses the built-in overheads, whatever this machine's user calibrated."""
+    monkeypatch.setenv("AUGURY_CALIBRATION", str(tmp_path / "no-calibration.json"))
+
+
 @pytest.fixture(scope="session")
 def lr_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LogisticRegression on 4 float features f0..f3 (well under a millisecond per call)."""

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -17,6 +17,9 @@ from augury.advise import units
 from augury.advise.measurements import Goals, Measurements
 from augury.advise.queueing import SimResult
 from augury.advise.units import ms, sig
+
+if TYPE_CHECKING:
+    from augury.advise.options import ModeOption
 
 MODES = ("static", "dynamic", "hybrid")
 _STYLE = {"static": "bold cyan", "dynamic": "bold green", "hybrid": "bold magenta"}
@@ -90,6 +93,11 @@ class Advice:
     cores_needed: int | None
     tail: Forecast | None = None
     by_rate: tuple[SimResult, ...] = ()
+    options: tuple[ModeOption, ...] = ()
+
+    def option(self, mode: str) -> ModeOption | None:
+        """The costed option for `mode` ("static", "dynamic", "hybrid"), if any."""
+        return next((o for o in self.options if o.mode == mode), None)
 
     def to_dict(self) -> dict[str, Any]:
         g = self.goals
@@ -101,7 +109,10 @@ class Advice:
             "limits": list(self.limits),
             "assumptions": list(self.assumptions),
             "goals": {"qps": sig(g.qps), "latency_slo_ms": g.latency_slo_ms,
-                      "max_staleness_s": g.max_staleness_s, "cores": g.cores},
+                      "max_staleness_s": g.max_staleness_s, "cores": g.cores,
+                      "core_cost_per_hour": g.core_cost, "store_cost_per_gb_month": g.store_cost},
+            "modes": {o.mode: o.to_dict() for o in self.options},
+            "serving_overheads": self.measurements.serving.to_dict(),
             "dynamic": {**self.dynamic.to_dict(), "max_qps_per_core_within_slo": sig(self.per_core_qps),
                         "cores_needed": self.cores_needed},
             "tail": self.tail.to_dict() if self.tail else None,
@@ -119,6 +130,7 @@ class Advice:
             _bullets("Why", self.reasons),
             _bullets("Limits", self.limits),
             _table("Settings", _settings_rows(self)),
+            _modes_table(self),
             _table("Measured on this machine", _measured_rows(self)),
         ]
         if self.assumptions:
@@ -139,6 +151,34 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     t.add_column()
     for name, value in rows:
         t.add_row(Text(name), Text(value))  # as they are: a model name may hold "[...]" (not markup)
+    return t
+
+
+def _modes_table(a: Advice) -> Table:
+    """Every mode side by side: what it costs and what it gives."""
+    t = Table(title="Every mode (cost per day at the prices; predicted latency)", title_justify="left",
+              box=None, pad_edge=False)
+    t.add_column("")
+    for o in a.options:
+        t.add_column(o.mode + (" *" if o.mode == a.mode else ""), style=_STYLE.get(o.mode, ""))
+    rows: list[tuple[str, list[str]]] = [
+        ("cores serving", [str(o.serve_cores) if o.available else "-" for o in a.options]),
+        ("refresh CPU per day", [units.duration(o.refresh_core_s_day) if o.available else "-"
+                                 for o in a.options]),
+        ("store", [units.size(o.store_bytes) if o.available else "-" for o in a.options]),
+        ("cost per day", [f"{o.cost_per_day:.3g}" if o.available else "-" for o in a.options]),
+        ("p50 / p99", [f"{units.duration(o.p50_s)} / {units.duration(o.p99_s)}" if o.available else "-"
+                       for o in a.options]),
+        ("requests answered", [units.share(o.answered_share) if o.available else "-" for o in a.options]),
+        ("worst staleness", [units.duration(o.worst_staleness_s) if o.available else "-"
+                             for o in a.options]),
+        ("verified before served", [("yes" if o.verified else f"{units.share(o.verified_share)} (head)"
+                                     if o.verified_share > 0 else "no") if o.available else "-"
+                                    for o in a.options]),
+        ("meets every constraint", ["yes" if o.meets else "no: " + "; ".join(o.misses) for o in a.options]),
+    ]
+    for name, values in rows:
+        t.add_row(Text(name, style="bold"), *(Text(v) for v in values))
     return t
 
 
@@ -191,4 +231,9 @@ def _measured_rows(a: Advice) -> list[tuple[str, str]]:
                  f"p50 {units.duration(d.result.p50_s)}, p99 {units.duration(d.result.p99_s)} at "
                  f"{units.rate(d.qps)} on {d.workers} core(s)"))
     rows.append(("dynamic capacity within target", f"{units.rate(a.per_core_qps)} per core"))
+    s = m.serving
+    rows.append(("server's own work", f"{s.per_request_s * 1e6:.0f} µs per request, "
+                 f"{s.per_batch_inline_s * 1e6:.0f} / {s.per_batch_hop_s * 1e6:.0f} µs per batch (inline / "
+                 f"model thread), round trip {s.round_trip_s * 1e6:.0f} µs: {s.source}"
+                 + (f" [{s.path}]" if s.path else "")))
     return rows

@@ -22,6 +22,7 @@ from augury.advise.budget import Budget, ModelThread
 from augury.advise.catalogue import Catalogue, read_catalogue
 from augury.advise.measure import measure_model, rss_bytes
 from augury.advise.measurements import CatalogueStats, Goals, Measurements, TrafficStats
+from augury.advise.overheads import ServingOverheads, resolve
 from augury.advise.recommend import recommend
 from augury.advise.storecost import MAX_ROWS, measure_store
 from augury.advise.traffic import column_names, read_traffic
@@ -36,14 +37,22 @@ def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequenc
            traffic: str | os.PathLike[str] | None = None, qps: float | None = None,
            latency_slo_ms: float | None = None, max_staleness_s: float | None = None,
            catalogue_rows: int | None = None, cores: int | None = None,
-           budget_s: float = DEFAULT_BUDGET_S) -> Advice:
+           budget_s: float = DEFAULT_BUDGET_S, core_cost: float | None = None,
+           store_cost: float | None = None,
+           overheads: ServingOverheads | str | os.PathLike[str] | None = None) -> Advice:
     """Measure `model_ref` on the sample `data` (and the traffic log `traffic`) and recommend static,
-    dynamic or hybrid serving for the given goals. `cores` defaults to this machine's core count.
+    dynamic or hybrid serving for the given goals. `cores` defaults to this machine's core count;
+    `core_cost` and `store_cost` are the prices of a core-hour and a GB-month of store (defaults in
+    `facts`). `overheads`: the server's own costs, or the path of a calibration file; by default the
+    file `augury advise --calibrate` wrote (`overheads.default_path()`) if there, else built-in estimates.
 
-    ConfigError for a goal that is not a positive number; InputError for unusable data or log;
-    ModelLoadError for a model that cannot be loaded."""
+    ConfigError for a goal that is not a positive number; InputError for unusable data or log, or an
+    unreadable calibration file; ModelLoadError for a model that cannot be loaded."""
     _check(qps=qps, latency_slo_ms=latency_slo_ms, max_staleness_s=max_staleness_s,
-           catalogue_rows=catalogue_rows, cores=cores, budget_s=budget_s)
+           catalogue_rows=catalogue_rows, cores=cores, budget_s=budget_s, core_cost=core_cost)
+    if store_cost is not None and not (math.isfinite(store_cost) and store_cost >= 0):
+        raise ConfigError(f"store_cost must be 0 or more, not {store_cost!r}")
+    serving = overheads if isinstance(overheads, ServingOverheads) else resolve(overheads)
     budget = Budget(budget_s)
     before = rss_bytes()
     started = time.perf_counter()
@@ -72,8 +81,8 @@ def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequenc
         thread.close()
     store = measure_store(sample.keys, outputs, model.info.outputs, model.info.version, budget.until(0.85))
     measurements = Measurements(measured.cost, stats, store, _noted(traffic_stats, sample), budget_s,
-                                budget.spent())
-    goals = Goals(qps, latency_slo_ms, max_staleness_s, cores or os.cpu_count() or 1)
+                                budget.spent(), serving)
+    goals = Goals(qps, latency_slo_ms, max_staleness_s, cores or os.cpu_count() or 1, core_cost, store_cost)
     advice = recommend(measurements, goals)
     return replace(advice, measurements=replace(advice.measurements, spent_s=budget.spent()))
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from augury.advise.measurements import ModelCost
+from augury.advise.overheads import BUILT_IN, ServingOverheads
 from augury.advise.queueing import BatcherSettings, ServiceCurve, SimResult, simulate
 from augury.errors import ConfigError
 
@@ -26,24 +27,17 @@ SEARCH_SIZES = (1, 4, 16, 64, 256)
 SEARCH_DELAYS_MS = (0.0, 2.0)
 #: the most cores the advisor will suggest for one model.
 MAX_CORES = 64
-#: CPU time `augury serve` spends outside the model call, on the same core as the model (one worker is
-#: one event loop and one model thread): per batch (waking the loop, the hop to the model thread and
-#: back, assembling the batch and splitting its results) and per request (HTTP, JSON, the cast,
-#: provenance, metrics, the response). Fitted on 2026-11-25 as `rest = per_request + per_batch /
-#: rows_per_call` to the server's CPU time beyond the advisor's model curve, on the project's 2-core
-#: machine: open-loop one-row requests at 1,000-3,600/s (1.2-1.8 rows per call; `python
-#: benchmarks/advise_bench.py --duration 10`) and closed-loop ones (wrk, 2 to 64 connections: 2-64 rows
-#: per call, up to 19,800 requests/s; 46-177 us per request beyond the model). Other machines differ, so
-#: the figures the advisor derives from them are estimates (BENCHMARKS.md, issue 4).
-SERVE_BATCH_OVERHEAD_S = 200e-6
-SERVE_REQUEST_OVERHEAD_S = 45e-6
+#: The server's own work per batch and per request, which shares the worker's core with the model, comes
+#: from `augury.advise.overheads`: measured on this machine by `augury advise --calibrate`, else built-in
+#: estimates fitted on a 2-core machine (2026-11-25, before the server scored fast models inline).
 
 
-def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True) -> ServiceCurve:
+def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True,
+                  overheads: ServingOverheads = BUILT_IN) -> ServiceCurve:
     """The time one server worker's core is busy per batch, by batch size: the model's latency curve
-    (medians, extrapolated points included) plus, with `serving`, the server's own work per batch and per
-    request (`SERVE_BATCH_OVERHEAD_S`, `SERVE_REQUEST_OVERHEAD_S`). With `jitter`, each measured size's
-    call times divided by their median."""
+    (medians, extrapolated points included) plus, with `serving`, the server's own work per batch (its
+    inline or hopping figure, by the model call's time) and per request (`overheads`). With `jitter`,
+    each measured size's call times divided by their median."""
     points = sorted(model.latency, key=lambda p: p.batch_size)
     pools: list[tuple[float, ...]] = []
     for p in points:
@@ -51,8 +45,8 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
         if jitter and p.measured and len(p.samples) >= 3 and p.p50_s > 0:
             pool = tuple(sorted(s / p.p50_s for s in p.samples))
         pools.append(pool)
-    per_batch, per_request = (SERVE_BATCH_OVERHEAD_S, SERVE_REQUEST_OVERHEAD_S) if serving else (0.0, 0.0)
-    times = tuple(p.p50_s + per_batch + per_request * p.batch_size for p in points)
+    times = tuple(p.p50_s + (overheads.per_batch_s(p.p50_s) + overheads.per_request_s * p.batch_size
+                             if serving else 0.0) for p in points)
     return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else ())
 
 
@@ -145,18 +139,18 @@ def rate_grid(qps: float, capacity: float, points: int = 24) -> list[float]:
 
 
 def predict_latency(model: ModelCost | ServiceCurve, qps: float, *, max_batch_size: int = 64,
-                    max_delay_ms: float = 2.0, workers: int = 1, extra_s: float = 0.0,
-                    requests: int = 20_000, seed: int = 0) -> SimResult:
+                    max_delay_ms: float = 2.0, workers: int = 1, extra_s: float | None = None,
+                    requests: int = 20_000, seed: int = 0,
+                    overheads: ServingOverheads = BUILT_IN) -> SimResult:
     """Predicted p50/p99 of dynamic serving at `qps` (Poisson, one row per request) with `augury serve
     --workers W --max-batch-size B --max-delay-ms D`, from a measured `ModelCost` (e.g.
-    `advice.measurements.model`) or a curve.
+    `advice.measurements.model`, with `advice.measurements.serving` as `overheads`) or a curve.
 
     A simulation (see `augury.advise.queueing`): compare it with an open-loop load test of the real
-    server to know its error. The model cost's per-request cast is included; HTTP parsing and the network
-    are not, unless given as `extra_s` seconds per request (e.g. a trivial request's round trip)."""
-    if isinstance(model, ModelCost):
-        curve, overhead = service_curve(model), model.request_overhead_s
-    else:
-        curve, overhead = model, 0.0
+    server to know its error. The server's own work comes from `overheads`; the client's round trip is
+    `extra_s` seconds per request (by default the calibrated round trip of a trivial request, 0 with the
+    built-in estimates)."""
+    extra = overheads.round_trip_s if extra_s is None else extra_s
+    curve = service_curve(model, overheads=overheads) if isinstance(model, ModelCost) else model
     return simulate(curve, qps, BatcherSettings(max_batch_size, max_delay_ms), workers=workers,
-                    requests=requests, overhead_s=overhead + extra_s, seed=seed)
+                    requests=requests, overhead_s=extra, seed=seed)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from augury.advise.overheads import BUILT_IN, ServingOverheads
 from augury.advise.units import ms, sig
 
 
@@ -230,7 +231,8 @@ class TrafficStats:
 
 @dataclass(frozen=True)
 class Measurements:
-    """Everything measured for one advice. `store` and `traffic` are None when not measured."""
+    """Everything measured for one advice. `store` and `traffic` are None when not measured; `serving` is
+    the server's own cost the latency prediction adds (calibrated on this machine, or built-in)."""
 
     model: ModelCost
     catalogue: CatalogueStats
@@ -238,6 +240,7 @@ class Measurements:
     traffic: TrafficStats | None = None
     budget_s: float = 0.0
     spent_s: float = 0.0
+    serving: ServingOverheads = BUILT_IN
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,6 +250,7 @@ class Measurements:
             "traffic": self.traffic.to_dict() if self.traffic else None,
             "budget_s": sig(self.budget_s),
             "spent_s": sig(self.spent_s),
+            "serving_overheads": self.serving.to_dict(),
         }
 
 
@@ -258,3 +262,6 @@ class Goals:
     latency_slo_ms: float | None = None
     max_staleness_s: float | None = None
     cores: int = 1
+    #: price of one core-hour and of one GB-month of store, in one currency (None: the defaults).
+    core_cost: float | None = None
+    store_cost: float | None = None

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from augury import console
 from augury.config import parse_duration
+from augury.errors import ConfigError
+
+if TYPE_CHECKING:
+    from augury.advise.overheads import ServingOverheads
 
 from ._common import json_option, reporting
 
@@ -38,8 +44,8 @@ def demo(workdir: str, rows: int) -> int:
 
 
 @click.command()
-@click.argument("model")
-@click.argument("data")
+@click.argument("model", required=False)
+@click.argument("data", required=False)
 @click.option("--key", "keys", multiple=True, metavar="COL", help="Key column(s), as in `augury batch`.")
 @click.option("--traffic", default=None, metavar="LOG", help="Past requests (keys or features, timestamps).")
 @click.option("--qps", type=float, default=None, help="Request rate to plan for [the log's, else 10].")
@@ -52,6 +58,8 @@ def demo(workdir: str, rows: int) -> int:
     help="Size of the whole catalogue when DATA is a sample of it.",
 )
 @click.option("--cores", type=click.IntRange(min=1), default=None, help="Cores to plan for [this machine's].")
+@click.option("--core-cost", type=float, default=None, help="Price of one core-hour [0.04].")
+@click.option("--store-cost", type=float, default=None, help="Price of one GB-month of store [0.10].")
 @click.option(
     "--budget",
     "budget_s",
@@ -60,12 +68,26 @@ def demo(workdir: str, rows: int) -> int:
     show_default=True,
     help="Seconds to spend measuring.",
 )
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Measure the server's own costs on this machine with a real `augury serve` (about 15 s) and keep "
+    "them for later advice; with MODEL and DATA, advise with them at once.",
+)
+@click.option(
+    "--calibration",
+    "calibration",
+    default=None,
+    metavar="PATH",
+    help="Calibration file to write (--calibrate) or read [env AUGURY_CALIBRATION, else "
+    "~/.cache/augury/serve-overheads.json].",
+)
 @click.option("--report", "report_dir", default=None, metavar="DIR", help="Write an HTML report with plots.")
 @json_option
 @reporting
 def advise(
-    model: str,
-    data: str,
+    model: str | None,
+    data: str | None,
     keys: tuple[str, ...],
     traffic: str | None,
     qps: float | None,
@@ -73,14 +95,34 @@ def advise(
     max_staleness: str | None,
     catalogue_rows: int | None,
     cores: int | None,
+    core_cost: float | None,
+    store_cost: float | None,
     budget_s: float,
+    calibrate: bool,
+    calibration: str | None,
     report_dir: str | None,
     as_json: bool,
 ) -> int:
     """Measure MODEL on DATA (and the traffic LOG) and recommend static, dynamic or hybrid serving."""
     from augury.advise import advise as run_advise
-    from augury.advise import write_report
+    from augury.advise import overheads, write_report
 
+    if (model is None or data is None) and not calibrate:
+        raise ConfigError("augury advise needs MODEL and DATA (or --calibrate alone)")
+    calibrated: ServingOverheads | None = None
+    if calibrate:
+        from augury.advise.calibrate import calibrate as run_calibration
+
+        path = Path(calibration) if calibration else overheads.default_path()
+        measured = run_calibration()
+        calibrated = replace(measured, path=str(overheads.save(measured, path)))
+        if model is None or data is None:
+            if as_json:
+                console.print_json(calibrated.to_dict())
+            else:
+                console.out.print(_calibration_text(calibrated), markup=False)
+            return 0
+    assert model is not None and data is not None
     advice = run_advise(
         model,
         data,
@@ -92,6 +134,9 @@ def advise(
         catalogue_rows=catalogue_rows,
         cores=cores,
         budget_s=budget_s,
+        core_cost=core_cost,
+        store_cost=store_cost,
+        overheads=calibrated or calibration,
     )
     report = write_report(advice, report_dir) if report_dir else None
     if as_json:
@@ -104,3 +149,10 @@ def advise(
     if report is not None:
         console.out.print(f"report: {report}", markup=False)
     return 0
+
+
+def _calibration_text(o: ServingOverheads) -> str:
+    return (f"augury serve's own work on this machine: {o.per_request_s * 1e6:.0f} µs per request, "
+            f"{o.per_batch_inline_s * 1e6:.0f} µs per batch scored on the loop's thread, "
+            f"{o.per_batch_hop_s * 1e6:.0f} µs per batch on the model thread; a trivial request's round trip "
+            f"{o.round_trip_s * 1e6:.0f} µs.\nsaved to {o.path}; `augury advise` uses it from now on.")

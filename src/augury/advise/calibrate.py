@@ -1,0 +1,295 @@
+"""``augury advise --calibrate``: measure the server's own cost on this machine, with a real ``augury serve``.
+
+A tiny `module:function` model (four float features, one sum: a few microseconds a call) is served by
+``augury serve`` in a subprocess on a free 127.0.0.1 port, one worker, its native thread pools capped at
+one thread and, with two or more cores, pinned to one core while this process's client runs on the
+others. It is served twice: with the server's default `--inline-below-ms` (so the model, being fast, is
+scored on the loop's thread) and with `--inline-below-ms 0` (every batch hops to the model thread, as a
+model slower than the threshold does). Each time, after a warm-up:
+
+- `round_trip_s`: the median round trip of ``GET /v2/health/ready``, one at a time on one connection;
+- closed-loop one-row predicts from 1 connection and from `CONCURRENCY` connections, `PHASE_S` seconds
+  each: the server's CPU time per request (from the kernel's accounting of its process), the model's time
+  per request and the rows per model call (from its /metrics). What is left of the CPU time after the
+  model's is `per_request + per_batch / rows_per_call`; the two phases (about 1 and several rows per
+  call) give both figures.
+
+The figures are the server's CPU time, so a busy client or machine changes them little; they are saved
+to a small JSON file (`overheads.default_path()`, or the path given) that later advice reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from augury.advise.overheads import ServingOverheads
+from augury.errors import AuguryError, MissingExtraError
+
+#: closed-loop connections of the batched phase, and seconds per phase.
+CONCURRENCY = 16
+PHASE_S = 2.0
+WARMUP_S = 0.7
+ROUND_TRIPS = 300
+START_TIMEOUT_S = 60.0
+NAME = "calib"
+_MODEL = '''
+import numpy as np
+from augury.models import function_model
+
+@function_model(inputs={"a": "float64", "b": "float64", "c": "float64", "d": "float64"},
+                outputs={"value": "float64"}, version="1", task="regression")
+def score(batch):
+    return {"value": batch["a"] + batch["b"] + batch["c"] + batch["d"]}
+'''
+_BODY = b'{"instances": [{"a": 0.5, "b": -1.25, "c": 2.0, "d": 3.5}]}'
+_PREDICT = f"/v1/models/{NAME}:predict"
+
+
+class CalibrationError(AuguryError):
+    """The calibration server could not be started or did not answer as expected."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One closed-loop phase: requests answered, server CPU and model seconds, model calls."""
+
+    requests: int
+    cpu_s: float
+    model_s: float
+    calls: float
+
+    @property
+    def rows_per_call(self) -> float:
+        return self.requests / self.calls if self.calls else 1.0
+
+    @property
+    def rest_s(self) -> float:
+        """Server CPU per request beyond the model's time."""
+        return max(self.cpu_s - self.model_s, 0.0) / max(self.requests, 1)
+
+
+def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
+    """Serve a tiny model with ``augury serve`` twice (inline and hopping) and fit the overheads."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError("augury advise --calibrate", "advise", "psutil") from exc
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    server_core = cores[0] if len(cores) >= 2 else None
+    with tempfile.TemporaryDirectory(prefix="augury-calibrate-") as tmp:
+        (Path(tmp) / "augury_calibration_model.py").write_text(_MODEL, encoding="utf-8")
+        with _client_cores(cores[1:] if server_core is not None else []):
+            inline = _measure(Path(tmp), None, server_core, phase_s)
+            hop = _measure(Path(tmp), 0.0, server_core, phase_s)
+    per_request, batch_inline = _fit(*inline[1:])
+    per_request_hop, batch_hop = _fit(*hop[1:])
+    details = {"inline_rest_1_us": inline[1].rest_s * 1e6, "inline_rest_n_us": inline[2].rest_s * 1e6,
+               "inline_rows_per_call_n": inline[2].rows_per_call,
+               "hop_rest_1_us": hop[1].rest_s * 1e6, "hop_rest_n_us": hop[2].rest_s * 1e6,
+               "hop_rows_per_call_n": hop[2].rows_per_call, "per_request_hop_us": per_request_hop * 1e6}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return ServingOverheads(per_batch_inline_s=batch_inline, per_batch_hop_s=batch_hop,
+                            per_request_s=per_request, round_trip_s=inline[0],
+                            source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
+                            measured_at=now, machine=machine, details=tuple(details.items()))
+
+
+def _fit(one: Phase, many: Phase) -> tuple[float, float]:
+    """(per_request, per_batch) from `rest = per_request + per_batch / rows_per_call` at two points."""
+    x1, xn = 1.0 / one.rows_per_call, 1.0 / many.rows_per_call
+    if x1 - xn < 0.2:  # the load did not batch: the whole rest is per request and per batch alike
+        return one.rest_s / 2, one.rest_s / 2
+    per_batch = max((one.rest_s - many.rest_s) / (x1 - xn), 0.0)
+    per_request = max(one.rest_s - per_batch * x1, 0.0)
+    return per_request, per_batch
+
+
+@contextlib.contextmanager
+def _client_cores(cores: list[int]) -> Iterator[None]:
+    """Run this process on `cores` (none: leave it) meanwhile, off the server's core."""
+    if not cores:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cores))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _measure(folder: Path, inline_below_ms: float | None, core: int | None,
+             phase_s: float) -> tuple[float, Phase, Phase]:
+    import psutil
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "augury.cli", "serve", "--model", "augury_calibration_model:score",
+           "--name", NAME, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--max-batch-size", "64"]
+    if inline_below_ms is not None:
+        cmd += ["--inline-below-ms", f"{inline_below_ms:g}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = folder / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=folder)
+    try:
+        if core is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(proc.pid, {core})
+        _wait_ready(proc, port, log)
+        server = psutil.Process(proc.pid)
+        return asyncio.run(_phases(port, server, phase_s))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < START_TIMEOUT_S:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:]
+            raise CalibrationError(f"augury serve exited with {proc.returncode} during calibration: {tail}")
+        with contextlib.suppress(OSError):
+            if asyncio.run(_one(port, "POST", _PREDICT, _BODY)) == 200:
+                return
+        time.sleep(0.2)
+    raise CalibrationError(f"augury serve did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:g} s")
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection: send a request, read a Content-Length response."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> _Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def call(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _request(method: str, path: str, body: bytes = b"") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+async def _one(port: int, method: str, path: str, body: bytes = b"") -> int:
+    conn = await _Conn.open(port)
+    try:
+        return await asyncio.wait_for(conn.call(_request(method, path, body)), 5.0)
+    finally:
+        conn.close()
+
+
+async def _phases(port: int, server: object, phase_s: float) -> tuple[float, Phase, Phase]:
+    await _closed_loop(port, CONCURRENCY, WARMUP_S, server)
+    conn = await _Conn.open(port)
+    ready = _request("GET", "/v2/health/ready")
+    trips = []
+    try:
+        for _ in range(ROUND_TRIPS):
+            t = time.perf_counter()
+            await conn.call(ready)
+            trips.append(time.perf_counter() - t)
+    finally:
+        conn.close()
+    trips.sort()
+    one = await _closed_loop(port, 1, phase_s, server)
+    many = await _closed_loop(port, CONCURRENCY, phase_s, server)
+    return trips[len(trips) // 2], one, many
+
+
+async def _closed_loop(port: int, connections: int, seconds: float, server: object) -> Phase:
+    conns = [await _Conn.open(port) for _ in range(connections)]
+    request = _request("POST", _PREDICT, _BODY)
+    before, cpu0 = await _metrics(port), _cpu(server)
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def run(conn: _Conn) -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            if await conn.call(request) != 200:
+                raise CalibrationError("a calibration predict did not answer 200")
+            done += 1
+
+    try:
+        await asyncio.gather(*(run(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    cpu1, after = _cpu(server), await _metrics(port)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    return Phase(done, cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
+                 delta("augury_batch_rows_count"))
+
+
+def _cpu(server: object) -> float:
+    times = server.cpu_times()  # type: ignore[attr-defined]
+    return float(times.user + times.system)
+
+
+async def _metrics(port: int) -> dict[str, float]:
+    conn = await _Conn.open(port)
+    try:
+        conn.writer.write(_request("GET", "/metrics"))
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        length = next((int(v) for n, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+                       if n.strip().lower() == b"content-length"), None)
+        raw = await (conn.reader.readexactly(length) if length is not None else conn.reader.read())
+    finally:
+        conn.close()
+    out: dict[str, float] = {}
+    for line in raw.decode(errors="replace").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name and not line.startswith("#"):
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out

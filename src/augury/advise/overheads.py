@@ -1,0 +1,128 @@
+"""The server's own cost outside the model, which the latency prediction adds to the model's: built-in
+estimates, or figures measured on this machine by ``augury advise --calibrate`` and kept in a small file.
+
+One worker of ``augury serve`` is one event loop and one model thread on one core, so its work outside
+the model call takes the model's core too: per batch (waking the loop, assembling the batch, splitting
+its results; and for a model slower than the server's `--inline-below-ms` the hop to the model thread and
+back) and per request (HTTP, JSON, the cast, provenance, metrics, the response). A fast model is scored
+on the loop's own thread (`inline`), a slower one on the model thread (`hop`): the two paths cost
+differently, so each has its own per-batch figure. `round_trip_s` is a trivial request's round trip on
+127.0.0.1 (client, kernel, HTTP), which a client sees on top of the server's work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from augury.errors import ConfigError, InputError
+
+#: the server's default `--inline-below-ms` (augury.serve.settings.ServeSettings.inline_below_ms): batches
+#: whose model call takes less are scored on the loop's thread.
+INLINE_BELOW_S = 0.5e-3
+#: the file's format; a file of another format is refused (run --calibrate again).
+FORMAT = 1
+FILENAME = "serve-overheads.json"
+
+
+@dataclass(frozen=True)
+class ServingOverheads:
+    """CPU seconds `augury serve` spends outside the model per batch (on the loop's thread: `inline`; on
+    the model thread: `hop`) and per request; a trivial request's round trip; where they come from."""
+
+    per_batch_inline_s: float
+    per_batch_hop_s: float
+    per_request_s: float
+    round_trip_s: float
+    source: str
+    calibrated: bool = False
+    measured_at: str | None = None
+    machine: str | None = None
+    path: str | None = None
+    details: tuple[tuple[str, float], ...] = ()
+
+    def per_batch_s(self, call_s: float) -> float:
+        """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
+        return self.per_batch_inline_s if call_s < INLINE_BELOW_S else self.per_batch_hop_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"per_batch_inline_us": round(self.per_batch_inline_s * 1e6, 1),
+                "per_batch_hop_us": round(self.per_batch_hop_s * 1e6, 1),
+                "per_request_us": round(self.per_request_s * 1e6, 1),
+                "round_trip_us": round(self.round_trip_s * 1e6, 1),
+                "source": self.source, "calibrated": self.calibrated, "measured_at": self.measured_at,
+                "machine": self.machine, "path": self.path,
+                "details": {k: round(v, 7) for k, v in self.details}}
+
+
+#: fitted on 2026-11-25 on the project's 2-core machine, before the server scored fast models on its loop
+#: thread and had its own HTTP protocol (BENCHMARKS.md, issue 4): estimates anywhere else.
+BUILT_IN = ServingOverheads(
+    per_batch_inline_s=200e-6, per_batch_hop_s=200e-6, per_request_s=45e-6, round_trip_s=0.0,
+    source="built-in estimates (fitted on a 2-core machine on 2026-11-25; run `augury advise --calibrate` "
+           "to measure this machine)")
+
+
+def default_path() -> Path:
+    """Where calibration is kept: $AUGURY_CALIBRATION, else $XDG_CACHE_HOME/augury (~/.cache/augury)."""
+    given = os.environ.get("AUGURY_CALIBRATION")
+    if given:
+        return Path(given)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "augury" / FILENAME
+
+
+def save(overheads: ServingOverheads, path: Path) -> Path:
+    """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
+    doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InputError(f"cannot write the calibration file {path}: {exc}") from exc
+    return path
+
+
+def load(path: Path) -> ServingOverheads:
+    """The overheads stored at `path`; InputError if it cannot be read or is not a calibration file."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read the calibration file {path}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InputError(f"{path} is not an augury calibration file of format {FORMAT}; run "
+                         f"`augury advise --calibrate` again")
+    try:
+        values = {k: float(doc[k]) for k in ("per_batch_inline_s", "per_batch_hop_s", "per_request_s",
+                                              "round_trip_s")}
+        details = tuple((str(k), float(v)) for k, v in dict(doc.get("details") or {}).items())
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: a calibration figure is missing or not a number ({exc})") from exc
+    if any(not (math.isfinite(v) and 0 <= v < 1) for v in values.values()):
+        raise InputError(f"{path}: calibration figures must be seconds between 0 and 1, got {values}")
+    return ServingOverheads(**values, source=str(doc.get("source") or f"calibrated ({path})"),
+                            calibrated=True, measured_at=_text(doc.get("measured_at")),
+                            machine=_text(doc.get("machine")), path=str(path), details=details)
+
+
+def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:
+    """The overheads for an advice: those stored at `path` (which must exist when given), else at the
+    default path if there, else the built-in estimates."""
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"no calibration file at {p}; make one with `augury advise --calibrate "
+                              f"--calibration {p}`")
+        return load(p)
+    p = default_path()
+    return load(p) if p.exists() else BUILT_IN
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value is not None else None
