@@ -145,3 +145,26 @@ def test_a_sample_is_scaled_to_the_catalogue(tmp_path: Path, write_ab_catalogue:
     assert a.mode == "dynamic"  # 50 req/s of a 3 ms model: no need to precompute 2 million examples
     est = duration(m.catalogue.catalogue_rows / (m.model.throughput_rows_s * 2))
     assert any(f"(2,000,000 examples) takes about {est}" in r for r in a.reasons)
+
+
+def test_same_arguments_give_the_same_mode(tmp_path: Path) -> None:
+    """issue 15: three runs on an XGBoost model gave hybrid, dynamic (2 / 5 ms) and dynamic (256 / 2);
+    one slow call among sixty had made the one-row p99 50 times its median."""
+    xgb = pytest.importorskip("xgboost")
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 8))
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 5, "nthread": 1},
+                        xgb.DMatrix(x, label=(x[:, 0] + x[:, 1] > 0).astype(int)), num_boost_round=60)
+    booster.save_model(str(tmp_path / "model.ubj"))
+    names = [f"f{i}" for i in range(8)]
+    pq.write_table(pa.table({n: x[:1000, i] for i, n in enumerate(names)}), tmp_path / "catalogue.parquet")
+    requests = rng.normal(size=(4000, 8))
+    requests[:2000] = x[rng.integers(0, 1000, 2000)]  # half the requests are for catalogue examples
+    pq.write_table(pa.table({n: requests[:, i] for i, n in enumerate(names)}), tmp_path / "log.parquet")
+    runs = [advise(str(tmp_path / "model.ubj"), tmp_path / "catalogue.parquet",
+                   traffic=tmp_path / "log.parquet", qps=300, latency_slo_ms=10, max_staleness_s=3600,
+                   cores=2, budget_s=3) for _ in range(3)]
+    assert [a.mode for a in runs] == [runs[0].mode] * 3
+    for a in runs:
+        one = a.measurements.model.latency[0]
+        assert one.p99_s < 5 * one.p50_s and a.per_core_qps > 0

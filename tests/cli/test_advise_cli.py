@@ -28,3 +28,25 @@ def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
     empty.write_text("")
     assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, "empty")
     assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2, "qps")
+
+
+@pytest.mark.slow
+def test_calibrate_then_advise_with_it(hgb_model: Path, features_parquet: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cal.json"
+    proc = augury("advise", "--calibrate", "--calibration", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["calibrated"] is True and path.exists()
+    proc = augury("advise", str(hgb_model), str(features_parquet), "--key", "id", "--qps", "50",
+                  "--budget", "2", "--json", env={"AUGURY_CALIBRATION": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["serving_overheads"]["path"] == str(path)
+    assert set(doc["modes"]) == {"static", "dynamic", "hybrid"}
+
+
+def test_advise_without_model_or_with_a_bad_calibration(tmp_path: Path) -> None:
+    assert_clean_error(augury("advise"), 2, "needs MODEL and DATA")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert_clean_error(augury("advise", "m.joblib", "d.parquet", "--calibration", str(bad)), 2,
+                       "not an augury calibration file")

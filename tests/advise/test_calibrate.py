@@ -1,0 +1,70 @@
+"""Calibration: a real `augury serve` measured on this machine, kept in a file, read back, and used."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from advise_synthetic import FAST, measurements
+
+from augury.advise import Goals, predict_latency, recommend
+from augury.advise.calibrate import calibrate
+from augury.advise.overheads import BUILT_IN, ServingOverheads, default_path, load, resolve, save
+from augury.errors import ConfigError, InputError
+
+
+@pytest.fixture(scope="module")
+def measured() -> ServingOverheads:
+    return calibrate(phase_s=0.6)
+
+
+def test_calibration_measures_a_real_server(measured: ServingOverheads) -> None:
+    assert measured.calibrated and "calibrated on this machine" in measured.source
+    # a server's own work per request is tens to hundreds of microseconds; per batch more than nothing
+    assert 1e-6 < measured.per_request_s < 5e-3
+    assert 0 < measured.per_batch_inline_s < 5e-3 and 0 < measured.per_batch_hop_s < 5e-3
+    assert 1e-6 < measured.round_trip_s < 50e-3
+    details = dict(measured.details)
+    assert details["inline_rows_per_call_n"] > 1.5  # the concurrent phase batched
+
+
+def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path) -> None:
+    path = save(measured, tmp_path / "sub" / "cal.json")
+    back = load(path)
+    assert back.per_request_s == measured.per_request_s and back.path == str(path) and back.calibrated
+    assert resolve(path) == back
+    assert resolve(None) == BUILT_IN  # the conftest points the default path at a missing file
+
+
+def test_later_advice_uses_it_and_says_so(measured: ServingOverheads) -> None:
+    m = measurements(FAST, 1000)
+    built_in = recommend(m, Goals(100, 50, 3600, 1))
+    mine = recommend(replace(m, serving=measured), Goals(100, 50, 3600, 1))
+    assert built_in.to_dict()["serving_overheads"]["calibrated"] is False
+    assert mine.to_dict()["serving_overheads"]["source"] == measured.source
+    trip = predict_latency(m.model, 10.0, overheads=measured)
+    none = predict_latency(m.model, 10.0, overheads=measured, extra_s=0.0)
+    assert trip.p50_s == pytest.approx(none.p50_s + measured.round_trip_s)
+
+
+def test_bad_calibration_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no calibration file"):
+        resolve(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="cannot read"):
+        load(bad)
+    bad.write_text(json.dumps({"format": 99}))
+    with pytest.raises(InputError, match="calibrate"):
+        load(bad)
+    bad.write_text(json.dumps({"format": 1, "per_batch_inline_s": "x"}))
+    with pytest.raises(InputError, match="missing or not a number"):
+        load(bad)
+
+
+def test_the_default_path_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUGURY_CALIBRATION")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_path() == tmp_path / "augury" / "serve-overheads.json"
