@@ -1,10 +1,12 @@
-"""`run_batch`: score every row of an input with a model, exactly once, into one Parquet file.
+"""`run_batch`: score every row of an input with a model, exactly once, into one Parquet file or a
+prediction dataset (a folder: `augury.batch.dataset`).
 
 Work happens in a staging folder beside the output (`.<output name>.augury-run/`): one part file per task,
-renamed into place when complete. When every task is done the parts are merged, in input order, into a
-temporary file that replaces the output in one rename, and the staging folder is removed. An interrupted
-run leaves the output as it was and the finished parts on disk; `resume=True` checks that the input, model
-and settings are the same and scores only the missing tasks.
+written by the worker that scored it and renamed into place when complete. When every task is done, for a
+file output the parts are merged, in input order, into a temporary file that replaces the output in one
+rename; for a dataset the staging folder itself gets its manifest and is renamed into place, with no merge.
+An interrupted run leaves the output as it was and the finished parts on disk; `resume=True` checks that
+the input, model and settings are the same and scores only the missing tasks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from augury.models.evaluator import DEFAULT as DEFAULT_EVALUATOR
 from augury.models.evaluator import check_choice
 from augury.store.base import FEATURES_KEY_COLUMN
 
+from . import dataset
 from .engine import Engine, make_engine
 from .sources import Source, Task, open_source
 from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
@@ -118,13 +121,17 @@ def run_batch(
     options: BatchOptions = BatchOptions(),
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BatchResult:
-    """Score `input_path` with the model at `model_ref` into the Parquet file `output`."""
+    """Score `input_path` with the model at `model_ref` into `output`: a Parquet file (`.parquet`), or a
+    prediction dataset folder (an existing folder, a path ending in `/`, or a name without a suffix)."""
     started = time.perf_counter()
     out = Path(output)
-    if out.suffix.lower() not in (".parquet", ".pq"):
-        raise InputError(f"output {out} must be a .parquet file")
+    to_dataset = dataset.is_dataset_path(output)
+    if not to_dataset and out.suffix.lower() not in (".parquet", ".pq"):
+        raise InputError(f"output {out} must be a .parquet file, or a folder for a dataset (ending in /)")
     if not out.parent.exists():
         raise InputError(f"output folder {out.parent} does not exist")
+    if to_dataset:
+        dataset.check_replaceable(out)
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
     workers = options.workers or os.cpu_count() or 1
@@ -141,7 +148,8 @@ def run_batch(
             job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows, str(staging),
                       run_metadata(info, keys), info.evaluator)
             notes: list[str] = []
-            done = _prepare_staging(staging, _fingerprint(source, job, info.version), options.resume, notes)
+            fingerprint = _fingerprint(source, job, info.version)
+            done = _prepare_staging(staging, fingerprint, options.resume, notes)
             total, resumed, task_ids = _score(engine, job, source, done, started, on_progress)
             errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
             failed = _collect_errors(staging, task_ids, errors_file)
@@ -154,8 +162,11 @@ def run_batch(
                     f"the output was not written (to accept them, rerun with --resume and a higher "
                     f"--max-error-rate)"
                 )
-            scored = _merge(staging, task_ids, out)
-            shutil.rmtree(staging, ignore_errors=True)
+            if to_dataset:
+                scored = _commit_dataset(staging, task_ids, out, fingerprint)
+            else:
+                scored = _merge(staging, task_ids, out)
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         engine.close()
     return BatchResult(
@@ -312,6 +323,29 @@ def _collect_errors(staging: Path, task_ids: list[str], errors_file: Path) -> in
         tmp.unlink()
         errors_file.unlink(missing_ok=True)
     return count
+
+
+def _commit_dataset(staging: Path, task_ids: list[str], out: Path, fingerprint: dict[str, Any]) -> int:
+    """Turn the staging folder into the dataset `out`: the run's own files go (the errors were collected),
+    the manifest is written, and the folder replaces `out` (renamed aside, then removed). Returns the rows.
+
+    Between the two renames (microseconds) a crash leaves no `out`: the new dataset, complete, in the
+    staging folder and the old one in `.<name>.augury-old/`."""
+    for task_id in task_ids:
+        errors_path(staging, task_id).unlink(missing_ok=True)
+    (staging / "run.json").unlink(missing_ok=True)
+    names = [part_path(staging, task_id).name for task_id in task_ids]
+    try:
+        manifest = dataset.commit(staging, names, fingerprint)
+        old = out.with_name(f".{out.name}.augury-old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.rename(out, old)
+        os.rename(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise BatchError(f"cannot write {out}: {exc}") from exc
+    return manifest.rows
 
 
 def _merge(staging: Path, task_ids: list[str], out: Path) -> int:

@@ -45,7 +45,8 @@ def info(model: str, evaluator: str, as_json: bool) -> int:
 @click.command()
 @click.argument("model")
 @click.argument("input_path", metavar="INPUT")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Parquet file to write, or a folder (ending in /) for a prediction dataset.")
 @click.option(
     "--key",
     "keys",

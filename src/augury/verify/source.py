@@ -1,4 +1,6 @@
-"""Reading a predictions file written by `augury batch`, streamed in bounded memory.
+"""Reading predictions written by `augury batch`, streamed in bounded memory: one Parquet file, or a
+prediction dataset folder (`augury.batch.dataset`: parts read in order, refused without its manifest).
+`PredictionsFile` is the one opener: verify, publish and the command line read predictions through it.
 
 The file is Parquet: the key column(s), the model's output columns, `model_version` and `computed_at`.
 Its schema metadata `b"augury"` is JSON: `{"model": ModelInfo.to_dict(), "key_columns": [...],
@@ -18,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from augury.batch import dataset
 from augury.errors import ConfigError, InputError
 from augury.keys import key_text
 from augury.schema import Schema
@@ -133,32 +136,43 @@ def _output(f: pa.Field, task: str) -> Output:
 
 
 class PredictionsFile:
-    """An open predictions file: its layout and a bounded-memory stream of its record batches."""
+    """Open predictions (a Parquet file or a dataset folder): their layout and a bounded-memory stream of
+    their record batches."""
 
     def __init__(self, path: str | Path, outputs: Sequence[str] | None = None) -> None:
         self.path = Path(path)
+        self._file: pq.ParquetFile | None = None
+        self._manifest: dataset.Manifest | None = None
         if not self.path.exists():
             raise InputError(f"predictions file not found: {self.path}")
         if self.path.is_dir():
-            raise InputError(f"{self.path} is a directory; pass the predictions Parquet file")
-        try:
-            self._file = pq.ParquetFile(self.path, pre_buffer=False)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{self.path} is not a readable Parquet file: {exc}") from exc
-        self.schema: pa.Schema = self._file.schema_arrow
+            self._manifest = dataset.read_manifest(self.path)
+            self.schema: pa.Schema = self._manifest.schema
+            self.num_rows: int = self._manifest.rows
+        else:
+            try:
+                self._file = pq.ParquetFile(self.path, pre_buffer=False)
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"{self.path} is not a readable Parquet file: {exc}") from exc
+            self.schema = self._file.schema_arrow
+            self.num_rows = self._file.metadata.num_rows
         self.layout = layout_of(self.schema, outputs)
-        self.num_rows: int = self._file.metadata.num_rows
 
     def batches(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
         """Stream `columns` (those present) in batches of at most `BATCH_ROWS` rows."""
         wanted = [c for c in dict.fromkeys(columns) if c in self.schema.names]
+        if self._manifest is not None:
+            yield from dataset.part_batches(self.path, self._manifest, wanted, BATCH_ROWS)
+            return
+        assert self._file is not None
         try:
             yield from self._file.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=True)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"cannot read {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> PredictionsFile:
         return self
