@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from redis_server import RedisServer, redis_server_binary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -48,3 +50,24 @@ def features_parquet(tmp_path: Path) -> Path:
     path = tmp_path / "features.parquet"
     pq.write_table(table, path, row_group_size=500)
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole session (`redis_server.RedisServer`);
+    the test fails (not skips) if redis-server is not installed."""
+    server = RedisServer(redis_server_binary())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis database on the session's redis-server (restarted if a test stopped it)."""
+    if redis_server.proc is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
