@@ -120,6 +120,13 @@ class ServeMetrics:
         self.store_version_age = Gauge(
             "augury_store_version_age_seconds", "Seconds since the store's active version was published "
             "(NaN when there is none).", registry=r)
+        self.monitor_samples = CounterFamily(
+            "augury_monitor_samples", "Answered requests offered to the monitor's observers (drift, shadow "
+            "checks), by result: queued, or dropped because the observers were behind (their queue was "
+            "full). Requests not sampled are not counted.", ["result"])
+        self.monitor_queue = Gauge(
+            "augury_monitor_queue_depth", "Answered requests waiting for the monitor's observers.",
+            registry=r)
         self.model_info = ModelInfo()
         r.register(self.model_info)
         self._families = Families([
@@ -127,7 +134,7 @@ class ServeMetrics:
             self.store_lookups, self.store_errors, self.writeback_lookups, self.features_changed,
             self.writeback_rows,
             self.batch_rows, self.batch_requests, self.inference_seconds, self.batch_failures,
-            self.queue_wait, self.shed, self.deadline_exceeded],
+            self.queue_wait, self.shed, self.deadline_exceeded, self.monitor_samples],
             lambda: [o.get("families", {}) for o in self._others])
         r.register(self._families)
         self._queue_depth: Callable[[], float] = lambda: 0.0
@@ -151,6 +158,10 @@ class ServeMetrics:
         """Read the queue depth from `depth` at every scrape."""
         self._queue_depth = _safe(depth)
         self.queue_depth.set_function(lambda: self._queue_depth() + self._others_gauge("queue_depth"))
+
+    def watch_monitor(self, depth: Callable[[], float]) -> None:
+        """Read the monitor's queue depth from `depth` at every scrape (this process's only)."""
+        self.monitor_queue.set_function(_safe(depth))
 
     def watch_model(self, name: str, mode: str, version: Callable[[], str]) -> None:
         """Name the served model in `augury_model_info`, its version read from `version` at every scrape

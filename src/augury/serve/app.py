@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,10 +25,12 @@ from augury.errors import AuguryError, ConfigError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.sharing import SHARE_EVERY_S
+from augury.monitor.tap import PredictionObserver
 from augury.serve.batcher import Batcher
 from augury.serve.errors import PATH_CHARS, clipped
 from augury.serve.hot import HotDispatch
 from augury.serve.middleware import Bookkeeping, Observability
+from augury.serve.monitoring import build_tap
 from augury.serve.openapi import build_openapi
 from augury.serve.router import Router
 from augury.serve.routes import Routes
@@ -43,8 +45,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: ServeSettings, model: Model | None, store: PredictionStore | None, *,
-               on_close: Callable[[], None] | None = None) -> Starlette:
-    """A Starlette app serving `model` and/or `store` (see the module docstring)."""
+               on_close: Callable[[], None] | None = None,
+               observers: Sequence[PredictionObserver] = ()) -> Starlette:
+    """A Starlette app serving `model` and/or `store` (see the module docstring); `observers` watch the
+    answered requests besides those the settings ask for (`serve.monitoring`)."""
     mode = mode_of(model is not None, store is not None)
     name = check_parts(settings, model, store)
     metrics = ServeMetrics(share_dir=settings.metrics_dir)
@@ -79,6 +83,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     if store is not None:
         metrics.watch_store(router.active_version, router.active_age_s)
     service = Service(settings, name, mode, model, store, router, metrics)
+    tap = build_tap(settings, model, store, metrics, observers)
+    service.tap = tap if tap.sample else None
     service.openapi = build_openapi(name=name, mode=mode, inputs=router.schema, outputs=service.outputs(),
                                     settings=settings, version=augury_version(),
                                     model_version=model.info.version if model is not None else None)
@@ -92,6 +98,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
             batcher.start()
             await _warm_up(scorer, executor)
         service.started = True
+        tap.start()
         sharing = asyncio.get_running_loop().create_task(_share(metrics)) if metrics.sharing else None
         log.info("serving %r (%s mode)", name, mode)
         try:
@@ -100,6 +107,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
             service.started = False
             if batcher is not None:
                 await batcher.close()
+            await asyncio.to_thread(tap.close)  # (what is queued is observed first)
             if store_write_back is not None:  # what is queued is written first (and counted, on the loop)
                 await asyncio.to_thread(store_write_back.close)
             if sharing is not None:

@@ -1,7 +1,13 @@
-"""What the routes share: the served model's identity, readiness, metadata, and timed predictions.
+"""What the routes share: the served model's identity, readiness, metadata, and the data plane.
 
 A `Service` is built once per app by `create_app`. The routes do HTTP (bodies, headers, status codes)
 and the codecs do formats; everything about *what* is served lives here and in the router.
+
+**The data plane.** `predict`, `predict_or_miss` and `lookup` are the transport-free calls every
+prediction route makes (v1 predict and lookup, v2 infer: `serve.hot`): examples already decoded and cast
+in, answers with their provenance out. Each answered request then goes through `_served`: its metrics by
+source, and the monitor's `tap` (`monitor.tap`), which hands its examples and answers to the observers
+(drift, shadow checks) off the request's path. A new transport calls these and gets the same monitoring.
 
 **Readiness and the store.** A static server is ready only while its store can answer: it has an active
 version *and* a lookup reaches that version's rows. The pointer alone is not enough: with the version's
@@ -24,11 +30,12 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 from augury.errors import NotFoundError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
+from augury.monitor.tap import Tap
 from augury.serve.codec_v2 import KEY_INPUT, output_columns
 from augury.serve.errors import quoted
 from augury.serve.router import Answer, Conflict, Example, Router
@@ -68,6 +75,8 @@ class Service:
     metrics: ServeMetrics
     openapi: dict[str, Any] = field(default_factory=dict)
     started: bool = False
+    #: where answered requests go for monitoring (None: nowhere; `create_app` sets it)
+    tap: Tap | None = None
     #: static mode: the store version last asked about by `outputs` (versions never change)
     _recent: VersionInfo | None = field(default=None, init=False, repr=False)
     #: `store_problem`'s last answer and when it was found (time.monotonic())
@@ -124,11 +133,10 @@ class Service:
         return found
 
     async def predict(self, examples: list[Example], deadline: float | None) -> list[Answer]:
-        """The router's answers, timed and counted by source."""
+        """The router's answers, timed, counted by source and offered to the monitor (the data plane)."""
         started = time.perf_counter()
         answers = await self.router.predict(examples, deadline)
-        static = sum(1 for a in answers if a.provenance["source"] == "static")
-        self.metrics.observe_predictions(static, len(answers) - static, time.perf_counter() - started)
+        self._served(examples, answers, answers, started)
         return answers
 
     async def predict_or_miss(self, examples: list[Example], deadline: float | None,
@@ -140,17 +148,28 @@ class Service:
         started = time.perf_counter()
         answers = await self.router.predict_or_miss(examples, deadline)
         found = [a for a in answers if isinstance(a, Answer)]
-        static = sum(1 for a in found if a.provenance["source"] == "static")
-        self.metrics.observe_predictions(static, len(found) - static, time.perf_counter() - started)
+        conflicts = any(isinstance(a, Conflict) for a in answers)
+        observed = (cast(Sequence[Answer | None], answers) if not conflicts
+                    else [a if isinstance(a, Answer) else None for a in answers])
+        self._served(examples, found, observed, started)
         return answers
 
     def lookup(self, key: str) -> Answer:
-        """The stored (or cached) prediction of `key`, timed and counted (on the event loop: one key)."""
+        """The stored (or cached) prediction of `key`, timed, counted and offered to the monitor (on the
+        event loop: one key)."""
         started = time.perf_counter()
         answer = self.router.lookup(key)
-        static = int(answer.provenance["source"] == "static")
-        self.metrics.observe_predictions(static, 1 - static, time.perf_counter() - started)
+        self._served((Example(key, None),) if self.tap is not None else (), (answer,), (answer,), started)
         return answer
+
+    def _served(self, examples: Sequence[Example], found: Sequence[Answer],
+                answers: Sequence[Answer | None], started: float) -> None:
+        """What every answered request goes through: its metrics by source, then the monitor's tap
+        (`monitor.tap`: O(1) here, the observers' work runs on their own thread)."""
+        static = sum(1 for a in found if a.provenance["source"] == "static")
+        self.metrics.observe_predictions(static, len(found) - static, time.perf_counter() - started)
+        if self.tap is not None:
+            self.tap.offer(examples, answers)
 
     def outputs(self, answers: list[Answer] | None = None) -> list[tuple[str, str | None]]:
         """Output columns and v2 datatypes: the model's; in static mode those of the store version that

@@ -79,6 +79,12 @@ class ServeSettings:
     #: with several worker processes, the directory where each leaves its metrics for the others to add
     #: up (`monitor.sharing`); `augury serve --workers N` makes one. None: this process's metrics only.
     metrics_dir: str | None = None
+    #: share of answered requests handed to the monitor's observers (drift, shadow checks), off the
+    #: request's path (`monitor.tap`); 0 turns monitoring of the data off.
+    monitor_sample: float = 1.0
+    #: most answered requests waiting for the monitor's observers; past it new ones are dropped (and
+    #: counted), never waited for.
+    monitor_queue: int = 1024
 
     def __post_init__(self) -> None:
         positive = {
@@ -89,6 +95,7 @@ class ServeSettings:
             "max_instances": self.max_instances,
             "write_back_max_entries": self.write_back_max_entries,
             "model_threads": self.model_threads,
+            "monitor_queue": self.monitor_queue,
         }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,6 +107,8 @@ class ServeSettings:
             if not getattr(self, name) > 0:
                 option = name[:-2].replace("_", "-")
                 raise ConfigError(f"{option} must be positive, not {getattr(self, name)!r}")
+        if not 0 <= self.monitor_sample <= 1:
+            raise ConfigError(f"monitor-sample must be a share between 0 and 1, not {self.monitor_sample!r}")
         if not self.inline_below_ms >= 0:
             raise ConfigError(f"inline-below-ms must be 0 or more, not {self.inline_below_ms!r}")
         if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:

@@ -1,0 +1,151 @@
+"""The observer hook: each answered request's examples and answers, handed off the request's path.
+
+The data plane (`augury.serve.service.Service`: every prediction route calls it) offers each answered
+request to a `Tap`. `offer` runs on the event loop and does O(1) work whatever the request's size: a
+sampling decision, a length check and one ``deque.append`` of references to objects the request made
+anyway (its examples and answers are immutable). One thread of the tap's own drains the queue every
+`DRAIN_EVERY_S` and hands what it took, oldest first, to each `PredictionObserver`. So an observer's
+work (profiles, PSI, a shadow model call) never runs inside a request, and a slow observer cannot slow
+one down: when the queue holds `capacity` requests, new ones are dropped, not waited for, and counted in
+``augury_monitor_samples_total{result="dropped"}``. (It still shares the process's cores and the GIL
+with the event loop: that cost is measured in BENCHMARKS.md, and `sample` bounds it.)
+
+`sample` is the share of requests offered (1.0: every one; 0: the tap does nothing), decided by a credit
+that grows by `sample` per request rather than by a random draw: cheaper, and an even spacing.
+
+The counters are updated on the event loop only (the `accumulators` rule); the observer thread touches
+none of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from augury.monitor.accumulators import CounterFamily
+
+log = logging.getLogger(__name__)
+
+#: seconds between two drains of the queue by the observer thread (observations are this late at most,
+#: plus the observers' own time).
+DRAIN_EVERY_S = 0.05
+#: most requests waiting for the observers, by default (past it new ones are dropped and counted).
+DEFAULT_CAPACITY = 1024
+
+
+class ServedExample(Protocol):
+    """An example as the data plane saw it (`augury.serve.router.Example`)."""
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def row(self) -> Sequence[Any] | None:
+        """Its features cast to the model's input schema, in schema order (None: looked up by key)."""
+
+
+class ServedAnswer(Protocol):
+    """An answer as the data plane gave it (`augury.serve.router.Answer`)."""
+
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+
+    @property
+    def provenance(self) -> Mapping[str, Any]: ...
+
+
+class Observation(msgspec.Struct, frozen=True):
+    """One answered request: its examples and, aligned with them, its answers (None where an example got
+    none: a static miss or a refused key), and when it was answered (``time.time()``)."""
+
+    examples: Sequence[ServedExample]
+    answers: Sequence[ServedAnswer | None]
+    at: float
+
+
+class PredictionObserver(Protocol):
+    """What watches the served data. `observe` is called on the tap's thread (never on the event loop)
+    every `DRAIN_EVERY_S` or so, with the observations taken since the last call, oldest first (none in a
+    quiet spell: so an observer can close a window of T seconds without traffic). It may be slow (new
+    observations are then dropped and counted) but should not raise (an exception is logged and the next
+    call comes)."""
+
+    def observe(self, observations: Sequence[Observation]) -> None: ...
+
+
+class Tap:
+    """A bounded hand-off from the data plane to the observers' thread (see the module docstring)."""
+
+    def __init__(self, observers: Sequence[PredictionObserver], samples: CounterFamily, *,
+                 sample: float = 1.0, capacity: int = DEFAULT_CAPACITY) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"sample must be within [0, 1], not {sample!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, not {capacity!r}")
+        self.observers = list(observers)
+        self.capacity = capacity
+        self.sample = sample if self.observers else 0.0
+        self._queue: collections.deque[Observation] = collections.deque()
+        self._credit = 0.0
+        self._queued = samples.labels("queued")
+        self._dropped = samples.labels("dropped")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for the observers."""
+        return len(self._queue)
+
+    def offer(self, examples: Sequence[ServedExample], answers: Sequence[ServedAnswer | None]) -> None:
+        """Queue one answered request for the observers, if sampled and if there is room (else count it
+        dropped). On the event loop; never blocks."""
+        credit = self._credit + self.sample
+        if credit < 1.0:
+            self._credit = credit
+            return
+        self._credit = credit - 1.0
+        if len(self._queue) >= self.capacity:
+            self._dropped.value += 1
+            return
+        self._queue.append(Observation(examples, answers, time.time()))
+        self._queued.value += 1
+
+    def start(self) -> None:
+        """Start the observers' thread (nothing to do without observers or sampling)."""
+        if self._thread is not None or not self.sample:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="augury-monitor", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Hand what is queued to the observers, then stop their thread (waits at most `timeout_s`)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            log.warning("the monitor's observers did not finish within %.0f s; left behind", timeout_s)
+
+    def drain(self) -> None:
+        """Hand every queued observation to the observers now (the thread's work; tests call it too)."""
+        queue = self._queue
+        taken = [queue.popleft() for _ in range(len(queue))]
+        for observer in self.observers:
+            try:
+                observer.observe(taken)
+            except Exception:  # an observer's bug must not stop the others, or the next drain
+                log.exception("monitor observer %s failed", type(observer).__name__)
+
+    def _run(self) -> None:
+        while not self._stop.wait(DRAIN_EVERY_S):
+            self.drain()
+        self.drain()
