@@ -9,7 +9,9 @@ server's v2 metadata and responses name. A file written with key columns has the
 each row's features (`features_key`), which is stored with each record, so a server can tell a request
 whose features differ from those the prediction was computed from; the model's input schema the run
 recorded is saved with the version too (`INPUTS_META`), so a static server, which has no model, can cast
-and hash a request's features as the batch run did.
+and hash a request's features as the batch run did. Given the data the predictions were scored from
+(``augury publish --inputs``), the profile of its input features is saved too (`verify.inputs`): the
+reference a server's live drift monitoring compares the requests' features with.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from augury.store.base import (
     VersionInfo,
 )
 from augury.verify import Checks, Report, verify
+from augury.verify.inputs import INPUT_PROFILE_META, profile_inputs
 from augury.verify.source import PredictionsFile
 
 
@@ -53,8 +56,11 @@ def publish_predictions(
     *,
     ttl_s: float | None = None,
     activate: bool = True,
+    inputs: str | os.PathLike[str] | None = None,
 ) -> PublishResult:
-    """Verify `path` against `store`'s active version, then publish it; raises VerificationFailed."""
+    """Verify `path` against `store`'s active version, then publish it; raises VerificationFailed. With
+    `inputs` (the data the predictions were scored from), the profile of its features is stored with the
+    version too (`INPUT_PROFILE_META`): the reference a server measures live input drift against."""
     path = Path(path)
     report = verify(path, checks, store.active())
     try:
@@ -80,6 +86,11 @@ def publish_predictions(
         meta[OUTPUT_DTYPES_META] = output_dtypes(pred.schema, [o.name for o in layout.outputs])
         if layout.inputs is not None:  # (the model's input schema, as the batch run recorded it)
             meta[INPUTS_META] = layout.inputs.to_list()
+        if inputs is not None:
+            if layout.inputs is None:
+                raise InputError(f"{pred.path} does not record the model's input schema (not written by "
+                                 f"`augury batch`): its inputs cannot be profiled; publish without --inputs")
+            meta[INPUT_PROFILE_META] = profile_inputs(Path(inputs), layout.inputs).to_dict()
         version = store.publish(
             _store_batches(pred, model_version),
             model_version=model_version,

@@ -175,11 +175,14 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
     "--ttl", default=None, metavar="DURATION", help="Serve these predictions for at most this long."
 )
 @click.option("--no-activate", is_flag=True, help="Load the version but leave the active one as it is.")
+@click.option("--inputs", "inputs", default=None, metavar="DATA",
+              help="The data the predictions were scored from (Parquet or CSV): its features' profile is "
+                   "stored with the version, the reference for a server's input drift monitoring.")
 @json_option
 @reporting
 def publish(
     predictions: str, store_url: str | None, checks: str | None, ttl: str | None, no_activate: bool,
-    as_json: bool,
+    inputs: str | None, as_json: bool,
 ) -> int:
     """Verify PREDICTIONS, then load them as a new store version and activate it atomically."""
     from augury.publish import publish_predictions
@@ -193,7 +196,8 @@ def publish(
         pass
     store = open_store(resolve_store(store_url), create=True)  # the one command that may create a store
     try:
-        result = publish_predictions(predictions, store, gates, ttl_s=ttl_s, activate=not no_activate)
+        result = publish_predictions(predictions, store, gates, ttl_s=ttl_s, activate=not no_activate,
+                                     inputs=inputs)
     finally:
         store.close()
     if as_json:

@@ -141,9 +141,21 @@ class LoadContext:
             outputs=output_schema(head, self.source),
             task=head.task,
             classes=head.classes,
-            meta=dict(meta or {}),
+            meta=self._meta(meta),
             evaluator=evaluator,
         )
+
+
+    def _meta(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        """The adapter's `meta`, with the manifest's ``reference`` (a path) as `REFERENCE_META`."""
+        found = dict(meta or {})
+        if self.manifest is not None and self.manifest.reference is not None:
+            found[REFERENCE_META] = str(self.manifest.reference)
+        return found
+
+
+#: `ModelInfo.meta` key of the reference data the manifest names (``reference = "valid.parquet"``).
+REFERENCE_META = "reference"
 
 
 def file_version(path: Path) -> str:

@@ -47,7 +47,7 @@ MANIFEST_SUFFIX = ".augury.toml"
 #: values of the manifest's ``outputs`` key.
 OUTPUT_MODES = ("label", "proba")
 
-_KEYS = ("file", "sha256", "name", "version", "task", "outputs", "classes", "inputs")
+_KEYS = ("file", "sha256", "name", "version", "task", "outputs", "classes", "inputs", "reference")
 _INPUT_KEYS = ("name", "dtype", "allow_missing")
 
 
@@ -73,6 +73,9 @@ class Manifest:
     outputs: str | None = None
     classes: tuple[Any, ...] | None = None
     inputs: tuple[InputSpec, ...] | None = None
+    #: data the model's inputs are expected to look like (e.g. its validation set), relative to the
+    #: manifest: a server's reference for input drift when no store version gives one (`monitor.reference`)
+    reference: Path | None = None
 
 
 def manifest_path(model_path: Path) -> Path:
@@ -180,7 +183,13 @@ def parse_manifest(data: Mapping[str, Any], path: Path) -> Manifest:
         outputs=outputs,
         classes=_classes(data, path),
         inputs=_inputs(data, path),
+        reference=_reference(data, path),
     )
+
+
+def _reference(data: Mapping[str, Any], path: Path) -> Path | None:
+    value = _text(data, "reference", path)
+    return None if value is None else path.parent / value
 
 
 def _file(data: Mapping[str, Any], path: Path) -> str | None:
