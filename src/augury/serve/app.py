@@ -26,6 +26,7 @@ from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.sharing import SHARE_EVERY_S
 from augury.monitor.tap import PredictionObserver
+from augury.serve.admission import ERROR, GATE_KEY, NEVER_SHED, Admission, refusal_message
 from augury.serve.batcher import Batcher
 from augury.serve.errors import PATH_CHARS, clipped
 from augury.serve.hot import HotDispatch
@@ -63,6 +64,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
         queue = batcher
         metrics.watch_queue(lambda: queue.queue_depth)
     loops: list[asyncio.AbstractEventLoop] = []  # the serving loop, once the lifespan starts
+    books = Bookkeeping(metrics)
+    gate = Admission(settings.max_in_flight, metrics, books.ids)
 
     def count_rows(result: RowResult, rows: int) -> None:  # from the write-back thread: counted on the loop
         with contextlib.suppress(RuntimeError, IndexError):  # no loop (yet, or any more): nobody to tell
@@ -91,7 +94,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     metrics.watch_model(name, mode, lambda: ",".join(service.versions()))  # static: the active version's
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         limit_threads(settings.model_threads)
         loops[:] = [asyncio.get_running_loop()]
         if batcher is not None and scorer is not None:
@@ -102,7 +105,7 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
         sharing = asyncio.get_running_loop().create_task(_share(metrics)) if metrics.sharing else None
         log.info("serving %r (%s mode)", name, mode)
         try:
-            yield
+            yield {GATE_KEY: gate}  # for augury's HTTP protocol, which refuses past the limit (`admission`)
         finally:
             service.started = False
             if batcher is not None:
@@ -119,7 +122,6 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
                 on_close()
 
     routes = Routes(service).table()
-    books = Bookkeeping(metrics)
     app = AuguryApp(
         HotDispatch(routes, books),
         books,
@@ -133,17 +135,15 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     return app
 
 
-#: paths answered even past max_in_flight (liveness and readiness probes, the metrics scrape).
-_NEVER_SHED = ("/v2/health/", "/metrics")
-
-
 class AuguryApp(Starlette):
     """A Starlette app whose hot routes (`serve.hot`) are answered before Starlette's middleware stack
     and router, by `HotDispatch`; everything else (and the lifespan) is Starlette's as usual.
 
     It also sheds load first: a request that arrives while `max_in_flight` requests are being handled
     gets 503 ``{"error": ...}`` with ``Retry-After: 1`` before anything reads its body (health checks and
-    metrics excepted: an overloaded server is alive, and says so)."""
+    metrics excepted: an overloaded server is alive, and says so). Under augury's own HTTP protocol such
+    a request never gets here: the protocol refuses it when its head is parsed, far more cheaply, with the
+    same answer (`serve.admission`); this check serves any other ASGI server."""
 
     def __init__(self, hot: HotDispatch, books: Bookkeeping, max_in_flight: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -153,7 +153,7 @@ class AuguryApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and self._books.metrics.requests_in_flight >= self._max_in_flight
-                and not scope["path"].startswith(_NEVER_SHED)):
+                and not scope["path"].startswith(NEVER_SHED)):
             await self._shed(scope, send)
             return
         matched = self.hot.match(scope)
@@ -165,12 +165,11 @@ class AuguryApp(Starlette):
     async def _shed(self, scope: Scope, send: Send) -> None:
         books = self._books
         rid = books.ids.of(scope)
-        message = (f"the server is handling {self._max_in_flight} requests already (--max-in-flight); "
-                   f"retry later")
+        message = refusal_message(self._max_in_flight)
         headers = [(b"retry-after", b"1"), (b"x-request-id", rid.encode("ascii"))]
         await send_response(send, 503, dump_json({"error": message}), headers)
         books.metrics.shed.inc()
-        books.finish(scope, rid, "unmatched", 503, 0.0, "TooManyInFlight", message)
+        books.finish(scope, rid, "unmatched", 503, 0.0, ERROR, message)
 
 
 def check_parts(settings: ServeSettings, model: Model | None, store: PredictionStore | None) -> str:

@@ -55,9 +55,9 @@ def plain_response(status: int, text: bytes, defaults: list[tuple[bytes, bytes]]
 class Cycle:
     """One request and its response: the ASGI ``receive`` and ``send`` the app gets."""
 
-    __slots__ = ("body", "chunked", "conn", "continue_sent", "dispatched", "done", "expect_continue", "gone",
-                 "head", "keep_alive", "keep_alive_said", "length_left", "more_body", "scope", "started",
-                 "status", "waiter")
+    __slots__ = ("admitted", "body", "chunked", "conn", "continue_sent", "dispatched", "done",
+                 "expect_continue", "gated", "gone", "head", "keep_alive", "keep_alive_said", "length_left",
+                 "more_body", "scope", "started", "status", "waiter")
 
     def __init__(self, conn: AuguryHttpProtocol, scope: Scope, *, keep_alive: bool,
                  expect_continue: bool) -> None:
@@ -78,6 +78,8 @@ class Cycle:
         self.chunked = False
         self.length_left: int | None = None
         self.done = False  # the whole response is written (or never will be)
+        self.gated = False  # subject to the server's admission limit (`serve.admission`)
+        self.admitted = False  # holds an admission place, given back when the app returns
 
     # the connection's side
     def body_arrived(self, data: bytes) -> None:
@@ -99,6 +101,15 @@ class Cycle:
             waiter.set_result(None)
 
     async def run(self, app: ASGIApp) -> None:
+        conn = self.conn
+        try:
+            await self._call(app)
+        finally:
+            if self.admitted and conn.gate is not None:  # the app's work for it is over, answered or not
+                self.admitted = False
+                conn.gate.done()
+
+    async def _call(self, app: ASGIApp) -> None:
         conn = self.conn
         try:
             await app(self.scope, self.receive, self.send)

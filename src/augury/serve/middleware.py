@@ -45,7 +45,11 @@ class RequestIds:
 
     def of(self, scope: Scope) -> str:
         """The client's ``X-Request-Id`` if it is sane, else a new one."""
-        for name, value in scope.get("headers", ()):
+        return self.of_headers(scope.get("headers", ()))
+
+    def of_headers(self, headers: Any) -> str:
+        """`of` for a request's raw header list (names lower-cased), before any scope exists."""
+        for name, value in headers:
             if name == b"x-request-id":
                 if 0 < len(value) <= _MAX_ID and all(33 <= c <= 126 for c in value):
                     return str(value.decode("ascii"))

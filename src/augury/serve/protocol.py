@@ -44,11 +44,15 @@ import logging
 import urllib.parse
 import weakref
 from collections import deque
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.types import ASGIApp, Scope
 
-from augury.serve.http_cycle import WHOLE_RESPONSE, Cycle, plain_response
+from augury.serve.admission import GATE_KEY, plain_request
+from augury.serve.http_cycle import STATUS_LINES, WHOLE_RESPONSE, Cycle, plain_response
+
+if TYPE_CHECKING:
+    from augury.serve.admission import Admission
 
 try:
     import httptools
@@ -157,6 +161,9 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_continue = False
         self.parsing: Cycle | None = None
+        #: the app's admission limit (`serve.admission`), left in the lifespan state; None: no limit here.
+        self.gate: Admission | None = app_state.get(GATE_KEY)
+        self.refusing: tuple[bytes, bool] | None = None  # a request refused at its head: (method, keep-alive)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,6 +193,10 @@ class AuguryHttpProtocol(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
+        gate = self.gate
+        if (gate is not None and gate.admitted >= gate.limit and self.phase == "idle"
+                and self._refuse_plain(data)):
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -208,6 +219,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.expect_continue = False
+        self.refusing = None
         self._watch("head", self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -225,6 +237,12 @@ class AuguryHttpProtocol(asyncio.Protocol):
             return  # feed_data raises HttpParserUpgrade next: refused there
         self._watch("body", self.body_timeout)
         version = parser.get_http_version()
+        gate = self.gate
+        gated = gate is not None and not gate.exempt(self.url)
+        if (gated and gate is not None and gate.admitted >= gate.limit and self.url.startswith(b"/")
+                and (self.cycle is None or self.cycle.done)):
+            self._refuse_early(version)
+            return
         url = httptools.parse_url(self.url)
         raw_path: bytes = url.path
         path = raw_path.decode("ascii")
@@ -240,12 +258,15 @@ class AuguryHttpProtocol(asyncio.Protocol):
         }
         cycle = Cycle(self, scope, keep_alive=version != "1.0" and parser.should_keep_alive(),
                       expect_continue=self.expect_continue)
+        cycle.gated = gated
         self.parsing = cycle
-        if self._streams(cycle):
+        if self._streams(self.headers, self.expect_continue):
             self._dispatch(cycle)
         # else: dispatched once its body is here (on_message_complete)
 
     def on_body(self, body: bytes) -> None:
+        if self.refusing is not None:
+            return  # a refused request's small body: dropped as it is parsed
         cycle = self.parsing
         if cycle is not None and not cycle.done:
             cycle.body_arrived(body)
@@ -253,6 +274,17 @@ class AuguryHttpProtocol(asyncio.Protocol):
                 self._pause_reading()
 
     def on_message_complete(self) -> None:
+        if self.refusing is not None:
+            method, keep_alive = self.refusing
+            self.refusing = None
+            if method:  # else answered at its head already (`_refuse_early`)
+                self.state.total_requests += 1
+                self._write_refusal(method, self.headers, keep_alive)
+                if keep_alive:
+                    self._watch("idle", self.timeout_keep_alive)
+                else:
+                    self.close()
+            return
         self._watch("app", None)
         cycle, self.parsing = self.parsing, None
         if cycle is not None:
@@ -261,15 +293,16 @@ class AuguryHttpProtocol(asyncio.Protocol):
                 self._dispatch(cycle)
 
     # the connection's side of a request
-    def _streams(self, cycle: Cycle) -> bool:
-        """Whether the app gets `cycle` as soon as its head is here, its body streaming in: when the
+    @staticmethod
+    def _streams(headers: list[tuple[bytes, bytes]], expect_continue: bool) -> bool:
+        """Whether the app gets a request as soon as its head is here, its body streaming in: when the
         body may be large (over `HIGH_WATER`, or chunked, its length unknown) or the client waits for
         ``100 Continue`` before sending it. Any other request reaches the app with its whole body, so a
         client sending its body slowly holds only its connection (within `body_timeout`), never a place
         among the requests the app is handling (augury's --max-in-flight counts those)."""
-        if cycle.expect_continue:
+        if expect_continue:
             return True
-        for name, value in cycle.scope["headers"]:
+        for name, value in headers:
             if name == b"transfer-encoding":
                 return True
             if name == b"content-length":
@@ -286,6 +319,17 @@ class AuguryHttpProtocol(asyncio.Protocol):
 
     def _start(self, cycle: Cycle) -> None:
         self.cycle = cycle
+        gate = self.gate
+        if cycle.gated and gate is not None:
+            if not gate.admit():  # filled up while its body came, or while it was pipelined
+                if cycle.more_body:  # its body is not read: the connection cannot carry another request
+                    cycle.keep_alive = False
+                self._write_refusal(cycle.scope["method"].encode("ascii"), cycle.scope["headers"],
+                                    cycle.keep_alive)
+                cycle.done = True
+                self.response_done(cycle)
+                return
+            cycle.admitted = True
         limit = self.limit_concurrency
         state = self.state
         overloaded = limit is not None and (len(state.connections) >= limit or len(state.tasks) >= limit)
@@ -341,6 +385,43 @@ class AuguryHttpProtocol(asyncio.Protocol):
             self.close()
         else:
             self.cycle.keep_alive = False
+
+    def _refuse_plain(self, data: bytes) -> bool:
+        """Refuse the request `data` holds whole, the server being at its admission limit, without the
+        parser (`admission.plain_request`, which says what it takes); False if it is not such a request,
+        or its path is never refused. The parser is between requests here, so skipping one keeps it in
+        step."""
+        plain = plain_request(data)
+        if plain is None:
+            return False
+        method, path, headers = plain
+        assert self.gate is not None
+        if self.gate.exempt(path):
+            return False
+        self.state.total_requests += 1
+        self._write_refusal(method, headers, True)
+        self._watch("idle", self.timeout_keep_alive)
+        return True
+
+    def _refuse_early(self, version: str) -> None:
+        """Refuse the request whose head was just parsed, the server being at its admission limit, before
+        anything is built for it: at once (closing) if its body would stream in, else once its small body
+        is read and dropped (`on_message_complete`), keeping the connection."""
+        method: bytes = self.parser.get_method()
+        if self._streams(self.headers, self.expect_continue):
+            self.state.total_requests += 1
+            self._write_refusal(method, self.headers, False)
+            self.close()
+            self.refusing = (b"", False)  # answered: what may still come of its body is dropped
+            return
+        self.refusing = (method, version != "1.0" and self.parser.should_keep_alive())
+
+    def _write_refusal(self, method: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        """Write the admission limit's 503 (`Admission.refusal`); it says ``connection: close`` unless
+        `keep_alive` (the caller closes)."""
+        assert self.gate is not None
+        refusal = self.gate.refusal(method, headers, not keep_alive)
+        self.write(STATUS_LINES[503] + self.default_head() + refusal)
 
     def _refuse(self, status: int, text: bytes) -> None:
         if self.cycle is not None and not self.cycle.done:

@@ -1,0 +1,160 @@
+"""Admission: the server's limit on requests handled at once, kept where refusing costs (almost) nothing.
+
+A request over the limit must cost the server as little as possible, or refusing becomes the overload:
+measured on 2 cores with a 100-tree HistGradientBoosting model (capacity ~16,700 requests/s under wrk at
+32 connections), an open-loop load at twice that collapsed to a few hundred answers a second when each
+refusal went through the app like any request (an ASGI cycle, a task, a JSON body, a warning line in the
+log) and the batcher waited for loop turns that the refusals made long.
+
+So the limit is checked by augury's HTTP protocol (`serve.protocol`) when a request's head has been
+parsed, before any ASGI scope, task or body exists for it: the protocol asks `Admission.admit`, and a
+refused request gets `refusal`'s bytes, written with the turn's other answers, a 503 with
+``Retry-After: 1`` and ``{"error": ...}``, that keeps the connection (its small body is read and dropped
+by the parser). The count it keeps is of requests handed to the app and not yet answered, so it is
+exact however many arrive in one loop turn. Probes and the metrics scrape (`NEVER_SHED`) are never
+refused. Refusals are counted in the same metrics the app's own shedding uses (one cell increment each),
+and logged as one line every `LOG_EVERY_S` seconds at most instead of one line each.
+
+The protocol finds the gate in the ASGI lifespan state (`GATE_KEY`), the channel the ASGI spec gives an
+app to hand objects to its server; an ASGI server other than augury's protocol never looks, and the app
+sheds those requests itself (`app.AuguryApp`), with the same answer, the same metrics and a log line each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from augury.monitor import ServeMetrics
+from augury.serve.middleware import RequestIds
+from augury.serve.wire import dump_json
+
+log = logging.getLogger("augury.serve.access")
+
+#: the lifespan state key under which the app leaves its `Admission` for the protocol.
+GATE_KEY = "augury.admission"
+#: paths answered whatever the load (liveness and readiness probes, the metrics scrape).
+NEVER_SHED = ("/v2/health/", "/metrics")
+_NEVER_SHED_RAW = tuple(p.encode("ascii") for p in NEVER_SHED)
+#: the error class refusals are counted under (``augury_request_errors_total{error=...}``).
+ERROR = "TooManyInFlight"
+#: at most one log line about refusals per this many seconds.
+LOG_EVERY_S = 10.0
+
+
+def refusal_message(max_in_flight: int) -> str:
+    """The error a request over the limit gets (the same from the protocol and from the app)."""
+    return f"the server is handling {max_in_flight} requests already (--max-in-flight); retry later"
+
+
+class Admission:
+    """At most `limit` requests handed to the app at once (health probes and metrics apart).
+
+    The protocol calls `admit` once per request, on the event loop's thread; an admitted request must be
+    given back with `done` exactly once, when its response is complete or its client gone."""
+
+    def __init__(self, limit: int, metrics: ServeMetrics, ids: RequestIds) -> None:
+        self.limit = limit
+        self.admitted = 0  # requests handed to the app, not yet answered
+        self.refused = 0  # requests refused since the start
+        self._ids = ids
+        self._metrics = metrics
+        body = dump_json({"error": refusal_message(limit)})
+        self._head = (b"content-type: application/json\r\nretry-after: 1\r\ncontent-length: %d\r\n"
+                      % len(body))
+        self._body = b"\r\n" + body
+        self._pending: dict[bytes, int] = {}  # refusals by method, not yet in the metrics
+        self._logged_at = 0.0
+        self._logged_count = 0
+
+    def exempt(self, path: bytes) -> bool:
+        """Whether `path` (the request target's path) is answered whatever the load."""
+        return path.startswith(_NEVER_SHED_RAW)
+
+    def admit(self) -> bool:
+        """Take a place for a request if one is free (the caller checked `exempt` first)."""
+        if self.admitted < self.limit:
+            self.admitted += 1
+            return True
+        return False
+
+    def done(self) -> None:
+        """Give back the place of an admitted request."""
+        self.admitted -= 1
+
+    def refusal(self, method: bytes, headers: list[tuple[bytes, bytes]], close: bool) -> bytes:
+        """Count a refused request; its response after the status line and the server's default headers:
+        the 503's own headers (its request id: the client's, else a new one) and its JSON body. Called on
+        the event loop's thread; the turn's refusals reach the metrics together at its end (`_count`)."""
+        self.refused += 1
+        pending = self._pending
+        if not pending:
+            asyncio.get_running_loop().call_soon(self._count)
+        pending[method] = pending.get(method, 0) + 1
+        rid = self._ids.of_headers(headers).encode("ascii")
+        return b"".join([self._head, b"x-request-id: ", rid,
+                         b"\r\nconnection: close\r\n" if close else b"\r\n", self._body])
+
+    def _count(self) -> None:
+        """Put the turn's refusals in the metrics (as the app counts its own: `observe_request` and the
+        shed counter), and log a line about them every `LOG_EVERY_S` seconds at most."""
+        pending, self._pending = self._pending, {}
+        metrics = self._metrics
+        total = 0
+        for method, n in pending.items():
+            total += n
+            for _ in range(n):
+                metrics.observe_request("unmatched", method.decode("ascii", "replace"), 503, 0.0, ERROR)
+        metrics.shed.inc(total)
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY_S:
+            log.warning("refused %d requests with 503 (--max-in-flight %d reached) since the last such line",
+                        self.refused - self._logged_count, self.limit)
+            self._logged_at, self._logged_count = now, self.refused
+
+
+#: headers that take a request off the fast path (`plain_request`): they change its framing or the
+#: connection's fate, which the parser then handles.
+_NOT_PLAIN = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nconnection:", b"\r\nupgrade:")
+
+
+def plain_request(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """(method, path, the ``x-request-id`` header if any) when `data` is exactly one whole HTTP/1.1
+    request in the plainest form, else None: a request line ``METHOD /target HTTP/1.1``, headers with
+    neither ``Transfer-Encoding``, ``Expect``, ``Connection`` nor ``Upgrade``, at most one
+    ``Content-Length`` and then exactly that many bytes of body. A server over its limit refuses such a
+    request without handing it to the HTTP parser (`protocol`): eight parser callbacks into Python cost
+    more than the refusal. Anything else (a partial request, two pipelined, another version, a header
+    that needs the parser's care) returns None and goes through the parser as usual. Malformed header
+    lines are not looked for: such a request gets the 503 where the parser would have answered 400."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    line_end = data.find(b"\r\n")
+    parts = data[:line_end].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[1].startswith(b"/"):
+        return None
+    method = parts[0]
+    if not (method.isalpha() and method.isupper()):
+        return None
+    head = data[line_end:end + 2].lower()  # "\r\nname: value\r\n...\r\n", as long as the original
+    for name in _NOT_PLAIN:
+        if name in head:
+            return None
+    length = 0
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0:
+        value = head[at + 17:head.find(b"\r\n", at + 2)].strip()
+        if not value.isdigit() or head.find(b"\r\ncontent-length:", at + 2) >= 0:
+            return None
+        length = int(value)
+    if len(data) != end + 4 + length:
+        return None
+    path = parts[1].partition(b"?")[0]
+    headers: list[tuple[bytes, bytes]] = []
+    at = head.find(b"\r\nx-request-id:")
+    if at >= 0:
+        value_at = line_end + at + 15
+        headers.append((b"x-request-id", data[value_at:line_end + head.find(b"\r\n", at + 2)].strip()))
+    return method, path, headers
