@@ -10,6 +10,11 @@ Reads go through `sqlite_read`, which keeps each reader's read snapshot open for
 (a switch made by another process is seen that late; one made through this object at once, because every
 write here bumps the reader pool's generation after it commits). Version listings end the snapshot first,
 so they always show the latest committed state. sqlite3 errors become `StoreError` at every public method.
+
+The file is watched (`sqlite_watch`): once a second, off the lookups, the reader janitor stats it; a
+file replaced (``mv``, ``rm`` and a new publish) or rewritten in place (``cp``) is reopened, and while
+there is no store at the path every call is a `StoreError` (a server's readiness says so) until one
+is there again, found by a thread that looks once a second.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import logging
 import math
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,17 +38,19 @@ from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import dump_json, features_hashed, prediction_columns
 from augury.store.lease import dead_leases, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
-from augury.store.sqlite_pool import ReaderPool
+from augury.store.sqlite_file import StoreFile
 from augury.store.sqlite_publish import rollback as _rollback
-from augury.store.sqlite_schema import connect, prepare, read_versions, table
+from augury.store.sqlite_schema import connect, read_versions, table
 
 log = logging.getLogger(__name__)
 
-#: readers map up to this much of the file instead of read() calls (lookups measured ~35% faster; the
-#: mapping is address space shared with the OS page cache, not extra memory). It costs an fstat at the
-#: start of each read transaction, but with read snapshots that is once per snapshot, and a one-key
-#: `get_many` in a snapshot still measured 4.2 µs p50 mapped against 5.6 without (benchmarks/store_bench.py).
-READER_MMAP_BYTES = 1 << 30
+#: how much of the file readers memory-map: nothing. A mapped file that another process truncates or
+#: rewrites in place (``cp other.db live.db``) makes the next read of a mapped page past its new end a
+#: SIGBUS, which kills the server (issue 11; measured: exit 135 inside a read snapshot), and Python
+#: cannot catch it safely. Unmapped, the same read is an error (``database disk image is malformed``),
+#: a 503. Mapping was faster in isolation (a one-key `get_many` 4.2 µs p50 mapped against 5.6 unmapped,
+#: benchmarks/store_bench.py); through the server see BENCHMARKS.md ("Store file watch").
+READER_MMAP_BYTES = 0
 
 #: how long a reader keeps one read snapshot (see `sqlite_read`): the most a switch made by another
 #: process can go unseen, against the cost of a read transaction per lookup (3 syscalls: 2.5 µs of a 6.7 µs
@@ -54,7 +60,7 @@ DEFAULT_SNAPSHOT_S = 0.05
 DEFAULT_CACHE_ENTRIES = 65_536
 
 
-class SQLiteStore:
+class SQLiteStore(StoreFile):
     """A versioned key -> prediction store in one SQLite file (see the module docstring).
 
     `create`: a missing (or empty) file becomes a new store; False makes it a `StoreError` ("no store at
@@ -79,29 +85,12 @@ class SQLiteStore:
         if isinstance(cache_entries, bool) or not isinstance(cache_entries, int) or cache_entries < 0:
             raise ConfigError(f"cache_entries must be a whole number >= 0 (0 turns the record cache off), "
                               f"not {cache_entries!r}")
-        self.path = os.path.abspath(os.fspath(path))
-        self.url = url or f"sqlite:///{self.path}"
-        self._busy_timeout_s = busy_timeout_s
-        self._writer = connect(self.path, busy_timeout_s, create=create)
-        try:
-            prepare(self._writer, self.path, create=create)
-        except BaseException:
-            self._writer.close()
-            raise
-        self._write_lock = threading.Lock()
-        self._checkpointed: tuple[int, int] | None = None  # see _checkpoint
-        self._checkpoint_failing = False
-        self._pool = ReaderPool(
-            self._connect_reader,
-            max_readers,
-            pool_timeout_s,
-            snapshot_s=float(snapshot_s),
-            checkpoint=self._checkpoint,
-            cache_entries=cache_entries,
-        )
+        self.url = url or f"sqlite:///{os.path.abspath(os.fspath(path))}"
+        pool_args = (max_readers, pool_timeout_s, float(snapshot_s), cache_entries)
+        super().__init__(path, busy_timeout_s, pool_args, create)
 
     def _connect_reader(self) -> sqlite3.Connection:
-        con = connect(self.path, self._busy_timeout_s)
+        con = connect(self.path, self._busy_timeout_s, readonly=True)
         try:
             con.execute("PRAGMA query_only=ON")
             con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
@@ -120,6 +109,8 @@ class SQLiteStore:
                 "another write in this process to finish"
             )
         try:
+            if self._writer is None:
+                raise StoreError(f"prediction store {self.path}: {doing} failed: {self._down}")
             with self._errors(doing):
                 yield self._writer
         finally:
@@ -144,26 +135,27 @@ class SQLiteStore:
         try:
             found = reader.lookup(keys, pool.generation)
         except sqlite3.Error as exc:
-            self._pool.discard(reader)
+            pool.discard(reader)
             raise StoreError(f"prediction store {self.path}: lookup failed: {exc}") from exc
         except BaseException:
-            self._pool.discard(reader)  # it may be inside a read transaction: never lend it again
+            pool.discard(reader)  # it may be inside a read transaction: never lend it again
             raise
-        self._pool.release(reader)
+        pool.release(reader)
         return found
 
     @contextmanager
     def _latest(self, doing: str) -> Iterator[sqlite3.Connection]:
         """A reader connection outside any snapshot, so it reads the latest committed state."""
-        reader = self._pool.acquire()
+        pool = self._pool
+        reader = pool.acquire()
         try:
             with self._errors(doing):
                 reader.end_snapshot()
                 yield reader.con
         except BaseException:
-            self._pool.discard(reader)
+            pool.discard(reader)
             raise
-        self._pool.release(reader)
+        pool.release(reader)
 
     def versions(self) -> list[VersionInfo]:
         """Every version, oldest first; a 'loading' version whose publish died shows as ORPHAN."""
@@ -210,6 +202,7 @@ class SQLiteStore:
 
     def _discard(self, number: int) -> None:
         """Delete a failed publish's partial version; if even that fails, gc will (it is an orphan)."""
+        assert self._writer is not None  # (inside `_exclusive`)
         try:
             sqlite_publish.discard(self._writer, number)
         except sqlite3.Error as exc:
@@ -318,40 +311,12 @@ class SQLiteStore:
                 raise
         return pruned
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database file if anything was committed since the last complete copy.
-
-        The reader pool's janitor calls this every `snapshot_s` while snapshots are held: a commit's own
-        checkpoint stops at the oldest snapshot, so without this a publish's pages would stay in the WAL
-        (slower lookups, a WAL that cannot restart). Passive: it never waits for a reader or writer; it
-        is skipped while a write of this store runs and retried on the next call until complete."""
-        if not self._write_lock.acquire(blocking=False):
-            return
-        try:
-            con = self._writer
-            mark = (con.execute("PRAGMA data_version").fetchone()[0], self._pool.generation)
-            if mark != self._checkpointed:
-                busy, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if not busy and frames == copied:
-                    self._checkpointed = mark
-            self._checkpoint_failing = False
-        except sqlite3.Error as exc:
-            if not self._checkpoint_failing:
-                log.warning("checkpointing the prediction store %s failed (retrying): %s", self.path, exc)
-            self._checkpoint_failing = True
-        finally:
-            self._write_lock.release()
-
-    def close(self) -> None:
-        """Close every connection and stop the reader pool's janitor (idempotent)."""
-        self._pool.close()
-        with self._write_lock:
-            self._writer.close()
-
     def _point(self, number: int) -> None:
+        assert self._writer is not None
         self._writer.execute("UPDATE augury_pointer SET active = ? WHERE id = 1", (number,))
 
     def _drop(self, info: VersionInfo) -> None:
+        assert self._writer is not None
         self._writer.execute(f"DROP TABLE IF EXISTS {table(int(info.version))}")
         self._writer.execute("DELETE FROM augury_versions WHERE id = ?", (int(info.version),))
         if info.state == ORPHAN:

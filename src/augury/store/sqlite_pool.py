@@ -19,6 +19,11 @@ by `close`. So an idle store holds no snapshot after about 2 `snapshot_s`, and n
 process that forks batch workers (which `batch.engine.LocalEngine` does only when it runs no other
 thread) is single-threaded again once its store is idle. A forked child must not use its parent's store
 (SQLite connections must not cross a fork); the janitor does not exist there.
+
+**The file.** The store's `checkpoint` callback also watches the file once a second (`sqlite_watch`),
+and `check_file` runs as each snapshot begins (a stat, once per `snapshot_s` per reader, not per
+lookup). A store whose file changed closes its pool (`close` with the reason, which `acquire` then
+raises) and opens a new one; a reader lent out at that moment is closed when it comes back.
 """
 
 from __future__ import annotations
@@ -57,8 +62,11 @@ class ReaderPool:
         snapshot_s: float = 0.0,
         checkpoint: Callable[[], None] = lambda: None,
         cache_entries: int = 0,
+        check_file: Callable[[], None] = lambda: None,
     ) -> None:
         self._connect = connect
+        #: called as each snapshot begins: raises a StoreError if the file is not the one opened.
+        self._check_file = check_file
         #: decoded records of the versions read, shared by the readers (used inside snapshots).
         self.cache = RecordCache(cache_entries if snapshot_s > 0 else 0)
         self._size = size
@@ -69,6 +77,10 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._all: list[Reader] = []
         self._closed = False
+        #: what `acquire` says once the pool is closed (`close`).
+        self._closed_reason = "the prediction store is closed"
+        #: signalled when a reader lent out before `close` comes back (and is closed).
+        self._returned = threading.Condition(self._lock)
         self._janitor: threading.Thread | None = None
         self._stop = threading.Event()
         #: bumped by `wrote` and `switched`; see `Reader.lookup`.
@@ -94,14 +106,14 @@ class ReaderPool:
 
     def acquire(self) -> Reader:
         if self._closed:
-            raise StoreError("the prediction store is closed")
+            raise StoreError(self._closed_reason)
         try:
             return self._free.get_nowait()
         except queue.Empty:
             pass
         with self._lock:
             if self._closed:
-                raise StoreError("the prediction store is closed")
+                raise StoreError(self._closed_reason)
             if len(self._all) < self._size:
                 reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache,
                                 self.switched)
@@ -117,37 +129,60 @@ class ReaderPool:
 
     def discard(self, reader: Reader) -> None:
         """Close a connection that failed mid-use instead of lending it again; a new one replaces it."""
-        with self._lock:
-            if reader in self._all:
-                self._all.remove(reader)
         try:
             reader.con.close()
         except sqlite3.Error as exc:
             log.warning("closing a failed store reader connection: %s", exc)
+        with self._lock:
+            if reader in self._all:
+                self._all.remove(reader)
+                self._returned.notify_all()
 
     def release(self, reader: Reader) -> None:
         if self._closed:
-            reader.con.close()
-        else:
-            self._free.put(reader)
+            self.discard(reader)
+            return
+        self._free.put(reader)
+        if self._closed:  # closed meanwhile: `close` may have swept the free readers before this one came
+            self._close_free()
 
-    def close(self) -> None:
-        """Stop the janitor (waiting for its sweep to finish), then close every connection."""
+    def _close_free(self) -> None:
+        while True:
+            try:
+                reader = self._free.get_nowait()
+            except queue.Empty:
+                return
+            self.discard(reader)
+
+    @property
+    def open_readers(self) -> int:
+        """Reader connections open now (lent out or idle)."""
+        return len(self._all)
+
+    def close(self, reason: str = "the prediction store is closed", wait_s: float = 0.0) -> None:
+        """Stop the janitor (waiting for its sweep to finish, unless it is the caller), close the idle
+        connections, and wait up to `wait_s` for the lent ones to come back (each is closed as it does);
+        from now on `acquire` raises a StoreError saying `reason`."""
         with self._lock:
+            self._closed_reason = reason
             self._closed = True
-            readers, self._all = self._all, []
             janitor, self._janitor = self._janitor, None
         self._stop.set()
         if janitor is not None and janitor is not threading.current_thread():
             janitor.join()
-        for reader in readers:
-            reader.con.close()
+        self._close_free()
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            while self._all and self._returned.wait(max(0.0, deadline - time.monotonic())):
+                pass
 
     # -- the janitor ---------------------------------------------------------------------------------------
 
     def _snapshot_began(self) -> None:
         """A reader began a snapshot: make sure a janitor will end it once it sits idle. Under the lock,
-        like the janitor's decision to exit, so a snapshot never begins unwatched."""
+        like the janitor's decision to exit, so a snapshot never begins unwatched. First, the store's
+        `check_file` (a StoreError fails the lookup that began it)."""
+        self._check_file()
         with self._lock:
             if self._closed or (self._janitor is not None and self._janitor.is_alive()):
                 return  # (a janitor copied by fork is not alive: the child gets its own)

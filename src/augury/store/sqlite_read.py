@@ -6,9 +6,10 @@ gives it back; a caller that finds all of them busy waits up to `pool_timeout_s`
 
 **Read snapshots** (``snapshot_s`` > 0, the default 0.05 s). SQLite wraps each statement outside a
 transaction in an implicit read transaction, and starting one is most of a one-key lookup's cost: the
-WAL shared-memory read lock is taken and released (two ``fcntl``) and the file size checked for the
-memory map (``fstat``). Measured inside the HTTP server under load, that made a lookup 12 µs instead of
-6. So a reader keeps one read transaction (a snapshot) open across lookups: ``BEGIN``, then plain
+WAL shared-memory read lock is taken and released (two ``fcntl``) and, when the file was memory-mapped
+(no longer: `sqlite.READER_MMAP_BYTES`), its size checked (``fstat``). Measured inside the HTTP server
+under load, that made a lookup 12 µs instead of 6. So a reader keeps one read transaction (a snapshot)
+open across lookups: ``BEGIN``, then plain
 ``SELECT v FROM <table> WHERE key = ?`` statements against the active version's table as read when the
 snapshot began. Inside one snapshot the pointer and the tables cannot change, and versions are
 immutable (DESIGN.md, invariant 5), so every answer comes from one version, even across chunks.

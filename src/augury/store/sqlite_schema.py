@@ -3,7 +3,9 @@
 One database file (WAL mode, `synchronous=NORMAL`) holds:
 
 - ``augury_store(name, value)``: the format marker (``format = augury-prediction-store``, ``format_version``);
-  a file without it is not a store, and opening one is a clear `StoreError`;
+  a file without it is not a store, and opening one is a clear `StoreError`; and ``store_id``, random,
+  written when the file is created (stores created before it have none), which tells one store's file
+  from another's (`sqlite_watch`);
 - ``augury_versions``: one row per version (``id INTEGER PRIMARY KEY AUTOINCREMENT``, so a number is never
   reused, even after its row is deleted), with its state, row count, layout (``columns``: JSON
   ``{"columns": [...]}``, with ``"features_hash": true`` when its records end with one: `codec`), TTL,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.request
+import uuid
 from typing import Any
 
 from augury.errors import StoreError
@@ -60,13 +63,19 @@ def table(version: int) -> str:
     return f"preds_{int(version)}"
 
 
-def connect(path: str, busy_timeout_s: float, *, create: bool = False) -> sqlite3.Connection:
+def connect(path: str, busy_timeout_s: float, *, create: bool = False, readonly: bool = False,
+            ) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time.
 
     SQLite creates a missing file on connect unless told not to; only `create` lets it (a publish), so
     a mistyped path, or a store deleted under a running server, is a clear error instead of a new empty
-    store: then a missing file is the `no_store` error."""
-    uri = f"file:{urllib.request.pathname2url(os.path.abspath(path))}?mode={'rwc' if create else 'rw'}"
+    store: then a missing file is the `no_store` error. `readonly` opens the file read-only (the
+    readers: such a connection can never checkpoint or delete the WAL when it closes, see
+    `sqlite_watch`). No connection memory-maps the file (``mmap_size`` stays 0): a file rewritten in
+    place by another process (``cp other.db live.db``) must give read errors, not SIGBUS (see
+    `sqlite.READER_MMAP_BYTES`)."""
+    mode = "ro" if readonly else "rwc" if create else "rw"
+    uri = f"file:{urllib.request.pathname2url(os.path.abspath(path))}?mode={mode}"
     try:
         con = sqlite3.connect(
             uri, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False, cached_statements=512,
@@ -76,6 +85,7 @@ def connect(path: str, busy_timeout_s: float, *, create: bool = False) -> sqlite
         if not create and not os.path.exists(path):
             raise no_store(path) from exc
         raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
+    con.execute("PRAGMA mmap_size=0")  # whatever the SQLite build's default (see the docstring)
     return con
 
 
@@ -126,8 +136,8 @@ def _create(con: sqlite3.Connection) -> None:
             for ddl in _DDL:
                 con.execute(ddl)
             con.execute(
-                "INSERT INTO augury_store VALUES ('format', ?), ('format_version', ?)",
-                (FORMAT, str(FORMAT_VERSION)),
+                "INSERT INTO augury_store VALUES ('format', ?), ('format_version', ?), ('store_id', ?)",
+                (FORMAT, str(FORMAT_VERSION), uuid.uuid4().hex),
             )
         con.execute("COMMIT")
     except BaseException:

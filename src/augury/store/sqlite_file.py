@@ -1,0 +1,251 @@
+"""The SQLite store's hold on its file: the writer connection, the reader pool, checkpoints, and what
+happens when the file changes under the store (`sqlite_watch` says how that is noticed and why the old
+file is let go of in that order).
+
+`StoreFile` is the base of `SQLiteStore`, which adds the store's reads and writes. Its `_pool` and
+`_writer` are replaced together, under the write lock, when the file is reopened; a lookup reads
+`_pool` once and uses that pool throughout, so a reopen costs a lookup nothing. While no store can be
+read at the path (`_down`), the pool is closed with the reason, which every call then raises as a
+`StoreError`, and a thread looks for a store there once every `WATCH_S`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+
+from augury.errors import StoreError
+from augury.store.sqlite_pool import ReaderPool
+from augury.store.sqlite_schema import connect, prepare
+from augury.store.sqlite_watch import (
+    WATCH_S,
+    FileId,
+    Stamps,
+    continues,
+    file_id,
+    remove_sidecars,
+    sidecars,
+    stamps_of,
+)
+
+log = logging.getLogger(__name__)
+
+#: how long a reopen waits for lookups still running on the old file's readers.
+REOPEN_WAIT_S = 1.0
+
+
+class StoreFile:
+    """The connections to one store file, kept to the file that is at `path` (see the module docstring).
+    `_connect_reader` (a new read-only reader connection) is the subclass's."""
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout_s: float,
+                 pool_args: tuple[int, float, float, int], create: bool) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self._busy_timeout_s = busy_timeout_s
+        #: max_readers, pool_timeout_s, snapshot_s, cache_entries: each reader pool's
+        self._pool_args = pool_args
+        self._write_lock = threading.Lock()
+        self._checkpointed: tuple[int, int] | None = None  # see _checkpoint
+        self._checkpoint_failing = False
+        #: why the store cannot answer (no store at the path: `_go_down`), None while it can.
+        self._down: str | None = None
+        self._closed = threading.Event()
+        self._recovery: threading.Thread | None = None
+        self._watched_at = -math.inf
+        self._check_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._file: FileId | None = None
+        self._stamps = Stamps(None, {})
+        self._sidecars: dict[str, tuple[int, int]] = {}
+        self._pool = self._open(create)
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _open(self, create: bool = False) -> ReaderPool:
+        """Open the file at `path`: the writer, the file's identity (`sqlite_watch`), a new reader pool."""
+        writer = connect(self.path, self._busy_timeout_s, create=create)
+        try:
+            prepare(writer, self.path, create=create)
+            self._stamps = stamps_of(writer)
+            self._file, self._sidecars = file_id(self.path), sidecars(self.path)
+        except sqlite3.Error as exc:
+            writer.close()
+            raise StoreError(f"cannot open the prediction store {self.path}: {exc}") from exc
+        except BaseException:
+            writer.close()
+            raise
+        self._writer, self._checkpointed = writer, None
+        max_readers, pool_timeout_s, snapshot_s, cache_entries = self._pool_args
+        return ReaderPool(self._connect_reader, max_readers, pool_timeout_s, snapshot_s=snapshot_s,
+                          checkpoint=self._tick, cache_entries=cache_entries, check_file=self._check_file)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file if anything was committed since the last complete copy.
+
+        The reader pool's janitor calls this every `snapshot_s` while snapshots are held: a commit's own
+        checkpoint stops at the oldest snapshot, so without this a publish's pages would stay in the WAL
+        (slower lookups, a WAL that cannot restart). Passive: it never waits for a reader or writer; it
+        is skipped while a write of this store runs and retried on the next call until complete."""
+        if not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            con = self._writer
+            if con is None:
+                return
+            mark = (con.execute("PRAGMA data_version").fetchone()[0], self._pool.generation)
+            if mark != self._checkpointed:
+                ours = file_id(self.path) == self._file  # nothing else wrote the file since it was seen
+                busy, frames, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if ours:
+                    self._file = file_id(self.path)  # this write is SQLite's (`_check_file`)
+                if not busy and frames == copied:
+                    self._checkpointed = mark
+            self._checkpoint_failing = False
+        except sqlite3.Error as exc:
+            if not self._checkpoint_failing:
+                log.warning("checkpointing the prediction store %s failed (retrying): %s", self.path, exc)
+            self._checkpoint_failing = True
+        finally:
+            self._write_lock.release()
+
+    def _tick(self) -> None:
+        """The reader janitor's call, every `snapshot_s`: checkpoint, and every `WATCH_S` watch the file."""
+        self._checkpoint()
+        if time.monotonic() - self._watched_at >= WATCH_S:
+            self.watch()
+
+    def watch(self) -> None:
+        """Stat the file; if it is not the one opened (replaced, deleted, rewritten in place), let go of
+        it and open what is there now, or go down until a store is there (see `sqlite_watch`). Skipped
+        (and retried on the next call) while a write of this store runs."""
+        self._watched_at = time.monotonic()
+        now = file_id(self.path)
+        if now == self._file or self._down is not None or not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            if self._closed.is_set() or self._writer is None:
+                return
+            old = self._file
+            same_inode = now is not None and old is not None and now.same_inode(old)
+            with self._check_lock:
+                if same_inode and self._continues():
+                    self._file = now  # the same store, written by SQLite (a checkpoint)
+                    return
+            what = ("deleted" if now is None else "rewritten in place" if same_inode else "replaced")
+            log.warning("the prediction store file %s was %s: reopening it", self.path, what)
+            self._let_go(f"the prediction store file {self.path} was {what}", same_inode)
+            self._reopen_or_go_down()
+        finally:
+            self._write_lock.release()
+
+    def _check_file(self) -> None:
+        """As a reader begins a snapshot (once every `snapshot_s` per reader, not per lookup): a StoreError
+        if the file at the path is no longer the one opened, so that no lookup reads a file rewritten
+        under its connection's cached pages for longer than one snapshot. A file that SQLite wrote (a
+        checkpoint) is the same store (`_continues`, once per change, ~0.3 ms); another one is reopened
+        by the janitor's next wake-up."""
+        now = file_id(self.path)
+        if now == self._file:
+            return
+        with self._check_lock:
+            old = self._file
+            if now == old:
+                return
+            if now is not None and old is not None and now.same_inode(old) and self._continues():
+                self._file = now
+                return
+        self._watched_at = -math.inf  # the janitor's next wake-up reopens it
+        raise StoreError(f"the prediction store file {self.path} changed under the store; reopening it")
+
+    def _continues(self) -> bool:
+        """Whether the file at the path holds the same store as before (`sqlite_watch.continues`), read
+        through a new connection (no cached pages); the known versions follow it."""
+        try:
+            con = connect(self.path, self._busy_timeout_s, readonly=True)
+        except StoreError:
+            return False
+        try:
+            stamps = stamps_of(con)
+        except sqlite3.Error:
+            return False
+        finally:
+            con.close()
+        if not continues(self._stamps, stamps):
+            return False
+        self._stamps = stamps
+        return True
+
+    def _let_go(self, reason: str, same_inode: bool) -> None:
+        """Close every connection to the old file, in the order that never deletes another file's WAL
+        (`sqlite_watch`); lookups meanwhile are a StoreError saying `reason`. Under the write lock."""
+        writer, self._writer = self._writer, None
+        assert writer is not None
+        pool = self._pool
+        if same_inode:  # readers first, the writer last: SQLite deletes the old WAL as it closes
+            pool.close(reason, REOPEN_WAIT_S)
+            writer.close()
+        else:
+            if pool.open_readers or sidecars(self.path) == self._sidecars:
+                writer.close()  # an open reader keeps it from deleting anything; else the files are its own
+            else:
+                log.warning("kept a connection to the replaced store file %s open: closing it could "
+                            "delete the new file's WAL", self.path)
+            pool.close(reason, REOPEN_WAIT_S)
+        removed = remove_sidecars(self.path, self._sidecars)  # (in place: what a reader kept SQLite from)
+        if removed:
+            log.info("removed the old store file's %s", " and ".join(removed))
+
+    def _reopen_or_go_down(self) -> None:
+        """Open the file at the path as the store now (a new reader pool and record cache); if there is
+        no store there, go down. Under the write lock, with no connection open."""
+        try:
+            pool = self._open()
+        except StoreError as exc:
+            self._go_down(str(exc))
+            return
+        self._pool, self._down = pool, None
+        log.info("reopened the prediction store file %s", self.path)
+
+    def _go_down(self, reason: str) -> None:
+        """No store can be read at the path: every call is a StoreError saying `reason` until a thread
+        that looks once every `WATCH_S` finds one there again."""
+        self._down = reason
+        self._pool.close(reason)
+        log.warning("the prediction store cannot answer: %s", reason)
+        if self._recovery is None or not self._recovery.is_alive():
+            self._recovery = threading.Thread(target=self._recover, name="augury-store-reopen", daemon=True)
+            self._recovery.start()
+
+    def _recover(self) -> None:
+        while not self._closed.wait(WATCH_S):
+            with self._write_lock:
+                if self._closed.is_set():
+                    return
+                try:
+                    pool = self._open()
+                except StoreError as exc:
+                    if str(exc) != self._down:
+                        log.warning("the prediction store still cannot answer: %s", exc)
+                        self._down = str(exc)
+                    continue
+                self._pool, self._down = pool, None
+            log.info("the prediction store file %s is back: reopened it", self.path)
+            return
+
+    def close(self) -> None:
+        """Close every connection and stop the reader pool's janitor and the recovery thread (idempotent)."""
+        self._closed.set()
+        recovery = self._recovery
+        if recovery is not None and recovery is not threading.current_thread():
+            recovery.join()
+        with self._write_lock:
+            self._pool.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            self._down = "the prediction store is closed"
