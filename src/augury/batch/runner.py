@@ -34,7 +34,7 @@ from augury.store.base import FEATURES_KEY_COLUMN
 
 from . import dataset
 from .engine import Engine, make_engine
-from .sources import Source, Task, open_source
+from .sources import Plan, Source, Task, open_source
 from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
 
 
@@ -57,6 +57,10 @@ class BatchOptions:
     #: "processes" or "inline".
     engine: str = "auto"
     model_name: str | None = None
+    #: rows per Parquet task / bytes per CSV or JSON Lines task; None: planned from the input and
+    #: --workers (`Source.plan`). A resumed run keeps its own.
+    task_rows: int | None = None
+    task_bytes: int | None = None
     #: which code scores the model where it has two exact evaluators (`augury.models.evaluator`):
     #: "auto" (the default, the server's too), "compiled" or "library". Decided where the model is
     #: scored (the engine's workers, never a process pool's driver); the run metadata records it.
@@ -149,8 +153,10 @@ def run_batch(
                       run_metadata(info, keys), info.evaluator)
             notes: list[str] = []
             fingerprint = _fingerprint(source, job, info.version)
-            done = _prepare_staging(staging, fingerprint, options.resume, notes)
-            total, resumed, task_ids = _score(engine, job, source, done, started, on_progress)
+            planned = source.plan(workers)
+            planned = Plan(options.task_rows or planned.task_rows, options.task_bytes or planned.task_bytes)
+            done, plan = _prepare_staging(staging, fingerprint, planned, options.resume, notes)
+            total, resumed, task_ids = _score(engine, job, source, plan, done, started, on_progress)
             errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
             failed = _collect_errors(staging, task_ids, errors_file)
             if total == 0:
@@ -163,7 +169,7 @@ def run_batch(
                     f"--max-error-rate)"
                 )
             if to_dataset:
-                scored = _commit_dataset(staging, task_ids, out, fingerprint)
+                scored = _commit_dataset(staging, task_ids, out, {**fingerprint, "plan": plan.to_dict()})
             else:
                 scored = _merge(staging, task_ids, out)
                 shutil.rmtree(staging, ignore_errors=True)
@@ -230,6 +236,7 @@ def _score(
     engine: Engine,
     job: Job,
     source: Source,
+    plan: Plan,
     done: set[str],
     started: float,
     on_progress: Callable[[Progress], None] | None,
@@ -240,10 +247,10 @@ def _score(
 
     def todo() -> Iterator[Task]:
         nonlocal rows, resumed
-        for task in source.tasks():
+        for task in source.tasks(plan):
             task_ids.append(task.task_id)
             if task.task_id in done:
-                rows += task.num_rows + len(task.errors)
+                rows += sum(_task_rows(Path(job.staging), task.task_id))
                 resumed += 1
                 continue
             yield task
@@ -271,17 +278,29 @@ def _fingerprint(source: Source, job: Job, model_version: str) -> dict[str, Any]
         "evaluator": job.evaluator,
         "key_columns": list(job.key_columns),
         "chunk_rows": job.chunk_rows,
-        "format": 2,  # 2: with key columns, parts have a features_key column (a part of 1 would not merge)
+        # 2: with key columns, parts have a features_key column (a part of 1 would not merge); 3: errors
+        # parts count rows from their task's first row, text inputs are cut into byte ranges
+        "format": 3,
     }
 
 
-def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, notes: list[str]) -> set[str]:
-    """Create or reuse the staging folder; return the ids of the tasks already finished there."""
+def _task_rows(staging: Path, task_id: str) -> tuple[int, int]:
+    """A finished task's rows (scored, in errors), from its files' footers: what a resumed run counts."""
+    scored = pq.read_metadata(part_path(staging, task_id)).num_rows
+    errors = errors_path(staging, task_id)
+    return scored, pq.read_metadata(errors).num_rows if errors.exists() else 0
+
+
+def _prepare_staging(staging: Path, fingerprint: dict[str, Any], plan: Plan, resume: bool,
+                     notes: list[str]) -> tuple[set[str], Plan]:
+    """Create or reuse the staging folder; return the ids of the tasks already finished there, and the
+    plan to cut the input by: a resumed run's own, recorded in its run.json (whatever --workers now)."""
     run_file = staging / "run.json"
     if staging.exists() and resume:
         if not run_file.exists():
             raise BatchError(f"cannot resume: {staging} has no run.json; rerun without --resume")
         previous = orjson.loads(run_file.read_bytes())
+        recorded = Plan.from_dict(previous.pop("plan", None) or {})
         if previous != fingerprint:
             changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
             raise BatchError(
@@ -290,7 +309,7 @@ def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, n
             )
         for tmp in staging.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        return {p.name[len("part-") : -len(".parquet")] for p in staging.glob("part-*.parquet")}
+        return {p.name[len("part-") : -len(".parquet")] for p in staging.glob("part-*.parquet")}, recorded
     if staging.exists():
         finished = len(list(staging.glob("part-*.parquet")))
         notes.append(
@@ -301,22 +320,28 @@ def _prepare_staging(staging: Path, fingerprint: dict[str, Any], resume: bool, n
         notes.append("nothing to resume: starting a new run")
     staging.mkdir(parents=True)
     tmp = staging / ".run.json.tmp"
-    tmp.write_bytes(orjson.dumps(fingerprint))
+    tmp.write_bytes(orjson.dumps({**fingerprint, "plan": plan.to_dict()}))
     os.replace(tmp, run_file)
-    return set()
+    return set(), plan
 
 
 def _collect_errors(staging: Path, task_ids: list[str], errors_file: Path) -> int:
-    """Gather every task's rejected rows into `errors_file` (JSON Lines); return how many there are."""
-    count = 0
+    """Gather every task's rejected rows into `errors_file` (JSON Lines), their `row` counted from the
+    input's first row (the rows read before a task: its predecessors' scored rows and rejected rows, but
+    not their unreadable lines, row -1); return how many there are."""
+    count = before = 0
     tmp = errors_file.with_name(f".{errors_file.name}.tmp")
     with open(tmp, "wb") as fh:
         for task_id in task_ids:
             path = errors_path(staging, task_id)
-            if path.exists():
-                for row in pq.read_table(path, schema=ERROR_SCHEMA).to_pylist():
-                    fh.write(orjson.dumps(row) + b"\n")
-                    count += 1
+            rows = pq.read_table(path, schema=ERROR_SCHEMA).to_pylist() if path.exists() else []
+            for row in rows:
+                if row["row"] >= 0:
+                    row["row"] += before
+                fh.write(orjson.dumps(row) + b"\n")
+                count += 1
+            before += pq.read_metadata(part_path(staging, task_id)).num_rows
+            before += sum(1 for row in rows if row["row"] >= 0)
     if count:
         os.replace(tmp, errors_file)
     else:

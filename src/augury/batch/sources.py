@@ -1,10 +1,17 @@
 """Inputs of a batch run, cut into deterministic tasks.
 
-A task is the unit of work, of checkpointing and of exactly-once accounting: the same input and settings
-always give the same tasks, with the same ids, in the same order. Parquet tasks are references (a file and
-one row group) that a worker reads itself, so decoding runs in parallel and nothing large crosses a process
-boundary. CSV and JSON Lines cannot be split safely by byte range, so they are read in order by the driver
-and a task carries its rows; bad lines become row errors instead of failing the run.
+A task is the unit of work, of checkpointing and of exactly-once accounting: the same input and the same
+`Plan` always give the same tasks, with the same ids, in the same order (a resumed run reuses the plan its
+run recorded, whatever its --workers). Every task is a reference that a worker reads itself (`readers`),
+so decoding runs in parallel and nothing large crosses a process boundary; the driver only plans:
+
+- Parquet: one task per row group, or, where there are too few row groups for the workers, per range of
+  `Plan.task_rows` rows inside one (a worker reads the row group up to its range's end: a range decodes
+  its prefix again, the price of splitting a row group that pyarrow cannot seek into);
+- CSV and JSON Lines: one task per range of about `Plan.task_bytes` bytes, cut at line ends (a task owns
+  the lines that start in its range). The planner reads each file once to find the cuts and count the
+  lines before each, so errors name their line in the file. A CSV value may not hold a line break (as
+  pyarrow's reader, `newlines_in_values=False`, already required).
 """
 
 from __future__ import annotations
@@ -14,13 +21,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from augury.errors import InputError
-from augury.schema import RowError
 
 FORMATS = {
     ".parquet": "parquet",
@@ -30,21 +35,50 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".json": "jsonl",
 }
-#: the read buffer of a worker's Parquet stream (see `read_task`).
-READ_BUFFER_BYTES = 1 << 16
+#: tasks planned per worker where the input allows: enough that the last ones end together.
+TASKS_PER_WORKER = 3
+
+
+#: bytes read at a time while planning the cuts of a text file.
+_SCAN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work. `rows` is set for driver-read formats; Parquet tasks are read by the worker."""
+    """One unit of work, read by a worker. Parquet: rows [`start`, `stop`) of `row_group`; CSV and JSON
+    Lines: the lines that start in bytes [`start`, `stop`), `first_line` lines into the file (0-based),
+    `header` the CSV's column names."""
 
     task_id: str
     file: str
-    first_row: int
-    num_rows: int
-    row_group: int | None = None
-    rows: pa.RecordBatch | None = None
-    errors: tuple[RowError, ...] = ()
+    format: str
+    start: int
+    stop: int
+    row_group: int = -1
+    first_line: int = 0
+    header: tuple[str, ...] = ()
+
+    @property
+    def num_rows(self) -> int | None:
+        """Rows of a Parquet task; None for text (known once read)."""
+        return self.stop - self.start if self.format == "parquet" else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How finely an input is cut: `task_rows` (Parquet; None: whole row groups) and `task_bytes` (text).
+    Recorded with a run, so that its resume cuts the input into the same tasks."""
+
+    task_rows: int | None = None
+    task_bytes: int = 16 << 20
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"task_rows": self.task_rows, "task_bytes": self.task_bytes}
+
+    @staticmethod
+    def from_dict(d: dict[str, int | None]) -> Plan:
+        task_bytes = d.get("task_bytes")
+        return Plan(d.get("task_rows"), int(task_bytes) if task_bytes else Plan.task_bytes)
 
 
 @dataclass
@@ -64,13 +98,29 @@ class Source:
             for p in self.files
         ]
 
-    def tasks(self) -> Iterator[Task]:
-        offset = 0
+    def plan(self, workers: int) -> Plan:
+        """Cut for about `TASKS_PER_WORKER` tasks a worker, so no core waits at the end: Parquet row
+        groups are split only for several workers and fewer groups than that; ranges are whole chunks.
+        Text ranges are 1-16 MiB (a worker's read buffer is one range at most)."""
+        target = TASKS_PER_WORKER * workers
+        task_rows = None
+        if self.format == "parquet" and self.total_rows and workers > 1:
+            groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in self.files)
+            if groups < target:
+                chunks = -(-self.total_rows // (target * self.chunk_rows))
+                task_rows = max(1, chunks) * self.chunk_rows
+        size = sum(f.stat().st_size for f in self.files)
+        task_bytes = min(max(size // target, 1 << 20), 16 << 20)
+        return Plan(task_rows, task_bytes)
+
+    def tasks(self, plan: Plan = Plan()) -> Iterator[Task]:
+        """The tasks of this input under `plan`, in input order."""
         for i, path in enumerate(self.files):
-            reader = {"parquet": _parquet_tasks, "csv": _csv_tasks, "jsonl": _jsonl_tasks}[self.format]
-            for task in reader(i, path, self.columns, self.chunk_rows, offset):
-                yield task
-                offset = task.first_row + task.num_rows
+            if self.format == "parquet":
+                yield from _parquet_tasks(i, path, plan.task_rows)
+            else:
+                header = tuple(_csv_names(path)) if self.format == "csv" else ()
+                yield from _text_tasks(i, path, self.format, plan.task_bytes, header)
 
 
 def open_source(path: str | os.PathLike[str], columns: Sequence[str], chunk_rows: int) -> Source:
@@ -131,132 +181,73 @@ def _check_parquet(files: list[Path], columns: Sequence[str]) -> int:
 
 def _check_csv_header(files: list[Path], columns: Sequence[str]) -> None:
     for f in files:
-        try:
-            reader = pacsv.open_csv(
-                f,
-                read_options=pacsv.ReadOptions(block_size=1 << 16),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
-            )
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"cannot read {f} as CSV: {exc}") from exc
-        missing = [c for c in columns if c not in reader.schema.names]
+        names = _csv_names(f)
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise InputError(
-                f"{f} lacks column(s) {', '.join(missing)}; it has {', '.join(reader.schema.names)}"
-            )
+            raise InputError(f"{f} lacks column(s) {', '.join(missing)}; it has {', '.join(names)}")
 
 
-def _parquet_tasks(i: int, path: Path, columns: list[str], chunk_rows: int, offset: int) -> Iterator[Task]:
-    meta = pq.ParquetFile(path).metadata
-    for rg in range(meta.num_row_groups):
-        n = meta.row_group(rg).num_rows
-        if n:
-            yield Task(f"{i:05d}-{rg:06d}", str(path), offset, n, row_group=rg)
-        offset += n
-
-
-def read_task(task: Task, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows of `task`, in chunks of at most `chunk_rows` (run by a worker)."""
-    if task.rows is not None:
-        yield task.rows
-        return
-    assert task.row_group is not None
-    # buffer_size streams each column chunk instead of reading it whole: less memory, and faster here.
-    # 64 KiB rather than 1 MiB: a 250,000-row group of 20 floats peaks at 54 MB of Arrow memory instead
-    # of 72, as fast
-    pf = pq.ParquetFile(task.file, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
-    yield from pf.iter_batches(
-        batch_size=chunk_rows, row_groups=[task.row_group], columns=columns, use_threads=False
-    )
-
-
-def _rechunk(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.RecordBatch]:
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for b in batches:
-        pending.append(b)
-        size += b.num_rows
-        while size >= chunk_rows:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, chunk_rows).combine_chunks().to_batches()[0]
-            rest = table.slice(chunk_rows)
-            pending, size = rest.to_batches(), rest.num_rows
-    if size:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-
-
-def _csv_tasks(i: int, path: Path, columns: list[str], chunk_rows: int, offset: int) -> Iterator[Task]:
-    bad: list[RowError] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        # `number` is the 1-based line number; rows before it may also have been skipped
-        bad.append(
-            RowError(
-                -1, f"line {row.number}: expected {row.expected_columns} fields, got {row.actual_columns}"
-            )
-        )
-        return "skip"
-
+def _csv_names(path: Path) -> list[str]:
+    """The column names of a CSV file's header line."""
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
-                include_columns=columns,
-                strings_can_be_null=True,
-            ),
+            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
         )
-        seq = 0
-        for chunk in _rechunk(iter(reader), chunk_rows):
-            errors, bad[:] = tuple(bad), []
-            yield Task(f"{i:05d}-{seq:06d}", str(path), offset, chunk.num_rows, rows=chunk, errors=errors)
-            offset += chunk.num_rows
-            seq += 1
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read {path} as CSV: {exc}") from exc
-    if bad:  # malformed lines after the last full chunk
-        empty = pa.RecordBatch.from_pydict({c: pa.array([], pa.string()) for c in columns})
-        yield Task(f"{i:05d}-{seq:06d}", str(path), offset, 0, rows=empty, errors=tuple(bad))
+    return list(reader.schema.names)
 
 
-def _jsonl_tasks(i: int, path: Path, columns: list[str], chunk_rows: int, offset: int) -> Iterator[Task]:
-    seq = 0
-    rows: list[dict[str, object]] = []
-    errors: list[RowError] = []
-
-    def task() -> Task:
-        batch = pa.RecordBatch.from_pydict({c: _column([r.get(c) for r in rows]) for c in columns})
-        return Task(f"{i:05d}-{seq:06d}", str(path), offset, batch.num_rows, rows=batch, errors=tuple(errors))
-
-    with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                errors.append(RowError(-1, f"line {line_no}: invalid JSON ({exc})"))
-                continue
-            if not isinstance(obj, dict):
-                errors.append(RowError(-1, f"line {line_no}: expected a JSON object"))
-                continue
-            rows.append(obj)
-            if len(rows) >= chunk_rows:
-                yield task()
-                offset, seq = offset + len(rows), seq + 1
-                rows, errors = [], []
-    if rows or errors:
-        yield task()
+def _parquet_tasks(i: int, path: Path, task_rows: int | None) -> Iterator[Task]:
+    meta = pq.ParquetFile(path).metadata
+    for rg in range(meta.num_row_groups):
+        n = meta.row_group(rg).num_rows
+        if n and (task_rows is None or n <= task_rows):
+            yield Task(f"{i:05d}-{rg:06d}", str(path), "parquet", 0, n, row_group=rg)
+        elif n and task_rows is not None:
+            for k, start in enumerate(range(0, n, task_rows)):
+                stop = min(n, start + task_rows)
+                yield Task(f"{i:05d}-{rg:06d}-{k:04d}", str(path), "parquet", start, stop, row_group=rg)
 
 
-def _column(values: list[object]) -> pa.Array:
-    """An Arrow column from JSON values; mixed types fall back to text so `conform` can name bad values."""
+def _text_tasks(i: int, path: Path, fmt: str, task_bytes: int, header: tuple[str, ...]) -> Iterator[Task]:
+    size = path.stat().st_size
+    starts, lines = line_cuts(path, task_bytes)
+    for k, (start, stop) in enumerate(zip(starts, [*starts[1:], size], strict=True)):
+        yield Task(f"{i:05d}-{k:06d}", str(path), fmt, start, stop, first_line=lines[k], header=header)
+
+
+def line_cuts(path: Path, task_bytes: int) -> tuple[list[int], list[int]]:
+    """Where the tasks of a text file start: 0, and the byte after the first line end at or past byte
+    k x `task_bytes` - 1 for each k (once each: a line longer than a range ends one task), so a task owns
+    the lines that start in its range; and how many line ends come before each start. One pass,
+    `_SCAN_BYTES` at a time."""
+    size = path.stat().st_size
+    starts, lines = [0], [0]
+    cut, pos, count = task_bytes, 0, 0
     try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(
-            [None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in values],
-            type=pa.string(),
-        )
+        with open(path, "rb") as fh:
+            while block := fh.read(_SCAN_BYTES):
+                end, done = pos + len(block), 0
+                while cut - 1 < end:
+                    i = block.find(b"\n", max(cut - 1 - pos, done))
+                    if i < 0:
+                        break
+                    count += block.count(b"\n", done, i + 1)
+                    done = i + 1
+                    if pos + done < size:
+                        starts.append(pos + done)
+                        lines.append(count)
+                    cut = -(-(pos + done + 1) // task_bytes) * task_bytes  # next multiple past it
+                count += block.count(b"\n", done)
+                pos = end
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    return starts, lines
+
+
+from .readers import read_task  # noqa: E402  (re-exported: callers read tasks from here; readers needs Task)
+
+__all__ = ["FORMATS", "Plan", "Source", "Task", "line_cuts", "open_source", "read_task"]

@@ -3,7 +3,9 @@
 A task's part file appears (by rename) only once all its rows are scored, so its existence is the
 checkpoint: a resumed run skips exactly the tasks whose part is on disk, and every input row ends up in
 exactly one part or one errors part (DESIGN.md, invariant 7). The errors part is renamed into place before
-the part, so a task with a part always has its errors recorded.
+the part, so a task with a part always has its errors recorded. Its `row` numbers count from the task's
+first row (a worker of a text range cannot know how many rows came before it); the driver adds the rows
+of the tasks before when it gathers the errors file.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import pyarrow.parquet as pq
 from augury.errors import PredictionError
 from augury.keys import column_keys, feature_keys
 from augury.models.base import Model, ModelInfo, predict_checked
-from augury.schema import conform
+from augury.schema import RowError, conform
 from augury.store.base import FEATURES_KEY_COLUMN
 
-from .sources import Task, read_task
+from .readers import read_task
+from .sources import Task
 
 ERROR_SCHEMA = pa.schema(
     [("row", pa.int64()), ("file", pa.string()), ("key", pa.string()), ("reason", pa.string())]
@@ -84,18 +87,17 @@ def output_schema(model: Model, source_schema: pa.Schema | None, job: Job) -> pa
 
 def score_task(model: Model, task: Task, job: Job) -> TaskResult:
     schema = model.info.inputs
-    errors: list[dict[str, object]] = [
-        {"row": e.index, "file": task.file, "key": None, "reason": e.reason} for e in task.errors
-    ]
+    errors: list[dict[str, object]] = []
+    unreadable: list[RowError] = []
     part, tmp = (
         part_path(job.staging, task.task_id),
         Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.tmp",
     )
     writer: pq.ParquetWriter | None = None
     scored = 0
-    first_row = task.first_row
+    first_row = 0  # of the chunk, counted from the task's first row
     try:
-        for batch in read_task(task, list(job.columns), job.chunk_rows):
+        for batch in read_task(task, list(job.columns), job.chunk_rows, unreadable):
             conformed = conform(batch, schema)
             bad_keys = _keys_of(batch, [e.index for e in conformed.errors], job.key_columns)
             for e, key in zip(conformed.errors, bad_keys, strict=True):
@@ -145,6 +147,8 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
             writer.write_batch(out)
             scored += n
             first_row += batch.num_rows
+        errors.extend({"row": e.index, "file": task.file, "key": None, "reason": e.reason}
+                      for e in unreadable)
         if writer is None:  # no rows at all: an empty part still marks the task done
             pq.write_table(pa.table({}), tmp)
         else:
@@ -158,7 +162,7 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
         tmp.unlink(missing_ok=True)
     return TaskResult(
         task.task_id,
-        task.num_rows + len(task.errors),
+        first_row + len(unreadable),
         scored,
         len(errors),
         str(errors[0]["reason"]) if errors else None,
