@@ -54,9 +54,15 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket(self) -> Path:
+        """The server's unix socket (it listens there too)."""
+        return self.dir / "redis.sock"
+
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                "no", "--dir", str(self.dir), "--protected-mode", "yes", "--loglevel", "warning"]
+                "no", "--dir", str(self.dir), "--protected-mode", "yes", "--loglevel", "warning",
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:

@@ -43,7 +43,18 @@ class ConfigError(AuguryError):
 
 
 class StoreError(AuguryError):
-    """The prediction store failed (unreachable, corrupt) or refused an operation."""
+    """The prediction store failed (corrupt, misconfigured) or refused an operation. Retrying the same
+    call will not help; see `StoreUnavailable` for the failures that pass."""
+
+
+class StoreUnavailable(StoreError):
+    """The prediction store cannot be reached now (connection refused or lost, a timeout, no free
+    connection): the same call may succeed later, so a server answers 503 with ``Retry-After`` and a
+    hybrid server computes instead."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class VersionNotFoundError(StoreError):

@@ -1,6 +1,7 @@
 """Store fixtures: every backend behind one `store` fixture, so the contract suite runs against each.
 
-Adding a backend (Redis) is one more entry in BACKENDS and a branch in `_open`.
+Adding a backend is one more entry in BACKENDS and a branch in `_open`. The Redis store runs on a real
+redis-server started for the session (`tests/redis_server.py`), emptied before each test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from augury.store import PredictionStore, open_store
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 #: a fixed, microsecond-exact instant: 2024-01-02T03:04:05.123456Z.
 T0_US = 1_704_164_645_123_456
@@ -49,18 +50,21 @@ def batch_of() -> Callable[..., pa.RecordBatch]:
     return make_batch
 
 
-def _open(backend: str, tmp_path: Path) -> PredictionStore:
+def _open(backend: str, tmp_path: Path, redis_url: str) -> PredictionStore:
     if backend == "memory":
         return open_store("memory://")
     if backend == "sqlite":
         return open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    if backend == "redis":
+        return open_store(redis_url)
     raise AssertionError(backend)
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PredictionStore]:
     """A fresh, empty store of each backend."""
-    s = _open(request.param, tmp_path)
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    s = _open(request.param, tmp_path, redis_url)
     try:
         yield s
     finally:

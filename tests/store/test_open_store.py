@@ -46,8 +46,12 @@ def test_memory_stores_private_and_named(batch_of: BatchOf) -> None:
 @pytest.mark.parametrize(
     "url, message",
     [
-        ("redis://localhost:6379/0", r"^Redis prediction stores are not supported yet; supported now"),
-        ("postgres://db/x", "unknown store URL scheme 'postgres://'.*sqlite:///path.db.*memory://"),
+        ("redis://:6379/0", "bad Redis store URL"),
+        ("redis://localhost:6379/0?pool=3", r"unknown Redis store option\(s\) \['pool'\]"),
+        ("redis://localhost/0?prefix=a*b", "prefix='a\\*b' must be"),
+        ("redis://localhost/0?lease_s=0", "lease_s must be a positive number"),
+        ("redis://localhost/0?max_connections=x", "not a number"),
+        ("postgres://db/x", "unknown store URL scheme 'postgres://'.*sqlite:///path.db.*memory://.*redis://"),
         ("store.db", "no scheme"),
         ("sqlite://", "bad SQLite store URL"),
         ("sqlite://host/x.db", "bad SQLite store URL"),

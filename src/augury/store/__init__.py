@@ -15,20 +15,20 @@
   read as an empty store. A file that is not a store is a StoreError.
 - ``memory://`` (a private in-process store) and ``memory://name`` (one store per name, shared inside
   the process): `memory.MemoryStore`. ``create`` does not apply: a name never used is an empty store.
+- ``redis://[[user]:password@]host:port/db``, ``rediss://...`` (TLS) and ``unix:///path/redis.sock?db=N``:
+  `redis_store.RedisStore`, one store shared by many servers (options ``prefix``, ``max_connections``,
+  ``pool_timeout_s``, ``socket_timeout_s``, ``connect_timeout_s``, ``lease_s``, ``poll_s``, in the query
+  string or as arguments: `redis_conn`). Needs the ``redis`` extra. ``create=False`` makes a prefix where
+  nothing was ever published a StoreError, as for a missing SQLite file.
 
-``redis://`` is reserved for a Redis backend, not supported yet. It would fit the same
-contract: each version is a key namespace (``<prefix>:v<n>``, a hash of key -> the same MessagePack
-record as SQLite's, read with chunked HMGET); version metadata is a hash (``<prefix>:meta:<n>``);
-numbers come from INCR on a counter, so they are never reused; the active version is one pointer key
-switched with SET inside MULTI (atomic), and a lookup reads pointer and rows in one server-side script so
-it never mixes versions; a live publish refreshes a lease key with an expiry, so a 'loading' version
-without a lease is an orphan; the connection pool is bounded like SQLite's readers.
+Backends are found by URL scheme in one table (`OPENERS`); adding one is one entry.
 """
 
 from __future__ import annotations
 
 import math
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from augury.errors import ConfigError
@@ -39,9 +39,14 @@ from augury.store.base import (
     MODEL_VERSION_COLUMN,
     ORPHAN,
     READY,
+    PredictionReader,
     PredictionStore,
+    PublishHandle,
+    Publishing,
     StoredPrediction,
+    VersionAdmin,
     VersionInfo,
+    WriteBacks,
     WrittenBack,
 )
 from augury.store.memory import MemoryStore, named_memory_store
@@ -55,15 +60,21 @@ __all__ = [
     "ORPHAN",
     "READY",
     "MemoryStore",
+    "PredictionReader",
     "PredictionStore",
+    "PublishHandle",
+    "Publishing",
     "SQLiteStore",
     "StoredPrediction",
+    "VersionAdmin",
     "VersionInfo",
+    "WriteBacks",
     "WrittenBack",
     "open_store",
 ]
 
-SUPPORTED = "sqlite:///path.db (relative), sqlite:////abs/path.db, memory://, memory://name"
+SUPPORTED = ("sqlite:///path.db (relative), sqlite:////abs/path.db, memory://, memory://name, "
+             "redis://host:port/db, rediss://host:port/db, unix:///path/redis.sock")
 _SQLITE_OPTIONS = {"max_readers": int, "busy_timeout_s": float, "pool_timeout_s": float, "snapshot_s": float,
                    "cache_entries": int}
 #: the options that may be 0 (the others must be positive).
@@ -78,21 +89,47 @@ def open_store(url: str, *, create: bool = True, **options: Any) -> PredictionSt
     scheme = scheme.lower()
     if not sep:
         raise ConfigError(f"store URL '{url}' has no scheme; supported: {SUPPORTED}")
-    if scheme == "sqlite":
-        rest, _, query = rest.partition("?")
-        return SQLiteStore(_sqlite_path(url, rest), url=url, create=create,
-                           **_sqlite_options(_merged(url, query, options)))
-    if scheme == "memory":
-        if options:
-            raise ConfigError(f"memory:// stores take no options (got {sorted(options)})")
-        if "/" in rest or "?" in rest:
-            raise ConfigError(f"bad memory store URL '{url}': use memory:// or memory://name")
-        return named_memory_store(rest) if rest else MemoryStore(url)
-    if scheme in ("redis", "rediss"):
-        raise ConfigError(
-            f"Redis prediction stores are not supported yet; supported now: {SUPPORTED}"
-        )
-    raise ConfigError(f"unknown store URL scheme '{scheme}://' in '{url}'; supported: {SUPPORTED}")
+    opener = OPENERS.get(scheme)
+    if opener is None:
+        raise ConfigError(f"unknown store URL scheme '{scheme}://' in '{url}'; supported: {SUPPORTED}")
+    return opener(url, rest, create, options)
+
+
+def _open_sqlite(url: str, rest: str, create: bool, options: dict[str, Any]) -> PredictionStore:
+    rest, _, query = rest.partition("?")
+    return SQLiteStore(_sqlite_path(url, rest), url=url, create=create,
+                       **_sqlite_options(_merged(url, query, options)))
+
+
+def _open_memory(url: str, rest: str, create: bool, options: dict[str, Any]) -> PredictionStore:
+    if options:
+        raise ConfigError(f"memory:// stores take no options (got {sorted(options)})")
+    if "/" in rest or "?" in rest:
+        raise ConfigError(f"bad memory store URL '{url}': use memory:// or memory://name")
+    return named_memory_store(rest) if rest else MemoryStore(url)
+
+
+def _open_redis(url: str, rest: str, create: bool, options: dict[str, Any]) -> PredictionStore:
+    from augury.store.redis_store import RedisStore  # (the redis extra, imported only when used)
+
+    store = RedisStore(url, **options)
+    if not create:
+        try:
+            store.require_existing()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+#: store URL scheme -> how to open it: (url, the URL after "scheme://", create, options) -> store.
+OPENERS: dict[str, Callable[[str, str, bool, dict[str, Any]], PredictionStore]] = {
+    "sqlite": _open_sqlite,
+    "memory": _open_memory,
+    "redis": _open_redis,
+    "rediss": _open_redis,
+    "unix": _open_redis,
+}
 
 
 def _sqlite_path(url: str, rest: str) -> str:

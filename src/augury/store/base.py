@@ -24,6 +24,19 @@ predictions a server wrote back (`write_back`), one per (key, model version), ea
 (expiry is enforced on read, like TTL), and `prune_written_back` (also run by `gc`) deletes the expired.
 They are not part of any version: `get_many` never returns them, and publishing, activating or deleting
 a version leaves them alone. A server consults them after the active version misses (`serve.writeback`).
+A backend whose storage expires keys itself (Redis) never keeps an expired row, so its
+`prune_written_back` finds none and returns 0.
+
+**Three faces.** A server needs only reading (`PredictionReader`) and write-backs (`WriteBacks`);
+publishing and version administration (`VersionAdmin`) are for the CLI and batch jobs. `PredictionStore`
+is all of them. A networked backend also takes a publish in parts (`Publishing`: begin, write batches
+from any number of processes, commit or abort), so that a dataset's parts load in parallel and a publish
+killed midway is known without a local lock.
+
+**Errors.** `StoreUnavailable` (a `StoreError`) means the store cannot be reached now and the same call
+may succeed later (a server answers 503 with Retry-After, a hybrid one computes); any other `StoreError`
+means it failed or refused in a way that retrying will not fix (corrupt, misconfigured: a server answers
+500 and logs the cause); `VersionNotFoundError` that the version asked for is not there.
 """
 
 from __future__ import annotations
@@ -164,8 +177,8 @@ class WrittenBack(msgspec.Struct, frozen=True):
 
 
 @runtime_checkable
-class PredictionStore(Protocol):
-    """A versioned key -> prediction store. Implementations: memory, sqlite (later redis)."""
+class PredictionReader(Protocol):
+    """What a server reads: lookups in the active version, and the active version's record."""
 
     url: str
 
@@ -173,31 +186,39 @@ class PredictionStore(Protocol):
         """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
         ...
 
-    def publish(
-        self,
-        batches: Iterable[pa.RecordBatch],
-        *,
-        model_version: str,
-        ttl_s: float | None = None,
-        profile: dict[str, Any] | None = None,
-        meta: dict[str, Any] | None = None,
-        activate: bool = True,
-    ) -> VersionInfo:
-        """Write a new version from `batches` (a `key` string column, a `computed_at` timestamp column and
-        the prediction columns), mark it ready, and activate it atomically unless `activate` is False.
-        A key that appears twice is an `InputError` and nothing is published."""
-        ...
-
-    def activate(self, version: str) -> VersionInfo:
-        """Make a ready version the active one, atomically."""
-        ...
-
     def active(self) -> VersionInfo | None:
         """The active version, or None before the first publish."""
         ...
 
+
+@runtime_checkable
+class WriteBacks(Protocol):
+    """Dynamic predictions kept beside the versions (see the module docstring, "Write-back")."""
+
+    def write_back(self, rows: Sequence[WrittenBack]) -> None:
+        """Keep dynamic predictions beside the versions, each until its `expires_at`; a row replaces the
+        one kept for the same key and model version (the last of several in `rows` wins)."""
+        ...
+
+    def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
+        """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys`."""
+        ...
+
+    def prune_written_back(self) -> int:
+        """Delete the expired write-backs; returns how many."""
+        ...
+
+
+@runtime_checkable
+class VersionAdmin(Protocol):
+    """Listing, switching and deleting versions."""
+
     def versions(self) -> list[VersionInfo]:
         """Every version, oldest first, orphans ('loading') included."""
+        ...
+
+    def activate(self, version: str) -> VersionInfo:
+        """Make a ready version the active one, atomically."""
         ...
 
     def rollback(self, to: str | None = None) -> VersionInfo:
@@ -213,17 +234,59 @@ class PredictionStore(Protocol):
         kept besides them); returns the deleted versions, oldest first."""
         ...
 
-    def write_back(self, rows: Sequence[WrittenBack]) -> None:
-        """Keep dynamic predictions beside the versions, each until its `expires_at`; a row replaces the
-        one kept for the same key and model version (the last of several in `rows` wins)."""
+
+class PublishHandle(Protocol):
+    """One publish in progress: `write` batches (from this handle or joined ones in other processes),
+    then `commit` (ready, and active unless told not to: one atomic switch) or `abort` (nothing is left).
+    A handle that joined a publish writes only; the one that began it commits or aborts."""
+
+    version: str
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Store one batch's rows; how many. InputError for a bad batch or a key already written."""
         ...
 
-    def written_back(self, keys: Sequence[str], model_version: str) -> list[WrittenBack | None]:
-        """The unexpired write-backs of `keys` made by `model_version`, aligned with `keys`."""
+    def commit(self, activate: bool = True) -> str:
+        """Mark the version ready (and active); StoreError if it was collected as an orphan meanwhile."""
         ...
 
-    def prune_written_back(self) -> int:
-        """Delete the expired write-backs; returns how many."""
+    def abort(self) -> None:
+        """Delete the partial version (left as an orphan for gc if even that fails)."""
+        ...
+
+
+@runtime_checkable
+class Publishing(Protocol):
+    """A store that takes a publish in parts (Redis)."""
+
+    def begin_publish(self, *, model_version: str, ttl_s: float | None = None,
+                      profile: dict[str, Any] | None = None,
+                      meta: dict[str, Any] | None = None) -> PublishHandle:
+        """Register a new 'loading' version and return the handle that writes and commits it."""
+        ...
+
+    def join_publish(self, version: str) -> PublishHandle:
+        """A handle that writes parts of a publish begun elsewhere."""
+        ...
+
+
+@runtime_checkable
+class PredictionStore(PredictionReader, WriteBacks, VersionAdmin, Protocol):
+    """A versioned key -> prediction store. Implementations: memory, sqlite, redis."""
+
+    def publish(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        model_version: str,
+        ttl_s: float | None = None,
+        profile: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        activate: bool = True,
+    ) -> VersionInfo:
+        """Write a new version from `batches` (a `key` string column, a `computed_at` timestamp column and
+        the prediction columns), mark it ready, and activate it atomically unless `activate` is False.
+        A key that appears twice is an `InputError` and nothing is published."""
         ...
 
     def close(self) -> None: ...

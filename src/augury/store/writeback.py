@@ -71,11 +71,11 @@ def encoded(rows: Sequence[WrittenBack]) -> list[tuple[str, str, int, int, bytes
         except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"write-back row for key {row.key!r} has values that cannot be stored: "
                              f"{exc}") from exc
-        out.append((row.key, row.model_version, _us(row.computed_at), _us(row.expires_at), blob))
+        out.append((row.key, row.model_version, micros(row.computed_at), micros(row.expires_at), blob))
     return out
 
 
-def _us(ts: float) -> int:
+def micros(ts: float) -> int:
     """Unix seconds as whole microseconds, rounded as `base.iso` rounds them (the fraction alone), so a
     time read back prints exactly as it did before it was stored."""
     fraction, whole = math.modf(ts)
