@@ -1,7 +1,7 @@
 """A static server whose store file changes under it (issue 11), through `augury serve` as a user runs
 it (a subprocess: a crash shows as its exit, not as the test run's) on a real SQLite file: a copy over
 the live file and a truncation never kill it, a deleted, republished or replaced file is reopened, and
-readiness is 503 while the store cannot answer."""
+readiness is 503 while the store cannot answer, found off the event loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,11 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from augury.store import SQLiteStore
+from augury.serve.service import STORE_DOWN
+from augury.store import MemoryStore, SQLiteStore, StoredPrediction
 from augury.store.sqlite import DEFAULT_SNAPSHOT_S
+
+from .helpers import live, publish_values
 
 KEYS = [f"k{i}" for i in range(1_000)]
 STATIC = "Static"
@@ -208,3 +211,39 @@ def test_a_deleted_republished_or_replaced_file_is_reopened(tmp_path: Path) -> N
     assert not lookups.problems, lookups.problems[:5]
     log = live.with_name("server.log").read_text()
     assert "was deleted" in log and "was replaced" in log
+
+
+class StuckStore(MemoryStore):
+    """A memory store whose lookups hang for `stuck_s` once `stuck` is set (as SQLite's do while every
+    reader is busy for the pool timeout, or the file is locked)."""
+
+    def __init__(self, stuck_s: float) -> None:
+        super().__init__()
+        self.stuck = threading.Event()
+        self.stuck_s = stuck_s
+
+    def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        if self.stuck.is_set():
+            time.sleep(self.stuck_s)
+        return super().get_many(keys)
+
+
+def test_the_readiness_check_never_blocks_the_event_loop() -> None:
+    store = StuckStore(stuck_s=4.0)
+    publish_values(store, ["k1"], [1.0])
+    with live(None, store, name=STATIC) as url, httpx.Client(timeout=10) as client:
+        assert client.get(f"{url}/v2/health/ready").status_code == 200
+        store.stuck.set()
+        time.sleep(1.1)  # the last check's answer is older than STORE_CHECK_S: the next one checks again
+        answers: dict[str, httpx.Response] = {}
+        probe = threading.Thread(target=lambda: answers.update(ready=client.get(f"{url}/v2/health/ready")))
+        probe.start()
+        time.sleep(0.2)  # the check is now stuck in the store, on its thread
+        with httpx.Client(timeout=1.0) as other:  # a loop blocked by the check would time this out
+            assert other.get(f"{url}/v2/health/live").json() == {"live": True}
+            assert other.get(f"{url}/metrics").status_code == 200
+        probe.join(10)
+        assert answers["ready"].status_code == 503  # not answered within PROBE_WAIT_S: cannot answer
+        assert answers["ready"].json() == {"ready": False, "error": STORE_DOWN}
+        store.stuck.clear()
+        assert until(lambda: client.get(f"{url}/v2/health/ready").status_code == 200, 10, "readiness 200")

@@ -49,6 +49,7 @@ class Routes:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
+        await self.s.refresh_store()
         reason = self.s.not_ready()
         if reason is not None:
             return JSONResponse({"ready": False, "error": reason}, status_code=503)
@@ -66,11 +67,13 @@ class Routes:
 
     async def model_ready(self, request: Request) -> Response:
         self.s.check(request.path_params)
+        await self.s.refresh_store()
         status = self.s.model_status()
         return JSONResponse(status, status_code=200 if status["ready"] else 503)
 
     async def model_status(self, request: Request) -> Response:
         self.s.check(request.path_params)
+        await self.s.refresh_store()
         return JSONResponse(self.s.model_status())
 
     async def predict_by_get(self, request: Request) -> Response:

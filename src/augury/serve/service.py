@@ -14,7 +14,9 @@ version *and* a lookup reaches that version's rows. The pointer alone is not eno
 table dropped (or pages of the file damaged) the active version still reads fine while every lookup that
 no cache answers fails. So `store_problem` reads the active version and looks up a key that was never
 published, a different one each time so that no cache can answer it, and the answer is reused for
-`STORE_CHECK_S`: a probe every 100 ms costs the store one check a second. A hybrid server stays ready
+`STORE_CHECK_S`: a probe every 100 ms costs the store one check a second. The check runs on a thread,
+never on the event loop (`refresh_store`), and one that takes longer than `PROBE_WAIT_S` counts as a
+store that cannot answer. A hybrid server stays ready
 with a failing store, since it computes every example that has features (only key-only lookups get
 503); its readiness body says the store is down (``"degraded"``). The client is told that the store
 cannot answer; the cause (a path, SQLite's words) is logged when readiness changes.
@@ -22,6 +24,7 @@ cannot answer; the cause (a path, SQLite's words) is logged when readiness chang
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -53,6 +56,8 @@ STORE_CHECK_S = 1.0
 STORE_DOWN = "the prediction store cannot answer right now"
 #: readiness checks look up this prefix and a counter: keys never published, each new to every cache.
 PROBE_KEY = "\x00augury-readiness-probe-"
+#: how long a readiness answer waits for the store check (`Service.refresh_store`).
+PROBE_WAIT_S = 1.0
 
 
 def augury_version() -> str:
@@ -82,6 +87,8 @@ class Service:
     #: `store_problem`'s last answer and when it was found (time.monotonic())
     _store_checked: tuple[float, str | None] = field(default=(-float("inf"), None), init=False, repr=False)
     _probes: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
+    #: the store check running on a thread (`refresh_store`), if any
+    _probing: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     def check(self, path_params: Mapping[str, Any]) -> None:
         """NotFoundError unless the path names this model (and, if it names one, a version of it)."""
@@ -109,14 +116,30 @@ class Service:
 
     def store_problem(self) -> str | None:
         """Why the store cannot answer lookups (no active version, or a check that failed), None when it
-        can, or when there is no store; found at most once every `STORE_CHECK_S` (see the module
-        docstring)."""
-        if self.store is None:
-            return None
+        can, or when there is no store: as `refresh_store` last found it (see the module docstring)."""
+        return None if self.store is None else self._store_checked[1]
+
+    async def refresh_store(self) -> None:
+        """Bring `store_problem` up to date if its answer is older than `STORE_CHECK_S`, off the event
+        loop: the check runs on a thread, one at a time, and a check still running after `PROBE_WAIT_S`
+        (a store that blocks: every reader busy for its pool timeout, a lock) counts as a store that
+        cannot answer, so neither the loop nor a readiness probe waits for it."""
+        if self.store is None or time.monotonic() - self._store_checked[0] < STORE_CHECK_S:
+            return
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(asyncio.to_thread(self._check_store))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probing), PROBE_WAIT_S)
+        except TimeoutError:
+            if self._store_checked[1] != STORE_DOWN:
+                log.warning("the prediction store did not answer a readiness check within %g s", PROBE_WAIT_S)
+            self._store_checked = (time.monotonic(), STORE_DOWN)
+
+    def _check_store(self) -> None:
+        """`refresh_store`'s check (on a thread): read the active version, look up a never-published key."""
+        assert self.store is not None
         now = time.monotonic()
-        checked_at, problem = self._store_checked
-        if now - checked_at < STORE_CHECK_S:
-            return problem
+        problem = self._store_checked[1]
         try:
             active = self.store.active()
             found = None if active is not None else "the prediction store has no active version yet"
@@ -130,7 +153,6 @@ class Service:
         if found is None and problem == STORE_DOWN:
             log.info("the prediction store answers again")
         self._store_checked = (now, found)
-        return found
 
     async def predict(self, examples: list[Example], deadline: float | None) -> list[Answer]:
         """The router's answers, timed, counted by source and offered to the monitor (the data plane)."""
