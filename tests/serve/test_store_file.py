@@ -5,6 +5,7 @@ readiness is 503 while the store cannot answer, found off the event loop."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -20,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow as pa
 
+from augury.models import function_model
+from augury.serve.errors import INTERNAL_ERROR, STORE_UNAVAILABLE
+from augury.serve.middleware import internal_error
 from augury.serve.service import STORE_DOWN
 from augury.store import MemoryStore, SQLiteStore, StoredPrediction
 from augury.store.sqlite import DEFAULT_SNAPSHOT_S
@@ -247,3 +252,43 @@ def test_the_readiness_check_never_blocks_the_event_loop() -> None:
         assert answers["ready"].json() == {"ready": False, "error": STORE_DOWN}
         store.stuck.clear()
         assert until(lambda: client.get(f"{url}/v2/health/ready").status_code == 200, 10, "readiness 200")
+
+
+def _short_model() -> Any:
+    """value = a + b, but one row short: a model that breaks its contract (a 500, not the client's fault)."""
+
+    @function_model(inputs={"a": "float64", "b": "float64"}, outputs={"value": "float64"}, version="1",
+                    task="regression")
+    def short(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"value": (batch["a"] + batch["b"])[:-1]}
+
+    return short.to_model(name="short")
+
+
+def test_5xx_bodies_name_no_paths_or_internals(tmp_path: Path) -> None:
+    """A 500 (a model that broke its contract) and a 503 (a store that cannot answer) say only that, with
+    the request id; the cause is in the log line with that id."""
+    path = tmp_path / "s.db"
+    build(path, 100)
+    store = SQLiteStore(path, create=False)
+    try:
+        with live(_short_model(), store, name="short") as url, httpx.Client(timeout=10) as client:
+            broken = client.post(f"{url}/v1/models/short:predict", json={"instances": [{"a": 1, "b": 2}]})
+            os.unlink(path)
+            down = until(lambda: (r := client.get(f"{url}/v1/models/short/predictions/k1")).status_code == 503
+                         and r, 5, "a 503 for a lookup by key")
+    finally:
+        store.close()
+    for r, words in ((broken, INTERNAL_ERROR), (down, STORE_UNAVAILABLE)):
+        rid = r.headers["x-request-id"]
+        assert r.json() == {"error": f"{words} (request id {rid})"}, r.text
+    assert broken.status_code == 500
+
+
+def test_an_exception_that_escapes_a_route_is_a_500_naming_nothing_of_it(caplog: Any) -> None:
+    """(Its class, message and traceback go to the error log line with the request id.)"""
+    scope = {"method": "GET", "path": "/v2"}
+    with caplog.at_level(logging.ERROR, "augury.serve"):
+        message = internal_error(scope, "rid1", KeyError("/srv/secret/store.db"))
+    assert message == f"{INTERNAL_ERROR} (request id rid1)"
+    assert "KeyError" in caplog.text and "/srv/secret/store.db" in caplog.text and "rid1" in caplog.text

@@ -15,7 +15,8 @@ error                                  status  when
 `StoreError`                           503     the prediction store failed (static mode, key lookups); the
                                                body says only that, with the request id (`public_message`)
 `DeadlineExceeded`                     504     the request's deadline passed before it was scored
-any other `AuguryError`                500     a model that broke its contract, a bug
+any other `AuguryError`                500     a model that broke its contract, a bug; the body says only
+                                               that, with the request id (`public_message`)
 =====================================  ======  ==========================================================
 
 Every error body is ``{"error": "<message>"}``. The error classes defined here are the server's own
@@ -24,7 +25,8 @@ Every error body is ``{"error": "<message>"}``. The error classes defined here a
 **What the client is told** (`public_message`). A 4xx message is about the client's own input and says
 what is wrong with it. A store failure's message is the server's business: it names the database's path
 and SQLite's own words (``no such table: augury_pointer``), so the client gets only that the store cannot
-answer and the request id, and the access log line with that id keeps the cause. Whatever a message
+answer and the request id, and the access log line with that id keeps the cause; so does a 500's (a
+model's or a library's words, an exception class: `INTERNAL_ERROR`). Whatever a message
 echoes of the request (a key, a name) is cut to its first `ECHO_CHARS` characters, a path to `PATH_CHARS`
 (`quoted`, `clipped`), and a whole message to `MESSAGE_CHARS`, so that a 1 MB key gets neither a 1 MB
 response nor a 1 MB log line.
@@ -72,6 +74,9 @@ PATH_CHARS = 256
 MESSAGE_CHARS = 1024
 #: a store failure, as the client is told it (the cause is in the log line with the request id).
 STORE_UNAVAILABLE = "the prediction store cannot answer right now; retry later"
+#: a 500 (a model that broke its contract, a bug), as the client is told it: its message names the
+#: server's internals (a path, a library's words, an exception class), so it goes to the log line only.
+INTERNAL_ERROR = "internal error; the server's log has the cause"
 
 #: most specific first: the first class an error is an instance of gives its status.
 _STATUS: tuple[tuple[type[AuguryError], int], ...] = (
@@ -108,10 +113,13 @@ def headers_of(error: AuguryError) -> dict[str, str]:
 
 def public_message(error: AuguryError, request_id: str | None = None) -> str:
     """What the client is told of `error` (see the module docstring): for a store failure that the store
-    cannot answer now and `request_id` (the log line with that id has the cause); otherwise the message,
-    cut to `MESSAGE_CHARS`."""
+    cannot answer now, for a 500 only that the server failed, each with `request_id` (the log line with
+    that id has the cause); otherwise the message, cut to `MESSAGE_CHARS`."""
+    rid = f" (request id {request_id})" if request_id is not None else ""
     if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError):
-        return STORE_UNAVAILABLE + (f" (request id {request_id})" if request_id is not None else "")
+        return STORE_UNAVAILABLE + rid
+    if status_of(error) == 500:
+        return INTERNAL_ERROR + rid
     return clipped(str(error), MESSAGE_CHARS)
 
 

@@ -27,7 +27,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from augury.monitor import ServeMetrics
-from augury.serve.errors import MESSAGE_CHARS, PATH_CHARS, clipped
+from augury.serve.errors import INTERNAL_ERROR, MESSAGE_CHARS, PATH_CHARS, clipped
 
 log = logging.getLogger("augury.serve.access")
 
@@ -97,7 +97,7 @@ def internal_error(scope: Scope, rid: str, exc: Exception) -> str:
     """Log an exception that escaped a route (a bug) with its traceback; the message for the client."""
     log.exception("request %s %s failed (request id %s)", scope["method"],
                   clipped(scope["path"], PATH_CHARS), rid, exc_info=exc)
-    return f"internal error ({type(exc).__name__}); request id {rid}"
+    return f"{INTERNAL_ERROR} (request id {rid})"  # (the exception's class is the log line's "error")
 
 
 class Observability:
