@@ -43,8 +43,9 @@ class ConfigError(AuguryError):
 
 
 class StoreError(AuguryError):
-    """The prediction store failed (corrupt, misconfigured) or refused an operation. Retrying the same
-    call will not help; see `StoreUnavailable` for the failures that pass."""
+    """The prediction store failed or refused an operation. A backend that can tell says which kind:
+    `StoreUnavailable` (it cannot be reached now; retrying may help) or `StoreBroken` (it answered, but
+    with corrupt data or a refusal; retrying will not help)."""
 
 
 class StoreUnavailable(StoreError):
@@ -55,6 +56,11 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StoreBroken(StoreError):
+    """The prediction store answered but cannot serve: a corrupt record, a key of the wrong type, a refused
+    login, a failed script. A server answers 500 and logs the cause; retrying will not help."""
 
 
 class VersionNotFoundError(StoreError):

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import redis
 
-from augury.errors import ConfigError, InputError, StoreError, StoreUnavailable
+from augury.errors import ConfigError, InputError, StoreBroken, StoreError, StoreUnavailable
 from augury.store import (
     ORPHAN,
     READY,
@@ -232,3 +232,15 @@ def test_redis_stopped_is_unavailable_and_the_store_recovers(redis_server: Redis
         store.close()
         if redis_server.proc is None:
             redis_server.start()
+
+
+def test_a_corrupt_record_or_a_wrong_type_is_broken_not_unavailable(rstore: RedisStore, raw: redis.Redis,
+                                                                    batch_of: BatchOf) -> None:
+    rstore.publish([batch_of(["a", "b", "c"])], model_version="m")
+    raw.set("augury:v:1:a", b"\xc1 not msgpack")
+    raw.set("augury:v:1:b", b"\x91\x01")  # a record of another layout (one field)
+    raw.delete("augury:v:1:c")
+    raw.hset("augury:v:1:c", "x", "y")  # a hash where a string should be
+    for key in ("a", "b", "c"):
+        with pytest.raises(StoreBroken, match=r"corrupt record|WRONGTYPE"):
+            rstore.get_many([key])

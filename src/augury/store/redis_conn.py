@@ -17,8 +17,9 @@ option                 default    what
 =====================  =========  ============================================================================
 
 Errors (`translated`): a refused or lost connection, a timeout, no free connection or a server still
-loading its data are `StoreUnavailable` (retry later); a refused login, a wrong type at a key or a script
-error are `StoreError` (retrying will not help). A password never appears in `url` or a message.
+loading its data are `StoreUnavailable` (retry later); a refused login, a wrong type at a key, a script
+error or a corrupt record are `StoreBroken` (retrying will not help). A password never appears in `url`
+or a message.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from augury.errors import ConfigError, StoreError, StoreUnavailable
+from augury.errors import ConfigError, StoreBroken, StoreUnavailable
 
 try:
     import redis
@@ -141,13 +142,13 @@ def translated(url: str, doing: str) -> Iterator[None]:
     try:
         yield
     except redis.AuthenticationError as exc:  # (a ConnectionError, but retrying will not help)
-        raise StoreError(f"prediction store {url}: {doing} was refused: {exc}") from exc
+        raise StoreBroken(f"prediction store {url}: {doing} was refused: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:  # (BusyLoadingError included)
         raise StoreUnavailable(f"prediction store {url} cannot be reached ({doing}): {exc}") from exc
     except redis.RedisError as exc:
-        raise StoreError(f"prediction store {url}: {doing} failed: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise StoreError(f"prediction store {url}: {doing} read a corrupt record: {exc}") from exc
+        raise StoreBroken(f"prediction store {url}: {doing} failed: {exc}") from exc
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:  # (a record of another layout)
+        raise StoreBroken(f"prediction store {url}: {doing} read a corrupt record: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from augury.errors import StoreError
+from augury.errors import StoreBroken, StoreError
 from augury.store.base import LOADING, ORPHAN, READY, StoredPrediction, VersionInfo
 from augury.store.codec import View, decode_record, to_prediction
 from augury.store.redis_conn import Keys, Options, translated
@@ -65,7 +65,7 @@ def info_from(number: str, fields: dict[bytes, bytes], *, active: bool, leased: 
             profile=json.loads(f.get("profile", "{}")), meta=json.loads(f.get("meta", "{}")),
             features_hash=f.get("hashed") == "1")
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise StoreError(f"the record of store version {number} is corrupt: {exc!r}") from exc
+        raise StoreBroken(f"the record of store version {number} is corrupt: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Reader:
             record = found[1]
             fields = dict(zip(record[::2], record[1::2], strict=True))
             if not fields:
-                raise StoreError(f"prediction store {self.url}: the active version {number} has no record")
+                raise StoreBroken(f"prediction store {self.url}: the active version {number} has no record")
             info = info_from(number, fields, active=True, leased=False)
             current = self._current
             if not (isinstance(current, Current) and current.info == info):
