@@ -27,10 +27,20 @@ from augury.errors import (
     OverloadedError,
     PredictionError,
     SchemaError,
+    StoreBroken,
     StoreError,
+    StoreUnavailable,
     VersionNotFoundError,
 )
-from augury.serve.errors import BodyTooLarge, UnscorableError, headers_of, status_of
+from augury.serve.errors import (
+    INTERNAL_ERROR,
+    STORE_UNAVAILABLE,
+    BodyTooLarge,
+    UnscorableError,
+    headers_of,
+    public_message,
+    status_of,
+)
 from augury.store import SQLiteStore
 
 from .helpers import add_model, live, publish_values
@@ -294,6 +304,12 @@ def test_status_mapping() -> None:
     assert status_of(OverloadedError("x", 2.5)) == 503
     assert headers_of(OverloadedError("x", 2.5)) == {"retry-after": "3"}
     assert status_of(StoreError("x")) == 503 and headers_of(StoreError("x")) == {"retry-after": "1"}
+    assert status_of(StoreUnavailable("x", 2.5)) == 503
+    assert headers_of(StoreUnavailable("x", 2.5)) == {"retry-after": "3"}
+    assert status_of(StoreBroken("x")) == 500 and headers_of(StoreBroken("x")) == {}
+    assert public_message(StoreBroken("/secret/path: WRONGTYPE"), "r1") == f"{INTERNAL_ERROR} (request id r1)"
+    assert public_message(StoreUnavailable("redis://h:1 refused"), "r2") == (
+        f"{STORE_UNAVAILABLE} (request id r2)")
     assert status_of(DeadlineExceeded("x")) == 504
     assert status_of(PredictionError("x")) == 500
 

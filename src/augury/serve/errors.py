@@ -12,8 +12,11 @@ error                                  status  when
 `FeaturesChangedError`                 409     static mode: a key sent with features other than those its
                                                stored prediction was computed from
 `OverloadedError`                      503     the batcher's queue is full (with ``Retry-After``)
-`StoreError`                           503     the prediction store failed (static mode, key lookups); the
-                                               body says only that, with the request id (`public_message`)
+`StoreUnavailable`, `StoreError`       503     the prediction store cannot be reached now, or failed in a way
+                                               its backend does not classify (static mode, key lookups), with
+                                               ``Retry-After``; the body says only that, with the request id
+`StoreBroken`                          500     the store answered but cannot serve (a corrupt record, a
+                                               refused login): retrying will not help; logged with the cause
 `DeadlineExceeded`                     504     the request's deadline passed before it was scored
 any other `AuguryError`                500     a model that broke its contract, a bug; the body says only
                                                that, with the request id (`public_message`)
@@ -44,7 +47,9 @@ from augury.errors import (
     NotFoundError,
     OverloadedError,
     PredictionError,
+    StoreBroken,
     StoreError,
+    StoreUnavailable,
     VersionNotFoundError,
 )
 
@@ -89,6 +94,7 @@ _STATUS: tuple[tuple[type[AuguryError], int], ...] = (
     (NotFoundError, 404),
     (FeaturesChangedError, 409),
     (OverloadedError, 503),
+    (StoreBroken, 500),
     (StoreError, 503),
     (DeadlineExceeded, 504),
 )
@@ -104,9 +110,9 @@ def status_of(error: AuguryError) -> int:
 
 def headers_of(error: AuguryError) -> dict[str, str]:
     """Extra response headers for `error`: ``Retry-After`` (whole seconds) for overload and store failure."""
-    if isinstance(error, OverloadedError):
+    if isinstance(error, OverloadedError | StoreUnavailable):
         return {"retry-after": str(max(1, math.ceil(error.retry_after_s)))}
-    if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError):
+    if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError | StoreBroken):
         return {"retry-after": "1"}
     return {}
 
@@ -116,7 +122,7 @@ def public_message(error: AuguryError, request_id: str | None = None) -> str:
     cannot answer now, for a 500 only that the server failed, each with `request_id` (the log line with
     that id has the cause); otherwise the message, cut to `MESSAGE_CHARS`."""
     rid = f" (request id {request_id})" if request_id is not None else ""
-    if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError):
+    if isinstance(error, StoreError) and not isinstance(error, VersionNotFoundError | StoreBroken):
         return STORE_UNAVAILABLE + rid
     if status_of(error) == 500:
         return INTERNAL_ERROR + rid
