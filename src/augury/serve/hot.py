@@ -98,7 +98,7 @@ class Lookup(HotEndpoint):
         params = scope["path_params"]
         self.s.check(params)
         key = params["key"]
-        answer = self.s.lookup(key)
+        answer = await self.s.lookup(key)
         return dump_json(codec_v1.encode_lookup(key, answer)), provenance_headers([answer]), JSON_TYPE
 
 

@@ -8,10 +8,14 @@ request. Answers come back in request order, each with its provenance (invariant
 this one router with parts missing: static has no model (a miss is a 404, or with several keys in one v1
 request that key's place marked: `predict_or_miss`), dynamic has no store.
 
-The store is read on the event loop for up to `INLINE_LOOKUP_KEYS` keys and on a thread above that:
-measured on the SQLite store, `get_many` takes ~7 µs for 1 key and ~180 µs for 64, while a thread hop
-adds ~25 µs and holds the GIL for most of the decode anyway. A store version published while the server
-runs is picked up by the store itself on the next lookup (SQLite checks ``PRAGMA data_version``).
+An in-process store (SQLite, memory) is read on the event loop for up to `INLINE_LOOKUP_KEYS` keys and on
+a thread above that: measured on the SQLite store, `get_many` takes ~7 µs for 1 key and ~180 µs for 64,
+while a thread hop adds ~25 µs and holds the GIL for most of the decode anyway. A store whose reads wait
+on the network (`reads_block`: Redis) is never read on the event loop: every call to it (lookups,
+write-backs, a version's record, the active version for a 404's message) goes through one executor of
+`STORE_THREADS` threads, so a slow or stopped store holds threads, never the loop. A store version
+published while the server runs is picked up by the store itself on the next lookup (SQLite checks
+``PRAGMA data_version``; Redis readers follow a pub/sub notification).
 
 In hybrid mode a failed store lookup falls back to the model for every example (logged and counted in
 ``augury_store_errors_total``); only key-only examples, which the model cannot answer, then fail (503).
@@ -45,8 +49,9 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -61,14 +66,19 @@ from augury.serve.errors import UnscorableError, quoted
 from augury.serve.kept import FeatureCheck, VersionRecord
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.writeback import Cached, WriteBack
-from augury.store import PredictionStore, StoredPrediction
-from augury.store.base import iso
+from augury.store import PredictionStore, StoredPrediction, VersionInfo
+from augury.store.base import iso, reads_block
 from augury.store.versions import info_of
 
 log = logging.getLogger(__name__)
 
-#: lookups of up to this many keys run on the event loop; larger ones on a thread.
+#: lookups of up to this many keys run on the event loop; larger ones on a thread (in-process stores).
 INLINE_LOOKUP_KEYS = 64
+#: threads that call a networked store for the server (at most as many round trips at once; the store's
+#: own connection pool is bounded as well).
+STORE_THREADS = 16
+
+T = TypeVar("T")
 #: a failing store is logged at most this often (every failure is counted in the metrics).
 STORE_WARNING_EVERY_S = 10.0
 #: most store versions whose evaluator the router remembers (it forgets them all past this).
@@ -130,6 +140,9 @@ class Router:
         #: static mode: whether the features sent with a key are compared (by its version's recorded schema)
         self._compare_sent = not trust_keys and model is None and store is not None
         self._ignore_unknown = ignore_unknown
+        #: the executor of a store whose reads wait on the network (None: read in process)
+        self._remote = (ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="augury-store")
+                        if store is not None and reads_block(store) else None)
         self._warned_at = -math.inf
         self._unwarned = 0
         if self._row_keys is not None and self.needs_keys:
@@ -149,7 +162,7 @@ class Router:
             rows = [ex.row for ex in examples]
             if None in rows:
                 first = rows.index(None)
-                raise self._not_found(examples[first].key, first)
+                raise self._not_found(examples[first].key, first, None)
             return (await self._computed(rows, deadline))[0]  # type: ignore[arg-type]
         answers: list[Answer | None] = [None] * len(examples)
         keys = [self._key(ex) for ex in examples]
@@ -179,7 +192,7 @@ class Router:
             first = lookups[0]
             if first in unusable:
                 raise self._unusable(unusable[first], first)
-            raise self._not_found(keys[first], first)
+            raise self._not_found(keys[first], first, await self._active_quietly())
         if pending:
             await self._compute(examples, keys, pending, answers, deadline, features)
         if features.changed:
@@ -210,16 +223,18 @@ class Router:
         return [Conflict(keys[i] or "") if i in features.changed else answer
                 for i, answer in enumerate(answers)]
 
-    def lookup(self, key: str) -> Answer:
+    async def lookup(self, key: str) -> Answer:
         """The stored (or cached) prediction of `key`; NotFoundError if there is none. One key: read on the
-        event loop (see INLINE_LOOKUP_KEYS)."""
+        event loop from an in-process store (see INLINE_LOOKUP_KEYS), through the executor from a
+        networked one."""
         if self.store is None and self._cache is None:
             raise NotFoundError("this server has no prediction store (dynamic mode): nothing can be looked "
                                 "up by key; POST the example's features to :predict or /infer instead")
         unusable: StoredPrediction | None = None
-        if self.store is not None:  # one key: always inline (see INLINE_LOOKUP_KEYS)
-            hit = self.store.get_many([key])[0]
+        if self.store is not None:
+            hit = (await self._call(self.store.get_many, [key]))[0]
             if hit is not None:
+                await self._remember([hit])
                 if self._usable(hit):
                     self._metrics.observe_store(1, 0)
                     return Answer(hit.values, static_provenance(hit, time.time(), self.stored_evaluator(hit)))
@@ -227,10 +242,42 @@ class Router:
             self._metrics.observe_store(0, 1)
         if self._cache is not None:
             answers: list[Answer | None] = [None]
-            self._from_cache([key], [0], answers)
+            if self._remote is not None and self._cache.reads_store:
+                await self._call(self._from_cache, [key], [0], answers)
+            else:
+                self._from_cache([key], [0], answers)
             if answers[0] is not None:
                 return answers[0]
-        raise self._unusable(unusable, None) if unusable is not None else self._not_found(key, None)
+        if unusable is not None:
+            raise self._unusable(unusable, None)
+        raise self._not_found(key, None, await self._active_quietly())
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)`: through the executor for a networked store, else here on the event loop."""
+        if self._remote is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._remote, fn, *args)
+
+    async def _remember(self, hits: Sequence[StoredPrediction | None]) -> None:
+        """Networked store: read the record of each store version among `hits` not yet remembered, through
+        the executor, so that `stored_evaluator` and `_hash_sent` find it without a round trip on the
+        loop (once per version: versions never change). A failure is left for them to meet."""
+        if self._remote is None:
+            return
+        for version in {h.store_version for h in hits if h is not None} - self._recorded_by.keys():
+            try:
+                await self._call(self._recorded, version)
+            except StoreError:
+                return
+
+    async def _active_quietly(self) -> VersionInfo | None:
+        """The active version for a 404's message (None if there is no store or it cannot say)."""
+        if self.store is None:
+            return None
+        try:
+            return await self._call(self.store.active)
+        except StoreError:
+            return None
 
     def _store_failed(self, exc: StoreError) -> None:
         """Count a failed lookup; log it, at most once every `STORE_WARNING_EVERY_S` seconds."""
@@ -263,7 +310,10 @@ class Router:
         wanted = [k for k in (keys[i] for i in asked) if k is not None]
         if not wanted:
             return pending
-        if len(wanted) <= INLINE_LOOKUP_KEYS:
+        if self._remote is not None:
+            hits = await self._call(self.store.get_many, wanted)
+            await self._remember(hits)
+        elif len(wanted) <= INLINE_LOOKUP_KEYS:
             hits = self.store.get_many(wanted)
         else:
             hits = await asyncio.to_thread(self.store.get_many, wanted)
@@ -360,7 +410,9 @@ class Router:
             return pending
         wanted = [keys[i] or "" for i in asked]
         try:
-            if self._cache.reads_store and len(asked) > INLINE_LOOKUP_KEYS:
+            if self._cache.reads_store and self._remote is not None:
+                hits = await self._call(self._cache.get_many, wanted, self.model_version)
+            elif self._cache.reads_store and len(asked) > INLINE_LOOKUP_KEYS:
                 hits = await asyncio.to_thread(self._cache.get_many, wanted, self.model_version)
             else:
                 hits = self._cache.get_many(wanted, self.model_version)
@@ -423,9 +475,10 @@ class Router:
             answers.append(Answer(outcome, provenance))
         return answers, computed_at
 
-    def _not_found(self, key: str | None, index: int | None) -> NotFoundError:
-        """The 404 of a key nobody holds; the message quotes at most the first characters of the key
-        (`quoted`: a key of any length gets a small answer)."""
+    def _not_found(self, key: str | None, index: int | None, active: VersionInfo | None) -> NotFoundError:
+        """The 404 of a key nobody holds, `active` being the store's active version (`_active_quietly`);
+        the message quotes at most the first characters of the key (`quoted`: a key of any length gets a
+        small answer)."""
         where = f"instance {index}: key {quoted(key)}" if index is not None else f"key {quoted(key)}"
         if self.store is None and self._cache is None:
             return NotFoundError(f"{where} cannot be looked up: this server has no prediction store and no "
@@ -433,10 +486,6 @@ class Router:
         if self.store is None:
             return NotFoundError(f"{where} is not among the written-back predictions and the instance has no "
                                  f"features to compute it from")
-        try:
-            active = self.store.active()
-        except StoreError:
-            active = None
         version = (f"prediction store's active version {active.version}" if active is not None
                    else "prediction store (it has no active version)")
         return NotFoundError(f"{where} was never precomputed: it is not in the {version} "

@@ -176,11 +176,11 @@ class Service:
         self._served(examples, found, observed, started)
         return answers
 
-    def lookup(self, key: str) -> Answer:
+    async def lookup(self, key: str) -> Answer:
         """The stored (or cached) prediction of `key`, timed, counted and offered to the monitor (on the
-        event loop: one key)."""
+        event loop for an in-process store: one key)."""
         started = time.perf_counter()
-        answer = self.router.lookup(key)
+        answer = await self.router.lookup(key)
         self._served((Example(key, None),) if self.tap is not None else (), (answer,), (answer,), started)
         return answer
 

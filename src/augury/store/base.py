@@ -101,6 +101,13 @@ def _second(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat().removesuffix("+00:00")
 
 
+def reads_block(store: object) -> bool:
+    """Whether `store`'s reads wait on a network round trip, so that a server must read it off its event
+    loop: a backend says so with a true ``network_reads`` attribute (Redis); SQLite and memory stores
+    read in process and have none."""
+    return bool(getattr(store, "network_reads", False))
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One store version. `state` is READY once complete, LOADING while a live publish writes it, and

@@ -61,6 +61,9 @@ class RedisStore:
     """A versioned key -> prediction store in Redis (see the module docstring). Connecting is lazy: a
     store that cannot be reached fails on its first call, with `StoreUnavailable`."""
 
+    #: every read is a network round trip: a server reads this store off its event loop (`reads_block`)
+    network_reads = True
+
     def __init__(self, url: str, **options: Any) -> None:
         connect_url, self.url, self.opts = parse(url, options)
         self.keys = Keys(self.opts.prefix)
