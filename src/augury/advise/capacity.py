@@ -37,7 +37,7 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
     """The time one server worker's core is busy per batch, by batch size: the model's latency curve
     (medians, extrapolated points included) plus, with `serving`, the server's own work per batch (its
     inline or hopping figure, by the model call's time) and per request (`overheads`). With `jitter`,
-    each measured size's call times divided by their median."""
+    each measured size's call times divided by their median, and the server's own spread (calibrated)."""
     points = sorted(model.latency, key=lambda p: p.batch_size)
     pools: list[tuple[float, ...]] = []
     for p in points:
@@ -45,9 +45,12 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
         if jitter and p.measured and len(p.samples) >= 3 and p.p50_s > 0:
             pool = tuple(sorted(s / p.p50_s for s in p.samples))
         pools.append(pool)
-    times = tuple(p.p50_s + (overheads.per_batch_s(p.p50_s) + overheads.per_request_s * p.batch_size
-                             if serving else 0.0) for p in points)
-    return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else ())
+    over = tuple(overheads.per_batch_s(p.p50_s) + overheads.per_request_s * p.batch_size if serving else 0.0
+                 for p in points)
+    times = tuple(p.p50_s + o for p, o in zip(points, over, strict=True))
+    spread = overheads.jitter if serving and jitter else ()
+    return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else (),
+                        over if spread else (), spread)
 
 
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,

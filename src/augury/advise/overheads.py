@@ -44,6 +44,9 @@ class ServingOverheads:
     machine: str | None = None
     path: str | None = None
     details: tuple[tuple[str, float], ...] = ()
+    #: the server's call-to-call spread: one-row predicts' round trips, one at a time, divided by their
+    #: median (percentiles 0.5, 1.5, ... 99.5); empty for the built-in estimates.
+    jitter: tuple[float, ...] = ()
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
@@ -56,7 +59,12 @@ class ServingOverheads:
                 "round_trip_us": round(self.round_trip_s * 1e6, 1),
                 "source": self.source, "calibrated": self.calibrated, "measured_at": self.measured_at,
                 "machine": self.machine, "path": self.path,
-                "details": {k: round(v, 7) for k, v in self.details}}
+                "details": {k: round(v, 7) for k, v in self.details},
+                "jitter_p50_p90_p99": [round(x, 3) for x in _pick(self.jitter, (0.5, 0.9, 0.99))]}
+
+
+def _pick(values: tuple[float, ...], shares: tuple[float, ...]) -> list[float]:
+    return [values[min(int(q * len(values)), len(values) - 1)] for q in shares] if values else []
 
 
 #: fitted on 2026-11-25 on the project's 2-core machine, before the server scored fast models on its loop
@@ -78,7 +86,8 @@ def default_path() -> Path:
 
 def save(overheads: ServingOverheads, path: Path) -> Path:
     """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
-    doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details)}
+    doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details),
+           "jitter": list(overheads.jitter)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -102,13 +111,17 @@ def load(path: Path) -> ServingOverheads:
         values = {k: float(doc[k]) for k in ("per_batch_inline_s", "per_batch_hop_s", "per_request_s",
                                               "round_trip_s")}
         details = tuple((str(k), float(v)) for k, v in dict(doc.get("details") or {}).items())
+        jitter = tuple(float(x) for x in list(doc.get("jitter") or []))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: a calibration figure is missing or not a number ({exc})") from exc
     if any(not (math.isfinite(v) and 0 <= v < 1) for v in values.values()):
         raise InputError(f"{path}: calibration figures must be seconds between 0 and 1, got {values}")
+    if any(not (math.isfinite(x) and 0 < x < 1000) for x in jitter):
+        raise InputError(f"{path}: the jitter factors must be positive numbers")
     return ServingOverheads(**values, source=str(doc.get("source") or f"calibrated ({path})"),
                             calibrated=True, measured_at=_text(doc.get("measured_at")),
-                            machine=_text(doc.get("machine")), path=str(path), details=details)
+                            machine=_text(doc.get("machine")), path=str(path), details=details,
+                            jitter=jitter)
 
 
 def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:

@@ -48,6 +48,11 @@ class ServiceCurve:
     sizes: tuple[int, ...]
     p50_s: tuple[float, ...]
     jitter: tuple[tuple[float, ...], ...] = ()
+    #: the part of `p50_s[i]` that is the server's own work (not the model's), and its call-to-call
+    #: factors (the server's round trips divided by their median, from calibration): when given, the
+    #: model's part draws from `jitter` and this part from `overhead_jitter`, independently.
+    overhead_s: tuple[float, ...] = ()
+    overhead_jitter: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sizes or len(self.sizes) != len(self.p50_s):
@@ -70,6 +75,18 @@ class ServiceCurve:
         lo = min(i, len(sizes) - 1) - 1
         slope = (times[lo + 1] - times[lo]) / (sizes[lo + 1] - sizes[lo])
         return max(times[lo] + slope * (b - sizes[lo]), times[0])
+
+    def overhead(self, b: int) -> float:
+        """The server's own seconds in a call of `b` rows (interpolated like `time`; 0 if not given)."""
+        if len(self.overhead_s) != len(self.sizes):
+            return 0.0
+        sizes, over = self.sizes, self.overhead_s
+        if len(sizes) == 1 or b <= sizes[0]:
+            return over[0]
+        i = min(bisect.bisect_left(sizes, b), len(sizes) - 1)
+        lo = i - 1
+        slope = (over[i] - over[lo]) / (sizes[i] - sizes[lo])
+        return max(over[lo] + slope * (b - sizes[lo]), 0.0)
 
     def capacity(self, b: int) -> float:
         """Rows per second one worker serves with full batches of `b` rows."""
@@ -150,6 +167,9 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
     base = [curve.time(b) for b in range(big + 1)]
     pools = [curve.jitter_pool(b) for b in range(big + 1)] if curve.jitter and rng is not None else []
     draws = rng.random(n).tolist() if pools and rng is not None else []
+    spread = curve.overhead_jitter if rng is not None else ()
+    over = [curve.overhead(b) for b in range(big + 1)] if spread else []
+    over_draws = rng.integers(0, len(spread), n).tolist() if spread and rng is not None else []
     ends: list[float] = []
     sizes: list[int] = []
     i, loop_t, free_t = 0, 0.0, 0.0
@@ -167,10 +187,13 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
             j = min(bisect.bisect_right(arr, dispatch, j), last)
         b = j - i
         s = base[b]
+        fixed = over[b] if over else 0.0
         if pools:
             pool = pools[b]
             if pool:
-                s *= pool[int(draws[len(ends)] * len(pool))]
+                s = fixed + (s - fixed) * pool[int(draws[len(ends)] * len(pool))]
+        if over:
+            s += fixed * (spread[over_draws[len(ends)]] - 1.0)
         free_t = dispatch + s
         ends.append(free_t)
         sizes.append(b)
