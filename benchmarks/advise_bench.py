@@ -511,9 +511,11 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
         for k, rate in enumerate(rates):
             time.sleep(0.5)
             before, cpu0, t0 = server.metrics(), server.cpu_s(), time.perf_counter()
+            own0 = sum(os.times()[:2])
             run = run_async(open_loop(server.port, payloads, rate, args.duration, k, args.connections))
             cpu1, t1, after = server.cpu_s(), time.perf_counter(), server.metrics()
             run["server_cores"] = (cpu1 - cpu0) / (t1 - t0)
+            run["client_cores"] = (sum(os.times()[:2]) - own0) / (t1 - t0)  # its own queueing shows
             run["server_cpu_per_request_s"] = (cpu1 - cpu0) / max(run["answered"], 1)
             run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
             run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
