@@ -9,13 +9,15 @@ every 50 ms for the peak (PSS: forked workers' shared pages counted once):
   limit   read the whole file, ONE predict_proba call on all rows, write p0/p1 to Parquet
   augury  run_batch(model, file, out) with the defaults (every core, hash keys, label + probabilities);
           augury-processes / augury-threads force an engine; augury-compiled / augury-library force
-          the evaluator (`--evaluator`; the default, auto, is the compiled one where numba is installed)
+          the evaluator (`--evaluator`; the default, auto, is the compiled one where numba is installed);
+          augury-dataset writes a prediction dataset folder (`-o out/`) instead of one file
 rows/s = rows / seconds from the start of reading to the output written (imports excluded).
 
 Run:  python benchmarks/batch_bench.py                 # makes data and model under /tmp/augury-bench once
       python benchmarks/batch_bench.py --rows 1000000  # a smaller file (separate data file)
       python benchmarks/batch_bench.py --workers 2 --by-process  # where the peak is: each process's PSS
                                                        # at the tree's peak, and its libllvmlite share
+      python benchmarks/batch_bench.py --input-format csv  # the same rows as a CSV file (made once)
 """
 
 from __future__ import annotations
@@ -63,6 +65,21 @@ def make_inputs(rows: int) -> tuple[Path, Path]:
     return data, model
 
 
+def as_csv(data: Path) -> Path:
+    """`data` written as CSV beside it, once."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    csv = data.with_suffix(".csv")
+    if not csv.exists():
+        tmp = csv.with_suffix(".csv.tmp")
+        with pacsv.CSVWriter(tmp, pq.read_schema(data)) as writer:
+            for batch in pq.ParquetFile(data).iter_batches(batch_size=65_536):
+                writer.write_batch(batch)
+        tmp.rename(csv)
+    return csv
+
+
 def child(mode: str, data: str, model: str, out: str, workers: int | None) -> None:
     if mode == "limit":
         import joblib
@@ -72,7 +89,12 @@ def child(mode: str, data: str, model: str, out: str, workers: int | None) -> No
 
         clf = joblib.load(model)
         t0 = time.perf_counter()
-        table = pq.read_table(data)
+        if data.endswith(".csv"):
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(data)
+        else:
+            table = pq.read_table(data)
         X = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
         del table
         P = clf.predict_proba(X)
@@ -87,6 +109,8 @@ def child(mode: str, data: str, model: str, out: str, workers: int | None) -> No
         evaluator = option if option in ("compiled", "library") else "auto"
         engine = option if option in ("processes", "threads") else "auto"
         options = BatchOptions(engine=engine, evaluator=evaluator, workers=workers)
+        if option == "dataset":  # -o folder/: a prediction dataset, parts and a manifest, no merge
+            out = str(Path(out).with_suffix("")) + "/"
         result = run_batch(model, data, out, options)
         seconds, rows = time.perf_counter() - t0, result.rows
     print("RESULT " + json.dumps({"mode": mode, "rows": rows, "seconds": seconds}), flush=True)
@@ -168,6 +192,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--modes", default="limit,augury")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--input-format", choices=("parquet", "csv"), default="parquet")
     ap.add_argument("--workers", type=int, default=None, help="augury's --workers (default: every core)")
     ap.add_argument("--by-process", action="store_true",
                     help="also each process's PSS at the peak, and its libllvmlite part (slower sampling)")
@@ -180,6 +205,8 @@ def main() -> None:
         child(mode, data_path, model_path, out, int(workers) or None)
         return
     data, model = make_inputs(args.rows)
+    if args.input_format == "csv":
+        data = as_csv(data)
     results = [run_mode(m, data, model, args.workers, args.by_process)
                for _ in range(args.rounds) for m in args.modes.split(",")]
     limit = max((r["rows_per_s"] for r in results if r["mode"] == "limit"), default=None)
