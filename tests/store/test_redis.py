@@ -177,6 +177,7 @@ def test_another_server_follows_a_switch_by_notification(redis_url: str, batch_o
     publisher, server = RedisStore(redis_url), RedisStore(redis_url, poll_s=60)
     try:
         publisher.publish([batch_of(["a"])], model_version="m1")
+        assert server.active() is not None  # (as a server starts: before any lookup)
         assert server.get_many(["a"])[0] is not None  # the first lookup reads the pointer and subscribes
         time.sleep(0.2)
         publisher.publish([batch_of(["a"], score=pa.array([7.0]))], model_version="m2")

@@ -119,10 +119,13 @@ class Reader:
         """Look up `keys` in the active version: one round trip (see the module docstring)."""
         if not keys:
             return []
-        current = self._current
-        if current is _UNKNOWN:
-            current = self.refresh()
+        if self._watcher is None:  # the first lookup (`active` may have read the pointer long before)
             self._watch()
+            current = self.refresh()
+        else:
+            current = self._current
+            if current is _UNKNOWN:  # (no read has succeeded yet)
+                current = self.refresh()
         if current is None:
             return [None] * len(keys)
         assert isinstance(current, Current)
