@@ -35,6 +35,7 @@ def test_report_is_self_contained_with_three_plots(tmp_path: Path, hybrid: Advic
     assert "<script" not in text and "<link" not in text
     assert "hybrid" in text and hybrid.summary.split(":")[0] in text
     assert '"mode": "hybrid"' in text  # the numbers, as JSON
+    assert "Every mode" in text and "hybrid *" in text and "verified before served" in text
 
 
 def test_report_without_traffic_still_has_three_plots(tmp_path: Path) -> None:
@@ -55,3 +56,5 @@ def test_render_reads_as_a_summary(hybrid: Advice) -> None:
     text = console.export_text()
     assert "Recommendation: HYBRID" in text and "--max-batch-size" in text
     assert "examples to precompute" in text and "Why" in text and "Limits" in text
+    assert "Every mode" in text and "cost per day" in text and "worst staleness" in text
+    assert "built-in estimates" in text  # which overheads the prediction used

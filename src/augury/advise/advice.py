@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,29 +155,39 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     return t
 
 
-def _modes_table(a: Advice) -> Table:
-    """Every mode side by side: what it costs and what it gives."""
-    t = Table(title="Every mode (cost per day at the prices; predicted latency)", title_justify="left",
-              box=None, pad_edge=False)
-    t.add_column("")
-    for o in a.options:
-        t.add_column(o.mode + (" *" if o.mode == a.mode else ""), style=_STYLE.get(o.mode, ""))
-    rows: list[tuple[str, list[str]]] = [
-        ("cores serving", [str(o.serve_cores) if o.available else "-" for o in a.options]),
-        ("refresh CPU per day", [units.duration(o.refresh_core_s_day) if o.available else "-"
-                                 for o in a.options]),
-        ("store", [units.size(o.store_bytes) if o.available else "-" for o in a.options]),
-        ("cost per day", [f"{o.cost_per_day:.3g}" if o.available else "-" for o in a.options]),
-        ("p50 / p99", [f"{units.duration(o.p50_s)} / {units.duration(o.p99_s)}" if o.available else "-"
-                       for o in a.options]),
-        ("requests answered", [units.share(o.answered_share) if o.available else "-" for o in a.options]),
-        ("worst staleness", [units.duration(o.worst_staleness_s) if o.available else "-"
-                             for o in a.options]),
-        ("verified before served", [("yes" if o.verified else f"{units.share(o.verified_share)} (head)"
-                                     if o.verified_share > 0 else "no") if o.available else "-"
-                                    for o in a.options]),
+def mode_rows(a: Advice) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Every mode side by side, for people: the column heads (the chosen mode starred) and the rows."""
+    heads = [o.mode + (" *" if o.mode == a.mode else "") for o in a.options]
+
+    def each(fn: Callable[[ModeOption], str]) -> list[str]:
+        return [fn(o) if o.available else "-" for o in a.options]
+
+    def verified(o: ModeOption) -> str:
+        if o.verified:
+            return "yes"
+        return f"{units.share(o.verified_share)} (head)" if o.verified_share else "no"
+
+    rows = [
+        ("cores serving", each(lambda o: str(o.serve_cores))),
+        ("refresh CPU per day", each(lambda o: units.duration(o.refresh_core_s_day))),
+        ("store", each(lambda o: units.size(o.store_bytes))),
+        ("cost per day", each(lambda o: f"{o.cost_per_day:.3g}")),
+        ("p50 / p99", each(lambda o: f"{units.duration(o.p50_s)} / {units.duration(o.p99_s)}")),
+        ("requests answered", each(lambda o: units.share(o.answered_share))),
+        ("worst staleness", each(lambda o: units.duration(o.worst_staleness_s))),
+        ("verified before served", each(verified)),
         ("meets every constraint", ["yes" if o.meets else "no: " + "; ".join(o.misses) for o in a.options]),
     ]
+    return heads, rows
+
+
+def _modes_table(a: Advice) -> Table:
+    t = Table(title="Every mode (cost per day at the prices; predicted latency)", title_justify="left",
+              box=None, pad_edge=False)
+    heads, rows = mode_rows(a)
+    t.add_column("")
+    for o, head in zip(a.options, heads, strict=True):
+        t.add_column(head, style=_STYLE.get(o.mode, ""))
     for name, values in rows:
         t.add_row(Text(name, style="bold"), *(Text(v) for v in values))
     return t

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from augury.advise import units
-from augury.advise.advice import Advice
+from augury.advise.advice import Advice, mode_rows
 from augury.errors import InputError, MissingExtraError
 
 FILENAME = "advice.html"
@@ -57,7 +57,7 @@ def _page(a: Advice, plots: dict[str, str]) -> str:
              f"<h1>Serving advice for {e(a.measurements.model.name)} <span class='mode {e(a.mode)}'>"
              f"{e(a.mode)}</span></h1>", f"<p>{e(a.summary)}</p>",
              _list("Why", a.reasons), _list("Limits", a.limits), "<h2>Settings</h2>",
-             _rows(_plan_rows(a))]
+             _rows(_plan_rows(a)), _modes(a)]
     for title, png in plots.items():
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{png}'>")
     if a.assumptions:
@@ -67,6 +67,15 @@ def _page(a: Advice, plots: dict[str, str]) -> str:
     parts.append("<p class='dim'>Latency under load is simulated from the measured model times (see "
                  "docs/advise.md); store sizes and scoring times are estimates scaled from the sample.</p>")
     return "\n".join([*parts, "</body></html>"])
+
+
+def _modes(a: Advice) -> str:
+    e = html.escape
+    heads, rows = mode_rows(a)
+    head = "".join(f"<th>{e(h)}</th>" for h in heads)
+    body = "".join(f"<tr><th>{e(name)}</th>" + "".join(f"<td>{e(v)}</td>" for v in values) + "</tr>"
+                   for name, values in rows)
+    return f"<h2>Every mode (cost per day at the prices)</h2><table><tr><th></th>{head}</tr>{body}</table>"
 
 
 def _list(title: str, items: tuple[str, ...]) -> str:
