@@ -2,10 +2,14 @@
 
 ``advise(model_ref, data, ...)`` measures on this machine, within a time budget, and returns an
 `Advice` (``to_dict()`` for JSON, ``render()`` for a terminal, `write_report` for an HTML page).
-`recommend` is the pure rule over a `Measurements` record (docs/advise.md states it); `predict_latency`
-simulates dynamic serving at a request rate with given batcher settings, to compare with a load test.
+`recommend` is the pure rule over a `Measurements` record (docs/advise.md states it): every mode costed
+(`ModeOption`), the cheapest that meets every constraint chosen; `predict_latency` simulates dynamic
+serving at a request rate with given batcher settings, to compare with a load test. The server's own
+work comes from `ServingOverheads`: measured by ``augury advise --calibrate`` (`calibrate`), else built in.
 
-This package does not import `augury.serve` or the CLI; its simulation reimplements the batcher's rule.
+This package imports `augury.serve` only to build batches as the server does (`measure`, when the serve
+extra is installed); its simulation reimplements the batcher's rule, and calibration runs the real
+``augury serve`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from augury.advise.measurements import (
     StoreCost,
     TrafficStats,
 )
+from augury.advise.options import ModeOption
+from augury.advise.overheads import ServingOverheads
 from augury.advise.queueing import BatcherSettings, ServiceCurve, SimResult, simulate
 from augury.advise.recommend import recommend
 from augury.advise.report import write_report
@@ -41,9 +47,11 @@ __all__ = [
     "HourStat",
     "LatencyPoint",
     "Measurements",
+    "ModeOption",
     "ModelCost",
     "Plan",
     "ServiceCurve",
+    "ServingOverheads",
     "SimResult",
     "StoreCost",
     "TrafficStats",
