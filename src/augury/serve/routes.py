@@ -11,6 +11,8 @@ answer 404 "unknown model".
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -80,7 +82,8 @@ class Routes:
         raise HTTPException(405, headers={"Allow": "POST"})
 
     async def metrics(self, request: Request) -> Response:
-        content, media_type = self.s.metrics.render()
+        # on a thread: rendering reads the store's active version (a round trip to a networked store)
+        content, media_type = await asyncio.to_thread(self.s.metrics.render)
         return Response(content, media_type=media_type)
 
     async def openapi(self, request: Request) -> Response:
