@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from augury.models import function_model
 from augury.serve.errors import INTERNAL_ERROR, STORE_UNAVAILABLE
@@ -120,14 +121,15 @@ def until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 
 @contextmanager
-def serving(live: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving(live: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`augury serve --store` on `live`, its output to server.log beside it (a pipe nobody reads would
     fill with the 503s' log lines and stop the server)."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(live.with_name("server.log"), "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "augury.cli", "serve", "--port", str(port), "--store",
-                                 f"sqlite:///{live}", "--name", STATIC], stdout=out, stderr=subprocess.STDOUT)
+                                 f"sqlite:///{live}", "--name", STATIC, "--workers", str(workers)],
+                                stdout=out, stderr=subprocess.STDOUT)
         try:
             until(lambda: proc.poll() is not None or _answers(url), 60, "augury serve")
             assert proc.poll() is None, live.with_name("server.log").read_text()
@@ -158,7 +160,9 @@ def ready(url: str) -> httpx.Response:
     return httpx.get(f"{url}/v2/health/ready", timeout=10)
 
 
-def test_a_copy_over_the_live_file_and_a_truncation_never_kill_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_copy_over_the_live_file_and_a_truncation_never_kill_the_server(tmp_path: Path,
+                                                                          workers: int) -> None:
     """A file rewritten in place is no SQLite file while it is written, and a read snapshot begun before
     may read pages of either: within `TORN_S` of each rewrite an answer may be wrong (docs/store.md);
     every other answer is right, or a clean 503."""
@@ -174,7 +178,7 @@ def test_a_copy_over_the_live_file_and_a_truncation_never_kill_the_server(tmp_pa
         torn.append((started, time.monotonic() + TORN_S))
         return started
 
-    with serving(live) as (url, proc), Lookups(url, tmp_path) as lookups:
+    with serving(live, workers) as (url, proc), Lookups(url, tmp_path) as lookups:
         until(lambda: lookups.latest("m100", 0), 10, "a first answer")
         since = rewrite(lambda: shutil.copyfile(other, live))  # cp other.db live.db, under lookups
         until(lambda: lookups.latest("m2000", since), 5, "the copied file's version")
@@ -191,11 +195,12 @@ def test_a_copy_over_the_live_file_and_a_truncation_never_kill_the_server(tmp_pa
     assert "was rewritten in place" in live.with_name("server.log").read_text()
 
 
-def test_a_deleted_republished_or_replaced_file_is_reopened(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_deleted_republished_or_replaced_file_is_reopened(tmp_path: Path, workers: int) -> None:
     live, other = tmp_path / "live.db", tmp_path / "other.db"
     build(live, 100)
     build(other, 7000, 8000, 9000)  # active: version 3, model m9000
-    with serving(live) as (url, proc), Lookups(url, tmp_path) as lookups:
+    with serving(live, workers) as (url, proc), Lookups(url, tmp_path) as lookups:
         until(lambda: lookups.latest("m100", 0), 10, "a first answer")
         for suffix in ("", "-wal", "-shm"):
             os.unlink(f"{live}{suffix}")  # rm, then publish again
