@@ -67,12 +67,15 @@ class StoreFile:
         raise NotImplementedError
 
     def _open(self, create: bool = False) -> ReaderPool:
-        """Open the file at `path`: the writer, the file's identity (`sqlite_watch`), a new reader pool."""
+        """Open the file at `path`: the writer, the file's identity (`sqlite_watch`), a new reader pool.
+        The identity is taken before connecting: a file replaced meanwhile is then noticed and reopened."""
+        before = file_id(self.path)
         writer = connect(self.path, self._busy_timeout_s, create=create)
         try:
             prepare(writer, self.path, create=create)
             self._stamps = stamps_of(writer)
-            self._file, self._sidecars = file_id(self.path), sidecars(self.path)
+            self._file = before or file_id(self.path)  # (None before: created just now)
+            self._sidecars = sidecars(self.path)
         except sqlite3.Error as exc:
             writer.close()
             raise StoreError(f"cannot open the prediction store {self.path}: {exc}") from exc
