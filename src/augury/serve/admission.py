@@ -34,6 +34,9 @@ log = logging.getLogger("augury.serve.access")
 
 #: the lifespan state key under which the app leaves its `Admission` for the protocol.
 GATE_KEY = "augury.admission"
+#: the ASGI extension (in ``scope["extensions"]``) of a request the protocol's admission limit let
+#: through (or exempted): the app does not count it against the limit again.
+ADMITTED = "augury.admitted"
 #: paths answered whatever the load (liveness and readiness probes, the metrics scrape).
 NEVER_SHED = ("/v2/health/", "/metrics")
 _NEVER_SHED_RAW = tuple(p.encode("ascii") for p in NEVER_SHED)

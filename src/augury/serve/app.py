@@ -26,7 +26,7 @@ from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.sharing import SHARE_EVERY_S
 from augury.monitor.tap import PredictionObserver
-from augury.serve.admission import ERROR, GATE_KEY, NEVER_SHED, Admission, refusal_message
+from augury.serve.admission import ADMITTED, ERROR, GATE_KEY, NEVER_SHED, Admission, refusal_message
 from augury.serve.batcher import Batcher
 from augury.serve.errors import PATH_CHARS, clipped
 from augury.serve.hot import HotDispatch
@@ -153,7 +153,7 @@ class AuguryApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and self._books.metrics.requests_in_flight >= self._max_in_flight
-                and not scope["path"].startswith(NEVER_SHED)):
+                and not scope["path"].startswith(NEVER_SHED) and ADMITTED not in scope.get("extensions", ())):
             await self._shed(scope, send)
             return
         matched = self.hot.match(scope)

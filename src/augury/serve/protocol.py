@@ -17,7 +17,8 @@ other ASGI server runs augury's app as well, with plain ASGI messages; this prot
 - **One write per response, at the end of the loop's turn.** A response is held until its last body
   message and written whole (status line, the server's default headers, the app's headers, the body):
   one system call, made with the turn's other answers once the turn's requests are all read
-  (`_TurnWriter`). A streamed response (``more_body``) goes out as it comes, chunked when it gave no length.
+  (`turns.TurnWriter`). A streamed response (``more_body``) goes out as it comes, chunked when it gave
+  no length.
 - **Headers checked once each.** A header name is checked when first seen and remembered (an app sends
   the same few names); values are checked for control characters (response splitting) every time.
 - **No event per request.** A body that has arrived by the time the app asks for it (every small request)
@@ -42,14 +43,14 @@ import asyncio
 import contextlib
 import logging
 import urllib.parse
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from starlette.types import ASGIApp, Scope
 
-from augury.serve.admission import GATE_KEY, plain_request
+from augury.serve.admission import ADMITTED, GATE_KEY, plain_request
 from augury.serve.http_cycle import STATUS_LINES, WHOLE_RESPONSE, Cycle, plain_response
+from augury.serve.turns import TurnWriter, writer_of
 
 if TYPE_CHECKING:
     from augury.serve.admission import Admission
@@ -62,49 +63,14 @@ except ModuleNotFoundError:  # only the protocol needs it (`run.http_protocol` c
 log = logging.getLogger("augury.serve.http")
 
 _EXTENSIONS: dict[str, dict[str, Any]] = {WHOLE_RESPONSE: {}}
+#: the extensions of a request under an app's admission limit: the app need not check it again.
+_ADMITTED_EXTENSIONS: dict[str, dict[str, Any]] = {**_EXTENSIONS, ADMITTED: {}}
 #: a request body buffered past this many bytes pauses reading until the app takes it.
 HIGH_WATER = 65536
 
 
 #: the server's default headers as last rendered: [the list the server state held, the bytes].
 _defaults: list[Any] = [None, b""]
-class _TurnWriter:
-    """The writes of one event loop's connections, held until the end of the loop's turn, then made in
-    order (a ``None`` closes its transport there). A turn's answers then leave together, after every
-    request that turn brought has been read: the clients, woken together, send their next requests
-    together, and the next turn finds them all at once. Writing each answer as soon as it is made wakes
-    its client at once, and the loop then turns once per request (measured on 2 cores, static lookups
-    under wrk at 32 connections: ~20,000 requests/s written at once, ~25,000 at the end of the turn)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pending: list[tuple[asyncio.Transport, bytes | None]] = []
-
-    def write(self, transport: asyncio.Transport, data: bytes | None) -> None:
-        if not self.pending:
-            self.loop.call_soon(self.flush)
-        self.pending.append((transport, data))
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        for transport, data in pending:
-            if transport.is_closing():
-                continue
-            if data is None:
-                transport.close()
-            else:
-                transport.write(data)
-
-
-#: each event loop's `_TurnWriter` (a server has one loop; the tests run several, one per thread).
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnWriter] = weakref.WeakKeyDictionary()
-
-
-def _writer(loop: asyncio.AbstractEventLoop) -> _TurnWriter:
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = _TurnWriter(loop)
-    return writer
 
 
 class AuguryHttpProtocol(asyncio.Protocol):
@@ -145,7 +111,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
             # a request saying "Connection: close" followed by more bytes is answered, then closed
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.transport: asyncio.Transport | None = None
-        self.writer: _TurnWriter | None = None
+        self.writer: TurnWriter | None = None
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
@@ -169,7 +135,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.state.connections.add(self)
         self.transport = transport = cast(asyncio.Transport, transport)
-        self.writer = _writer(self.loop)
+        self.writer = writer_of(self.loop)
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
         if transport.get_extra_info("sslcontext"):
@@ -197,6 +163,9 @@ class AuguryHttpProtocol(asyncio.Protocol):
         if (gate is not None and gate.admitted >= gate.limit and self.phase == "idle"
                 and self._refuse_plain(data)):
             return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -254,7 +223,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
             "method": parser.get_method().decode("ascii"), "root_path": self.root_path,
             "path": self.root_path + path, "raw_path": self.root_path.encode("ascii") + raw_path,
             "query_string": url.query or b"", "headers": self.headers, "state": self.app_state.copy(),
-            "extensions": _EXTENSIONS,
+            "extensions": _EXTENSIONS if gate is None else _ADMITTED_EXTENSIONS,
         }
         cycle = Cycle(self, scope, keep_alive=version != "1.0" and parser.should_keep_alive(),
                       expect_continue=self.expect_continue)
@@ -361,7 +330,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         return head
 
     def write(self, data: bytes) -> None:
-        """Write `data` at the end of this loop turn (`_TurnWriter`)."""
+        """Write `data` at the end of this loop turn (`turns.TurnWriter`)."""
         if self.transport is not None and self.writer is not None and not self.transport.is_closing():
             self.writer.write(self.transport, data)
 
