@@ -27,7 +27,7 @@ def test_calibration_measures_a_real_server(measured: ServingOverheads) -> None:
     assert 0 < measured.per_batch_inline_s < 5e-3 and 0 < measured.per_batch_hop_s < 5e-3
     assert 1e-6 < measured.round_trip_s < 50e-3
     details = dict(measured.details)
-    assert details["inline_rows_per_call_heavy"] > details["inline_rows_per_call_light"]  # batches formed
+    assert details["inline_full_rows_per_call"] > details["inline_light_rows_per_call"]  # batches formed
 
 
 def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path) -> None:
