@@ -13,22 +13,33 @@ Measures, in one run:
   as a server's request handling evicts the CPU caches (in-process timings flatter a store otherwise);
 - the cost of noticing a switch (``PRAGMA data_version``) against reading the pointer row.
 With `--variants`, also raw SQLite load layouts (no augury code) to justify the one the store uses.
+With `--redis URL` (or `--redis local`: a private redis-server started for the run on a free loopback
+port, no persistence), the Redis store in the same run: publish rows/s with one writer and with
+`--redis-writers` processes writing parts of one publish (`join_publish`), lookup latency for 1 and 100
+keys from the client (a round trip each), and memory per stored prediction (MEMORY USAGE of sampled
+keys, and the server's used_memory before and after one publish, per row).
 
     python benchmarks/store_bench.py --rows 1000000 --out store_bench.json
+    python benchmarks/store_bench.py --rows 1000000 --redis local --redis-writers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import platform
+import shutil
+import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +228,131 @@ def bench_variants(batches: list[pa.RecordBatch], folder: str) -> dict[str, dict
     return out
 
 
+@contextlib.contextmanager
+def local_redis() -> Iterator[str]:
+    """A private redis-server on a free loopback port (no persistence) for the run; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--redis local needs redis-server on PATH (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="augury-bench-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                             "no", "--dir", folder], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: the key prefix of the parallel publish (its own store in the same database).
+PARALLEL_PREFIX = "parallel"
+
+
+def _write_part(url: str, version: str, rows: int, part: int, parts: int, ready: Any, go: Any,
+                done: Any) -> None:
+    """A writer process: its share of the batches (every `parts`-th), into the publish `version`; puts
+    the monotonic time it finished in `done` (a process's exit is not part of the publish)."""
+    from augury.store.redis_store import RedisStore
+
+    batches = make_batches(rows)[part::parts]
+    store = RedisStore(url, prefix=PARALLEL_PREFIX)
+    handle = store.join_publish(version)
+    ready.release()
+    go.wait()
+    for batch in batches:
+        handle.write(batch)
+    done.put(time.monotonic())
+    store.close()
+
+
+def bench_redis_parallel(url: str, rows: int, writers: int) -> dict[str, Any]:
+    """One publish written by `writers` processes (batches generated before the clock starts)."""
+    from augury.store.redis_store import RedisStore
+
+    store = RedisStore(url, prefix=PARALLEL_PREFIX)
+    handle = store.begin_publish(model_version="bench")
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, done = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_write_part, args=(url, handle.version, rows, i, writers, ready, go, done))
+             for i in range(writers)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        if not ready.acquire(timeout=600):
+            raise SystemExit(f"a writer did not get ready (exit codes {[p.exitcode for p in procs]})")
+    start = time.monotonic()
+    go.set()
+    finished = max(done.get(timeout=600) for _ in procs)
+    handle.commit()
+    seconds = max(finished, time.monotonic()) - start
+    for p in procs:
+        p.join()
+    info = store.active()
+    assert info is not None and info.row_count == rows, info
+    store.gc(keep=0)
+    store.close()
+    return {"rows": rows, "writers": writers, "seconds": round(seconds, 3),
+            "rows_per_s": round(rows / seconds)}
+
+
+def redis_memory(url: str, batches: list[pa.RecordBatch], keys: list[str]) -> dict[str, float]:
+    """Bytes per stored prediction: MEMORY USAGE of 2,000 sampled keys, and used_memory per row of a
+    publish into an otherwise empty database."""
+    import redis
+
+    from augury.store.redis_store import RedisStore
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    before = int(client.info("memory")["used_memory"])
+    store = RedisStore(url)
+    info = store.publish(batches, model_version="bench")
+    after = int(client.info("memory")["used_memory"])
+    rng = np.random.default_rng(2)
+    sample = [keys[i] for i in rng.integers(0, len(keys), 2_000)]
+    ns = store.keys.namespace(info.version)
+    usage = [client.memory_usage(ns + k, samples=0) or 0 for k in sample]
+    store.close()
+    client.close()
+    return {"memory_usage_bytes": round(float(np.mean(usage)), 1),
+            "used_memory_bytes_per_row": round((after - before) / len(keys), 1)}
+
+
+def bench_redis(url: str, batches: list[pa.RecordBatch], keys: list[str], args: argparse.Namespace,
+                results: dict[str, Any]) -> None:
+    """The Redis store's publish, lookups and memory, into `results` beside the other backends."""
+    from augury.store.redis_store import RedisStore
+
+    def fresh() -> RedisStore:
+        store = RedisStore(url)
+        store.client.flushall()
+        return store
+
+    results["publish"]["redis"] = bench_publish(fresh, batches, args.repeat)
+    if args.redis_writers > 1:
+        fresh().close()
+        results["publish"][f"redis, {args.redis_writers} writers"] = bench_redis_parallel(
+            url, args.rows, args.redis_writers)
+    results["redis_memory"] = redis_memory(url, batches, keys)
+    store = RedisStore(url)
+    results["lookup"]["redis"] = {"1_key": bench_lookup(store.get_many, keys, 1, args.calls),
+                                  "100_keys": bench_lookup(store.get_many, keys, 100, args.calls_100)}
+    store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true", help="also time raw SQLite load layouts")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temp dir)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--redis", default=None,
+                        help="a Redis URL (its database is flushed!), or 'local' for a private server")
+    parser.add_argument("--redis-writers", type=int, default=2,
+                        help="processes of the parallel Redis publish")
     args = parser.parse_args(argv)
 
     batches = make_batches(args.rows)
@@ -274,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         results["switch_check"] = bench_switch_check(path)
         if args.variants:
             results["sqlite_load_variants"] = bench_variants(batches, folder)
+        if args.redis == "local":
+            with local_redis() as url:
+                bench_redis(url, batches, keys, args, results)
+        elif args.redis:
+            bench_redis(args.redis, batches, keys, args, results)
     print(markdown(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -289,6 +434,9 @@ def markdown(r: dict[str, Any]) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for name, p in r["publish"].items():
+        if "writers" in p:
+            lines.append(f"| {name} | {p['rows_per_s']:,} | | {p['seconds']} |")
+            continue
         lines.append(f"| {name} | {p['best_rows_per_s']:,} | {p['median_rows_per_s']:,} | {p['seconds']} |")
     lines += [
         "",
@@ -307,6 +455,10 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     for name, one in r["single_key"].items():
         lines.append(f"| {name} | {one['p50_us']} | {one['p99_us']} | {one['mean_us']} |")
+    if "redis_memory" in r:
+        m = r["redis_memory"]
+        lines += ["", f"Redis memory per stored prediction: MEMORY USAGE {m['memory_usage_bytes']} bytes, "
+                      f"used_memory {m['used_memory_bytes_per_row']} bytes per row"]
     sc = r["switch_check"]
     lines += [
         "",
