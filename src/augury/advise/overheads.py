@@ -44,8 +44,8 @@ class ServingOverheads:
     machine: str | None = None
     path: str | None = None
     details: tuple[tuple[str, float], ...] = ()
-    #: the server's call-to-call spread: one-row predicts' round trips, one at a time, divided by their
-    #: median (percentiles 0.5, 1.5, ... 99.5); empty for the built-in estimates.
+    #: the server's call-to-call spread: one-row predicts' latencies at a light Poisson load divided by
+    #: their mean (percentiles 0.5, 1.5, ... 99.5); empty for the built-in estimates.
     jitter: tuple[float, ...] = ()
 
     def per_batch_s(self, call_s: float) -> float:

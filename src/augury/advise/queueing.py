@@ -49,7 +49,7 @@ class ServiceCurve:
     p50_s: tuple[float, ...]
     jitter: tuple[tuple[float, ...], ...] = ()
     #: the part of `p50_s[i]` that is the server's own work (not the model's), and its call-to-call
-    #: factors (the server's round trips divided by their median, from calibration): when given, the
+    #: factors (the server's latencies divided by their mean, from calibration): when given, the
     #: model's part draws from `jitter` and this part from `overhead_jitter`, independently.
     overhead_s: tuple[float, ...] = ()
     overhead_jitter: tuple[float, ...] = ()
