@@ -26,25 +26,22 @@ keys, and the server's used_memory before and after one publish, per row).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import os
 import platform
-import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from redis_local import local_redis
 
 from augury.store import MemoryStore, SQLiteStore, sqlite
 from augury.store.sqlite import DEFAULT_SNAPSHOT_S
@@ -226,35 +223,6 @@ def bench_variants(batches: list[pa.RecordBatch], folder: str) -> dict[str, dict
     load("rowid_index_after_1row", rowid, 1, False, True)
     load("rowid_index_after_128rows", rowid, 128, False, True)
     return out
-
-
-@contextlib.contextmanager
-def local_redis() -> Iterator[str]:
-    """A private redis-server on a free loopback port (no persistence) for the run; its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("--redis local needs redis-server on PATH (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tempfile.mkdtemp(prefix="augury-bench-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                             "no", "--dir", folder], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 #: the key prefix of the parallel publish (its own store in the same database).
