@@ -28,6 +28,8 @@ def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
     empty.write_text("")
     assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, "empty")
     assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2, "qps")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--core-cost", "0"), 2, "core_cost")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--store-cost", "-1"), 2, "store_cost")
 
 
 @pytest.mark.slow
