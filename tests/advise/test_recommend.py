@@ -99,6 +99,10 @@ def test_a_hybrid_needs_a_head_that_answers_a_real_share() -> None:
     hybrid = a.option("hybrid")
     assert a.mode == "dynamic" and hybrid is not None and not hybrid.available
     assert any(f"at least {HYBRID_MIN_HEAD_SHARE * 100:g} %" in x for x in hybrid.misses)
+    off = recommend(measurements(SLOW, 1000, traffic(0.0, distinct=1000)), Goals(10, 200, 3600, 2))
+    hybrid = off.option("hybrid")
+    assert off.mode == "dynamic" and hybrid is not None and not hybrid.available
+    assert "catalogue example" in hybrid.misses[0]
 
 
 def test_target_impossible_on_any_cores() -> None:

@@ -167,8 +167,10 @@ def dynamic_option(f: Facts) -> ModeOption:
 
 def hybrid_option(f: Facts) -> ModeOption:
     t = f.m.traffic
-    if t is None or f.share is None or not t.coverage:
+    if t is None or f.share is None:
         return _no_hybrid(f, "without a traffic log there is no head to choose")
+    if not t.coverage or t.ranked_keys == 0:
+        return _no_hybrid(f, "no logged request is for a catalogue example: a hybrid would have no head")
     capacity = f.per_core * f.cores
     head = t.head_for_share(1 - TAIL_MARGIN * capacity / f.qps)
     if head is None:
