@@ -169,12 +169,14 @@ def mode_rows(a: Advice) -> tuple[list[str], list[tuple[str, list[str]]]]:
 
     rows = [
         ("cores serving", each(lambda o: str(o.serve_cores))),
-        ("refresh CPU per day", each(lambda o: units.duration(o.refresh_core_s_day))),
+        ("refresh CPU per day", each(lambda o: units.duration(o.refresh_core_s_day) if o.head_size
+                                     else "none")),
         ("store", each(lambda o: units.size(o.store_bytes))),
         ("cost per day", each(lambda o: f"{o.cost_per_day:.3g}")),
         ("p50 / p99", each(lambda o: f"{units.duration(o.p50_s)} / {units.duration(o.p99_s)}")),
         ("requests answered", each(lambda o: units.share(o.answered_share))),
-        ("worst staleness", each(lambda o: units.duration(o.worst_staleness_s))),
+        ("worst staleness", each(lambda o: units.duration(o.worst_staleness_s) if o.head_size
+                                 else "none (computed on request)")),
         ("verified before served", each(verified)),
         ("meets every constraint", ["yes" if o.meets else "no: " + "; ".join(o.misses) for o in a.options]),
     ]
