@@ -109,7 +109,7 @@ class Client:
                 run.finished.set()
 
 
-def app_and_request(system: str) -> tuple[Any, Callable[[], bytes]]:
+def app_and_request(system: str, monitor: bool = True) -> tuple[Any, Callable[[], bytes]]:
     w = prepare(WORK)
     keys = (w.work / "keys.txt").read_text().split()
     body = (w.work / "body_v1.json").read_bytes()
@@ -127,11 +127,17 @@ def app_and_request(system: str) -> tuple[Any, Callable[[], bytes]]:
 
         return bare_server.app, post if system == "bare" else get
     from augury.serve.run import build_app
-    from augury.serve.settings import LaunchConfig
+    from augury.serve.settings import LaunchConfig, ServeSettings
 
+    # monitoring as `augury serve` does it by default: a static server watches its predictions against the
+    # active version's profile; a dynamic one needs a reference (the catalogue the model scored).
+    # --monitor off: the same server with the monitor's sampling at 0.
     if system == "static":
-        return build_app(LaunchConfig(store_url=w.store_url)), get
-    return build_app(LaunchConfig(model_ref=str(w.model))), post
+        settings = ServeSettings(monitor_sample=1.0 if monitor else 0.0)
+        return build_app(LaunchConfig(store_url=w.store_url, settings=settings)), get
+    settings = ServeSettings(reference=str(w.work / "catalogue.parquet") if monitor else None,
+                             monitor_sample=1.0 if monitor else 0.0)
+    return build_app(LaunchConfig(model_ref=str(w.model), settings=settings)), post
 
 
 async def main() -> None:
@@ -141,6 +147,8 @@ async def main() -> None:
                     help="augury (AuguryHttpProtocol), plain (uvicorn's httptools protocol) or module:Class")
     ap.add_argument("--conns", type=int, default=32, help="concurrent clients [32]")
     ap.add_argument("--n", type=int, default=20000, help="requests measured, after 2,000 of warm-up [20000]")
+    ap.add_argument("--monitor", choices=["on", "off"], default="on",
+                    help="data monitoring (drift) as augury serve runs it by default, or off [on]")
     args = ap.parse_args()
     import uvicorn
     from uvicorn.lifespan.on import LifespanOn
@@ -153,7 +161,7 @@ async def main() -> None:
     else:
         module, _, name = args.proto.partition(":")
         protocol_class = getattr(importlib.import_module(module), name)
-    app, request = app_and_request(args.system)
+    app, request = app_and_request(args.system, args.monitor == "on")
     loop = asyncio.get_running_loop()
     config = uvicorn.Config(app, lifespan="on", access_log=False, server_header=False, log_level="warning")
     config.load()
@@ -175,7 +183,8 @@ async def main() -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         for client in clients:
             client.protocol.connection_lost(None)
-    print(json.dumps({"system": args.system, "proto": args.proto, "conns": args.conns, "requests": args.n,
+    print(json.dumps({"system": args.system, "proto": args.proto, "monitor": args.monitor, "conns": args.conns,
+                      "requests": args.n,
                       "cpu_us_per_request": round(cpu / args.n * 1e6, 1),
                       "wall_us_per_request": round(wall / args.n * 1e6, 1)}))
     await lifespan.shutdown()

@@ -3,14 +3,20 @@ request's path; a slow observer loses samples (counted), never requests."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pytest
 
+from augury.models import Model
 from augury.monitor.tap import Observation
 from augury.serve import ServeSettings, create_app
 from augury.store import SQLiteStore
@@ -101,3 +107,79 @@ def test_sampling_offers_a_share_of_requests(client: httpx.Client) -> None:
 def test_no_observers_no_tap(client: httpx.Client) -> None:
     app = create_app(ServeSettings(), add_model(), None)
     assert app.state.service.tap is None
+
+
+def _monitor_toml(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "monitor.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> list[dict[str, float]]:
+    """`n` rows drawn as the reference's features are (`make_features`), f0 moved by `shift`."""
+    x = rng.normal(size=(n, 4))
+    x[:, 0] += shift
+    return [{f"f{j}": float(v) for j, v in enumerate(row)} for row in x]
+
+
+def _gauge(metrics: str, name: str, **labels: str) -> float | None:
+    """The value of sample `name` with exactly `labels` (in any order) in a scrape, or None."""
+    for found, value in re.findall(rf"^{name}\{{(.*)\}} (\S+)$", metrics, re.MULTILINE):
+        if dict(re.findall(r'(\w+)="([^"]*)"', found)) == labels:
+            return float(value)
+    return None
+
+
+def _windows(metrics: str, source: str = "dynamic") -> float:
+    return _sample(metrics, f'augury_drift_windows_total{{source="{source}"}}')
+
+
+def _firing(metrics: str) -> dict[str, float]:
+    """``alert kind source column`` -> 0/1 for every alert state in a scrape."""
+    found = {}
+    for labels, value in re.findall(r"^augury_alert_firing\{(.*)\} (\S+)$", metrics, re.MULTILINE):
+        named = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        found[" ".join(named[k] for k in ("alert", "kind", "source", "column"))] = float(value)
+    return found
+
+
+def test_a_shifted_feature_fires_its_drift_alert_and_reference_traffic_none(
+        client: httpx.Client, hgb: Model, features_parquet: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Windows of 10 requests of 50 rows (500 rows): 30 windows of traffic drawn like the reference raise no
+    alert; then f0 moved by one standard deviation fires f0's alert (input, dynamic) in the first window
+    made of shifted traffic, and no other feature's; back to the reference, it resolves."""
+    config = _monitor_toml(tmp_path, "[window]\nrequests = 10\nseconds = 3600\nmin_rows = 200\n")
+    app = create_app(ServeSettings(reference=str(features_parquet), monitor_config=config), hgb, None)
+    rng = np.random.default_rng(5)
+    url_path = "/v1/models/hgb:predict"
+
+    def send(requests: int, shift: float = 0.0) -> None:
+        for _ in range(requests):
+            r = client.post(f"{server.url}{url_path}", json={"instances": _rows(rng, 50, shift)})
+            assert r.status_code == 200
+
+    def windows_past(n: float) -> str | None:
+        text = client.get(f"{server.url}/metrics").text
+        return text if _windows(text) >= n else None
+
+    with caplog.at_level(logging.INFO, logger="augury.monitor.alerts"), LiveServer(app) as server:
+        for window in range(1, 31):  # one window at a time: each is made of its own traffic only
+            send(10)
+            quiet = until(lambda n=window: windows_past(n))  # type: ignore[misc]
+        assert not any(v for v in _firing(quiet).values())
+        f0 = {"kind": "input", "source": "dynamic", "column": "f0"}
+        assert (_gauge(quiet, "augury_drift_psi", **f0) or 1.0) < 0.2
+        send(10, shift=1.0)
+        shifted = until(lambda: windows_past(31))
+        firing = {k for k, v in _firing(shifted).items() if v}
+        assert "drift input dynamic f0" in firing
+        assert not {f"drift input dynamic f{j}" for j in (1, 2, 3)} & firing
+        assert (_gauge(shifted, "augury_drift_psi", **f0) or 0.0) > 0.2
+        send(10)
+        back = until(lambda: windows_past(32))
+        assert _firing(back)["drift input dynamic f0"] == 0
+    said = [json.loads(r.getMessage()) for r in caplog.records if r.name == "augury.monitor.alerts"]
+    f0 = [s for s in said if s.get("column") == "f0" and s["kind"] == "input"]
+    assert [s["state"] for s in f0] == ["firing", "resolved"]
+    assert f0[0]["value"] > f0[0]["limit"] == 0.2 and "f0" in f0[0]["message"]

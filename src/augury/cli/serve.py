@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import click
@@ -147,6 +148,34 @@ from ._common import evaluator_option, reporting
 )
 @evaluator_option
 @click.option(
+    "--reference",
+    default=None,
+    metavar="DATA",
+    help="Data the served inputs should look like (Parquet or CSV, e.g. the validation set): the "
+    "reference for drift [the model manifest's, else the store's active version's profiles].",
+)
+@click.option(
+    "--monitor-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="TOML",
+    help="Drift windows and alert limits (see docs/monitor.md).",
+)
+@click.option(
+    "--monitor-sample",
+    type=click.FloatRange(0, 1),
+    default=1.0,
+    show_default=True,
+    help="Share of answered requests the monitor looks at (0: none).",
+)
+@click.option(
+    "--monitor-queue",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Requests waiting for the monitor before new ones are dropped from it (never from serving).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -179,6 +208,10 @@ def serve(
     allow_name_mismatch: bool,
     model_threads: int,
     evaluator: str,
+    reference: str | None,
+    monitor_config: str | None,
+    monitor_sample: float,
+    monitor_queue: int,
     log_level: str,
 ) -> int:
     """Serve predictions over HTTP: from a store (static), a model (dynamic), or both (hybrid)."""
@@ -204,6 +237,10 @@ def serve(
         require_version_match=require_version_match,
         trust_keys=trust_keys,
         allow_name_mismatch=allow_name_mismatch,
+        reference=str(Path(reference).resolve()) if reference else None,  # (workers start elsewhere)
+        monitor_config=str(Path(monitor_config).resolve()) if monitor_config else None,
+        monitor_sample=monitor_sample,
+        monitor_queue=monitor_queue,
     )
     if write_back_to == "store" and store_url is None:
         raise ConfigError("--write-back-to store needs a store (--store)")

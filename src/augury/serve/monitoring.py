@@ -2,26 +2,62 @@
 
 The tap (`monitor.tap`) takes each answered request off the data plane (`Service._served`) to the
 observers' thread. This module decides which observers a server gets from its settings, its model and its
-store, so that `create_app` only starts and stops the tap.
+store, so that `create_app` only starts and stops the tap:
+
+- live drift (`monitor.drift.DriftWatch`) whenever a reference is known (`monitor.reference`:
+  ``--reference``, the model's manifest, or the store's active version), with the windows and limits of
+  ``--monitor-config`` (`monitor.config`);
+- the caller's own observers (`create_app(observers=...)`).
+
+The alert states (`monitor.alerts.AlertBook`) and every observer's gauges are exported with the server's
+other metrics.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+from augury.errors import StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
+from augury.monitor.alerts import AlertBook
+from augury.monitor.config import load_monitor_config
+from augury.monitor.drift import DriftWatch
+from augury.monitor.reference import reference_for
 from augury.monitor.tap import PredictionObserver, Tap
 from augury.serve.settings import ServeSettings
-from augury.store import PredictionStore
+from augury.store import PredictionStore, VersionInfo
+
+log = logging.getLogger(__name__)
 
 
 def build_tap(settings: ServeSettings, model: Model | None, store: PredictionStore | None,
               metrics: ServeMetrics, observers: Sequence[PredictionObserver] = ()) -> Tap:
-    """The tap of one app, with `observers` (the caller's) and those the settings ask for; its queue
-    depth exported in `metrics`. A tap without observers (or with ``monitor_sample`` 0) does nothing."""
+    """The tap of one app and its observers (see the module docstring), their metrics registered in
+    `metrics`. ConfigError for a bad settings file; InputError for reference data that cannot be read.
+    A tap without observers (or with ``monitor_sample`` 0) does nothing."""
+    config = load_monitor_config(settings.monitor_config)
+    alerts = AlertBook()
+    metrics.registry.register(alerts)
     chosen = list(observers)
+    drift = None
+    if settings.monitor_sample > 0:
+        reference = reference_for(model, settings.reference, _active(store))
+        if reference is not None:
+            inputs = model.info.inputs.names if model is not None else None
+            drift = DriftWatch(reference, inputs, config, alerts)
+            metrics.registry.register(drift)
+            chosen.append(drift)
+            log.info("watching drift against %s", reference.source)
     tap = Tap(chosen, metrics.monitor_samples, sample=settings.monitor_sample,
               capacity=settings.monitor_queue)
     metrics.watch_monitor(lambda: tap.depth)
     return tap
+
+
+def _active(store: PredictionStore | None) -> VersionInfo | None:
+    try:
+        return store.active() if store is not None else None
+    except StoreError:  # (said elsewhere: the server starts, and its readiness tells)
+        return None

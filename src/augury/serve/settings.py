@@ -85,6 +85,11 @@ class ServeSettings:
     #: most answered requests waiting for the monitor's observers; past it new ones are dropped (and
     #: counted), never waited for.
     monitor_queue: int = 1024
+    #: data the served inputs are compared with for drift (Parquet or CSV, e.g. the validation set);
+    #: None: the model's manifest's ``reference``, else the store's active version (`monitor.reference`).
+    reference: str | None = None
+    #: the monitor's settings file (TOML: windows, drift limits, alerts; `monitor.config`); None: defaults.
+    monitor_config: str | None = None
 
     def __post_init__(self) -> None:
         positive = {

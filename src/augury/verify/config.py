@@ -124,7 +124,7 @@ def load_checks(path: str | Path | None) -> Checks:
 
 def checks_from_dict(data: Mapping[str, Any], path: Path | None = None) -> Checks:
     """Checks from an already-parsed mapping (the TOML document); `path` names the file in errors."""
-    p = _Parser(path)
+    p = TomlReader(path)
     p.known(data, "", {"min_rows", "max_rows", "max_row_change", "finite", "ranges", "probabilities",
                        "class_shares", "drift", "golden"})
     rows_check = RowsCheck(
@@ -149,13 +149,13 @@ def checks_from_dict(data: Mapping[str, Any], path: Path | None = None) -> Check
             enabled=p.boolean(proba, "probabilities.enabled", True),
             sum_tolerance=p.number(proba, "probabilities.sum_tolerance", 1e-6, low=0)),
         class_shares=_class_shares(p, p.table(data, "class_shares")),
-        drift=_drift(p, p.table(data, "drift")),
+        drift=drift_check(p, p.table(data, "drift")),
         golden=_golden(p, data.get("golden")),
         source=path,
     )
 
 
-def _class_shares(p: _Parser, t: Mapping[str, Any]) -> ClassSharesCheck:
+def _class_shares(p: TomlReader, t: Mapping[str, Any]) -> ClassSharesCheck:
     scalars = {"enabled", "min", "max", "collapse_min_rows"}
     labels: dict[str, Range] = {}
     for key, value in t.items():
@@ -175,7 +175,8 @@ def _class_shares(p: _Parser, t: Mapping[str, Any]) -> ClassSharesCheck:
     )
 
 
-def _drift(p: _Parser, t: Mapping[str, Any]) -> DriftCheck:
+def drift_check(p: TomlReader, t: Mapping[str, Any]) -> DriftCheck:
+    """The ``[drift]`` table (also read by the monitor's settings file: one format for both)."""
     p.known(t, "drift", {"enabled", "psi_max", "epsilon"})
     return DriftCheck(
         enabled=p.boolean(t, "drift.enabled", True),
@@ -184,7 +185,7 @@ def _drift(p: _Parser, t: Mapping[str, Any]) -> DriftCheck:
     )
 
 
-def _golden(p: _Parser, value: Any) -> GoldenCheck | None:
+def _golden(p: TomlReader, value: Any) -> GoldenCheck | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -208,15 +209,17 @@ def _golden(p: _Parser, value: Any) -> GoldenCheck | None:
     )
 
 
-class _Parser:
-    """Typed reads from the parsed TOML, each error naming the key and the file."""
+class TomlReader:
+    """Typed reads from the parsed TOML, each error naming the key and the file (`what` it holds: the
+    checks here, the monitor's settings in `augury.monitor.config`)."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, what: str = "checks") -> None:
         self.path = path
+        self.what = what
 
     def error(self, message: str) -> ConfigError:
         where = f" in {self.path}" if self.path is not None else ""
-        return ConfigError(f"checks{where}: {message}")
+        return ConfigError(f"{self.what}{where}: {message}")
 
     def known(self, t: Mapping[str, Any], where: str, keys: set[str]) -> None:
         for key in t:
