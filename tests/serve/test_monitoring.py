@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from augury.errors import ConfigError
 from augury.models import Model
 from augury.monitor.tap import Observation
 from augury.serve import ServeSettings, create_app
@@ -183,3 +184,32 @@ def test_a_shifted_feature_fires_its_drift_alert_and_reference_traffic_none(
     f0 = [s for s in said if s.get("column") == "f0" and s["kind"] == "input"]
     assert [s["state"] for s in f0] == ["firing", "resolved"]
     assert f0[0]["value"] > f0[0]["limit"] == 0.2 and "f0" in f0[0]["message"]
+
+
+def test_the_staleness_alert_fires_past_the_limit_and_resolves_with_a_new_version(
+        client: httpx.Client, sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    publish_values(sqlite_store, ["k1"], [1.0])
+    app = create_app(ServeSettings(max_staleness_s=2.0, name="catalogue"), None, sqlite_store)
+
+    def staleness(firing: float) -> str | None:
+        text = client.get(f"{server.url}/metrics").text
+        return text if _gauge(text, "augury_alert_firing", alert="staleness", kind="", source="",
+                              column="") == firing else None
+
+    with caplog.at_level(logging.INFO, logger="augury.monitor.alerts"), LiveServer(app) as server:
+        fresh = until(lambda: staleness(0.0))
+        assert _sample(fresh, "augury_store_max_staleness_seconds") == 2.0
+        assert _sample(fresh, "augury_store_version_age_seconds") < 2.0
+        stale = until(lambda: staleness(1.0), timeout_s=10)
+        assert _sample(stale, "augury_store_version_age_seconds") > 2.0
+        assert client.get(f"{server.url}/v1/models/catalogue/predictions/k1").status_code == 200  # (served)
+        publish_values(sqlite_store, ["k1"], [2.0])
+        until(lambda: staleness(0.0), timeout_s=1.9)  # (before the new version is stale in its turn)
+    said = [json.loads(r.getMessage()) for r in caplog.records if r.name == "augury.monitor.alerts"]
+    assert [s["state"] for s in said if s["alert"] == "staleness"] == ["firing", "resolved"]
+    assert "--max-staleness" in said[0]["message"] and said[0]["value"] > said[0]["limit"] == 2.0
+
+
+def test_max_staleness_needs_a_store() -> None:
+    with pytest.raises(ConfigError, match="give --store"):
+        create_app(ServeSettings(max_staleness_s=60.0), add_model(), None)

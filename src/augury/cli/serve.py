@@ -162,6 +162,12 @@ from ._common import evaluator_option, reporting
     help="Drift windows and alert limits (see docs/monitor.md).",
 )
 @click.option(
+    "--max-staleness",
+    default=None,
+    metavar="DURATION",
+    help="Alert when the store's active version was published longer ago than this, e.g. 1d.",
+)
+@click.option(
     "--monitor-sample",
     type=click.FloatRange(0, 1),
     default=1.0,
@@ -210,6 +216,7 @@ def serve(
     evaluator: str,
     reference: str | None,
     monitor_config: str | None,
+    max_staleness: str | None,
     monitor_sample: float,
     monitor_queue: int,
     log_level: str,
@@ -241,6 +248,7 @@ def serve(
         monitor_config=str(Path(monitor_config).resolve()) if monitor_config else None,
         monitor_sample=monitor_sample,
         monitor_queue=monitor_queue,
+        max_staleness_s=parse_duration(max_staleness, "--max-staleness") if max_staleness else None,
     )
     if write_back_to == "store" and store_url is None:
         raise ConfigError("--write-back-to store needs a store (--store)")

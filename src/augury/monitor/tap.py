@@ -102,7 +102,7 @@ class Tap:
             raise ValueError(f"capacity must be at least 1, not {capacity!r}")
         self.observers = list(observers)
         self.capacity = capacity
-        self.sample = sample if self.observers else 0.0
+        self.sample = sample if self.observers else 0.0  # (0: nothing is offered; observers still run)
         self._queue: collections.deque[Observation] = collections.deque()
         self._credit = 0.0
         self._queued = samples.labels("queued")
@@ -130,8 +130,8 @@ class Tap:
         self._queued.value += 1
 
     def start(self) -> None:
-        """Start the observers' thread (nothing to do without observers or sampling)."""
-        if self._thread is not None or not self.sample:
+        """Start the observers' thread (nothing to do without observers)."""
+        if self._thread is not None or not self.observers:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="augury-monitor", daemon=True)

@@ -7,6 +7,7 @@ store, so that `create_app` only starts and stops the tap:
 - live drift (`monitor.drift.DriftWatch`) whenever a reference is known (`monitor.reference`:
   ``--reference``, the model's manifest, or the store's active version), with the windows and limits of
   ``--monitor-config`` (`monitor.config`);
+- staleness of the store's active version (`monitor.staleness`) with ``--max-staleness``;
 - the caller's own observers (`create_app(observers=...)`).
 
 The alert states (`monitor.alerts.AlertBook`) and every observer's gauges are exported with the server's
@@ -18,13 +19,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from augury.errors import StoreError
+from augury.errors import ConfigError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.alerts import AlertBook
 from augury.monitor.config import load_monitor_config
 from augury.monitor.drift import DriftWatch
 from augury.monitor.reference import reference_for
+from augury.monitor.staleness import StalenessWatch
 from augury.monitor.tap import PredictionObserver, Tap
 from augury.serve.settings import ServeSettings
 from augury.store import PredictionStore, VersionInfo
@@ -44,12 +46,18 @@ def build_tap(settings: ServeSettings, model: Model | None, store: PredictionSto
     drift = None
     if settings.monitor_sample > 0:
         reference = reference_for(model, settings.reference, _active(store))
-        if reference is not None:
+        if reference is not None and (reference.inputs is not None or reference.predictions is not None):
             inputs = model.info.inputs.names if model is not None else None
             drift = DriftWatch(reference, inputs, config, alerts)
             metrics.registry.register(drift)
             chosen.append(drift)
             log.info("watching drift against %s", reference.source)
+    if settings.max_staleness_s is not None:
+        if store is None:
+            raise ConfigError("--max-staleness watches the prediction store's active version; give --store")
+        staleness = StalenessWatch(store, settings.max_staleness_s, alerts)
+        metrics.registry.register(staleness)
+        chosen.append(staleness)
     tap = Tap(chosen, metrics.monitor_samples, sample=settings.monitor_sample,
               capacity=settings.monitor_queue)
     metrics.watch_monitor(lambda: tap.depth)

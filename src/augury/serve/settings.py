@@ -90,6 +90,9 @@ class ServeSettings:
     reference: str | None = None
     #: the monitor's settings file (TOML: windows, drift limits, alerts; `monitor.config`); None: defaults.
     monitor_config: str | None = None
+    #: seconds after its publication that the store's active version is stale (alert; `monitor.staleness`);
+    #: None: no limit.
+    max_staleness_s: float | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -112,6 +115,8 @@ class ServeSettings:
             if not getattr(self, name) > 0:
                 option = name[:-2].replace("_", "-")
                 raise ConfigError(f"{option} must be positive, not {getattr(self, name)!r}")
+        if self.max_staleness_s is not None and not self.max_staleness_s > 0:
+            raise ConfigError(f"max-staleness must be positive, not {self.max_staleness_s!r}")
         if not 0 <= self.monitor_sample <= 1:
             raise ConfigError(f"monitor-sample must be a share between 0 and 1, not {self.monitor_sample!r}")
         if not self.inline_below_ms >= 0:
