@@ -20,7 +20,7 @@ predict, encode, write) runs in parallel, whatever holds the GIL.
 limited to one native thread: less memory (one copy of the model), but the Python parts of each chunk
 take turns on the GIL; measured in BENCHMARKS.md, it is the slower of the two on 2 cores.
 Both keep at most `2 * workers` tasks in flight, so memory stays bounded.
-A distributed engine (Dask) plugs in here with the same two methods.
+`DaskEngine` ("dask", `dask_engine`) runs the same tasks on a Dask cluster, with the same two methods.
 """
 
 from __future__ import annotations
@@ -221,15 +221,23 @@ class LocalEngine:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-ENGINES = ("auto", "threads", "processes", "inline")
+ENGINES = ("auto", "threads", "processes", "inline", "dask")
 
 
-def make_engine(name: str, model_ref: str, model_name: str | None, evaluator: Choice, workers: int) -> Engine:
+def make_engine(name: str, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
+                scheduler: str | None = None) -> Engine:
     """`processes` (also `auto`) or `threads` with `workers` > 1; `inline`, or one worker, scores in this
-    process. The model is loaded where it is scored: here for inline and threads, in each worker process
-    for processes."""
+    process; `dask` runs on the cluster at `scheduler`, or on a LocalCluster of `workers` processes (even
+    one). The model is loaded where it is scored: here for inline and threads, in each worker process
+    for processes and dask."""
     if name not in ENGINES:
         raise ConfigError(f"unknown batch engine {name!r}; available: {', '.join(ENGINES)}")
+    if scheduler is not None and name != "dask":
+        raise ConfigError("--scheduler is the Dask engine's: pass --engine dask with it")
+    if name == "dask":
+        from .dask_engine import DaskEngine  # imports distributed only when asked for
+
+        return DaskEngine(model_ref, model_name, evaluator, workers, scheduler)
     if name == "auto":
         name = "processes"
     if workers > 1 and name == "processes":

@@ -34,6 +34,7 @@ from augury.store.base import FEATURES_KEY_COLUMN
 
 from . import dataset
 from .engine import Engine, make_engine
+from .location import local_path
 from .sources import Plan, Source, Task, open_source
 from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
 
@@ -54,8 +55,11 @@ class BatchOptions:
     #: where rows that cannot be scored are written (JSON Lines); default `<output>.errors.jsonl`.
     errors_path: Path | None = None
     #: "auto" (= "processes": worker processes on this machine), "threads" (one process, less memory),
-    #: "processes" or "inline".
+    #: "processes", "inline" or "dask" (a Dask cluster: `dask_engine`).
     engine: str = "auto"
+    #: the Dask scheduler to run on (tcp://HOST:PORT), with engine "dask"; None: a LocalCluster of
+    #: `workers` processes for the run.
+    scheduler: str | None = None
     model_name: str | None = None
     #: rows per Parquet task / bytes per CSV or JSON Lines task; None: planned from the input and
     #: --workers (`Source.plan`). A resumed run keeps its own.
@@ -126,8 +130,11 @@ def run_batch(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BatchResult:
     """Score `input_path` with the model at `model_ref` into `output`: a Parquet file (`.parquet`), or a
-    prediction dataset folder (an existing folder, a path ending in `/`, or a name without a suffix)."""
+    prediction dataset folder (an existing folder, a path ending in `/`, or a name without a suffix).
+    Both are local paths or file:// URLs (`location`)."""
     started = time.perf_counter()
+    input_path = local_path(input_path, "input")
+    output = local_path(output, "output")
     out = Path(output)
     to_dataset = dataset.is_dataset_path(output)
     if not to_dataset and out.suffix.lower() not in (".parquet", ".pq"):
@@ -140,7 +147,7 @@ def run_batch(
         raise InputError("--chunk-rows must be at least 1")
     workers = options.workers or os.cpu_count() or 1
     choice = check_choice(options.evaluator)
-    engine = make_engine(options.engine, model_ref, options.model_name, choice, workers)
+    engine = make_engine(options.engine, model_ref, options.model_name, choice, workers, options.scheduler)
     try:
         with _exclusive(out):
             info = engine.model_info()
@@ -149,14 +156,16 @@ def run_batch(
             columns = tuple(dict.fromkeys([*keys, *info.inputs.names]))
             source = open_source(input_path, columns, options.chunk_rows)
             staging = staging_dir(out)
-            job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows, str(staging),
-                      run_metadata(info, keys), info.evaluator)
+            job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows,
+                      str(staging.resolve()), run_metadata(info, keys), info.evaluator, info.version)
             notes: list[str] = []
             fingerprint = _fingerprint(source, job, info.version)
             planned = source.plan(workers)
             planned = Plan(options.task_rows or planned.task_rows, options.task_bytes or planned.task_bytes)
             done, plan = _prepare_staging(staging, fingerprint, planned, options.resume, notes)
             total, resumed, task_ids = _score(engine, job, source, plan, done, started, on_progress)
+            for tmp in staging.glob(".*.tmp"):  # an attempt killed mid-write whose task was retried (Dask)
+                tmp.unlink(missing_ok=True)
             errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
             failed = _collect_errors(staging, task_ids, errors_file)
             if total == 0:

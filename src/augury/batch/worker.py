@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,8 @@ class Job:
     #: the evaluator the run decided on (`ModelInfo.evaluator`, as the engine's workers loaded the model);
     #: a worker whose own decision differs refuses to score.
     evaluator: str
+    #: the model's version as the run recorded it; a worker that loaded another refuses to score.
+    model_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
     unreadable: list[RowError] = []
     part, tmp = (
         part_path(job.staging, task.task_id),
-        Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.tmp",
+        # unique per attempt: a task retried elsewhere (Dask) may share a process id on another machine
+        Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp",
     )
     writer: pq.ParquetWriter | None = None
     scored = 0
@@ -224,7 +228,7 @@ def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
     if not errors:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     pq.write_table(pa.Table.from_pylist(errors, schema=ERROR_SCHEMA), tmp)
     os.replace(tmp, path)
 

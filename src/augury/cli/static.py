@@ -59,11 +59,15 @@ def info(model: str, evaluator: str, as_json: bool) -> int:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same job.")
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "processes", "threads", "inline"]),
+    type=click.Choice(["auto", "processes", "threads", "inline", "dask"]),
     default="auto",
     show_default=True,
-    help="Where work runs: worker processes (auto), threads in one process, or inline.",
+    help="Where work runs: worker processes (auto), threads in one process, inline, or a Dask cluster "
+    "(augury[dask]).",
 )
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --engine dask: the scheduler of a running cluster (tcp://HOST:PORT) "
+              "[a local cluster of --workers processes].")
 @click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 1),
@@ -91,6 +95,7 @@ def batch(
     workers: int | None,
     resume: bool,
     engine: str,
+    scheduler: str | None,
     max_error_rate: float,
     errors_path: str | None,
     name: str | None,
@@ -103,6 +108,7 @@ def batch(
     settings = Settings.from_env()
     options = BatchOptions(
         engine=engine,
+        scheduler=scheduler,
         key_columns=keys,
         chunk_rows=chunk_rows or settings.chunk_rows,
         workers=workers or settings.workers or None,

@@ -1,0 +1,219 @@
+"""`DaskEngine`: a batch run's tasks scored on a Dask distributed cluster (`--engine dask`).
+
+The seam is the other engines' (`engine.Engine`): the driver plans the tasks, the engine submits each
+one, a small picklable reference (`sources.Task`, `worker.Job`), to the cluster, and the driver commits
+the results in task order, as always. A Dask worker reads, scores and writes its task itself, with the
+very function the process pool runs (`worker.score_task`), so the output and the bad-row accounting are
+the same whatever the engine.
+
+- **The cluster.** `scheduler` (``tcp://HOST:PORT``) joins a running cluster and leaves it running;
+  without one, a `LocalCluster` of `workers` processes, one thread each (and one native thread per
+  model call: the processes are the parallelism), is started for the run and closed after it.
+- **The model, once per worker.** Each worker process keeps the models it loaded in `_cache`, keyed by
+  the model reference, name and evaluator asked for; a cached model whose version is not the run's is
+  loaded again (the file was replaced between two runs on a long-lived cluster), and a worker whose
+  version or evaluator still differs from the run's refuses to score, as in the process engine.
+  The model reference must name the same file (or importable `module:function`) on every worker.
+- **Exactly once.** A part appears by rename only when complete and its name is the task's, so a task
+  retried after its worker died (Dask reschedules it on another worker) replaces, never duplicates, what
+  an earlier attempt may have finished; a task whose workers keep dying (Dask's `allowed-failures`)
+  fails the run cleanly, and `--resume` scores only the missing tasks.
+- **Paths.** Tasks and the staging folder are handed over as absolute paths (`batch.location` turns
+  ``file://`` URLs into them), which every worker must see: one machine, or a shared file system. So
+  a Dask run's errors file names each input file by its absolute path.
+
+Dask's errors are translated here: an unreachable scheduler, a cluster without workers, and a worker
+killed while scoring become `BatchError`s with one readable line; augury's own errors raised in a
+worker (a bad input file) come back as they were raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from augury.errors import AuguryError, BatchError, ConfigError, MissingExtraError
+from augury.models import load_model
+from augury.models.base import Model, ModelInfo
+from augury.models.evaluator import Choice
+
+from .sources import Task
+from .worker import Job, TaskResult, score_task
+
+#: how long joining a cluster may take (the scheduler's answer, then its first worker).
+CONNECT_TIMEOUT_S = 10.0
+#: native threads per model call in a worker: the cluster's processes are the parallelism.
+_NATIVE_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class _ModelCache:
+    """The models one worker process loaded, by (reference, name, evaluator). `loads` counts the loads,
+    so a test can see that a worker loaded its model once for many tasks."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str | None, str], Model] = {}
+        self.loads = 0
+        self.lock = threading.Lock()
+
+    def get(self, ref: str, name: str | None, evaluator: str, version: str | None) -> Model:
+        with self.lock:
+            model = self.models.get((ref, name, evaluator))
+            if model is None or (version is not None and model.info.version != version):
+                model = load_model(ref, name=name, threads=1, evaluator=evaluator)
+                self.models[(ref, name, evaluator)] = model
+                self.loads += 1
+            return model
+
+
+_cache = _ModelCache()
+
+
+def loads_in_worker() -> int:
+    """How many times this worker process loaded a model (run on the workers by `Client.run`)."""
+    return _cache.loads
+
+
+def _info_on_worker(ref: str, name: str | None, evaluator: str) -> ModelInfo:
+    return _cache.get(ref, name, evaluator, None).info
+
+
+def _score_on_worker(job: Job, task: Task, evaluator: str) -> TaskResult:
+    model = _cache.get(job.model_ref, job.model_name, evaluator, job.model_version or None)
+    if job.model_version and model.info.version != job.model_version:
+        raise BatchError(f"a Dask worker loaded version {model.info.version} of the model, not the run's "
+                         f"{job.model_version}: does {job.model_ref} name the same file on every worker?")
+    if model.info.evaluator != job.evaluator:  # the run records one evaluator (invariant 2)
+        raise BatchError(f"a Dask worker scores the model with the evaluator {model.info.evaluator!r}, "
+                         f"not the run's {job.evaluator!r}")
+    return score_task(model, task, job)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingExtraError("the Dask engine", "dask", exc.name or "distributed") from exc
+    return distributed
+
+
+def check_reachable(address: str, timeout_s: float = 2.0) -> None:
+    """Fail at once, in one line, when nothing listens at a ``tcp://`` scheduler address (Dask itself
+    retries a refused connection until its timeout)."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--scheduler {address!r} is not a scheduler address (tcp://HOST:PORT)") from exc
+    if not parts.hostname or port is None:
+        raise ConfigError(f"--scheduler {address!r} is not a scheduler address (tcp://HOST:PORT)")
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BatchError(f"cannot reach the Dask scheduler at {address}: {exc.strerror or exc}") from exc
+
+
+class DaskEngine:
+    """Tasks scored on a Dask cluster: the one at `scheduler`, or a LocalCluster of `workers` processes."""
+
+    def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
+                 scheduler: str | None = None) -> None:
+        distributed = _import_distributed()
+        # the driver loads the model too: a bad model file fails here with its own message, and the
+        # workers' version is checked against this one
+        self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
+        self.model_ref, self.model_name, self.evaluator = model_ref, model_name, evaluator
+        self.address = scheduler or "a local Dask cluster"
+        self.cluster: Any = None
+        self._kill_errors: tuple[type[BaseException], ...] = (distributed.KilledWorker,)
+        try:
+            if scheduler is None:
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, env=dict(_NATIVE_THREADS),
+                    # no dashboard, and the scheduler's HTTP endpoints on a free port, not 8787: a second
+                    # cluster on the machine (another run) would otherwise warn and take another port
+                    dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                )
+                self.client = distributed.Client(self.cluster, set_as_default=False)
+            else:
+                check_reachable(scheduler)
+                self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError, RuntimeError) as exc:  # RuntimeError: a worker failed to start
+            self.close()
+            raise BatchError(f"cannot start or reach {self.address}: {exc}") from exc
+        except ValueError as exc:
+            self.close()
+            raise ConfigError(f"--scheduler {scheduler!r} is not a scheduler address: {exc}") from exc
+
+    def model_info(self) -> ModelInfo:
+        """The model as one worker loaded it (every worker checks its own against the run's)."""
+        try:
+            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise BatchError(f"{self.address} has no worker (waited {CONNECT_TIMEOUT_S:.0f} s)") from exc
+        future = self.client.submit(_info_on_worker, self.model_ref, self.model_name, self.evaluator,
+                                    key=f"augury-model-info-{uuid.uuid4().hex}", pure=False)
+        info: ModelInfo = self._result(future)
+        if info.version != self.preloaded.version:
+            raise BatchError(f"a Dask worker loaded version {info.version} of the model, not "
+                             f"{self.preloaded.version}: does {self.model_ref} name the same file there?")
+        return info
+
+    def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
+        """Keep at most 2 tasks per worker thread in flight (memory stays bounded on the driver and the
+        workers), yielding results as they complete."""
+        distributed = _import_distributed()
+        run_id = uuid.uuid4().hex[:12]
+        limit = 2 * max(1, sum(self.client.nthreads().values()))
+        todo = iter(tasks)
+
+        def submit(task: Task) -> Any:
+            # absolute: a worker's working directory is its own (its errors then name the file so too)
+            task = dataclasses.replace(task, file=os.path.abspath(task.file))
+            return self.client.submit(_score_on_worker, job, task, self.evaluator,
+                                      key=f"augury-{run_id}-{task.task_id}", pure=False)
+
+        pending = distributed.as_completed([submit(t) for t in itertools.islice(todo, limit)],
+                                         loop=self.client.loop)
+        for future in pending:
+            result: TaskResult = self._result(future)
+            for task in itertools.islice(todo, 1):
+                pending.add(submit(task))
+            yield result
+
+    def _result(self, future: Any) -> Any:
+        try:
+            return future.result()
+        except AuguryError:
+            raise
+        except self._kill_errors as exc:
+            raise BatchError(
+                f"Dask workers died while scoring a task ({exc}); finished work is kept: rerun with "
+                f"--resume to continue"
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            raise BatchError(f"lost {self.address}: {exc}; finished work is kept: rerun with --resume "
+                             f"to continue") from exc
+
+    def close(self) -> None:
+        """Cancel what is still queued and let go of the cluster (closing it only if this engine made it)."""
+        client = getattr(self, "client", None)
+        if client is not None:
+            self.client = None
+            client.close()
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.close()
+
+
+def pid() -> int:
+    """This worker's process id (run on the workers by `Client.run`, e.g. to stop one in a test)."""
+    return os.getpid()
