@@ -104,11 +104,13 @@ augury beside the peers, one round (about 3 minutes):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # httpbench, and bare_server for its constants, wherever this is run from
@@ -117,12 +119,13 @@ from httpbench.measure import run_system  # noqa: E402
 from httpbench.peers import prepare_peers  # noqa: E402
 from httpbench.report import markdown, server_notes, summarize, write_json  # noqa: E402
 from httpbench.systems import systems as all_systems  # noqa: E402
-from httpbench.workload import PEER_VENVS, WORK, prepare  # noqa: E402
+from httpbench.workload import PEER_VENVS, WORK, prepare, publish_to_redis  # noqa: E402
+from redis_local import local_redis  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     systems = all_systems()
-    own = [n for n, s in systems.items() if s.peer is None]
+    own = [n for n, s in systems.items() if s.peer is None and not s.redis]
     peers = [n for n, s in systems.items() if s.peer is not None]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default=",".join(own),
@@ -142,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--peer-venvs", type=Path, default=PEER_VENVS,
                     help=f"the peers' venvs (benchmarks/peers/setup_envs.sh) [{PEER_VENVS}]")
     ap.add_argument("--out", type=Path, help="write every record and the summary to this JSON file")
+    ap.add_argument("--redis", default=None,
+                    help="a Redis URL (its database is emptied!) or 'local' (a private redis-server): "
+                         "publish the catalogue there too, for the systems served from it (static_redis)")
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     if names == ["all"]:
@@ -151,8 +157,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(systems)}")
     if shutil.which("wrk") is None:
         ap.error("wrk is not on PATH")
+    needs_redis = [n for n in names if systems[n].redis]
+    if needs_redis and not args.redis:
+        ap.error(f"{', '.join(needs_redis)} need(s) --redis URL or --redis local")
+    with contextlib.ExitStack() as stack:
+        if args.redis:
+            url = stack.enter_context(local_redis()) if args.redis == "local" else args.redis
+            args.redis_url = url
+        return run(args, names, systems)
 
+
+def run(args: argparse.Namespace, names: list[str], systems: dict[str, Any]) -> int:
     w = prepare(args.work, args.rebuild)
+    if getattr(args, "redis_url", None):
+        w = publish_to_redis(w, args.redis_url)
     args.peer_problem = None
     if any(systems[n].peer is not None for n in names):
         args.peer_problem = prepare_peers(w, args.peer_venvs)

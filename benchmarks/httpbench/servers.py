@@ -153,7 +153,7 @@ def command(system: System, w: Workload, port: int, extra: Sequence[str] = (), w
         extra = [*extra, "--workers", str(workers)]
     exe = Path(sys.executable).with_name("augury")
     augury = [str(exe)] if exe.exists() else [sys.executable, "-c", "from augury.cli import main; main()"]
-    args = [a.format(model=w.model, store=w.store_url) for a in system.serve_args]
+    args = [a.format(model=w.model, store=w.store_url, redis=w.redis_url) for a in system.serve_args]
     return [*augury, "serve", *args, *extra, "--host", "127.0.0.1", "--port", str(port)]
 
 

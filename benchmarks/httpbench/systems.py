@@ -51,6 +51,8 @@ class System:
     same_protocol: str | None = None
     #: extra arguments of `bare_server.py` (when `serve_args` is None).
     bare_args: tuple[str, ...] = ()
+    #: served from the Redis store ({redis}): runs only with ``http_bench.py --redis``
+    redis: bool = False
 
 
 def systems() -> dict[str, System]:
@@ -91,6 +93,9 @@ def systems() -> dict[str, System]:
                "bare", Target(0.6, 20.0), same_protocol="bare_c"),
         System("static", "augury serve --store: GET a random published key", store, get_keys,
                lookup_static, "bare_get", Target(0.85), same_protocol="bare_get_c"),
+        System("static_redis", "augury serve --store redis://... (the same catalogue in a local "
+               "redis-server): GET a random published key", ("--store", "{redis}"), get_keys, lookup_static,
+               "bare_get", same_protocol="bare_get_c", redis=True),
         System("static_zipf", f"augury serve --store: GET a published key drawn from Zipf(s={ZIPF_S:g}) "
                "over the 100,000 keys", store, get_zipf, lookup_static, "bare_get",
                same_protocol="bare_get_c"),

@@ -8,6 +8,7 @@ request bodies and keys the wrk scripts send, and ``meta.json``: what the check 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class Workload:
     keys: Path
     hybrid_bodies: Path
     meta: dict[str, Any]
+    #: the catalogue published to Redis too (`publish_to_redis`), for the systems served from it
+    redis_url: str | None = None
 
     @property
     def peer_dir(self) -> Path:
@@ -168,3 +171,23 @@ def _build(work: Path) -> dict[str, Any]:
         "unseen_body": {"instances": [row(x_unseen[1])]},
         "unseen_expected_proba": [float(v) for v in proba_unseen[1]],
     }
+
+
+def publish_to_redis(w: Workload, url: str) -> Workload:
+    """`w` with its catalogue's predictions published (verified, as to SQLite) into the Redis at `url`
+    (the database is emptied first), for the systems served from Redis."""
+    import redis
+
+    from augury.publish import publish_predictions
+    from augury.store import open_store
+    from augury.verify import load_checks
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    store = open_store(url)
+    try:
+        publish_predictions(w.work / "predictions.parquet", store, load_checks(None))
+    finally:
+        store.close()
+    return dataclasses.replace(w, redis_url=url)
