@@ -1,0 +1,226 @@
+"""Overload benchmark (issue 11): ``augury serve`` (dynamic mode, the HTTP benchmark's 100-tree
+HistGradientBoosting model, one-row v1 bodies) under an OPEN-loop load at multiples of its capacity.
+
+Capacity is what wrk measures closed-loop at 32 connections (``wrk -t1 -c32 -d<capacity-s>s``, the
+issue's definition) on a fresh server. Each load then runs on a fresh server: `loadgen.c` (compiled
+here with ``cc -O2``) sends requests at fixed times (rate x seconds, after a warm-up), on up to
+``--max-conns`` keep-alive connections, whatever the server does, and counts latency from when a request
+was due (no coordinated omission); a client gives up on a request after ``--timeout-ms``. Every 100 ms a
+health probe (GET /v2/health/live; the bare endpoint's GET /health) opens a new connection, as an
+orchestrator's probe does. Model calls
+per second come from the server's /metrics (``augury_batch_rows_count``) before and after the run.
+
+Runs: the generator against `bare_server.py --coalesce` (same protocol, no model) at 1x, to show what
+the generator and the machine add; then the server at each ``--multiples`` of capacity (one run each);
+then ``--soak-runs`` runs of ``--soak-s`` seconds at ``--soak`` of capacity (collapse: any second whose
+200s fall under half the offered rate).
+
+Everything shares the machine's cores: the generator, wrk and the server (2 cores in the reported runs).
+The benchmark lock (/tmp/BENCH_LOCK) is held only while measuring.
+
+    python benchmarks/overload_bench.py --out /tmp/augury-bench/overload.json
+    python benchmarks/overload_bench.py --multiples 3 --soak-runs 0      # one quick point
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from httpbench.servers import free_port  # noqa: E402
+from httpbench.workload import THREAD_ENV, WORK, prepare  # noqa: E402
+
+PREDICT = "/v1/models/hgb20:predict"
+LOCK = Path("/tmp/BENCH_LOCK")
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@contextlib.contextmanager
+def bench_lock(enabled: bool) -> Iterator[None]:
+    """Hold /tmp/BENCH_LOCK (waiting while another benchmark holds it)."""
+    if enabled:
+        while True:
+            try:
+                LOCK.mkdir()
+                break
+            except FileExistsError:
+                print("waiting for /tmp/BENCH_LOCK ...", file=sys.stderr, flush=True)
+                time.sleep(30)
+    try:
+        yield
+    finally:
+        if enabled:
+            LOCK.rmdir()
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], log: Path, port: int, probe: str = "/v2/health/live"
+           ) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dict(os.environ, **THREAD_ENV))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            try:
+                with HTTP.open(f"http://127.0.0.1:{port}{probe}", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.3)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def augury(work: Path, port: int, extra: Sequence[str]) -> list[str]:
+    exe = Path(sys.executable).with_name("augury")
+    return [str(exe), "serve", "--model", str(work / "hgb20.joblib"), "--host", "127.0.0.1",
+            "--port", str(port), *extra]
+
+
+def model_calls(port: int) -> float:
+    try:
+        with HTTP.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+    except OSError:
+        return float("nan")
+    m = re.search(r"^augury_batch_rows_count ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def capacity(port: int, body: Path, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(HERE / "wrk" / "post.lua"),
+         f"http://127.0.0.1:{port}{PREDICT}"],
+        env=dict(os.environ, BODY_FILE=str(body)), capture_output=True, text=True, check=True).stdout
+    rec = json.loads(out.split("WRKJSON ", 1)[1].splitlines()[0])
+    rec["rps"] = rec["requests"] / (rec["duration_us"] / 1e6)
+    return rec
+
+
+def load(gen: Path, port: int, body: Path, rate: float, args: argparse.Namespace,
+         seconds: float, probe: str = "/v2/health/live") -> dict[str, Any]:
+    before = model_calls(port)
+    cmd = [str(gen), "127.0.0.1", str(port), PREDICT, str(body), f"{rate:.0f}", f"{seconds:g}",
+           f"{args.warmup:g}", str(args.max_conns), probe, "100", str(args.timeout_ms)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rec: dict[str, Any] = json.loads(out)
+    rec["model_calls_per_s"] = (model_calls(port) - before) / (seconds + args.warmup + 2)
+    return rec
+
+
+def row(label: str, cap: float, rec: dict[str, Any]) -> str:
+    s = rec["seconds"]
+    ok, s503 = rec["ok"] / s, rec["s503"] / s
+    return (f"| {label} | {rec['offered_rate']:,.0f} | {ok:,.0f} ({ok / cap:.0%}) | {s503:,.0f} | "
+            f"{rec['s503_retry_after'] / max(rec['s503'], 1):.0%} | {rec['timeouts'] / s:,.0f} | "
+            f"{rec['ok_p50_ms']:.1f} / {rec['ok_p99_ms']:.1f} | {rec['s503_p99_ms']:.1f} | "
+            f"{rec['probe_p50_ms']:.1f} / {rec['probe_p99_ms']:.1f} ({rec['probes']}/{rec['probes_sent']}) | "
+            f"{min(rec['ok_per_sec'] or [0]):,} | {rec['model_calls_per_s']:,.0f} | {rec['gen_cpu_s']:.1f} |")
+
+
+HEADER = ("| load | offered/s | 200/s (of capacity) | 503/s | 503 with Retry-After | timed out/s | "
+          "200 p50 / p99 ms | 503 p99 ms | probe p50 / p99 ms (answered) | worst second's 200s | "
+          "model calls/s | generator CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=WORK, help=f"the HTTP benchmark's workload [{WORK}]")
+    ap.add_argument("--multiples", default="1,2,3,5", help="offered load, multiples of capacity [1,2,3,5]")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per load [10]")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of load first, not counted [2]")
+    ap.add_argument("--capacity-s", type=float, default=10.0, help="seconds of wrk -c32 for capacity [10]")
+    ap.add_argument("--soak", type=float, default=0.65, help="soak load, as a share of capacity [0.65]")
+    ap.add_argument("--soak-runs", type=int, default=5, help="soak runs [5]")
+    ap.add_argument("--soak-s", type=float, default=60.0, help="seconds per soak run [60]")
+    ap.add_argument("--max-conns", type=int, default=4000, help="generator connections at most [4000]")
+    ap.add_argument("--timeout-ms", type=int, default=5000, help="a client gives up after this [5000]")
+    ap.add_argument("--serve-args", default="", help="extra arguments for augury serve")
+    ap.add_argument("--no-lock", action="store_true", help="do not take /tmp/BENCH_LOCK")
+    ap.add_argument("--out", type=Path, help="write every record to this JSON file")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the lock and the servers are let go
+
+    w = prepare(args.work)
+    body = w.work / "body_v1.json"
+    logs = w.work / "logs"
+    logs.mkdir(exist_ok=True)
+    gen = w.work / "loadgen"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("a C compiler (cc) is needed for the load generator")
+    subprocess.run([cc, "-O2", "-o", str(gen), str(HERE / "loadgen.c")], check=True)
+    extra = args.serve_args.split()
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "loads": [], "soak": []}
+    lines: list[str] = []
+
+    with bench_lock(not args.no_lock):
+        port = free_port()
+        with server(augury(w.work, port, extra), logs / "overload_capacity.log", port):
+            capacity(port, body, 3)  # warm-up
+            cap = capacity(port, body, args.capacity_s)
+        results["capacity"] = cap
+        rps = cap["rps"]
+        print(f"capacity (wrk -t1 -c32 -d{args.capacity_s:g}s): {rps:,.0f} requests/s, "
+              f"p99 {cap['p99_us'] / 1e3:.1f} ms", flush=True)
+        port = free_port()
+        bare = [sys.executable, str(HERE / "bare_server.py"), "--coalesce", "--host", "127.0.0.1",
+                "--port", str(port)]
+        with server(bare, logs / "overload_bare.log", port, "/health"):
+            rec = load(gen, port, body, rps, args, args.seconds, "/health")
+        results["bare"] = rec
+        lines.append(row("bare endpoint, 1x", rps, rec))
+        print(lines[-1], flush=True)
+        for multiple in [float(m) for m in args.multiples.split(",") if m]:
+            port = free_port()
+            with server(augury(w.work, port, extra), logs / f"overload_{multiple:g}x.log", port):
+                rec = load(gen, port, body, rps * multiple, args, args.seconds)
+            rec["multiple"] = multiple
+            results["loads"].append(rec)
+            lines.append(row(f"{multiple:g}x", rps, rec))
+            print(lines[-1], flush=True)
+        for i in range(args.soak_runs):
+            port = free_port()
+            with server(augury(w.work, port, extra), logs / f"overload_soak{i}.log", port):
+                rec = load(gen, port, body, rps * args.soak, args, args.soak_s)
+            offered = rec["offered_rate"]
+            rec["collapsed_seconds"] = sum(1 for n in rec["ok_per_sec"] if n < offered / 2)
+            results["soak"].append(rec)
+            label = f"{args.soak:.0%}, run {i + 1} ({rec['collapsed_seconds']} s collapsed)"
+            lines.append(row(label, rps, rec))
+            print(lines[-1], flush=True)
+
+    print(f"\ncapacity {rps:,.0f} requests/s (wrk -c32)\n\n{HEADER}\n" + "\n".join(lines))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
