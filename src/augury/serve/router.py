@@ -13,7 +13,8 @@ a thread above that: measured on the SQLite store, `get_many` takes ~7 µs for 1
 while a thread hop adds ~25 µs and holds the GIL for most of the decode anyway. A store whose reads wait
 on the network (`reads_block`: Redis) is never read on the event loop: every call to it (lookups,
 write-backs, a version's record, the active version for a 404's message) goes through one executor of
-`STORE_THREADS` threads, so a slow or stopped store holds threads, never the loop. A store version
+`STORE_THREADS` threads, so a slow or stopped store holds threads, never the loop; lookups are merged
+across requests into one call per round trip (`store_reads`). A store version
 published while the server runs is picked up by the store itself on the next lookup (SQLite checks
 ``PRAGMA data_version``; Redis readers follow a pub/sub notification).
 
@@ -65,6 +66,7 @@ from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError, quoted
 from augury.serve.kept import FeatureCheck, VersionRecord
 from augury.serve.scoring import Outcome, Refused, Row
+from augury.serve.store_reads import StoreReads
 from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction, VersionInfo
 from augury.store.base import iso, reads_block
@@ -143,6 +145,9 @@ class Router:
         #: the executor of a store whose reads wait on the network (None: read in process)
         self._remote = (ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="augury-store")
                         if store is not None and reads_block(store) else None)
+        #: its lookups, merged across requests (`store_reads`)
+        self._reads = (StoreReads(store, self._remote)
+                       if store is not None and self._remote is not None else None)
         self._warned_at = -math.inf
         self._unwarned = 0
         if self._row_keys is not None and self.needs_keys:
@@ -232,7 +237,8 @@ class Router:
                                 "up by key; POST the example's features to :predict or /infer instead")
         unusable: StoredPrediction | None = None
         if self.store is not None:
-            hit = (await self._call(self.store.get_many, [key]))[0]
+            hit = (await self._reads.get_many([key]) if self._reads is not None
+                   else self.store.get_many([key]))[0]
             if hit is not None:
                 await self._remember([hit])
                 if self._usable(hit):
@@ -310,8 +316,8 @@ class Router:
         wanted = [k for k in (keys[i] for i in asked) if k is not None]
         if not wanted:
             return pending
-        if self._remote is not None:
-            hits = await self._call(self.store.get_many, wanted)
+        if self._reads is not None:
+            hits = await self._reads.get_many(wanted)
             await self._remember(hits)
         elif len(wanted) <= INLINE_LOOKUP_KEYS:
             hits = self.store.get_many(wanted)
