@@ -29,6 +29,7 @@ import contextlib
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -164,8 +165,9 @@ def _measure(folder: Path, inline_below_ms: float | None, core: int | None,
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = folder / f"serve-{port}.log"
     with log.open("wb") as out:
+        # its own session: whatever it signals on the way down (its process group), never this process
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=folder)
+                                cwd=folder, start_new_session=True)
     try:
         if core is not None:
             with contextlib.suppress(OSError):
@@ -174,12 +176,21 @@ def _measure(folder: Path, inline_below_ms: float | None, core: int | None,
         server = psutil.Process(proc.pid)
         return asyncio.run(_phases(port, server, phase_s))
     finally:
-        proc.terminate()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (its workers too), SIGKILL if it is not gone in 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         try:
-            proc.wait(timeout=15)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
 
 
 def _free_port() -> int:
