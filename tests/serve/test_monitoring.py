@@ -14,13 +14,18 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from augury.batch import BatchOptions, run_batch
 from augury.errors import ConfigError
-from augury.models import Model
+from augury.models import Model, load_model, predict_checked
 from augury.monitor.tap import Observation
+from augury.publish import publish_predictions
 from augury.serve import ServeSettings, create_app
 from augury.store import SQLiteStore
+from augury.verify import load_checks
 
 from .helpers import LiveServer, add_model, publish_values, until
 
@@ -213,3 +218,53 @@ def test_the_staleness_alert_fires_past_the_limit_and_resolves_with_a_new_versio
 def test_max_staleness_needs_a_store() -> None:
     with pytest.raises(ConfigError, match="give --store"):
         create_app(ServeSettings(max_staleness_s=60.0), add_model(), None)
+
+
+def test_a_retrained_model_behind_a_stale_store_shows_the_true_disagreement(
+        client: httpx.Client, hgb_model: Path, tmp_path: Path) -> None:
+    """The store holds model A's predictions of 600 rows; the hybrid server's model B was trained on
+    another target. Every static answer is checked (share 1, one window of 600): the disagreement the
+    server measures is the share of those rows whose label A and B give differently, computed offline,
+    and the mean probability shift likewise; past 5% the shadow alert fires."""
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(400, 4))
+    retrained = tmp_path / "b" / "hgb.joblib"  # (the same name, "hgb": another version of the model)
+    retrained.parent.mkdir()
+    joblib.dump(HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(
+        x, (x[:, 0] + 0.5 * x[:, 3] > 0).astype(int)), retrained)
+    rows = np.random.default_rng(9).normal(size=(600, 4))
+    catalogue = pa.table({f"f{j}": rows[:, j] for j in range(4)})
+    pq.write_table(catalogue, tmp_path / "catalogue.parquet")
+    run_batch(str(hgb_model), tmp_path / "catalogue.parquet", tmp_path / "preds.parquet",
+              BatchOptions(workers=1))
+    old, new = load_model(hgb_model, threads=1), load_model(retrained, threads=1)
+    a = predict_checked(old, catalogue.to_batches()[0])
+    b = predict_checked(new, catalogue.to_batches()[0])
+    true_rate = float(np.mean(np.asarray(a.column("label")) != np.asarray(b.column("label"))))
+    true_shift = float(np.mean(np.abs(np.asarray(a.column("proba_1")) - np.asarray(b.column("proba_1")))))
+    assert 0.1 < true_rate < 0.6  # (the two models do differ, on a good share of rows)
+    config = _monitor_toml(tmp_path, "[shadow]\nshare = 1.0\nmin_rows = 600\nmax_disagreement = 0.05\n")
+    store = SQLiteStore(tmp_path / "preds.db")
+    try:
+        publish_predictions(tmp_path / "preds.parquet", store, load_checks(None))
+        app = create_app(ServeSettings(monitor_config=config), new, store)
+        with LiveServer(app) as server:
+            for start in range(0, 600, 50):
+                instances = [{f"f{j}": float(v) for j, v in enumerate(row)}
+                             for row in rows[start:start + 50]]
+                r = client.post(f"{server.url}/v1/models/hgb:predict", json={"instances": instances})
+                assert r.headers["x-augury-source"] == "static=50,dynamic=0"  # (answered from A's store)
+
+            def checked() -> str | None:
+                text = client.get(f"{server.url}/metrics").text
+                return text if _sample(text, "augury_shadow_checked_total") >= 600 else None
+
+            metrics = until(checked)
+    finally:
+        store.close()
+    assert _sample(metrics, "augury_shadow_disagreement") == pytest.approx(true_rate, abs=1e-12)
+    assert _sample(metrics, "augury_shadow_shift") == pytest.approx(true_shift, rel=1e-9)  # (proba_0 too)
+    assert _gauge(metrics, "augury_alert_firing", alert="shadow", kind="", source="", column="") == 1.0

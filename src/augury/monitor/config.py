@@ -19,6 +19,13 @@ same at publish time and while serving. Every key is optional::
     [alerts]
     windows = 1         # consecutive windows past a limit before a drift alert fires
 
+    [shadow]            # hybrid servers: static answers scored again by the live model
+    share = 0.05        # share of static answers (with features) checked; 0 turns it off
+    max_disagreement = 0.05
+    min_rows = 200      # answers checked per window (or `seconds`, with at least 10)
+    seconds = 60
+    rtol = 1e-6         # models without labels: a value off by more than this (relative) differs
+
 An unknown key, or a value of the wrong type or out of range, is a `ConfigError` naming the key and the
 file.
 """
@@ -32,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from augury.errors import ConfigError
+from augury.monitor.shadow import ShadowSettings
 from augury.verify.config import DriftCheck, TomlReader, drift_check
 
 
@@ -54,6 +62,7 @@ class MonitorConfig:
     psi_max: Mapping[str, float] = field(default_factory=dict)
     #: consecutive windows past a limit before a drift alert fires
     alert_windows: int = 1
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
     source: Path | None = None
 
     def psi_limit(self, column: str) -> float:
@@ -80,7 +89,7 @@ def load_monitor_config(path: str | Path | None) -> MonitorConfig:
 def monitor_config_from_dict(data: Mapping[str, Any], path: Path | None = None) -> MonitorConfig:
     """Settings from an already-parsed mapping; `path` names the file in errors."""
     r = TomlReader(path, "monitor settings")
-    r.known(data, "", {"window", "drift", "alerts"})
+    r.known(data, "", {"window", "drift", "alerts", "shadow"})
     w = r.table(data, "window")
     r.known(w, "window", {"requests", "seconds", "min_rows"})
     window = Window(requests=_at_least_one(r, w, "window.requests", 1000),
@@ -95,8 +104,16 @@ def monitor_config_from_dict(data: Mapping[str, Any], path: Path | None = None) 
         limits[name] = r.number(t, f"drift.columns.{name}.psi_max", 0.2, low=0)
     a = r.table(data, "alerts")
     r.known(a, "alerts", {"windows"})
+    sh = r.table(data, "shadow")
+    r.known(sh, "shadow", {"share", "max_disagreement", "min_rows", "seconds", "rtol"})
+    shadow = ShadowSettings(share=r.number(sh, "shadow.share", 0.05, low=0, high=1),
+                            max_disagreement=r.number(sh, "shadow.max_disagreement", 0.05, low=0, high=1),
+                            min_rows=_at_least_one(r, sh, "shadow.min_rows", 200),
+                            seconds=r.number(sh, "shadow.seconds", 60.0, low=0.01),
+                            rtol=r.number(sh, "shadow.rtol", 1e-6, low=0))
     return MonitorConfig(window=window, drift=drift_check(r, {k: v for k, v in d.items() if k != "columns"}),
-                         psi_max=limits, alert_windows=_at_least_one(r, a, "alerts.windows", 1), source=path)
+                         psi_max=limits, alert_windows=_at_least_one(r, a, "alerts.windows", 1),
+                         shadow=shadow, source=path)
 
 
 def _at_least_one(r: TomlReader, t: Mapping[str, Any], name: str, default: int) -> int:

@@ -7,6 +7,8 @@ store, so that `create_app` only starts and stops the tap:
 - live drift (`monitor.drift.DriftWatch`) whenever a reference is known (`monitor.reference`:
   ``--reference``, the model's manifest, or the store's active version), with the windows and limits of
   ``--monitor-config`` (`monitor.config`);
+- the shadow check (`monitor.shadow`) when the server has a model and a store: a share of the static
+  answers scored again by the live model, off the request path;
 - staleness of the store's active version (`monitor.staleness`) with ``--max-staleness``;
 - the caller's own observers (`create_app(observers=...)`).
 
@@ -17,7 +19,9 @@ other metrics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from augury.errors import ConfigError, StoreError
 from augury.models import Model
@@ -26,8 +30,10 @@ from augury.monitor.alerts import AlertBook
 from augury.monitor.config import load_monitor_config
 from augury.monitor.drift import DriftWatch
 from augury.monitor.reference import reference_for
+from augury.monitor.shadow import Score, ShadowCheck
 from augury.monitor.staleness import StalenessWatch
 from augury.monitor.tap import PredictionObserver, Tap
+from augury.serve.scoring import Refused, Scorer, limit_threads
 from augury.serve.settings import ServeSettings
 from augury.store import PredictionStore, VersionInfo
 
@@ -52,6 +58,11 @@ def build_tap(settings: ServeSettings, model: Model | None, store: PredictionSto
             metrics.registry.register(drift)
             chosen.append(drift)
             log.info("watching drift against %s", reference.source)
+    if model is not None and store is not None and config.shadow.share > 0:
+        shadow = ShadowCheck(shadow_score(model, settings.model_threads), model.info.outputs.names,
+                             config.shadow, alerts)
+        metrics.registry.register(shadow)
+        chosen.append(shadow)
     if settings.max_staleness_s is not None:
         if store is None:
             raise ConfigError("--max-staleness watches the prediction store's active version; give --store")
@@ -69,3 +80,18 @@ def _active(store: PredictionStore | None) -> VersionInfo | None:
         return store.active() if store is not None else None
     except StoreError:  # (said elsewhere: the server starts, and its readiness tells)
         return None
+
+
+def shadow_score(model: Model, threads: int) -> Score:
+    """The live model's answers for the shadow check: the server's `Scorer` (the same code the batcher
+    calls), on the monitor's thread, with its thread pools capped as the model thread's are."""
+    scorer = Scorer(model)
+    local = threading.local()
+
+    def score(rows: list[Sequence[Any]]) -> list[Mapping[str, Any] | None]:
+        if not getattr(local, "limited", False):
+            limit_threads(threads)
+            local.limited = True
+        return [None if isinstance(o, Refused) else o for o in scorer([list(r) for r in rows])]
+
+    return score
