@@ -198,3 +198,28 @@ def test_a_file_truncated_under_a_reader_is_no_crash(files: tuple[Path, Path, Pa
     done = subprocess.run([sys.executable, "-c", CRASH, str(live)], capture_output=True, text=True,
                           timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "alive"), done.stderr
+
+
+def test_a_new_file_is_taken_only_once_it_has_an_active_version(tmp_path: Path) -> None:
+    """A publish at a path the store lost writes its first version for a while: meanwhile the store
+    stays down (a 503, not 'no such key'), and the publisher's WAL is left alone."""
+    live = tmp_path / "live.db"
+    build(live, 100)
+    store = SQLiteStore(live, create=False)
+    try:
+        scores(store, ["k1"])
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(f"{live}{suffix}")
+        store.watch()
+        publisher = SQLiteStore(live)  # a store, no version yet
+        try:
+            time.sleep(2.5 * WATCH_S)  # the recovery thread looked at least twice
+            with pytest.raises(StoreError, match="no active version yet"):
+                store.get_many(["k1"])
+            publish(publisher, 600)
+            soon(store, ["k1"], ("1", [601.0]), 5 * WATCH_S)
+            assert scores(publisher, ["k1"]) == ("1", [601.0])
+        finally:
+            publisher.close()
+    finally:
+        store.close()

@@ -20,7 +20,7 @@ import time
 
 from augury.errors import StoreError
 from augury.store.sqlite_pool import ReaderPool
-from augury.store.sqlite_schema import connect, prepare
+from augury.store.sqlite_schema import connect, prepare, read_active
 from augury.store.sqlite_watch import (
     WATCH_S,
     FileId,
@@ -58,6 +58,9 @@ class StoreFile:
         self._watched_at = -math.inf
         self._check_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        #: a read-only connection that is never lent: while it is open, closing the writer can neither
+        #: checkpoint into the file nor delete its WAL (see `_let_go`, `sqlite_watch`)
+        self._anchor: sqlite3.Connection | None = None
         self._file: FileId | None = None
         self._stamps = Stamps(None, {})
         self._sidecars: dict[str, tuple[int, int]] = {}
@@ -66,23 +69,31 @@ class StoreFile:
     def _connect_reader(self) -> sqlite3.Connection:
         raise NotImplementedError
 
-    def _open(self, create: bool = False) -> ReaderPool:
-        """Open the file at `path`: the writer, the file's identity (`sqlite_watch`), a new reader pool.
-        The identity is taken before connecting: a file replaced meanwhile is then noticed and reopened."""
+    def _open(self, create: bool = False, *, require_active: bool = False) -> ReaderPool:
+        """Open the file at `path`: the writer, the anchor, the file's identity (`sqlite_watch`), a new
+        reader pool. The identity is taken before connecting: a file replaced meanwhile is then noticed
+        and reopened. `require_active` (a reopen): a store without an active version yet (a publish still
+        writing its first version) is a StoreError, so the server stays down instead of answering that
+        no key was ever published."""
         before = file_id(self.path)
         writer = connect(self.path, self._busy_timeout_s, create=create)
+        anchor: sqlite3.Connection | None = None
         try:
             prepare(writer, self.path, create=create)
-            self._stamps = stamps_of(writer)
-            self._file = before or file_id(self.path)  # (None before: created just now)
-            self._sidecars = sidecars(self.path)
-        except sqlite3.Error as exc:
-            writer.close()
-            raise StoreError(f"cannot open the prediction store {self.path}: {exc}") from exc
-        except BaseException:
-            writer.close()
+            anchor = connect(self.path, self._busy_timeout_s, readonly=True)
+            anchor.execute("SELECT count(*) FROM augury_store").fetchone()  # now it holds the file
+            stamps = stamps_of(writer)
+            if require_active and read_active(writer) is None:
+                raise StoreError(f"the prediction store {self.path} has no active version yet")
+        except BaseException as exc:
+            writer.close()  # (with the anchor open, it neither checkpoints nor deletes another's WAL)
+            if anchor is not None:
+                anchor.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the prediction store {self.path}: {exc}") from exc
             raise
-        self._writer, self._checkpointed = writer, None
+        self._stamps, self._file, self._sidecars = stamps, before or file_id(self.path), sidecars(self.path)
+        self._writer, self._anchor, self._checkpointed = writer, anchor, None
         max_readers, pool_timeout_s, snapshot_s, cache_entries = self._pool_args
         return ReaderPool(self._connect_reader, max_readers, pool_timeout_s, snapshot_s=snapshot_s,
                           checkpoint=self._tick, cache_entries=cache_entries, check_file=self._check_file)
@@ -141,7 +152,7 @@ class StoreFile:
                     return
             what = ("deleted" if now is None else "rewritten in place" if same_inode else "replaced")
             log.warning("the prediction store file %s was %s: reopening it", self.path, what)
-            self._let_go(f"the prediction store file {self.path} was {what}", same_inode)
+            self._let_go(f"the prediction store file {self.path} was {what}")
             self._reopen_or_go_down()
         finally:
             self._write_lock.release()
@@ -183,23 +194,15 @@ class StoreFile:
         self._stamps = stamps
         return True
 
-    def _let_go(self, reason: str, same_inode: bool) -> None:
-        """Close every connection to the old file, in the order that never deletes another file's WAL
-        (`sqlite_watch`); lookups meanwhile are a StoreError saying `reason`. Under the write lock."""
-        writer, self._writer = self._writer, None
-        assert writer is not None
-        pool = self._pool
-        if same_inode:  # readers first, the writer last: SQLite deletes the old WAL as it closes
-            pool.close(reason, REOPEN_WAIT_S)
-            writer.close()
-        else:
-            if pool.open_readers or sidecars(self.path) == self._sidecars:
-                writer.close()  # an open reader keeps it from deleting anything; else the files are its own
-            else:
-                log.warning("kept a connection to the replaced store file %s open: closing it could "
-                            "delete the new file's WAL", self.path)
-            pool.close(reason, REOPEN_WAIT_S)
-        removed = remove_sidecars(self.path, self._sidecars)  # (in place: what a reader kept SQLite from)
+    def _let_go(self, reason: str) -> None:
+        """Close every connection to the old file without deleting another file's WAL (`sqlite_watch`);
+        lookups meanwhile are a StoreError saying `reason`. Under the write lock."""
+        removed = remove_sidecars(self.path, self._sidecars)  # ours for sure: our connections pin them
+        writer, anchor, self._writer, self._anchor = self._writer, self._anchor, None, None
+        assert writer is not None and anchor is not None
+        writer.close()  # the anchor holds the file: neither a checkpoint into it nor a deletion
+        self._pool.close(reason, REOPEN_WAIT_S)
+        anchor.close()  # read-only: it cannot delete anything either
         if removed:
             log.info("removed the old store file's %s", " and ".join(removed))
 
@@ -207,7 +210,7 @@ class StoreFile:
         """Open the file at the path as the store now (a new reader pool and record cache); if there is
         no store there, go down. Under the write lock, with no connection open."""
         try:
-            pool = self._open()
+            pool = self._open(require_active=True)
         except StoreError as exc:
             self._go_down(str(exc))
             return
@@ -230,11 +233,12 @@ class StoreFile:
                 if self._closed.is_set():
                     return
                 try:
-                    pool = self._open()
+                    pool = self._open(require_active=True)
                 except StoreError as exc:
                     if str(exc) != self._down:
                         log.warning("the prediction store still cannot answer: %s", exc)
                         self._down = str(exc)
+                        self._pool.close(self._down)  # (closed already: this is what calls now say)
                     continue
                 self._pool, self._down = pool, None
             log.info("the prediction store file %s is back: reopened it", self.path)
@@ -247,6 +251,9 @@ class StoreFile:
         if recovery is not None and recovery is not threading.current_thread():
             recovery.join()
         with self._write_lock:
+            if self._anchor is not None:  # first: the writer closes last, as SQLite expects (it may then
+                self._anchor.close()  # checkpoint the WAL and delete it)
+                self._anchor = None
             self._pool.close()
             if self._writer is not None:
                 self._writer.close()

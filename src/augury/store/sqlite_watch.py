@@ -24,13 +24,15 @@ this test; the connections are then kept, with the pages they cached (use ``mv``
 
 **Letting go of the old file.** Closing the last connection to a WAL database normally checkpoints it
 and deletes the ``-wal`` and ``-shm`` files *by name*; after a replacement those names may already
-belong to the new file's publisher, and deleting its WAL loses its commits. So readers are opened
-read-only (such a connection cannot take the exclusive lock needed to delete) and, for a replaced or
-deleted file, the writer is closed while readers are still open (a reader holds a shared lock on its
-file as long as it is open, so the writer's close cannot take it either). The old ``-wal`` and ``-shm``
-are then removed only if they are still the very files the store opened (`sidecars`, by inode): left
-there, the old WAL would be read as part of the new file. For a file rewritten in place the writer
-closes last, in the ordinary way, so SQLite deletes its WAL: the next connection reads the new bytes.
+belong to the new file's publisher, and deleting its WAL loses its commits. So a store keeps an
+*anchor*, a read-only connection that is never lent (a connection keeps a shared lock on its file as
+long as it is open), and closes its writer while the anchor is open: the writer can then neither
+checkpoint into the file nor delete anything. Readers and the anchor are read-only, and a read-only
+connection cannot take the lock that deleting needs. The old ``-wal`` and ``-shm`` are removed by the
+store itself, and only while they are the very files it opened (`sidecars`, by inode, checked while its
+own connections still hold them open, so an inode cannot have been reused): left there, the old WAL
+would be read as part of the new file (and for a file rewritten in place, its frames describe the old
+bytes). An ordinary `close` closes the anchor first and the writer last, as SQLite expects.
 """
 
 from __future__ import annotations
