@@ -268,3 +268,19 @@ def test_a_retrained_model_behind_a_stale_store_shows_the_true_disagreement(
     assert _sample(metrics, "augury_shadow_disagreement") == pytest.approx(true_rate, abs=1e-12)
     assert _sample(metrics, "augury_shadow_shift") == pytest.approx(true_shift, rel=1e-9)  # (proba_0 too)
     assert _gauge(metrics, "augury_alert_firing", alert="shadow", kind="", source="", column="") == 1.0
+
+
+def test_a_webhook_receiver_gets_the_servers_alert(client: httpx.Client, sqlite_store: SQLiteStore) -> None:
+    from .test_webhook import Receiver
+
+    receiver = Receiver()
+    receiver.thread.start()
+    try:
+        publish_values(sqlite_store, ["k1"], [1.0])
+        settings = ServeSettings(max_staleness_s=0.5, alert_webhook=receiver.url, name="catalogue")
+        with LiveServer(create_app(settings, None, sqlite_store)):
+            until(lambda: receiver.bodies)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    assert receiver.bodies[0]["alert"] == "staleness" and receiver.bodies[0]["state"] == "firing"

@@ -168,6 +168,12 @@ from ._common import evaluator_option, reporting
     help="Alert when the store's active version was published longer ago than this, e.g. 1d.",
 )
 @click.option(
+    "--alert-webhook",
+    default=None,
+    metavar="URL",
+    help="POST every alert (drift, staleness, shadow) as JSON to this URL, retried with backoff.",
+)
+@click.option(
     "--monitor-sample",
     type=click.FloatRange(0, 1),
     default=1.0,
@@ -217,6 +223,7 @@ def serve(
     reference: str | None,
     monitor_config: str | None,
     max_staleness: str | None,
+    alert_webhook: str | None,
     monitor_sample: float,
     monitor_queue: int,
     log_level: str,
@@ -249,6 +256,7 @@ def serve(
         monitor_sample=monitor_sample,
         monitor_queue=monitor_queue,
         max_staleness_s=parse_duration(max_staleness, "--max-staleness") if max_staleness else None,
+        alert_webhook=alert_webhook,
     )
     if write_back_to == "store" and store_url is None:
         raise ConfigError("--write-back-to store needs a store (--store)")

@@ -23,7 +23,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -95,13 +95,15 @@ class Tap:
     """A bounded hand-off from the data plane to the observers' thread (see the module docstring)."""
 
     def __init__(self, observers: Sequence[PredictionObserver], samples: CounterFamily, *,
-                 sample: float = 1.0, capacity: int = DEFAULT_CAPACITY) -> None:
+                 sample: float = 1.0, capacity: int = DEFAULT_CAPACITY,
+                 on_close: Sequence[Callable[[], None]] = ()) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"sample must be within [0, 1], not {sample!r}")
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity!r}")
         self.observers = list(observers)
         self.capacity = capacity
+        self._on_close = list(on_close)  # (what the observers hand on: the alert webhook)
         self.sample = sample if self.observers else 0.0  # (0: nothing is offered; observers still run)
         self._queue: collections.deque[Observation] = collections.deque()
         self._credit = 0.0
@@ -138,14 +140,16 @@ class Tap:
         self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Hand what is queued to the observers, then stop their thread (waits at most `timeout_s`)."""
+        """Hand what is queued to the observers, stop their thread (waits at most `timeout_s`), then call
+        the `on_close` callables."""
         thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join(timeout_s)
-        if thread.is_alive():
-            log.warning("the monitor's observers did not finish within %.0f s; left behind", timeout_s)
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning("the monitor's observers did not finish within %.0f s; left behind", timeout_s)
+        for close in self._on_close:
+            close()
 
     def drain(self) -> None:
         """Hand every queued observation to the observers now, `CHUNK` at a time (the thread's work;

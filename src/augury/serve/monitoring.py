@@ -13,7 +13,7 @@ store, so that `create_app` only starts and stops the tap:
 - the caller's own observers (`create_app(observers=...)`).
 
 The alert states (`monitor.alerts.AlertBook`) and every observer's gauges are exported with the server's
-other metrics.
+other metrics; alert changes are logged, and POSTed to ``--alert-webhook`` (`monitor.webhook`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from augury.monitor.reference import reference_for
 from augury.monitor.shadow import Score, ShadowCheck
 from augury.monitor.staleness import StalenessWatch
 from augury.monitor.tap import PredictionObserver, Tap
+from augury.monitor.webhook import Webhook
 from augury.serve.scoring import Refused, Scorer, limit_threads
 from augury.serve.settings import ServeSettings
 from augury.store import PredictionStore, VersionInfo
@@ -46,7 +47,8 @@ def build_tap(settings: ServeSettings, model: Model | None, store: PredictionSto
     `metrics`. ConfigError for a bad settings file; InputError for reference data that cannot be read.
     A tap without observers (or with ``monitor_sample`` 0) does nothing."""
     config = load_monitor_config(settings.monitor_config)
-    alerts = AlertBook()
+    webhook = Webhook(settings.alert_webhook) if settings.alert_webhook else None
+    alerts = AlertBook([webhook] if webhook is not None else [])
     metrics.registry.register(alerts)
     chosen = list(observers)
     drift = None
@@ -70,7 +72,7 @@ def build_tap(settings: ServeSettings, model: Model | None, store: PredictionSto
         metrics.registry.register(staleness)
         chosen.append(staleness)
     tap = Tap(chosen, metrics.monitor_samples, sample=settings.monitor_sample,
-              capacity=settings.monitor_queue)
+              capacity=settings.monitor_queue, on_close=[webhook.close] if webhook is not None else [])
     metrics.watch_monitor(lambda: tap.depth)
     return tap
 

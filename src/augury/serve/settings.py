@@ -93,6 +93,8 @@ class ServeSettings:
     #: seconds after its publication that the store's active version is stale (alert; `monitor.staleness`);
     #: None: no limit.
     max_staleness_s: float | None = None
+    #: a URL every alert change is POSTed to as JSON (`monitor.webhook`); None: alerts are logged only.
+    alert_webhook: str | None = None
 
     def __post_init__(self) -> None:
         positive = {
