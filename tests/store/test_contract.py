@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from augury.errors import InputError, StoreError, VersionNotFoundError
-from augury.store import LOADING, READY, PredictionStore, StoredPrediction, VersionInfo
+from augury.store import LOADING, READY, PredictionStore, Publishing, StoredPrediction, VersionInfo
 from augury.store.sqlite_read import CHUNK
 
 BatchOf = Callable[..., pa.RecordBatch]
@@ -455,3 +455,51 @@ def test_batches_must_agree_on_the_features_key(store: PredictionStore, batch_of
         store.publish([batch_of(["a"], extra={"features_key": pa.array(["00" * 16])}), batch_of(["b"])],
                       model_version="m1")
     assert store.active() is None
+
+
+def publishing(store: PredictionStore) -> Publishing:
+    """`store` as a store that takes a publish in parts; the test is skipped, visibly, for one that does
+    not yet (SQLite)."""
+    if not isinstance(store, Publishing):
+        pytest.skip(f"{type(store).__name__} does not take a publish in parts yet")
+    return store
+
+
+def test_a_publish_in_parts_is_invisible_until_its_commit(store: PredictionStore, batch_of: BatchOf) -> None:
+    publish_keys(store, ["a"], "old")
+    handle = publishing(store).begin_publish(model_version="new", meta={"by": "parts"})
+    joined = publishing(store).join_publish(handle.version)
+    assert handle.write(batch_of(["a", "b"])) == 2
+    writers = [threading.Thread(target=joined.write, args=(batch_of([f"p{i}-{j}" for j in range(50)]),))
+               for i in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(10)
+    assert [(v.version, v.state) for v in store.versions()] == [("1", READY), ("2", LOADING)]
+    assert scores(store.get_many(["a", "b"])) == [0.0, None]
+    with pytest.raises(StoreError, match="only the"):
+        joined.commit()
+    assert handle.commit(activate=False) == "2"
+    assert scores(store.get_many(["b"])) == [None]
+    info = store.activate("2")
+    assert info.row_count == 202 and info.meta == {"by": "parts"} and info.columns == ("score",)
+    assert scores(store.get_many(["a", "b", "p3-49"])) == [0.0, 1.0, 49.0]
+    with pytest.raises(StoreError):
+        handle.write(batch_of(["late"]))
+
+
+def test_an_aborted_publish_in_parts_leaves_nothing(store: PredictionStore, batch_of: BatchOf) -> None:
+    publish_keys(store, ["a"], "old")
+    handle = publishing(store).begin_publish(model_version="new")
+    handle.write(batch_of(["a", "b"]))
+    with pytest.raises(InputError, match="key 'b' appears more than once"):
+        publishing(store).join_publish(handle.version).write(batch_of(["c", "b"]))
+    with pytest.raises(InputError, match="disagree"):
+        handle.write(batch_of(["d"], other=pa.array([1.0])))
+    handle.abort()
+    assert [v.version for v in store.versions()] == ["1"]
+    assert scores(store.get_many(["a", "b", "c"])) == [0.0, None, None]
+    with pytest.raises(VersionNotFoundError):
+        publishing(store).join_publish(handle.version)
+    assert publish_keys(store, ["z"]).version == "3"

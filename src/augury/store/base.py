@@ -264,7 +264,8 @@ class PublishHandle(Protocol):
 
 @runtime_checkable
 class Publishing(Protocol):
-    """A store that takes a publish in parts (Redis)."""
+    """A store that takes a publish in parts: memory and Redis (SQLite not yet: its `publish` is one
+    stream in one transaction)."""
 
     def begin_publish(self, *, model_version: str, ttl_s: float | None = None,
                       profile: dict[str, Any] | None = None,

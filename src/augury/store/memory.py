@@ -13,6 +13,10 @@ none. A version's rows live in a dict that is complete before the version become
 is never changed afterwards, and the active version is one attribute that is replaced in one step, so a
 `get_many` reads the old version or the new one, never a mix. A failed publish removes its partial
 version before raising; nothing here can outlive its process, so this backend never has orphans.
+
+A publish can also be taken in parts (`base.Publishing`): `begin_publish` returns a handle whose
+`write`s (and those of handles from `join_publish`, from other threads) fill the version, then `commit`
+or `abort`; `publish` is one such handle.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from augury.errors import InputError
+from augury.errors import InputError, StoreError
 from augury.store import versions as vs
 from augury.store.base import LOADING, READY, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import (
@@ -72,6 +76,8 @@ class _Version:
     hashed: bool = False
     state: str = LOADING
     rows: dict[str, bytes] = field(default_factory=dict)
+    #: whether a first written batch fixed `columns` and `hashed`
+    columns_fixed: bool = False
 
     def view(self) -> View:
         return View(str(self.number), self.model_version, self.columns, self.ttl_s, self.hashed)
@@ -118,30 +124,36 @@ class MemoryStore:
         activate: bool = True,
     ) -> VersionInfo:
         """Write a new version from `batches`, mark it ready, and activate it unless `activate` is False."""
-        check_publish_args(model_version, ttl_s)
-        profile_json, meta_json = dump_json(profile, "profile"), dump_json(meta, "meta")
-        it = iter_batches(batches)
-        first = next(it, None)
-        columns = prediction_columns(first.schema) if first is not None else ()
-        hashed = first is not None and features_hashed(first.schema)
-        with self._lock:
-            version = _Version(
-                self._next, model_version, time.time(), columns, ttl_s, profile_json, meta_json, hashed
-            )
-            self._versions[version.number] = version
-            self._next += 1
+        handle = self.begin_publish(model_version=model_version, ttl_s=ttl_s, profile=profile, meta=meta)
         try:
-            rows = _load(first, it, columns, model_version, hashed)
+            for batch in iter_batches(batches):
+                handle.write(batch)
+            handle.commit(activate)
         except BaseException:
-            with self._lock:
-                self._versions.pop(version.number, None)
+            handle.abort()
             raise
         with self._lock:
-            version.rows = rows
-            version.state = READY
-            if activate:
-                self._active = _Active(version, version.view())
-            return self._info(version)
+            return self._info(self._versions[int(handle.version)])
+
+    def begin_publish(self, *, model_version: str, ttl_s: float | None = None,
+                      profile: dict[str, Any] | None = None,
+                      meta: dict[str, Any] | None = None) -> MemoryPublish:
+        """Start a publish: a new 'loading' version and the handle that writes and commits it."""
+        check_publish_args(model_version, ttl_s)
+        profile_json, meta_json = dump_json(profile, "profile"), dump_json(meta, "meta")
+        with self._lock:
+            version = _Version(self._next, model_version, time.time(), (), ttl_s, profile_json, meta_json)
+            self._versions[version.number] = version
+            self._next += 1
+        return MemoryPublish(self, version, owner=True)
+
+    def join_publish(self, version: str) -> MemoryPublish:
+        """A handle that writes parts of a publish begun elsewhere (it cannot commit or abort)."""
+        with self._lock:
+            info = vs.find(self._infos(), version)
+            if info.state != LOADING:
+                raise StoreError(f"store version {version} is {info.state}, not being published")
+            return MemoryPublish(self, self._versions[int(info.version)], owner=False)
 
     def activate(self, version: str) -> VersionInfo:
         """Make a ready version the active one, atomically."""
@@ -242,22 +254,57 @@ class MemoryStore:
         )
 
 
-def _load(
-    first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch], columns: tuple[str, ...],
-    model_version: str, hashed: bool,
-) -> dict[str, bytes]:
-    """Every row of the published batches, keyed; InputError naming a key that appears twice."""
-    rows: dict[str, bytes] = {}
-    batch = first
-    while batch is not None:
-        r = batch_rows(batch, columns, model_version, hashed)
+class MemoryPublish:
+    """One publish in progress into a memory store (`base.PublishHandle`). Rows go into a dict of the
+    handle's version that no reader looks at until `commit` marks it ready; a key written twice, by this
+    handle or a joined one, is an InputError."""
+
+    def __init__(self, store: MemoryStore, version: _Version, *, owner: bool) -> None:
+        self._store, self._version, self._owner = store, version, owner
+        self.version = str(version.number)
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Store one batch's rows; how many."""
+        v = self._version
+        with self._store._lock:
+            if v.state != LOADING or self._store._versions.get(v.number) is not v:
+                raise StoreError(f"store version {self.version}: this publish is already over")
+            if not v.columns_fixed:  # the first batch any writer wrote fixes them
+                v.columns, v.hashed, v.columns_fixed = (prediction_columns(batch.schema),
+                                                        features_hashed(batch.schema), True)
+            columns, hashed = v.columns, v.hashed
+        r = batch_rows(batch, columns, v.model_version, hashed)
         chunk = dict(zip(r.keys, map(encode_record, r.records()), strict=True))
         if len(chunk) != len(r.keys):
             key, _ = Counter(r.keys).most_common(1)[0]
             raise InputError(f"key '{key}' appears more than once in the published rows")
-        clash = rows.keys() & chunk.keys() if rows else set()
-        if clash:
-            raise InputError(f"key '{min(clash)}' appears more than once in the published rows")
-        rows.update(chunk)
-        batch = next(rest, None)
-    return rows
+        with self._store._lock:
+            clash = v.rows.keys() & chunk.keys() if v.rows else set()
+            if clash:
+                raise InputError(f"key '{min(clash)}' appears more than once in the published rows")
+            v.rows.update(chunk)
+        return len(chunk)
+
+    def commit(self, activate: bool = True) -> str:
+        """Mark the version ready and, if `activate`, make it the active one (one attribute)."""
+        self._check_owner("commit")
+        store, v = self._store, self._version
+        with store._lock:
+            if v.state != LOADING or store._versions.get(v.number) is not v:
+                raise StoreError(f"store version {self.version}: this publish is already over")
+            v.state = READY
+            if activate:
+                store._active = _Active(v, v.view())
+        return self.version
+
+    def abort(self) -> None:
+        """Delete the partial version."""
+        self._check_owner("abort")
+        with self._store._lock:
+            if self._version.state == LOADING:
+                self._store._versions.pop(self._version.number, None)
+
+    def _check_owner(self, doing: str) -> None:
+        if not self._owner:
+            raise StoreError(f"store version {self.version}: only the handle that began a publish may "
+                             f"{doing} it")
