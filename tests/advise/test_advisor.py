@@ -165,6 +165,3 @@ def test_same_arguments_give_the_same_mode(tmp_path: Path) -> None:
                    traffic=tmp_path / "log.parquet", qps=300, latency_slo_ms=10, max_staleness_s=3600,
                    cores=2, budget_s=3) for _ in range(3)]
     assert [a.mode for a in runs] == [runs[0].mode] * 3
-    for a in runs:
-        one = a.measurements.model.latency[0]
-        assert one.p99_s < 5 * one.p50_s and a.per_core_qps > 0
