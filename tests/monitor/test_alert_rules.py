@@ -41,8 +41,8 @@ tests:
             exp_annotations:
               summary: "Feature f0 (dynamic) no longer looks like the reference"
               description: "The PSI of feature f0 in the last window of dynamic requests on a is past its
-                limit (see augury_drift_psi). Check the feature upstream (units, defaults, joins); if the world
-                changed, retrain and publish. docs/monitor.md#alerts"
+                limit (see augury_drift_psi). Check the feature upstream (units, defaults, joins); if the
+                world changed, retrain and publish. docs/monitor.md#alerts"
       - eval_time: 2m
         alertname: AuguryStoreStale
         exp_alerts:
