@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -284,3 +285,27 @@ def test_a_webhook_receiver_gets_the_servers_alert(client: httpx.Client, sqlite_
         receiver.server.shutdown()
         receiver.server.server_close()
     assert receiver.bodies[0]["alert"] == "staleness" and receiver.bodies[0]["state"] == "firing"
+
+
+@pytest.mark.slow
+def test_augury_serve_logs_alerts_as_json_lines(hgb_model: Path, features_parquet: Path,
+                                                tmp_path: Path) -> None:
+    """The command line end to end: --reference, --monitor-config and --log-format json; shifted traffic
+    gives a drift alert whose log line is one JSON object with the alert's fields."""
+    from .test_run import augury_serve
+
+    config = _monitor_toml(tmp_path, "[window]\nrequests = 4\nmin_rows = 100\n")
+    rng = np.random.default_rng(3)
+    with augury_serve("--model", str(hgb_model), "--reference", str(features_parquet), "--monitor-config",
+                      config, "--log-format", "json") as (url, proc):
+        for _ in range(8):
+            r = httpx.post(f"{url}/v1/models/hgb:predict", json={"instances": _rows(rng, 50, shift=2.0)})
+            assert r.status_code == 200
+        until(lambda: _windows(httpx.get(f"{url}/metrics").text) >= 1)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0]
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger"} <= set(line) for line in lines)
+    drift = [line for line in lines if line.get("alert") == "drift" and line.get("column") == "f0"]
+    assert drift and drift[0]["level"] == "WARNING" and drift[0]["logger"] == "augury.monitor.alerts"
+    assert drift[0]["state"] == "firing" and drift[0]["kind"] == "input" and drift[0]["value"] > 0.2

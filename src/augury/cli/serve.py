@@ -194,6 +194,13 @@ from ._common import evaluator_option, reporting
     show_default=True,
     help="debug logs one line per request.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (access lines and alerts as their fields).",
+)
 @reporting
 def serve(
     model_ref: str | None,
@@ -227,6 +234,7 @@ def serve(
     monitor_sample: float,
     monitor_queue: int,
     log_level: str,
+    log_format: str,
 ) -> int:
     """Serve predictions over HTTP: from a store (static), a model (dynamic), or both (hybrid)."""
     from augury.serve.settings import LaunchConfig, ServeSettings
@@ -264,7 +272,7 @@ def serve(
         from augury.store import open_store
 
         open_store(store_url, create=False).close()
-    config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings)
+    config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings, log_format)
     from augury.serve.run import serve as run_server
 
     run_server(config)

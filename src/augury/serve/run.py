@@ -12,6 +12,7 @@ server's totals.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
 import gc
 import logging
@@ -22,6 +23,7 @@ import sys
 import tempfile
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 
 from augury.errors import ConfigError, MissingExtraError
@@ -65,20 +67,52 @@ def build_app(config: LaunchConfig) -> Starlette:
 def app_from_env() -> Starlette:
     """The app factory uvicorn's worker processes call (``augury.serve.run:app_from_env``)."""
     config = LaunchConfig.from_env()
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     http_protocol(config.settings)  # this worker's connections' time limits
     return build_app(config)
 
 
-def configure_logging(level: str) -> None:
-    """Send augury's logs (access and error lines included) to stderr at `level`."""
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """Send augury's logs (access, alert and error lines included) to stderr at `level`, as text or as
+    one JSON object a line (`JsonLines`)."""
     logger = logging.getLogger("augury")
     logger.setLevel(level.upper())
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        logger.addHandler(handler)
+        logger.addHandler(logging.StreamHandler(sys.stderr))
         logger.propagate = False
+    for handler in logger.handlers:
+        handler.setFormatter(JsonLines() if fmt == "json" else logging.Formatter(_FORMAT))
+
+
+class JsonLines(logging.Formatter):
+    """``--log-format json``: each record as one JSON object: ``time`` (ISO 8601, UTC), ``level``,
+    ``logger`` and ``message``; a message that is itself a JSON object (an access line, an alert) is
+    merged in as its fields instead, so a log shipper reads them without parsing twice; a traceback is
+    under ``exc_info``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname, "logger": record.name}
+        fields = _json_object(message)
+        if fields is None:
+            line["message"] = message
+        else:
+            line.update({k: v for k, v in fields.items() if k not in line})
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    if not text.startswith("{"):
+        return None
+    try:
+        found = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def serve(config: LaunchConfig) -> None:
@@ -88,7 +122,7 @@ def serve(config: LaunchConfig) -> None:
     except ModuleNotFoundError as exc:
         raise MissingExtraError("serving over HTTP", "serve", exc.name or "uvicorn") from exc
 
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     try:
         if config.workers == 1:
             app = build_app(config)

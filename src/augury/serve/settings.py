@@ -145,6 +145,8 @@ class LaunchConfig:
     workers: int = 1
     log_level: str = "info"
     settings: ServeSettings = field(default_factory=ServeSettings)
+    #: "text" or "json" (one JSON object a line: `run.JsonLines`)
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if self.model_ref is None and self.store_url is None:
@@ -153,6 +155,8 @@ class LaunchConfig:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log format must be 'text' or 'json', not {self.log_format!r}")
 
     @property
     def mode(self) -> str:
