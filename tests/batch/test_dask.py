@@ -29,7 +29,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from augury.batch import BatchOptions, run_batch, staging_dir
-from augury.batch.dask_engine import loads_in_worker, pid
+from augury.batch.dask_worker import loads_in_worker, pid
 from augury.batch.dataset import MANIFEST
 from augury.batch.sources import open_source
 from augury.batch.worker import Job
@@ -127,9 +127,12 @@ def test_tasks_and_the_job_are_small_and_picklable(tmp_path: Path) -> None:
     assert max(len(pickle.dumps(t)) for t in tasks) < 512 and len(pickle.dumps(job)) < 1024
 
 
-def test_resume_on_dask_scores_only_the_missing_tasks(scheduler: str, tmp_path: Path) -> None:
-    """A run whose driver was killed with kill -9 (here: a dataset run on its own LocalCluster of worker
-    processes, killed with its whole process group) resumes on a Dask cluster, exactly once."""
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["kill -9", "ctrl-c"])
+def test_resume_on_dask_scores_only_the_missing_tasks(scheduler: str, tmp_path: Path, stop: str) -> None:
+    """A dataset run on its own LocalCluster of worker processes, killed with kill -9 (its whole process
+    group) or stopped by Ctrl-C (exit 130, one line, no traceback from the workers), resumes on a Dask
+    cluster, exactly once."""
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": np.arange(N), "a": np.arange(N, dtype=np.float64), "b": np.ones(N)}),
                    src, row_group_size=250)
@@ -139,15 +142,19 @@ def test_resume_on_dask_scores_only_the_missing_tasks(scheduler: str, tmp_path: 
     cmd = [sys.executable, "-m", "augury.cli", "batch", "fixture_models:slow_add", str(src), "-o", f"{out}/",
            "--key", "id", "--chunk-rows", "250", "--workers", "2", "--engine", "dask"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE)
     staging = staging_dir(out)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(list(staging.glob("part-*.parquet"))) < 10:
         time.sleep(0.02)
     children = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    psutil.wait_procs(children, timeout=10)
+    os.killpg(proc.pid, signal.SIGKILL if stop == "kill -9" else signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    if stop == "ctrl-c":
+        assert proc.returncode == 130 and b"Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith(b"augury: interrupted")
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "workers outlived their driver"
     finished = len(list(staging.glob("part-*.parquet")))
     assert 10 <= finished < N // 250 and not out.exists()
     result = run_batch("fixture_models:slow_add", src, out,

@@ -9,8 +9,8 @@ the same whatever the engine.
 - **The cluster.** `scheduler` (``tcp://HOST:PORT``) joins a running cluster and leaves it running;
   without one, a `LocalCluster` of `workers` processes, one thread each (and one native thread per
   model call: the processes are the parallelism), is started for the run and closed after it.
-- **The model, once per worker.** Each worker process keeps the models it loaded in `_cache`, keyed by
-  the model reference, name and evaluator asked for; a cached model whose version is not the run's is
+- **The model, once per worker.** Each worker process keeps the models it loaded (`dask_worker`), keyed
+  by the model reference, name and evaluator asked for; a cached model whose version is not the run's is
   loaded again (the file was replaced between two runs on a long-lived cluster), and a worker whose
   version or evaluator still differs from the run's refuses to score, as in the process engine.
   The model reference must name the same file (or importable `module:function`) on every worker.
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,11 +41,11 @@ from urllib.parse import urlsplit
 
 from augury.errors import AuguryError, BatchError, ConfigError, MissingExtraError
 from augury.models import load_model
-from augury.models.base import Model, ModelInfo
+from augury.models.base import ModelInfo
 from augury.models.evaluator import Choice
 
 from .sources import Task
-from .worker import Job, TaskResult, score_task
+from .worker import Job, TaskResult
 
 #: how long joining a cluster may take (the scheduler's answer, then its first worker).
 CONNECT_TIMEOUT_S = 10.0
@@ -53,54 +53,15 @@ CONNECT_TIMEOUT_S = 10.0
 _NATIVE_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-class _ModelCache:
-    """The models one worker process loaded, by (reference, name, evaluator). `loads` counts the loads,
-    so a test can see that a worker loaded its model once for many tasks."""
-
-    def __init__(self) -> None:
-        self.models: dict[tuple[str, str | None, str], Model] = {}
-        self.loads = 0
-        self.lock = threading.Lock()
-
-    def get(self, ref: str, name: str | None, evaluator: str, version: str | None) -> Model:
-        with self.lock:
-            model = self.models.get((ref, name, evaluator))
-            if model is None or (version is not None and model.info.version != version):
-                model = load_model(ref, name=name, threads=1, evaluator=evaluator)
-                self.models[(ref, name, evaluator)] = model
-                self.loads += 1
-            return model
-
-
-_cache = _ModelCache()
-
-
-def loads_in_worker() -> int:
-    """How many times this worker process loaded a model (run on the workers by `Client.run`)."""
-    return _cache.loads
-
-
-def _info_on_worker(ref: str, name: str | None, evaluator: str) -> ModelInfo:
-    return _cache.get(ref, name, evaluator, None).info
-
-
-def _score_on_worker(job: Job, task: Task, evaluator: str) -> TaskResult:
-    model = _cache.get(job.model_ref, job.model_name, evaluator, job.model_version or None)
-    if job.model_version and model.info.version != job.model_version:
-        raise BatchError(f"a Dask worker loaded version {model.info.version} of the model, not the run's "
-                         f"{job.model_version}: does {job.model_ref} name the same file on every worker?")
-    if model.info.evaluator != job.evaluator:  # the run records one evaluator (invariant 2)
-        raise BatchError(f"a Dask worker scores the model with the evaluator {model.info.evaluator!r}, "
-                         f"not the run's {job.evaluator!r}")
-    return score_task(model, task, job)
-
-
-def _import_distributed() -> Any:
+def _import_distributed() -> tuple[Any, Any]:
+    """`distributed` and this engine's worker side (`dask_worker`, which needs it)."""
     try:
         import distributed
+
+        from . import dask_worker
     except ImportError as exc:
         raise MissingExtraError("the Dask engine", "dask", exc.name or "distributed") from exc
-    return distributed
+    return distributed, dask_worker
 
 
 def check_reachable(address: str, timeout_s: float = 2.0) -> None:
@@ -126,7 +87,7 @@ class DaskEngine:
 
     def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
                  scheduler: str | None = None) -> None:
-        distributed = _import_distributed()
+        distributed, self.on_worker = _import_distributed()
         # the driver loads the model too: a bad model file fails here with its own message, and the
         # workers' version is checked against this one
         self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
@@ -138,11 +99,13 @@ class DaskEngine:
             if scheduler is None:
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, env=dict(_NATIVE_THREADS),
+                    silence_logs=logging.ERROR,  # the run's own messages say what matters
                     # no dashboard, and the scheduler's HTTP endpoints on a free port, not 8787: a second
                     # cluster on the machine (another run) would otherwise warn and take another port
                     dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
                 )
                 self.client = distributed.Client(self.cluster, set_as_default=False)
+                self.client.register_plugin(self.on_worker.IgnoreInterrupt(), name="augury-ignore-sigint")
             else:
                 check_reachable(scheduler)
                 self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
@@ -159,8 +122,8 @@ class DaskEngine:
             self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise BatchError(f"{self.address} has no worker (waited {CONNECT_TIMEOUT_S:.0f} s)") from exc
-        future = self.client.submit(_info_on_worker, self.model_ref, self.model_name, self.evaluator,
-                                    key=f"augury-model-info-{uuid.uuid4().hex}", pure=False)
+        future = self.client.submit(self.on_worker.info_on_worker, self.model_ref, self.model_name,
+                                    self.evaluator, key=f"augury-model-info-{uuid.uuid4().hex}", pure=False)
         info: ModelInfo = self._result(future)
         if info.version != self.preloaded.version:
             raise BatchError(f"a Dask worker loaded version {info.version} of the model, not "
@@ -170,7 +133,7 @@ class DaskEngine:
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         """Keep at most 2 tasks per worker thread in flight (memory stays bounded on the driver and the
         workers), yielding results as they complete."""
-        distributed = _import_distributed()
+        distributed, _ = _import_distributed()
         run_id = uuid.uuid4().hex[:12]
         limit = 2 * max(1, sum(self.client.nthreads().values()))
         todo = iter(tasks)
@@ -178,7 +141,7 @@ class DaskEngine:
         def submit(task: Task) -> Any:
             # absolute: a worker's working directory is its own (its errors then name the file so too)
             task = dataclasses.replace(task, file=os.path.abspath(task.file))
-            return self.client.submit(_score_on_worker, job, task, self.evaluator,
+            return self.client.submit(self.on_worker.score_on_worker, job, task, self.evaluator,
                                       key=f"augury-{run_id}-{task.task_id}", pure=False)
 
         pending = distributed.as_completed([submit(t) for t in itertools.islice(todo, limit)],
@@ -213,7 +176,3 @@ class DaskEngine:
             cluster, self.cluster = self.cluster, None
             cluster.close()
 
-
-def pid() -> int:
-    """This worker's process id (run on the workers by `Client.run`, e.g. to stop one in a test)."""
-    return os.getpid()

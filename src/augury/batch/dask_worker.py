@@ -1,0 +1,85 @@
+"""The Dask engine's side on each worker (`dask_engine` is the driver's): the per-process model cache,
+the task function, and the plugin that keeps a LocalCluster's workers out of the driver's Ctrl-C.
+
+Imported only where `distributed` is installed (it subclasses its `WorkerPlugin`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from augury.errors import BatchError
+from augury.models import load_model
+from augury.models.base import Model, ModelInfo
+
+from .sources import Task
+from .worker import Job, TaskResult, score_task
+
+
+class IgnoreInterrupt(WorkerPlugin):
+    """Ctrl-C reaches the terminal's whole process group, a LocalCluster's workers included: only the
+    driver acts on it (it closes the cluster); a worker finishes its task, as in the process engine.
+    Without this, the workers died on the signal with Dask's tracebacks on the terminal."""
+
+    def setup(self, worker: Any) -> None:
+        if threading.current_thread() is threading.main_thread():  # a worker of its own process
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: models a worker keeps between runs (the oldest loaded goes first).
+MAX_MODELS = 2
+
+
+class _ModelCache:
+    """The models one worker process loaded, by (reference, name, evaluator). `loads` counts the loads,
+    so a test can see that a worker loaded its model once for many tasks."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str | None, str], Model] = {}
+        self.loads = 0
+        self.lock = threading.Lock()
+
+    def get(self, ref: str, name: str | None, evaluator: str, version: str | None) -> Model:
+        with self.lock:
+            model = self.models.get((ref, name, evaluator))
+            if model is None or (version is not None and model.info.version != version):
+                model = load_model(ref, name=name, threads=1, evaluator=evaluator)
+                self.models.pop((ref, name, evaluator), None)
+                self.models[(ref, name, evaluator)] = model
+                self.loads += 1
+                while len(self.models) > MAX_MODELS:  # a long-lived cluster serves many runs
+                    del self.models[next(iter(self.models))]
+            return model
+
+
+_cache = _ModelCache()
+
+
+def loads_in_worker() -> int:
+    """How many times this worker process loaded a model (run on the workers by `Client.run`)."""
+    return _cache.loads
+
+
+def info_on_worker(ref: str, name: str | None, evaluator: str) -> ModelInfo:
+    return _cache.get(ref, name, evaluator, None).info
+
+
+def score_on_worker(job: Job, task: Task, evaluator: str) -> TaskResult:
+    model = _cache.get(job.model_ref, job.model_name, evaluator, job.model_version or None)
+    if job.model_version and model.info.version != job.model_version:
+        raise BatchError(f"a Dask worker loaded version {model.info.version} of the model, not the run's "
+                         f"{job.model_version}: does {job.model_ref} name the same file on every worker?")
+    if model.info.evaluator != job.evaluator:  # the run records one evaluator (invariant 2)
+        raise BatchError(f"a Dask worker scores the model with the evaluator {model.info.evaluator!r}, "
+                         f"not the run's {job.evaluator!r}")
+    return score_task(model, task, job)
+
+
+def pid() -> int:
+    """This worker's process id (run on the workers by `Client.run`, e.g. to stop one in a test)."""
+    return os.getpid()
