@@ -123,7 +123,7 @@ def test_serve_static_binds_localhost_by_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     ((), "give a model (--model), a prediction store (--store), or both"),
     (("--model", "nowhere.joblib"), "does not exist"),
-    (("--store", "redis://x"), "Redis"),
+    (("--store", "redis://127.0.0.1:1/0"), "prediction store redis://127.0.0.1:1/0 cannot be reached"),
     (("--model", "nowhere.joblib", "--write-back-ttl", "soon"), "use a number and a unit"),
     (("--model", "nowhere.joblib", "--write-back-ttl", "1m", "--write-back-to", "store"), "needs a store"),
     (("--model", "nowhere.joblib", "--write-back-to", "process"), "give --write-back-ttl too"),
