@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 
 from augury.errors import InputError, SchemaError
 from augury.schema import Schema, conform
@@ -66,6 +65,8 @@ def data_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
         return
     if path.is_file() and path.suffix.lower() not in (".parquet", ".pq"):
         raise InputError(f"reference data must be Parquet (a file or a folder) or CSV, not {path.name}")
+    import pyarrow.dataset as pads  # (here: importing it imports pandas, which `import augury` must not)
+
     data = pads.dataset(path, format="parquet")
     _check_columns(data.schema.names, columns)
     yield from data.to_batches(columns=columns, batch_size=BATCH_ROWS)
