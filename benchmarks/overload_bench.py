@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -65,7 +66,8 @@ def bench_lock(enabled: bool) -> Iterator[None]:
         yield
     finally:
         if enabled:
-            LOCK.rmdir()
+            with contextlib.suppress(FileNotFoundError):  # someone took it for stale: nothing to give back
+                LOCK.rmdir()
 
 
 @contextlib.contextmanager
@@ -107,7 +109,7 @@ def model_calls(port: int) -> float:
     try:
         with HTTP.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
             text = r.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # a scrape that fails is reported as NaN
         return float("nan")
     m = re.search(r"^augury_batch_rows_count ([0-9.e+]+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
@@ -215,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = f"{args.soak:.0%}, run {i + 1} ({rec['collapsed_seconds']} s collapsed)"
             lines.append(row(label, rps, rec))
             print(lines[-1], flush=True)
+            if args.out:  # kept as it goes
+                args.out.write_text(json.dumps(results, indent=1))
 
     print(f"\ncapacity {rps:,.0f} requests/s (wrk -c32)\n\n{HEADER}\n" + "\n".join(lines))
     if args.out:
