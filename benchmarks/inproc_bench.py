@@ -183,8 +183,8 @@ async def main() -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         for client in clients:
             client.protocol.connection_lost(None)
-    print(json.dumps({"system": args.system, "proto": args.proto, "monitor": args.monitor, "conns": args.conns,
-                      "requests": args.n,
+    print(json.dumps({"system": args.system, "proto": args.proto, "monitor": args.monitor,
+                      "conns": args.conns, "requests": args.n,
                       "cpu_us_per_request": round(cpu / args.n * 1e6, 1),
                       "wall_us_per_request": round(wall / args.n * 1e6, 1)}))
     await lifespan.shutdown()
