@@ -44,9 +44,10 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process on 127.0.0.1:`port`; `stop` and `start` again keep the port (a restart)."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.port = port or free_port()
+        self.extra = extra
         self.dir = Path(tempfile.mkdtemp(prefix="augury-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +63,7 @@ class RedisServer:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                 "no", "--dir", str(self.dir), "--protected-mode", "yes", "--loglevel", "warning",
-                "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+                "--unixsocket", str(self.socket), "--unixsocketperm", "700", *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:

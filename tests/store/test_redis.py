@@ -4,12 +4,14 @@ real redis-server (`tests/redis_server.py`)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -27,7 +29,7 @@ from augury.store import (
     open_store,
 )
 from augury.store.redis_store import RedisStore
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port, redis_server_binary
 
 BatchOf = Callable[..., pa.RecordBatch]
 
@@ -245,3 +247,34 @@ def test_a_corrupt_record_or_a_wrong_type_is_broken_not_unavailable(rstore: Redi
     for key in ("a", "b", "c"):
         with pytest.raises(StoreBroken, match=r"corrupt record|WRONGTYPE"):
             rstore.get_many([key])
+
+
+def test_rediss_with_tls(tmp_path: Path, batch_of: BatchOf) -> None:
+    """A TLS-only redis-server with a self-signed certificate: publish and read back over rediss://."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not on PATH (the TLS test makes its certificate with it)", pytrace=False)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls_port = free_port()
+    server = RedisServer(redis_server_binary(), extra=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"))
+    server.start()
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
+    try:
+        store = open_store(url)
+        info = store.publish([batch_of([f"k{i}" for i in range(3_000)])], model_version="tls")
+        assert info.row_count == 3_000
+        reader = open_store(url, create=False)
+        assert [r.model_version for r in reader.get_many(["k7", "k2999"]) if r] == ["tls", "tls"]
+        store.close()
+        reader.close()
+        untrusted = open_store(f"rediss://127.0.0.1:{tls_port}/0")  # the self-signed certificate is refused
+        with pytest.raises(StoreError, match="certificate"):
+            untrusted.versions()
+        untrusted.close()
+    finally:
+        server.close()
