@@ -55,7 +55,9 @@ def test_concurrent_lookups_are_merged_and_each_gets_its_own_answers() -> None:
     assert sum(store.calls) == 180
 
 
-def test_a_failed_call_fails_its_lookups_and_the_next_call_is_tried_afresh() -> None:
+def test_a_failed_call_fails_its_lookups_and_the_next_call_is_tried_afresh(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_reads, "BACKOFF_S", 0.0)  # (the backoff has its own test)
     store = SlowStore(delay_s=0.01)
     publish_values(store, ["a", "b"], [1.0, 2.0])
 
@@ -83,3 +85,24 @@ def test_a_call_carries_at_most_max_keys(monkeypatch: pytest.MonkeyPatch) -> Non
 
     assert [v for vs in asyncio.run(main()) for v in vs] == [float(i) for i in range(40)]
     assert max(store.calls) <= 10 and sum(store.calls) == 40
+
+
+def test_after_an_unavailable_store_lookups_fail_at_once_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_reads, "BACKOFF_S", 0.3)
+    store = SlowStore(delay_s=0.0)
+    publish_values(store, ["a"], [1.0])
+
+    async def main() -> None:
+        reads = StoreReads(store, ThreadPoolExecutor(1))
+        store.down.set()
+        with pytest.raises(StoreUnavailable):
+            await reads.get_many(["a"])
+        calls = len(store.calls)
+        store.down.clear()  # back, but not tried before the backoff has passed
+        with pytest.raises(StoreUnavailable):
+            await reads.get_many(["a"])
+        assert len(store.calls) == calls
+        await asyncio.sleep(0.35)
+        assert values(await reads.get_many(["a"])) == [1.0]
+
+    asyncio.run(main())

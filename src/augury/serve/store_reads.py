@@ -8,23 +8,30 @@ running, one is started with every key waiting (at most `MAX_KEYS`), as one `get
 round trip) on the executor; the keys that arrive meanwhile wait for the next. So a lone request pays
 one round trip as before, and under load each round trip and each thread hop serves many requests.
 
-A failed store call fails every lookup it carried (each would have failed alike); the next call is
-tried afresh, so the server recovers as soon as the store does.
+A failed store call fails every lookup it carried (each would have failed alike). After a store that
+cannot be reached (`StoreUnavailable`), lookups fail at once with that error for `BACKOFF_S`, without a
+call: a Redis that does not answer (a lost host, not a refused connection) would otherwise hold every
+request for the connect timeout before a hybrid server computes it. The first lookup after that tries
+the store again, so the server recovers within `BACKOFF_S` of the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
+from augury.errors import StoreUnavailable
 from augury.store import PredictionReader, StoredPrediction
 
 #: store calls running at once (each one round trip, on a thread of the executor).
 MAX_IN_FLIGHT = 4
 #: the most keys one store call carries (more wait for the next; a request's own keys stay together).
 MAX_KEYS = 1_024
+#: how long lookups fail at once after the store could not be reached (see the module docstring).
+BACKOFF_S = 0.5
 
 Found = list[StoredPrediction | None]
 
@@ -37,11 +44,18 @@ class StoreReads:
         self._executor = executor
         self._waiting: deque[tuple[Sequence[str], asyncio.Future[Found]]] = deque()
         self._in_flight = 0
+        #: the last StoreUnavailable and until when (monotonic) lookups fail with it at once
+        self._down: tuple[StoreUnavailable, float] | None = None
 
     async def get_many(self, keys: Sequence[str]) -> Found:
         """The store's `get_many(keys)`, merged with the lookups of other requests waiting now."""
         if not keys:
             return []
+        down = self._down
+        if down is not None:
+            if time.monotonic() < down[1]:
+                raise down[0]
+            self._down = None  # (try the store again)
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._waiting.append((keys, future))
         if self._in_flight < MAX_IN_FLIGHT:
@@ -64,6 +78,8 @@ class StoreReads:
                 try:
                     found = await loop.run_in_executor(self._executor, self._store.get_many, keys)
                 except Exception as exc:  # (a StoreError, usually): every lookup it carried fails alike
+                    if isinstance(exc, StoreUnavailable):
+                        self._down = (exc, time.monotonic() + BACKOFF_S)
                     for _, future in taken:
                         if not future.done():
                             future.set_exception(exc)
