@@ -273,7 +273,7 @@ def test_rediss_with_tls(tmp_path: Path, batch_of: BatchOf) -> None:
         store.close()
         reader.close()
         untrusted = open_store(f"rediss://127.0.0.1:{tls_port}/0")  # the self-signed certificate is refused
-        with pytest.raises(StoreError, match="certificate"):
+        with pytest.raises(StoreBroken, match="certificate"):
             untrusted.versions()
         untrusted.close()
     finally:

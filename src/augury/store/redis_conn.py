@@ -17,15 +17,16 @@ option                 default    what
 =====================  =========  ============================================================================
 
 Errors (`translated`): a refused or lost connection, a timeout, no free connection or a server still
-loading its data are `StoreUnavailable` (retry later); a refused login, a wrong type at a key, a script
-error or a corrupt record are `StoreBroken` (retrying will not help). A password never appears in `url`
-or a message.
+loading its data are `StoreUnavailable` (retry later); a refused login or server certificate, a wrong
+type at a key, a script error or a corrupt record are `StoreBroken` (retrying will not help). A
+password never appears in `url` or a message.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import ssl
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,7 +144,11 @@ def translated(url: str, doing: str) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:  # (a ConnectionError, but retrying will not help)
         raise StoreBroken(f"prediction store {url}: {doing} was refused: {exc}") from exc
-    except (redis.ConnectionError, redis.TimeoutError) as exc:  # (BusyLoadingError included)
+    except redis.ConnectionError as exc:
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):  # (retrying will not help either)
+            raise StoreBroken(f"prediction store {url}: {doing} was refused: {exc}") from exc
+        raise StoreUnavailable(f"prediction store {url} cannot be reached ({doing}): {exc}") from exc
+    except redis.TimeoutError as exc:  # (BusyLoadingError is a ConnectionError: above)
         raise StoreUnavailable(f"prediction store {url} cannot be reached ({doing}): {exc}") from exc
     except redis.RedisError as exc:
         raise StoreBroken(f"prediction store {url}: {doing} failed: {exc}") from exc
