@@ -328,6 +328,7 @@ class Batcher(Generic[Row, Result]):
         """Score one batch on the executor and resolve each request's future with its own results."""
         assert self._loop is not None
         rows = sum(r.size for r in batch)
+        self._answered = len(batch)
         try:
             if self._inline():
                 out, seconds = self._call_model(batch)
