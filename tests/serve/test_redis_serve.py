@@ -46,6 +46,13 @@ def test_static_and_hybrid_answers_from_redis(client: httpx.Client, redis_url: s
             assert r.status_code == 200, r.text
             assert r.json()["predictions"] == [{"value": 3.0}, {"value": 101.0}]
             assert [p["source"] for p in r.json()["provenance"]] == ["static", "dynamic"]
+            infer = client.post(f"{static}/v2/models/add/infer", json={"inputs": [
+                {"name": "key", "shape": [2], "datatype": "BYTES", "data": ["k4", "k5"]}]})
+            assert infer.status_code == 200, infer.text
+            assert infer.json()["outputs"][0]["data"] == [4.0, 5.0]
+            meta = client.get(f"{static}/v2/models/add")
+            assert meta.status_code == 200 and [o["name"] for o in meta.json()["outputs"]] == ["value"]
+            assert client.get(f"{static}/v2/models/add/ready").status_code == 200
             big = client.post(f"{static}/v1/models/add:predict",
                               json={"instances": [{"key": k} for k in KEYS * 3]})
             assert [p["value"] for p in big.json()["predictions"]] == [float(i) for i in range(50)] * 3

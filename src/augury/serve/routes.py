@@ -65,18 +65,20 @@ class Routes:
 
     async def model_metadata(self, request: Request) -> Response:
         self.s.check(request.path_params)
-        return JSONResponse(self.s.model_metadata())
+        # on a thread, as the two below: they read the store's active version (a networked store's is a
+        # round trip)
+        return JSONResponse(await asyncio.to_thread(self.s.model_metadata))
 
     async def model_ready(self, request: Request) -> Response:
         self.s.check(request.path_params)
         await self.s.refresh_store()
-        status = self.s.model_status()
+        status = await asyncio.to_thread(self.s.model_status)
         return JSONResponse(status, status_code=200 if status["ready"] else 503)
 
     async def model_status(self, request: Request) -> Response:
         self.s.check(request.path_params)
         await self.s.refresh_store()
-        return JSONResponse(self.s.model_status())
+        return JSONResponse(await asyncio.to_thread(self.s.model_status))
 
     async def predict_by_get(self, request: Request) -> Response:
         raise HTTPException(405, headers={"Allow": "POST"})

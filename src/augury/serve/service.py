@@ -45,7 +45,7 @@ from augury.serve.router import Answer, Conflict, Example, Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
 from augury.store import PredictionStore, VersionInfo
-from augury.store.base import OUTPUT_DTYPES_META
+from augury.store.base import OUTPUT_DTYPES_META, reads_block
 from augury.store.versions import info_of
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,18 @@ class Service:
         started = time.perf_counter()
         answers = await self.router.predict(examples, deadline)
         self._served(examples, answers, answers, started)
+        if self.model is None and answers and reads_block(self.store):
+            await self._remember_version(answers[0])
         return answers
+
+    async def _remember_version(self, answer: Answer) -> None:
+        """Networked store, static mode: read the record of the store version `answer` came from on a
+        thread, if it is not the one remembered, so that `outputs` finds it without a round trip on the
+        event loop (once per version)."""
+        version = answer.provenance.get("store_version")
+        recent = self._recent
+        if version is not None and (recent is None or recent.version != str(version)):
+            await asyncio.to_thread(self._version, str(version))
 
     async def predict_or_miss(self, examples: list[Example], deadline: float | None,
                               ) -> Sequence[Answer | Conflict | None]:
