@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from redis_server import RedisServer, redis_server_binary
 
 FIXTURES = Path(__file__).parent / "fixtures"
