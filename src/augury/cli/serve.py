@@ -181,6 +181,13 @@ from ._common import evaluator_option, reporting
     help="Share of answered requests the monitor looks at (0: none).",
 )
 @click.option(
+    "--monitor-max-rate",
+    type=click.FloatRange(min=0),
+    default=1000.0,
+    show_default=True,
+    help="Most requests per second the monitor looks at (an even sample past it; 0: no limit).",
+)
+@click.option(
     "--monitor-queue",
     type=click.IntRange(min=1),
     default=1024,
@@ -232,6 +239,7 @@ def serve(
     max_staleness: str | None,
     alert_webhook: str | None,
     monitor_sample: float,
+    monitor_max_rate: float,
     monitor_queue: int,
     log_level: str,
     log_format: str,
@@ -263,6 +271,7 @@ def serve(
         monitor_config=str(Path(monitor_config).resolve()) if monitor_config else None,
         monitor_sample=monitor_sample,
         monitor_queue=monitor_queue,
+        monitor_max_rate=monitor_max_rate,
         max_staleness_s=parse_duration(max_staleness, "--max-staleness") if max_staleness else None,
         alert_webhook=alert_webhook,
     )

@@ -11,7 +11,10 @@ one down: when the queue holds `capacity` requests, new ones are dropped, not wa
 with the event loop: that cost is measured in BENCHMARKS.md, and `sample` bounds it.)
 
 `sample` is the share of requests offered (1.0: every one; 0: the tap does nothing), decided by a credit
-that grows by `sample` per request rather than by a random draw: cheaper, and an even spacing.
+that grows by `sample` per request rather than by a random draw: cheaper, and an even spacing. Then
+`max_rate` caps the requests offered per second (a token bucket holding a tenth of a second's worth): a
+quiet server is watched whole, a busy one through an even sample in time, and the monitor's cost stays
+bounded whatever the traffic (measured in BENCHMARKS.md).
 
 The counters are updated on the event loop only (the `accumulators` rule); the observer thread touches
 none of them.
@@ -95,18 +98,24 @@ class Tap:
     """A bounded hand-off from the data plane to the observers' thread (see the module docstring)."""
 
     def __init__(self, observers: Sequence[PredictionObserver], samples: CounterFamily, *,
-                 sample: float = 1.0, capacity: int = DEFAULT_CAPACITY,
+                 sample: float = 1.0, capacity: int = DEFAULT_CAPACITY, max_rate: float = 0.0,
                  on_close: Sequence[Callable[[], None]] = ()) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"sample must be within [0, 1], not {sample!r}")
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity!r}")
+        if not max_rate >= 0:
+            raise ValueError(f"max_rate must be 0 (no limit) or more, not {max_rate!r}")
         self.observers = list(observers)
         self.capacity = capacity
         self._on_close = list(on_close)  # (what the observers hand on: the alert webhook)
         self.sample = sample if self.observers else 0.0  # (0: nothing is offered; observers still run)
         self._queue: collections.deque[Observation] = collections.deque()
         self._credit = 0.0
+        self.max_rate = max_rate  # requests offered per second at most (0: no limit)
+        self._burst = max(1.0, max_rate / 10)
+        self._tokens = self._burst
+        self._refilled = time.monotonic()
         self._queued = samples.labels("queued")
         self._dropped = samples.labels("dropped")
         self._stop = threading.Event()
@@ -125,6 +134,14 @@ class Tap:
             self._credit = credit
             return
         self._credit = credit - 1.0
+        if self.max_rate:
+            now = time.monotonic()
+            tokens = min(self._burst, self._tokens + (now - self._refilled) * self.max_rate)
+            self._refilled = now
+            if tokens < 1.0:
+                self._tokens = tokens
+                return
+            self._tokens = tokens - 1.0
         if len(self._queue) >= self.capacity:
             self._dropped.value += 1
             return

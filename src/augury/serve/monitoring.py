@@ -72,7 +72,8 @@ def build_tap(settings: ServeSettings, model: Model | None, store: PredictionSto
         metrics.registry.register(staleness)
         chosen.append(staleness)
     tap = Tap(chosen, metrics.monitor_samples, sample=settings.monitor_sample,
-              capacity=settings.monitor_queue, on_close=[webhook.close] if webhook is not None else [])
+              capacity=settings.monitor_queue, max_rate=settings.monitor_max_rate,
+              on_close=[webhook.close] if webhook is not None else [])
     metrics.watch_monitor(lambda: tap.depth)
     return tap
 

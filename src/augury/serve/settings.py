@@ -85,6 +85,9 @@ class ServeSettings:
     #: most answered requests waiting for the monitor's observers; past it new ones are dropped (and
     #: counted), never waited for.
     monitor_queue: int = 1024
+    #: most answered requests per second handed to the monitor (an even sample in time past it; 0: no
+    #: limit): bounds the monitor's cost on a busy server (`monitor.tap`).
+    monitor_max_rate: float = 1000.0
     #: data the served inputs are compared with for drift (Parquet or CSV, e.g. the validation set);
     #: None: the model's manifest's ``reference``, else the store's active version (`monitor.reference`).
     reference: str | None = None
@@ -119,6 +122,8 @@ class ServeSettings:
                 raise ConfigError(f"{option} must be positive, not {getattr(self, name)!r}")
         if self.max_staleness_s is not None and not self.max_staleness_s > 0:
             raise ConfigError(f"max-staleness must be positive, not {self.max_staleness_s!r}")
+        if not self.monitor_max_rate >= 0:
+            raise ConfigError(f"monitor-max-rate must be 0 (no limit) or more, not {self.monitor_max_rate!r}")
         if not 0 <= self.monitor_sample <= 1:
             raise ConfigError(f"monitor-sample must be a share between 0 and 1, not {self.monitor_sample!r}")
         if not self.inline_below_ms >= 0:
