@@ -8,7 +8,7 @@ anyway (its examples and answers are immutable). One thread of the tap's own dra
 work (profiles, PSI, a shadow model call) never runs inside a request, and a slow observer cannot slow
 one down: when the queue holds `capacity` requests, new ones are dropped, not waited for, and counted in
 ``augury_monitor_samples_total{result="dropped"}``. (It still shares the process's cores and the GIL
-with the event loop: that cost is measured in BENCHMARKS.md, and `sample` bounds it.)
+with the event loop: that cost is measured in BENCHMARKS.md, and `max_rate` bounds it.)
 
 `sample` is the share of requests offered (1.0: every one; 0: the tap does nothing), decided by a credit
 that grows by `sample` per request rather than by a random draw: cheaper, and an even spacing. Then
