@@ -309,3 +309,22 @@ def test_augury_serve_logs_alerts_as_json_lines(hgb_model: Path, features_parque
     drift = [line for line in lines if line.get("alert") == "drift" and line.get("column") == "f0"]
     assert drift and drift[0]["level"] == "WARNING" and drift[0]["logger"] == "augury.monitor.alerts"
     assert drift[0]["state"] == "firing" and drift[0]["kind"] == "input" and drift[0]["value"] > 0.2
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--reference", "/no/such/data.parquet", "reference data not found: /no/such/data.parquet"),
+    ("--monitor-config", "BAD", "monitor settings in"),
+    ("--max-staleness", "1d", "give --store"),
+    ("--alert-webhook", "ftp://x", "must be an http:// or https:// URL"),
+])
+def test_bad_monitoring_options_are_one_line_and_exit_2(hgb_model: Path, tmp_path: Path, option: str,
+                                                         value: str, message: str) -> None:
+    import subprocess
+    import sys
+
+    if value == "BAD":
+        value = _monitor_toml(tmp_path, "[window]\nrequests = 0\n")
+    out = subprocess.run([sys.executable, "-m", "augury.cli", "serve", "--model", str(hgb_model), "--port",
+                          "0", option, value], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
