@@ -123,8 +123,10 @@ def test_a_failing_probe_check_falls_back_and_records_the_library_evaluator(
         out[:, -1] = np.nextafter(out[:, -1], np.inf)
 
     monkeypatch.setattr(hgb, "_kernel", lambda: off_by_one_ulp)
+    # threads: the patch lives in this process (a process pool spawns, not forks, once another test has
+    # left a thread running, and spawned workers would load the real kernel)
     evaluator, store_url = _published(hgb_model, features_parquet, tmp_path,
-                                      BatchOptions(workers=2, chunk_rows=500))
+                                      BatchOptions(workers=2, chunk_rows=500, engine="threads"))
     assert evaluator == "sklearn"
     instances = _instances(features_parquet)
     with launched(str(hgb_model), store_url, "auto") as (hybrid, model):
