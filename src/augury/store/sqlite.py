@@ -31,13 +31,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from augury.errors import ConfigError, StoreError
+from augury.errors import ConfigError, StoreError, StoreUnavailable
 from augury.store import sqlite_publish, writeback
 from augury.store import versions as vs
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import dump_json, features_hashed, prediction_columns
 from augury.store.lease import dead_leases, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
+from augury.store.sqlite_errors import store_error
 from augury.store.sqlite_file import StoreFile
 from augury.store.sqlite_publish import rollback as _rollback
 from augury.store.sqlite_schema import connect, read_versions, table
@@ -96,7 +97,8 @@ class SQLiteStore(StoreFile):
             con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
         except sqlite3.Error as exc:
             con.close()
-            raise StoreError(f"cannot open a reader on the prediction store {self.path}: {exc}") from exc
+            raise store_error(exc, f"cannot open a reader on the prediction store {self.path}: {exc}"
+                              ) from exc
         return con
 
     @contextmanager
@@ -104,13 +106,13 @@ class SQLiteStore(StoreFile):
         """The writer connection, for one thread at a time (waiting at most `busy_timeout_s`, as a
         writer in another process would), with sqlite3 errors translated."""
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):
-            raise StoreError(
+            raise StoreUnavailable(
                 f"prediction store {self.path}: {doing} waited {self._busy_timeout_s:g} s for "
                 "another write in this process to finish"
             )
         try:
             if self._writer is None:
-                raise StoreError(f"prediction store {self.path}: {doing} failed: {self._down}")
+                raise self._down_kind(f"prediction store {self.path}: {doing} failed: {self._down}")
             with self._errors(doing):
                 yield self._writer
         finally:
@@ -122,7 +124,8 @@ class SQLiteStore(StoreFile):
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"prediction store {self.path}: {doing} failed: {exc}") from exc
+            raise self._failure(store_error(exc, f"prediction store {self.path}: {doing} failed: {exc}")
+                                ) from exc
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -136,7 +139,11 @@ class SQLiteStore(StoreFile):
             found = reader.lookup(keys, pool.generation)
         except sqlite3.Error as exc:
             pool.discard(reader)
-            raise StoreError(f"prediction store {self.path}: lookup failed: {exc}") from exc
+            raise self._failure(store_error(exc, f"prediction store {self.path}: lookup failed: {exc}")
+                                ) from exc
+        except StoreError as exc:  # a corrupt record (`sqlite_read`)
+            pool.discard(reader)
+            raise self._failure(exc) from exc.__cause__
         except BaseException:
             pool.discard(reader)  # it may be inside a read transaction: never lend it again
             raise
@@ -292,7 +299,8 @@ class SQLiteStore(StoreFile):
                 lambda con: writeback.read(con, keys, model_version, time.time()), pool.generation)
         except sqlite3.Error as exc:
             pool.discard(reader)
-            raise StoreError(f"prediction store {self.path}: reading write-backs failed: {exc}") from exc
+            raise self._failure(store_error(
+                exc, f"prediction store {self.path}: reading write-backs failed: {exc}")) from exc
         except BaseException:
             pool.discard(reader)
             raise

@@ -18,7 +18,8 @@ import sqlite3
 import threading
 import time
 
-from augury.errors import StoreError
+from augury.errors import StoreBroken, StoreError, StoreUnavailable
+from augury.store.sqlite_errors import store_error
 from augury.store.sqlite_pool import ReaderPool
 from augury.store.sqlite_schema import connect, prepare, read_active
 from augury.store.sqlite_watch import (
@@ -51,8 +52,10 @@ class StoreFile:
         self._write_lock = threading.Lock()
         self._checkpointed: tuple[int, int] | None = None  # see _checkpoint
         self._checkpoint_failing = False
-        #: why the store cannot answer (no store at the path: `_go_down`), None while it can.
+        #: why the store cannot answer (no store at the path: `_go_down`), None while it can, and the
+        #: kind of StoreError every call raises meanwhile (no file: unavailable; not a store: broken).
         self._down: str | None = None
+        self._down_kind: type[StoreError] = StoreUnavailable
         self._closed = threading.Event()
         self._recovery: threading.Thread | None = None
         self._watched_at = -math.inf
@@ -84,13 +87,13 @@ class StoreFile:
             anchor.execute("SELECT count(*) FROM augury_store").fetchone()  # now it holds the file
             stamps = stamps_of(writer)
             if require_active and read_active(writer) is None:
-                raise StoreError(f"the prediction store {self.path} has no active version yet")
+                raise StoreUnavailable(f"the prediction store {self.path} has no active version yet")
         except BaseException as exc:
             writer.close()  # (with the anchor open, it neither checkpoints nor deletes another's WAL)
             if anchor is not None:
                 anchor.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot open the prediction store {self.path}: {exc}") from exc
+                raise store_error(exc, f"cannot open the prediction store {self.path}: {exc}") from exc
             raise
         self._stamps, self._file, self._sidecars = stamps, before or file_id(self.path), sidecars(self.path)
         self._writer, self._anchor, self._checkpointed = writer, anchor, None
@@ -174,7 +177,7 @@ class StoreFile:
                 self._file = now
                 return
         self._watched_at = -math.inf  # the janitor's next wake-up reopens it
-        raise StoreError(f"the prediction store file {self.path} changed under the store; reopening it")
+        raise StoreUnavailable(f"the prediction store file {self.path} changed under the store; reopening it")
 
     def _continues(self) -> bool:
         """Whether the file at the path holds the same store as before (`sqlite_watch.continues`), read
@@ -194,6 +197,15 @@ class StoreFile:
         self._stamps = stamps
         return True
 
+    def _failure(self, error: StoreError) -> StoreError:
+        """`error`, or an unavailable one if it says the store is broken while the file at the path is no
+        longer the one opened: a file rewritten in place reads as malformed until it is reopened (the
+        janitor's next wake-up does it, `watch`), which is no reason to call the store broken."""
+        if not isinstance(error, StoreBroken) or file_id(self.path) == self._file:
+            return error
+        self._watched_at = -math.inf
+        return StoreUnavailable(f"{error} (the file changed under the store; reopening it)")
+
     def _let_go(self, reason: str) -> None:
         """Close every connection to the old file without deleting another file's WAL (`sqlite_watch`);
         lookups meanwhile are a StoreError saying `reason`. Under the write lock."""
@@ -212,17 +224,17 @@ class StoreFile:
         try:
             pool = self._open(require_active=True)
         except StoreError as exc:
-            self._go_down(str(exc))
+            self._go_down(exc)
             return
         self._pool, self._down = pool, None
         log.info("reopened the prediction store file %s", self.path)
 
-    def _go_down(self, reason: str) -> None:
-        """No store can be read at the path: every call is a StoreError saying `reason` until a thread
-        that looks once every `WATCH_S` finds one there again."""
-        self._down = reason
-        self._pool.close(reason)
-        log.warning("the prediction store cannot answer: %s", reason)
+    def _go_down(self, error: StoreError) -> None:
+        """No store can be read at the path: every call is a StoreError of `error`'s kind saying what it
+        says, until a thread that looks once every `WATCH_S` finds one there again."""
+        self._down, self._down_kind = str(error), type(error)
+        self._pool.close(error)
+        log.warning("the prediction store cannot answer: %s", error)
         if self._recovery is None or not self._recovery.is_alive():
             self._recovery = threading.Thread(target=self._recover, name="augury-store-reopen", daemon=True)
             self._recovery.start()
@@ -237,8 +249,8 @@ class StoreFile:
                 except StoreError as exc:
                     if str(exc) != self._down:
                         log.warning("the prediction store still cannot answer: %s", exc)
-                        self._down = str(exc)
-                        self._pool.close(self._down)  # (closed already: this is what calls now say)
+                        self._down, self._down_kind = str(exc), type(exc)
+                        self._pool.close(exc)  # (closed already: this is what calls now say)
                     continue
                 self._pool, self._down = pool, None
             log.info("the prediction store file %s is back: reopened it", self.path)
@@ -258,4 +270,4 @@ class StoreFile:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            self._down = "the prediction store is closed"
+            self._down, self._down_kind = "the prediction store is closed", StoreUnavailable

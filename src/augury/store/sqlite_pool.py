@@ -35,8 +35,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from augury.errors import StoreError
+from augury.errors import StoreError, StoreUnavailable
 from augury.store.recordcache import RecordCache
+from augury.store.sqlite_errors import again
 from augury.store.sqlite_read import NO_SNAPSHOT, Reader
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._all: list[Reader] = []
         self._closed = False
-        #: what `acquire` says once the pool is closed (`close`).
-        self._closed_reason = "the prediction store is closed"
+        #: what `acquire` raises (a new one of its kind) once the pool is closed (`close`).
+        self._closed_error: StoreError = StoreUnavailable("the prediction store is closed")
         #: signalled when a reader lent out before `close` comes back (and is closed).
         self._returned = threading.Condition(self._lock)
         self._janitor: threading.Thread | None = None
@@ -106,14 +107,14 @@ class ReaderPool:
 
     def acquire(self) -> Reader:
         if self._closed:
-            raise StoreError(self._closed_reason)
+            raise again(self._closed_error)
         try:
             return self._free.get_nowait()
         except queue.Empty:
             pass
         with self._lock:
             if self._closed:
-                raise StoreError(self._closed_reason)
+                raise again(self._closed_error)
             if len(self._all) < self._size:
                 reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache,
                                 self.switched)
@@ -122,7 +123,7 @@ class ReaderPool:
         try:
             return self._free.get(timeout=self._timeout_s)
         except queue.Empty:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"all {self._size} reader connections of the prediction store stayed busy for "
                 f"{self._timeout_s:g} s (raise max_readers or pool_timeout_s)"
             ) from None
@@ -159,12 +160,12 @@ class ReaderPool:
         """Reader connections open now (lent out or idle)."""
         return len(self._all)
 
-    def close(self, reason: str = "the prediction store is closed", wait_s: float = 0.0) -> None:
+    def close(self, reason: str | StoreError = "the prediction store is closed", wait_s: float = 0.0) -> None:
         """Stop the janitor (waiting for its sweep to finish, unless it is the caller), close the idle
         connections, and wait up to `wait_s` for the lent ones to come back (each is closed as it does);
-        from now on `acquire` raises a StoreError saying `reason`."""
+        from now on `acquire` raises a StoreError saying `reason` (of its kind; a string: unavailable)."""
         with self._lock:
-            self._closed_reason = reason
+            self._closed_error = reason if isinstance(reason, StoreError) else StoreUnavailable(reason)
             self._closed = True
             janitor, self._janitor = self._janitor, None
         self._stop.set()

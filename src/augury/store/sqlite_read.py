@@ -50,7 +50,7 @@ from typing import Any
 
 import msgspec
 
-from augury.errors import StoreError
+from augury.errors import StoreBroken
 from augury.store.base import StoredPrediction
 from augury.store.codec import View, decode_record, to_prediction
 from augury.store.recordcache import ABSENT, RecordCache
@@ -312,8 +312,8 @@ def _decode(key: str, blob: bytes, view: View) -> Any:
     return record
 
 
-def _corrupt(key: str, view: View, exc: Exception) -> StoreError:
-    return StoreError(f"store version {view.store_version} holds a corrupt record for key {key!r}: {exc}")
+def _corrupt(key: str, view: View, exc: Exception) -> StoreBroken:
+    return StoreBroken(f"store version {view.store_version} holds a corrupt record for key {key!r}: {exc}")
 
 
 def _padded(keys: list[str]) -> list[str]:

@@ -23,10 +23,11 @@ import urllib.request
 import uuid
 from typing import Any
 
-from augury.errors import StoreError
+from augury.errors import StoreBroken, StoreError, StoreUnavailable
 from augury.store.base import LOADING, ORPHAN, VersionInfo
 from augury.store.codec import View, load_json
 from augury.store.lease import lease_path, writer_alive
+from augury.store.sqlite_errors import kind_of, store_error
 
 FORMAT = "augury-prediction-store"
 FORMAT_VERSION = 1
@@ -42,6 +43,9 @@ _DDL = (
     "CREATE TABLE augury_pointer (id INTEGER PRIMARY KEY CHECK (id = 1), active INTEGER)",
     "INSERT INTO augury_pointer VALUES (1, NULL)",
 )
+
+#: the tables every store has (beside one per version).
+TABLES = ("augury_store", "augury_versions", "augury_pointer")
 
 VERSIONS_SQL = (
     "SELECT id, model_version, created_at, state, row_count, columns, ttl_s, profile, meta, "
@@ -84,14 +88,20 @@ def connect(path: str, busy_timeout_s: float, *, create: bool = False, readonly:
     except sqlite3.Error as exc:
         if not create and not os.path.exists(path):
             raise no_store(path) from exc
-        raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
-    con.execute("PRAGMA mmap_size=0")  # whatever the SQLite build's default (see the docstring)
+        raise store_error(exc, f"cannot open the prediction store {path}: {exc}") from exc
+    try:
+        con.execute("PRAGMA mmap_size=0")  # whatever the SQLite build's default (see the docstring)
+    except sqlite3.Error as exc:
+        con.close()
+        raise store_error(exc, f"cannot open the prediction store {path}: {exc}") from exc
     return con
 
 
 def no_store(path: str, why: str = "") -> StoreError:
-    """The error for a store that is not there: one line naming the path."""
-    return StoreError(f"no store at {path}{why} (a store is created by its first publish; check the path)")
+    """The error for a store that is not there: one line naming the path. `StoreUnavailable`: a store
+    deleted or being replaced under a server may be there again (the server reopens it by itself)."""
+    return StoreUnavailable(f"no store at {path}{why} (a store is created by its first publish; "
+                            "check the path)")
 
 
 def prepare(con: sqlite3.Connection, path: str, *, create: bool = False) -> None:
@@ -100,33 +110,42 @@ def prepare(con: sqlite3.Connection, path: str, *, create: bool = False) -> None
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not an augury prediction store (not an SQLite database: {exc})") from exc
+        kind = kind_of(exc)
+        if kind is StoreBroken:  # not a database, a malformed one
+            raise StoreBroken(f"{path} is not an augury prediction store (not an SQLite database: {exc})"
+                              ) from exc
+        raise kind(f"cannot open the prediction store {path}: {exc}") from exc
     if not tables and not create:
         raise no_store(path, " (the file is empty)")
     try:
         mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StoreError(f"cannot switch the prediction store {path} to WAL mode (got {mode})")
+            raise StoreBroken(f"cannot switch the prediction store {path} to WAL mode (got {mode})")
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         if not tables:
             _create(con)
-            tables = {"augury_store"}
+            tables = set(TABLES)
         if "augury_store" not in tables:
-            raise StoreError(
+            raise StoreBroken(
                 f"{path} is an SQLite database but not an augury prediction store "
                 f"(it has no augury_store table; tables: {sorted(tables)[:5]})"
             )
         marker = dict(con.execute("SELECT name, value FROM augury_store").fetchall())
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the prediction store {path}: {exc}") from exc
+        raise store_error(exc, f"cannot open the prediction store {path}: {exc}") from exc
     if marker.get("format") != FORMAT:
-        raise StoreError(f"{path} is not an augury prediction store (format marker {marker.get('format')!r})")
+        raise StoreBroken(f"{path} is not an augury prediction store "
+                          f"(format marker {marker.get('format')!r})")
     if str(marker.get("format_version")) != str(FORMAT_VERSION):
-        raise StoreError(
+        raise StoreBroken(
             f"{path} has store format version {marker.get('format_version')}; this augury reads "
             f"version {FORMAT_VERSION}"
         )
+    missing = sorted(set(TABLES) - tables)
+    if missing:
+        raise StoreBroken(f"the prediction store {path} is damaged: "
+                          f"it has no {' and no '.join(missing)} table")
 
 
 def _create(con: sqlite3.Connection) -> None:
