@@ -459,7 +459,7 @@ def test_batches_must_agree_on_the_features_key(store: PredictionStore, batch_of
 
 def publishing(store: PredictionStore) -> Publishing:
     """`store` as a store that takes a publish in parts; the test is skipped, visibly, for one that does
-    not yet (SQLite)."""
+    not (every backend does now)."""
     if not isinstance(store, Publishing):
         pytest.skip(f"{type(store).__name__} does not take a publish in parts yet")
     return store

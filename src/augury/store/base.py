@@ -264,8 +264,7 @@ class PublishHandle(Protocol):
 
 @runtime_checkable
 class Publishing(Protocol):
-    """A store that takes a publish in parts: memory and Redis (SQLite not yet: its `publish` is one
-    stream in one transaction)."""
+    """A store that takes a publish in parts: memory, SQLite (`sqlite_parts`) and Redis."""
 
     def begin_publish(self, *, model_version: str, ttl_s: float | None = None,
                       profile: dict[str, Any] | None = None,

@@ -4,7 +4,8 @@ Publishing (one writer at a time; SQLite serialises writers across processes, an
 `busy_timeout_s` for another one to finish) registers the version as 'loading' under a publish lease,
 bulk-loads it, builds its key index and switches the pointer (`sqlite_publish` has the steps); a failure
 deletes the partial version before the error propagates, and a crash leaves an ORPHAN that `gc` deletes.
-The previous active version is untouched either way.
+The previous active version is untouched either way. A publish in parts (`begin_publish`, written by any
+number of processes through `join_publish`) is `sqlite_parts`.
 
 Reads go through `sqlite_read`, which keeps each reader's read snapshot open for up to `snapshot_s`
 (a switch made by another process is seen that late; one made through this object at once, because every
@@ -32,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from augury.errors import ConfigError, StoreError, StoreUnavailable
-from augury.store import sqlite_publish, writeback
+from augury.store import sqlite_parts, sqlite_publish, writeback
 from augury.store import versions as vs
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
 from augury.store.codec import dump_json, features_hashed, prediction_columns
@@ -40,6 +41,7 @@ from augury.store.lease import dead_leases, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
 from augury.store.sqlite_errors import store_error
 from augury.store.sqlite_file import StoreFile
+from augury.store.sqlite_parts import SQLitePublish
 from augury.store.sqlite_publish import rollback as _rollback
 from augury.store.sqlite_schema import connect, read_versions, table
 
@@ -206,6 +208,24 @@ class SQLiteStore(StoreFile):
             finally:
                 lease.release()
             return vs.find(read_versions(con, self.path), str(number))
+
+    def begin_publish(self, *, model_version: str, ttl_s: float | None = None,
+                      profile: dict[str, Any] | None = None,
+                      meta: dict[str, Any] | None = None) -> SQLitePublish:
+        """Register a new 'loading' version under a publish lease and return the handle that writes,
+        commits or aborts it (`sqlite_parts`); other processes join it with `join_publish`."""
+        check_publish_args(model_version, ttl_s)
+        profile_json, meta_json = dump_json(profile, "profile"), dump_json(meta, "meta")
+        with self._exclusive("beginning a publish") as con:
+            number, lease = sqlite_publish.register(con, self.path, model_version, (), ttl_s, profile_json,
+                                                    meta_json, parts=True)
+        return SQLitePublish(self, number, model_version, lease)
+
+    def join_publish(self, version: str) -> SQLitePublish:
+        """A handle that writes parts of a publish begun elsewhere, by this process or another (it cannot
+        commit or abort): VersionNotFoundError for an unknown version, StoreError for one that is not
+        being published by a live process."""
+        return sqlite_parts.join(self, version)
 
     def _discard(self, number: int) -> None:
         """Delete a failed publish's partial version; if even that fails, gc will (it is an orphan)."""

@@ -18,6 +18,7 @@ and needs no sort in Python (`benchmarks/store_bench.py --variants` measures the
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -39,9 +40,12 @@ INSERT_ROWS = 128
 
 def register(con: sqlite3.Connection, path: str, model_version: str, columns: tuple[str, ...],
              ttl_s: float | None, profile_json: str, meta_json: str,
-             hashed: bool = False) -> tuple[int, Lease]:
+             hashed: bool = False, parts: bool = False) -> tuple[int, Lease]:
     """Step 1: the new version's number, registered as 'loading' with its empty table, and its lease.
-    `hashed`: its records end with a features hash (`codec`), said in its layout (`sqlite_schema`)."""
+    `hashed`: its records end with a features hash (`codec`), said in its layout (`sqlite_schema`).
+    `parts` (a publish in parts, `sqlite_parts`): the layout is left to the first batch written
+    (``pending``), and the key index is made now, so that each part's duplicate keys are found as it is
+    written."""
     con.execute("BEGIN IMMEDIATE")
     lease: Lease | None = None
     try:
@@ -51,13 +55,15 @@ def register(con: sqlite3.Connection, path: str, model_version: str, columns: tu
             (
                 model_version,
                 time.time(),
-                dump_json(layout(columns, hashed), "columns"),
+                dump_json(layout(columns, hashed) | ({"pending": True} if parts else {}), "columns"),
                 ttl_s,
                 profile_json,
                 meta_json,
             ),
         ).fetchone()[0]
         con.execute(f"CREATE TABLE {table(number)} (key TEXT NOT NULL, v BLOB NOT NULL)")
+        if parts:
+            con.execute(f"CREATE UNIQUE INDEX {table(number)}_key ON {table(number)} (key)")
         lease = Lease(lease_path(path, number))
         con.execute("COMMIT")
     except BaseException:
@@ -73,25 +79,12 @@ def load(con: sqlite3.Connection, number: int, first: pa.RecordBatch | None, res
     """Step 2: every row, the key index, 'ready', and the pointer if `activate`, in one transaction (left
     open if it fails: the caller rolls it back)."""
     name = table(number)
-    many = f"INSERT INTO {name} (key, v) VALUES " + ",".join(["(?,?)"] * INSERT_ROWS)
-    one = f"INSERT INTO {name} (key, v) VALUES (?,?)"
-    step = 2 * INSERT_ROWS
     total = 0
     con.execute("BEGIN IMMEDIATE")
     batch = first
     while batch is not None:
         rows = batch_rows(batch, columns, model_version, hashed)
-        blobs = list(map(encode_record, rows.records()))
-        n = len(blobs)
-        full = n - n % INSERT_ROWS
-        if full:
-            flat: list[Any] = [None] * (2 * full)
-            flat[0::2] = rows.keys[:full]
-            flat[1::2] = blobs[:full]
-            con.executemany(many, [flat[i : i + step] for i in range(0, 2 * full, step)])
-        if n > full:
-            con.executemany(one, zip(rows.keys[full:], blobs[full:], strict=True))
-        total += n
+        total += insert(con, name, rows.keys, list(map(encode_record, rows.records())))
         batch = next(rest, None)
     try:
         con.execute(f"CREATE UNIQUE INDEX {name}_key ON {name} (key)")
@@ -104,6 +97,28 @@ def load(con: sqlite3.Connection, number: int, first: pa.RecordBatch | None, res
     if activate:
         con.execute("UPDATE augury_pointer SET active = ? WHERE id = 1", (number,))
     con.execute("COMMIT")
+
+
+def insert(con: sqlite3.Connection, name: str, keys: list[str], blobs: list[bytes]) -> int:
+    """Insert the records `blobs` of `keys` into table `name`, `INSERT_ROWS` rows a statement, in the
+    open transaction; how many."""
+    n = len(blobs)
+    full = n - n % INSERT_ROWS
+    if full:
+        step = 2 * INSERT_ROWS
+        flat: list[Any] = [None] * (2 * full)
+        flat[0::2] = keys[:full]
+        flat[1::2] = blobs[:full]
+        con.executemany(_insert_many(name), [flat[i : i + step] for i in range(0, 2 * full, step)])
+    if n > full:
+        con.executemany(f"INSERT INTO {name} (key, v) VALUES (?,?)",
+                        zip(keys[full:], blobs[full:], strict=True))
+    return n
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_many(name: str) -> str:
+    return f"INSERT INTO {name} (key, v) VALUES " + ",".join(["(?,?)"] * INSERT_ROWS)
 
 
 def discard(con: sqlite3.Connection, number: int) -> None:
