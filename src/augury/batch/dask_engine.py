@@ -89,8 +89,10 @@ class DaskEngine:
                  scheduler: str | None = None) -> None:
         distributed, self.on_worker = _import_distributed()
         # the driver loads the model too: a bad model file fails here with its own message, and the
-        # workers' version is checked against this one
-        self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
+        # workers' version is checked against this one. With the library's evaluator: the driver scores
+        # nothing, and (unlike a forked pool) shares nothing with its spawned workers, so compiling here
+        # would only cost time and memory (numba's import and LLVM, ~1 s and ~100 MB)
+        self.preloaded = load_model(model_ref, name=model_name, evaluator="library").info
         self.model_ref, self.model_name, self.evaluator = model_ref, model_name, evaluator
         self.address = scheduler or "a local Dask cluster"
         self.cluster: Any = None
@@ -117,18 +119,30 @@ class DaskEngine:
             raise ConfigError(f"--scheduler {scheduler!r} is not a scheduler address: {exc}") from exc
 
     def model_info(self) -> ModelInfo:
-        """The model as one worker loaded it (every worker checks its own against the run's)."""
+        """The model as the workers loaded it: every worker there now loads it at once, in parallel
+        (rather than each at its first task, after the others started scoring), and each must agree
+        with the driver's version and with the others' evaluator; a worker that joins later checks its
+        own at each task."""
         try:
             self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise BatchError(f"{self.address} has no worker (waited {CONNECT_TIMEOUT_S:.0f} s)") from exc
-        future = self.client.submit(self.on_worker.info_on_worker, self.model_ref, self.model_name,
-                                    self.evaluator, key=f"augury-model-info-{uuid.uuid4().hex}", pure=False)
-        info: ModelInfo = self._result(future)
-        if info.version != self.preloaded.version:
-            raise BatchError(f"a Dask worker loaded version {info.version} of the model, not "
-                             f"{self.preloaded.version}: does {self.model_ref} name the same file there?")
-        return info
+        token = uuid.uuid4().hex[:12]
+        futures = [
+            self.client.submit(self.on_worker.info_on_worker, self.model_ref, self.model_name,
+                               self.evaluator, key=f"augury-model-info-{token}-{i}", pure=False,
+                               workers=[address], allow_other_workers=True)
+            for i, address in enumerate(self.client.nthreads())
+        ]
+        infos: list[ModelInfo] = [self._result(f) for f in futures]
+        for info in infos:
+            if info.version != self.preloaded.version:
+                raise BatchError(f"a Dask worker loaded version {info.version} of the model, not "
+                                 f"{self.preloaded.version}: does {self.model_ref} name the same file there?")
+            if info.evaluator != infos[0].evaluator:
+                raise BatchError(f"Dask workers decided on different evaluators ({infos[0].evaluator}, "
+                                 f"{info.evaluator}): install the same packages on every worker")
+        return infos[0]
 
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         """Keep at most 2 tasks per worker thread in flight (memory stays bounded on the driver and the
