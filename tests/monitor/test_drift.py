@@ -13,7 +13,7 @@ from augury.monitor.config import MonitorConfig, Window
 from augury.monitor.drift import DriftWatch
 from augury.monitor.reference import Reference
 from augury.monitor.tap import Observation
-from augury.serve.router import Answer, Example
+from augury.serve.answers import Answer, Example
 from augury.verify.profile import profile_predictions
 
 FEATURES = ["f0", "f1", "f2", "f3"]

@@ -55,7 +55,7 @@ def yield_gil() -> None:
 
 
 class ServedExample(Protocol):
-    """An example as the data plane saw it (`augury.serve.router.Example`)."""
+    """An example as the data plane saw it (`augury.serve.answers.Example`)."""
 
     @property
     def key(self) -> str | None: ...
@@ -66,7 +66,7 @@ class ServedExample(Protocol):
 
 
 class ServedAnswer(Protocol):
-    """An answer as the data plane gave it (`augury.serve.router.Answer`)."""
+    """An answer as the data plane gave it (`augury.serve.answers.Answer`)."""
 
     @property
     def values(self) -> Mapping[str, Any]: ...

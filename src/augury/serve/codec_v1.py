@@ -28,9 +28,9 @@ from typing import Any
 from augury.errors import InputError, SchemaError
 from augury.keys import key_text
 from augury.schema import Schema
+from augury.serve.answers import Answer, Conflict, Example
 from augury.serve.casting import RowCaster
 from augury.serve.errors import TooManyInstances
-from augury.serve.router import Answer, Conflict, Example
 
 KEY_FIELD = "key"
 _TOP_LEVEL = ("instances", "parameters")

@@ -27,9 +27,9 @@ import orjson
 from augury.errors import InputError, SchemaError
 from augury.keys import key_text
 from augury.schema import Schema
+from augury.serve.answers import Answer, Example
 from augury.serve.casting import RowCaster
 from augury.serve.errors import TooManyInstances
-from augury.serve.router import Answer, Example
 from augury.serve.v2_tensors import (
     INTEGER_RANGES,
     NUMPY,

@@ -14,18 +14,22 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from augury.errors import ConfigError, SchemaError
+from augury.errors import ConfigError, SchemaError, StoreError
 from augury.keys import RowKeys
 from augury.schema import Schema
 from augury.serve.casting import RowCaster
 from augury.serve.scoring import Row
-from augury.store import StoredPrediction
+from augury.store import PredictionStore, StoredPrediction
 from augury.store.base import INPUTS_META, VersionInfo
+from augury.store.versions import info_of
 
 if TYPE_CHECKING:
-    from augury.serve.router import Example
+    from augury.serve.answers import Example
 
 log = logging.getLogger(__name__)
+
+#: most store versions whose record is remembered (all are forgotten past this).
+REMEMBERED_VERSIONS = 64
 
 
 class VersionRecord:
@@ -51,13 +55,71 @@ class VersionRecord:
             self.cast, self.row_keys = RowCaster(schema), RowKeys(schema)
 
 
+class VersionRecords:
+    """What each store version recorded (`VersionRecord`), read once per version (versions never change)
+    and remembered, at most `REMEMBERED_VERSIONS` of them. `hashing`: static mode compares the features
+    sent with a key (by the schema the version recorded); `ignore_unknown`: features the schema does not
+    name are dropped rather than refused."""
+
+    def __init__(self, store: PredictionStore, hashing: bool, ignore_unknown: bool) -> None:
+        self._store = store
+        self._hashing = hashing
+        self._ignore_unknown = ignore_unknown
+        self._by_version: dict[str, VersionRecord] = {}
+
+    def unknown(self, versions: set[str]) -> set[str]:
+        """Those of `versions` not remembered yet."""
+        return versions - self._by_version.keys()
+
+    def record(self, version: str) -> VersionRecord:
+        """What store `version` recorded, remembered; StoreError if the store fails to say (asked again
+        next time)."""
+        found = self._by_version.get(version)
+        if found is not None:
+            return found
+        info = info_of(self._store, version)
+        if len(self._by_version) >= REMEMBERED_VERSIONS:
+            self._by_version.clear()
+        found = self._by_version[version] = VersionRecord(info, self._hashing)
+        return found
+
+    def evaluator(self, hit: StoredPrediction) -> str | None:
+        """The evaluator recorded with `hit`'s store version (None if it recorded none); a store that fails
+        to say is asked again for the next answer."""
+        try:
+            return self.record(hit.store_version).evaluator
+        except StoreError:
+            return None
+
+    def hash_sent(self, hit: StoredPrediction, sent: Mapping[str, Any]) -> bytes | None:
+        """The canonical hash of features `sent` with `hit`'s key, cast by the input schema its store
+        version recorded (None when it recorded none: nothing to compare). SchemaError if they do not fit
+        it; StoreError if the store fails to say what the version recorded."""
+        recorded = self.record(hit.store_version)
+        if recorded.cast is None or recorded.row_keys is None:
+            return None
+        return bytes.fromhex(recorded.row_keys(recorded.cast(sent, self._ignore_unknown)))
+
+    def warm_up(self) -> None:
+        """Compile the row hash now if the active version can be compared (`RowKeys.warm_up`), rather than
+        on the first request that sends features with a key."""
+        try:
+            active = self._store.active()
+            recorded = self.record(active.version) if active is not None else None
+        except StoreError:
+            return  # (the first lookup will say so)
+        if recorded is not None and recorded.row_keys is not None:
+            recorded.row_keys.warm_up()
+
+
 class FeatureCheck:
     """One request's keyed examples and their features: whether a kept prediction (its `features_hash`)
     was computed from them, each example hashed at most once, and which were not (`changed`).
 
     `digest` hashes a cast row (`Router._digest`); None compares nothing (`trust_keys`, static mode).
-    `digest_sent` (static mode: `Router._hash_sent`) hashes the features an example was sent with, by the
-    schema a stored prediction's version recorded; None compares nothing (`trust_keys`, other modes)."""
+    `digest_sent` (static mode: `VersionRecords.hash_sent`) hashes the features an example was sent
+    with, by the schema a stored prediction's version recorded; None compares nothing (`trust_keys`,
+    other modes)."""
 
     __slots__ = ("_digests", "_examples", "changed", "digest_row", "digest_sent")
 

@@ -46,7 +46,6 @@ was published (None when it did not), read once per version: versions never chan
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
@@ -54,23 +53,21 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import msgspec
-
 from augury.errors import FeaturesChangedError, NotFoundError, StoreError
 from augury.keys import RowKeys
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.schema import Schema
+from augury.serve.answers import Answer, Conflict, Example, static_provenance
 from augury.serve.batcher import Batcher
 from augury.serve.casting import RowCaster
 from augury.serve.errors import UnscorableError, quoted
-from augury.serve.kept import FeatureCheck, VersionRecord
+from augury.serve.kept import FeatureCheck, VersionRecords
 from augury.serve.scoring import Outcome, Refused, Row
 from augury.serve.store_reads import StoreReads
 from augury.serve.writeback import Cached, WriteBack
 from augury.store import PredictionStore, StoredPrediction, VersionInfo
 from augury.store.base import iso, reads_block
-from augury.store.versions import info_of
 
 log = logging.getLogger(__name__)
 
@@ -83,35 +80,8 @@ STORE_THREADS = 16
 T = TypeVar("T")
 #: a failing store is logged at most this often (every failure is counted in the metrics).
 STORE_WARNING_EVERY_S = 10.0
-#: most store versions whose evaluator the router remembers (it forgets them all past this).
-REMEMBERED_VERSIONS = 64
 #: the provenance `reason` of an example computed because its features differ from the kept prediction's.
 FEATURES_CHANGED = "features_changed"
-
-
-class Example(msgspec.Struct, frozen=True):
-    """One example of a request: its store key if given, and its features cast to the model's schema
-    (None for a pure lookup by key)."""
-
-    key: str | None
-    row: Row | None
-    #: static mode: the features sent with the key, uncast (the server has no schema of its own; they are
-    #: cast by the one the key's store version recorded, to compare them with its features hash)
-    sent: Mapping[str, Any] | None = None
-
-
-class Answer(msgspec.Struct, frozen=True):
-    """One prediction: output column -> value, and where it came from."""
-
-    values: Mapping[str, Any]
-    provenance: Mapping[str, Any]
-
-
-class Conflict(msgspec.Struct, frozen=True):
-    """Static mode, one example among several: `key` was sent with features other than those its stored
-    prediction was computed from, so it is not answered (alone, it would be a `FeaturesChangedError`)."""
-
-    key: str
 
 
 class Router:
@@ -130,8 +100,6 @@ class Router:
         self.model_version = model.info.version if model is not None else None
         #: the live model's evaluator (`ModelInfo.evaluator`), None in static mode
         self.evaluator = model.info.evaluator if model is not None else None
-        #: what each store version recorded (`VersionRecord`), by version: versions never change
-        self._recorded_by: dict[str, VersionRecord] = {}
         self._batcher = batcher
         self._cache = cache
         self._metrics = metrics
@@ -141,7 +109,9 @@ class Router:
         self._compare = not trust_keys and self._row_keys is not None
         #: static mode: whether the features sent with a key are compared (by its version's recorded schema)
         self._compare_sent = not trust_keys and model is None and store is not None
-        self._ignore_unknown = ignore_unknown
+        #: what each store version recorded, remembered (`kept.VersionRecords`; None without a store)
+        self._versions = (VersionRecords(store, self._compare_sent, ignore_unknown)
+                          if store is not None else None)
         #: the executor of a store whose reads wait on the network (None: read in process)
         self._remote = (ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="augury-store")
                         if store is not None and reads_block(store) else None)
@@ -152,8 +122,8 @@ class Router:
         self._unwarned = 0
         if self._row_keys is not None and self.needs_keys:
             self._row_keys.warm_up()
-        elif self._compare_sent:
-            self._warm_up_sent()
+        elif self._compare_sent and self._versions is not None:
+            self._versions.warm_up()
 
     @property
     def needs_keys(self) -> bool:
@@ -175,7 +145,7 @@ class Router:
         store_failed: StoreError | None = None
         unusable: dict[int, StoredPrediction] = {}
         features = FeatureCheck(examples, self._digest if self._compare else None,
-                             self._hash_sent if self._compare_sent else None)
+                             self._hash_sent())
         if self.store is not None:
             try:
                 pending = await self._from_store(keys, pending, answers, unusable, features)
@@ -220,7 +190,7 @@ class Router:
         assert self.store is not None  # static mode: every example is a key (the codecs see to it)
         answers: list[Answer | None] = [None] * len(examples)
         keys: list[str | None] = [ex.key for ex in examples]
-        features = FeatureCheck(examples, None, self._hash_sent if self._compare_sent else None)
+        features = FeatureCheck(examples, None, self._hash_sent())
         await self._from_store(keys, list(range(len(examples))), answers, {}, features)
         if not features.changed:
             return answers
@@ -243,7 +213,7 @@ class Router:
                 await self._remember([hit])
                 if self._usable(hit):
                     self._metrics.observe_store(1, 0)
-                    return Answer(hit.values, static_provenance(hit, time.time(), self.stored_evaluator(hit)))
+                    return Answer(hit.values, static_provenance(hit, time.time(), self._evaluator(hit)))
                 unusable = hit
             self._metrics.observe_store(0, 1)
         if self._cache is not None:
@@ -266,15 +236,24 @@ class Router:
 
     async def _remember(self, hits: Sequence[StoredPrediction | None]) -> None:
         """Networked store: read the record of each store version among `hits` not yet remembered, through
-        the executor, so that `stored_evaluator` and `_hash_sent` find it without a round trip on the
-        loop (once per version: versions never change). A failure is left for them to meet."""
-        if self._remote is None:
+        the executor, so that the evaluator and the sent features' hash are found without a round trip on
+        the loop (once per version: versions never change). A failure is left for them to meet."""
+        if self._remote is None or self._versions is None:
             return
-        for version in {h.store_version for h in hits if h is not None} - self._recorded_by.keys():
+        for version in self._versions.unknown({h.store_version for h in hits if h is not None}):
             try:
-                await self._call(self._recorded, version)
+                await self._call(self._versions.record, version)
             except StoreError:
                 return
+
+    def _evaluator(self, hit: StoredPrediction) -> str | None:
+        """The evaluator `hit`'s store version recorded (`VersionRecords.evaluator`)."""
+        assert self._versions is not None
+        return self._versions.evaluator(hit)
+
+    def _hash_sent(self) -> Callable[[StoredPrediction, Mapping[str, Any]], bytes | None] | None:
+        """`FeatureCheck`'s hash of features sent with a key (static mode), or None: nothing to compare."""
+        return self._versions.hash_sent if self._compare_sent and self._versions is not None else None
 
     async def _active_quietly(self) -> VersionInfo | None:
         """The active version for a 404's message (None if there is no store or it cannot say)."""
@@ -331,52 +310,10 @@ class Router:
             if not self._usable(hit):
                 unusable[i] = hit
             elif features is None or (features.same(i, hit.features_hash) and features.same_sent(i, hit)):
-                answers[i] = Answer(hit.values, static_provenance(hit, now, self.stored_evaluator(hit)))
+                answers[i] = Answer(hit.values, static_provenance(hit, now, self._evaluator(hit)))
                 found += 1
         self._metrics.observe_store(found, len(wanted) - found)
         return [i for i in pending if answers[i] is None]
-
-    def stored_evaluator(self, hit: StoredPrediction) -> str | None:
-        """The evaluator recorded with `hit`'s store version (None if it recorded none), remembered per
-        version; a store that fails to say is asked again for the next answer."""
-        try:
-            return self._recorded(hit.store_version).evaluator
-        except StoreError:
-            return None
-
-    def _recorded(self, version: str) -> VersionRecord:
-        """What store `version` recorded, remembered (versions never change); StoreError if the store
-        fails to say (asked again next time)."""
-        found = self._recorded_by.get(version)
-        if found is not None:
-            return found
-        assert self.store is not None
-        info = info_of(self.store, version)
-        if len(self._recorded_by) >= REMEMBERED_VERSIONS:
-            self._recorded_by.clear()
-        found = self._recorded_by[version] = VersionRecord(info, self._compare_sent)
-        return found
-
-    def _hash_sent(self, hit: StoredPrediction, sent: Mapping[str, Any]) -> bytes | None:
-        """Static mode: the canonical hash of features `sent` with `hit`'s key, cast by the input schema
-        its store version recorded (None when it recorded none: nothing to compare). SchemaError if they
-        do not fit it; StoreError if the store fails to say what the version recorded."""
-        recorded = self._recorded(hit.store_version)
-        if recorded.cast is None or recorded.row_keys is None:
-            return None
-        return bytes.fromhex(recorded.row_keys(recorded.cast(sent, self._ignore_unknown)))
-
-    def _warm_up_sent(self) -> None:
-        """Static mode: compile the row hash now if the active version can be compared (`RowKeys.warm_up`),
-        rather than on the first request that sends features with a key."""
-        assert self.store is not None
-        try:
-            active = self.store.active()
-            recorded = self._recorded(active.version) if active is not None else None
-        except StoreError:
-            return  # (the first lookup will say so)
-        if recorded is not None and recorded.row_keys is not None:
-            recorded.row_keys.warm_up()
 
     def _conflict(self, key: str | None, index: int | None) -> str:
         """The message for a key sent with features other than its stored prediction's (static mode)."""
@@ -518,17 +455,3 @@ class Router:
         """Seconds since the active store version was published (NaN if none), for the metrics."""
         active = self.store.active() if self.store is not None else None
         return time.time() - active.created_at if active is not None else float("nan")
-
-
-def static_provenance(hit: StoredPrediction, now: float, evaluator: str | None) -> dict[str, Any]:
-    """A stored prediction's provenance (`StoredPrediction.provenance`), with its age in seconds and the
-    evaluator its store version recorded."""
-    return {"source": "static", "model_version": hit.model_version, "store_version": hit.store_version,
-            "computed_at": _iso(hit.computed_at), "age_s": round(max(0.0, now - hit.computed_at), 3),
-            "evaluator": evaluator}
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso(ts: float) -> str | None:
-    """`iso`, remembered: the rows of a batch run share a handful of `computed_at` values."""
-    return iso(ts)

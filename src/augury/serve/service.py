@@ -39,9 +39,10 @@ from augury.errors import NotFoundError, StoreError
 from augury.models import Model
 from augury.monitor import ServeMetrics
 from augury.monitor.tap import Tap
+from augury.serve.answers import Answer, Conflict, Example
 from augury.serve.codec_v2 import KEY_INPUT, output_columns
 from augury.serve.errors import quoted
-from augury.serve.router import Answer, Conflict, Example, Router
+from augury.serve.router import Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
 from augury.store import PredictionStore, VersionInfo
