@@ -10,7 +10,12 @@ every 50 ms for the peak (PSS: forked workers' shared pages counted once):
   augury  run_batch(model, file, out) with the defaults (every core, hash keys, label + probabilities);
           augury-processes / augury-threads force an engine; augury-compiled / augury-library force
           the evaluator (`--evaluator`; the default, auto, is the compiled one where numba is installed);
-          augury-dataset writes a prediction dataset folder (`-o out/`) instead of one file
+          augury-dataset writes a prediction dataset folder (`-o out/`) instead of one file;
+          augury-dask runs the tasks on a Dask LocalCluster of --workers processes (`--engine dask`,
+          the cluster's start included); augury-dask-running on one started before the clock starts
+          (`--scheduler`: an existing cluster; its workers still load the model)
+  dask-map  the plain-Dask baseline: a LocalCluster of --workers processes (one thread each, its start
+          included), dd.read_parquet(file).map_partitions(predict_proba).to_parquet(folder)
 rows/s = rows / seconds from the start of reading to the output written (imports excluded).
 
 Run:  python benchmarks/batch_bench.py                 # makes data and model under /tmp/augury-bench once
@@ -101,19 +106,58 @@ def child(mode: str, data: str, model: str, out: str, workers: int | None) -> No
         pq.write_table(pa.table({"p0": P[:, 0], "p1": P[:, 1]}), out)
         seconds = time.perf_counter() - t0
         rows = len(X)
+    elif mode == "dask-map":
+        rows, seconds = dask_map(data, model, out, workers or os.cpu_count() or 1)
+    elif mode == "augury-dask-running":
+        from distributed import LocalCluster
+
+        from augury.batch import BatchOptions, run_batch
+
+        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, env=env,
+                          dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
+            t0 = time.perf_counter()
+            options = BatchOptions(engine="dask", scheduler=cluster.scheduler_address, workers=workers)
+            result = run_batch(model, data, out, options)
+            seconds, rows = time.perf_counter() - t0, result.rows
     else:
         from augury.batch import BatchOptions, run_batch
 
         t0 = time.perf_counter()
         option = mode.split("-", 1)[1] if "-" in mode else "auto"
         evaluator = option if option in ("compiled", "library") else "auto"
-        engine = option if option in ("processes", "threads") else "auto"
+        engine = option if option in ("processes", "threads", "dask") else "auto"
         options = BatchOptions(engine=engine, evaluator=evaluator, workers=workers)
         if option == "dataset":  # -o folder/: a prediction dataset, parts and a manifest, no merge
             out = str(Path(out).with_suffix("")) + "/"
         result = run_batch(model, data, out, options)
         seconds, rows = time.perf_counter() - t0, result.rows
     print("RESULT " + json.dumps({"mode": mode, "rows": rows, "seconds": seconds}), flush=True)
+
+
+def dask_map(data: str, model: str, out: str, workers: int) -> tuple[int, float]:
+    """The plain-Dask baseline; returns (rows, seconds)."""
+    import dask.dataframe as dd
+    import joblib
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    def proba(part: pd.DataFrame, clf: object) -> pd.DataFrame:
+        p = clf.predict_proba(part.to_numpy())  # type: ignore[attr-defined]
+        return pd.DataFrame({"p0": p[:, 0], "p1": p[:, 1]}, index=part.index)
+
+    t0 = time.perf_counter()
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
+                      dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
+            Client(cluster):
+        clf = joblib.load(model)
+        frame = dd.read_parquet(data)
+        result = frame.map_partitions(proba, clf, meta={"p0": "f8", "p1": "f8"})
+        result.to_parquet(str(Path(out).with_suffix("")) + "-dask/", write_index=False)
+        seconds = time.perf_counter() - t0
+    return pq.ParquetFile(data).metadata.num_rows, seconds
 
 
 def tree_pss(pid: int, by_process: bool = False) -> tuple[int, list[str]]:
