@@ -117,6 +117,15 @@ def test_a_folder_of_files_and_a_real_model_give_the_same_predictions(scheduler:
         pq.read_table(tmp_path / "local.parquet").drop(drop))
 
 
+def test_the_plan_is_cut_for_the_clusters_threads_not_this_machines(scheduler: str, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"a": np.arange(4096.0), "b": np.ones(4096)}), src)  # one row group
+    options = BatchOptions(chunk_rows=256, workers=16, engine="dask", scheduler=scheduler)
+    result = run_batch("fixture_models:add", src, tmp_path / "o.parquet", options)
+    # 3 tasks a thread of 2, in whole chunks: 768 rows each (16 threads would have cut 16 of 256)
+    assert result.workers == 2 and result.tasks == 6
+
+
 def test_tasks_and_the_job_are_small_and_picklable(tmp_path: Path) -> None:
     src = write(ab_rows(5000), tmp_path / "in.csv")
     tasks = list(open_source(src, ["id", "a", "b"], 256).tasks())

@@ -144,12 +144,17 @@ class DaskEngine:
                                  f"{info.evaluator}): install the same packages on every worker")
         return infos[0]
 
+    def slots(self) -> int:
+        """The cluster's worker threads now (an existing cluster's, not this machine's cores)."""
+        threads: dict[str, int] = self.client.nthreads()
+        return max(1, sum(threads.values()))
+
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         """Keep at most 2 tasks per worker thread in flight (memory stays bounded on the driver and the
         workers), yielding results as they complete."""
         distributed, _ = _import_distributed()
         run_id = uuid.uuid4().hex[:12]
-        limit = 2 * max(1, sum(self.client.nthreads().values()))
+        limit = 2 * self.slots()
         todo = iter(tasks)
 
         def submit(task: Task) -> Any:

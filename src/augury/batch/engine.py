@@ -1,5 +1,6 @@
 """Engines run a batch job's tasks. The seam: `Engine.model_info()`, the model as the engine's workers
-loaded it, then `Engine.run(job, tasks) -> results`, in any order.
+loaded it, `Engine.slots()`, how many tasks it scores at once (the plan cuts the input for them), then
+`Engine.run(job, tasks) -> results`, in any order.
 
 The evaluator decision (`augury.models.evaluator`) is made where the model is scored: an engine's workers
 load the model with the evaluator asked for, and the run records the decision they made (a worker whose
@@ -58,6 +59,10 @@ class Engine(Protocol):
         """The model as this engine's workers loaded it; its `evaluator` is the run's decision."""
         ...
 
+    def slots(self) -> int:
+        """How many tasks this engine scores at once: what the run's plan cuts the input for."""
+        ...
+
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         """Score every task, yielding each result as it completes (order not guaranteed)."""
         ...
@@ -84,6 +89,9 @@ class InlineEngine:
 
     def model_info(self) -> ModelInfo:
         return self.model.info
+
+    def slots(self) -> int:
+        return 1
 
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         for task in tasks:
@@ -169,6 +177,9 @@ class ThreadEngine:
     def model_info(self) -> ModelInfo:
         return self.model.info
 
+    def slots(self) -> int:
+        return self.workers
+
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         return _bounded_map(self.pool, lambda task: score_task(self.model, task, job), tasks,
                             2 * self.workers)
@@ -213,6 +224,9 @@ class LocalEngine:
             raise BatchError(f"the worker processes loaded version {info.version} of the model, "
                              f"not {self.preloaded.version}: was the model file replaced?")
         return info
+
+    def slots(self) -> int:
+        return self.workers
 
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         return _bounded_map(self.pool, functools.partial(_run_in_worker, job), tasks, 2 * self.workers)

@@ -151,6 +151,7 @@ def run_batch(
     try:
         with _exclusive(out):
             info = engine.model_info()
+            workers = engine.slots()  # an existing Dask cluster's threads, not this machine's cores
             keys = tuple(options.key_columns)
             _check_keys(info, keys)
             columns = tuple(dict.fromkeys([*keys, *info.inputs.names]))
