@@ -70,9 +70,13 @@ def test_a_static_server_is_not_ready_while_its_store_cannot_answer(client: http
             model = client.get(f"{url}/v2/models/cat/ready")
             assert model.status_code == 503 and model.json()["ready"] is False
             assert model.json()["error"] == "the prediction store cannot answer right now"
-            assert client.get(f"{url}/v1/models/cat/predictions/k2").status_code == 503
-            for r in (ready, model):
+            # a store that answers but cannot serve (tables gone, not a database) is broken, not away:
+            # a 500 whose body names only the request id (issue 13's classification); readiness says 503
+            lookup = client.get(f"{url}/v1/models/cat/predictions/k2")
+            assert lookup.status_code == 500 and "request id" in lookup.json()["error"]
+            for r in (ready, model, lookup):
                 assert str(tmp_path) not in r.text and "no such table" not in r.text
+                assert "not a database" not in r.text
     finally:
         store.close()
 
@@ -96,7 +100,8 @@ def test_readiness_comes_back_with_the_store(client: httpx.Client, tmp_path: Pat
 def test_a_hybrid_server_stays_ready_with_a_failing_store_and_computes(client: httpx.Client,
                                                                        tmp_path: Path) -> None:
     """Documented choice (docs/serve.md): hybrid computes every example that has features, so it stays
-    ready; its readiness body says the store is down, and key-only lookups get 503."""
+    ready; its readiness body says the store is down, and key-only lookups fail with the store's error
+    (here a broken store, a table gone: 500; an unreachable one is 503, tests/serve/test_redis_*)."""
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
     publish_values(store, ["k1"], [5.0])
@@ -110,6 +115,6 @@ def test_a_hybrid_server_stays_ready_with_a_failing_store_and_computes(client: h
             r = client.post(f"{url}/v1/models/add:predict", json={"instances": [{"a": 1, "b": 1}]})
             assert r.status_code == 200 and r.json()["provenance"][0]["source"] == "dynamic"
             assert client.post(f"{url}/v1/models/add:predict",
-                               json={"instances": [{"key": "k9"}]}).status_code == 503
+                               json={"instances": [{"key": "k9"}]}).status_code == 500
     finally:
         store.close()
