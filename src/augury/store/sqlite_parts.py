@@ -17,6 +17,11 @@ transaction is rolled back (none of the batch is kept) and the write is an `Inpu
 after which the publish should be aborted. `commit` marks the version ready and, if asked, switches the
 pointer in the same transaction, so readers see the old version or the new one.
 
+Each batch goes in sorted by key, so the key index takes its inserts in order rather than at random:
+one writer, random 32-hex-digit keys in 65,536-row batches, on 2 busy cores: 320,000 rows/s sorted
+against 145,000 unsorted for 200,000 rows, 215,000 for 1M (the single-stream `publish` of the same 1M:
+430,000). A 64 MB page cache for the writer added only 7% at 1M rows, so it keeps SQLite's default.
+
 A single-stream `publish` does not go through here: building the key index after the bulk load is
 faster than keeping it while inserting (`sqlite_publish`), and one stream needs neither.
 """
@@ -82,8 +87,10 @@ class SQLitePublish:
                 if len(set(rows.keys)) != len(rows.keys):
                     key, _ = Counter(rows.keys).most_common(1)[0]
                     raise InputError(f"key '{key}' appears more than once in the published rows")
+                blobs = list(map(encode_record, rows.records()))
+                order = sorted(range(len(blobs)), key=rows.keys.__getitem__)
                 try:
-                    n = insert(con, name, rows.keys, list(map(encode_record, rows.records())))
+                    n = insert(con, name, [rows.keys[i] for i in order], [blobs[i] for i in order])
                 except sqlite3.IntegrityError:
                     con.execute("ROLLBACK")
                     raise InputError(f"key '{_clash(con, name, rows.keys)}' appears more than once in "
