@@ -112,6 +112,12 @@ class ReaderPool:
             return self._free.get_nowait()
         except queue.Empty:
             pass
+        if len(self._all) < self._size:
+            # a new connection opens whatever file is at the path now: if that is no longer the file
+            # this pool was opened on (replaced, perhaps by one another process holds locked), fail now
+            # rather than read it, or wait up to busy_timeout_s for its lock on the caller's thread
+            # (a server's event loop: a request in tests/serve/test_sqlite_failures.py got no answer in 30 s)
+            self._check_file()
         with self._lock:
             if self._closed:
                 raise again(self._closed_error)
