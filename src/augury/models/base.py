@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -68,6 +68,8 @@ class Model(Protocol):
         ...
 
 
+T = TypeVar("T")
+
 #: `predict` as a function of the batch's features as one float64 matrix: rows x inputs, in the input
 #: schema's order, nulls as NaN (`numeric_matrix`); one Arrow array per output column.
 MatrixPredict = Callable[[NDArray[np.float64]], list[pa.Array]]
@@ -92,14 +94,7 @@ class MatrixModel(Protocol):
 def predict_matrix_checked(model: Model, predict: MatrixPredict, x: NDArray[np.float64]) -> list[pa.Array]:
     """`predict_checked` for a model's `matrix_predict` and a matrix of `x.shape[0]` rows: the same errors,
     the same checks (one value per row in each declared output column)."""
-    try:
-        out = predict(x)
-    except PredictionError:
-        raise
-    except Exception as exc:
-        raise PredictionError(
-            f"model {model.info.name!r} failed to predict: {type(exc).__name__}: {exc}"
-        ) from exc
+    out = _framework_call(model, predict, x)
     expected = model.info.outputs.names
     if len(out) != len(expected):
         raise PredictionError(
@@ -118,14 +113,7 @@ def predict_checked(model: Model, batch: pa.RecordBatch) -> pa.RecordBatch:
 
     Any exception from the model's framework becomes a `PredictionError` naming the model.
     """
-    try:
-        out = model.predict(batch)
-    except PredictionError:
-        raise
-    except Exception as exc:
-        raise PredictionError(
-            f"model {model.info.name!r} failed to predict: {type(exc).__name__}: {exc}"
-        ) from exc
+    out = _framework_call(model, model.predict, batch)
     if out.num_rows != batch.num_rows:
         raise PredictionError(
             f"model {model.info.name!r} returned {out.num_rows} rows for {batch.num_rows} inputs"
@@ -136,3 +124,15 @@ def predict_checked(model: Model, batch: pa.RecordBatch) -> pa.RecordBatch:
             f"model {model.info.name!r} returned columns {out.schema.names}, expected {expected}"
         )
     return out
+
+
+def _framework_call(model: Model, predict: Callable[[Any], T], arg: Any) -> T:
+    """`predict(arg)`, any exception but a `PredictionError` turned into one naming the model."""
+    try:
+        return predict(arg)
+    except PredictionError:
+        raise
+    except Exception as exc:
+        raise PredictionError(
+            f"model {model.info.name!r} failed to predict: {type(exc).__name__}: {exc}"
+        ) from exc
