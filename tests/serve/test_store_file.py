@@ -233,7 +233,9 @@ def test_a_deleted_republished_or_replaced_file_is_reopened(tmp_path: Path, work
         assert until(lambda: ready(url).status_code == 200, 3, "readiness 200") and proc.poll() is None
     assert not lookups.problems, lookups.problems[:5]
     log = live.with_name("server.log").read_text()
-    assert "was deleted" in log and "was replaced" in log
+    # the mv is a replacement; the rm is logged as a deletion only if the once-a-second watch looks before
+    # the new publish lands (the readiness check's reader can notice it first): either is right
+    assert "was replaced" in log
 
 
 class StuckStore(MemoryStore):
