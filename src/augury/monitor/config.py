@@ -32,15 +32,13 @@ file.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from augury.errors import ConfigError
 from augury.monitor.shadow import ShadowSettings
-from augury.verify.config import DriftCheck, TomlReader, drift_check
+from augury.verify.config import DriftCheck, TomlReader, drift_check, read_toml
 
 
 @dataclass(frozen=True)
@@ -74,16 +72,7 @@ def load_monitor_config(path: str | Path | None) -> MonitorConfig:
     if path is None:
         return MonitorConfig()
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"monitor settings file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"monitor settings file is a directory: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return monitor_config_from_dict(data, path)
+    return monitor_config_from_dict(read_toml(path, "monitor settings file"), path)
 
 
 def monitor_config_from_dict(data: Mapping[str, Any], path: Path | None = None) -> MonitorConfig:

@@ -110,16 +110,20 @@ def load_checks(path: str | Path | None) -> Checks:
     if path is None:
         return Checks()
     path = Path(path)
+    return checks_from_dict(read_toml(path, "checks file"), path)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML document in `path`; ConfigError naming `what` (e.g. "checks file") if it cannot be read."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(f"checks file not found: {path}") from exc
+        raise ConfigError(f"{what} not found: {path}") from exc
     except IsADirectoryError as exc:
-        raise ConfigError(f"checks file is a directory: {path}") from exc
+        raise ConfigError(f"{what} is a directory: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return checks_from_dict(data, path)
 
 
 def checks_from_dict(data: Mapping[str, Any], path: Path | None = None) -> Checks:
