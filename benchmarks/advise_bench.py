@@ -185,16 +185,10 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """The /metrics samples, by name with labels."""
-        out: dict[str, float] = {}
+        from augury.advise.calibrate import metric_values
+
         status, raw = http(self.port, "GET", "/metrics")
-        if status != 200:
-            return out
-        for line in raw.decode(errors="replace").splitlines():
-            name, _, value = line.rpartition(" ")
-            if name and not line.startswith("#"):
-                with contextlib.suppress(ValueError):
-                    out[name] = float(value)
-        return out
+        return metric_values(raw) if status == 200 else {}
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL after 15 s."""

@@ -395,8 +395,14 @@ async def _metrics(port: int) -> dict[str, float]:
         raw = await (conn.reader.readexactly(length) if length is not None else conn.reader.read())
     finally:
         conn.close()
+    return metric_values(raw)
+
+
+def metric_values(text: bytes) -> dict[str, float]:
+    """A Prometheus text exposition as sample (name with its labels) -> value; comments and lines
+    without a number are left out."""
     out: dict[str, float] = {}
-    for line in raw.decode(errors="replace").splitlines():
+    for line in text.decode(errors="replace").splitlines():
         name, _, value = line.rpartition(" ")
         if name and not line.startswith("#"):
             with contextlib.suppress(ValueError):
