@@ -40,6 +40,11 @@ Systems (``--systems``, comma-separated; default: all but the peers; ``all``: ev
   written back to the store (beside its versions) and answered from there until they are 2 s old
   (they stay in the workload's ``store.db``, in its write-back table, never in a version; a server
   with a TTL of 2 s takes none older). Against ``bare`` and ``bare_c``; no target.
+- ``dynamic_mon``, ``dynamic_nomon``, ``static_mon``, ``static_nomon``: the cost of data monitoring
+  (issue 14), run only when named. ``dynamic_mon`` is ``dynamic`` with ``--reference catalogue.parquet``
+  (drift watched as ``augury serve`` does by default: every request up to 1,000 a second), ``static_mon``
+  is ``static`` (its predictions watched against the active version's profile); each ``_nomon`` is the
+  same server with ``--monitor-sample 0``, and each ``_mon`` is reported against it. Target: >= 0.9.
 - ``dynamic_v2``: dynamic mode, the body of ``bare_v2``. Reported against ``bare_v2`` and ``bare_v2_c``;
   no target.
 
@@ -125,7 +130,7 @@ from redis_local import local_redis  # noqa: E402
 
 def main(argv: Sequence[str] | None = None) -> int:
     systems = all_systems()
-    own = [n for n, s in systems.items() if s.peer is None and not s.redis]
+    own = [n for n, s in systems.items() if s.peer is None and not s.redis and s.default]
     peers = [n for n, s in systems.items() if s.peer is not None]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default=",".join(own),

@@ -53,6 +53,8 @@ class System:
     bare_args: tuple[str, ...] = ()
     #: served from the Redis store ({redis}): runs only with ``http_bench.py --redis``
     redis: bool = False
+    #: in the default list of ``http_bench.py --systems`` (the monitoring pairs are run when named)
+    default: bool = True
 
 
 def systems() -> dict[str, System]:
@@ -110,6 +112,22 @@ def systems() -> dict[str, System]:
                lambda w: [Check("POST", V1, w.meta["keyed_body"], proba(w, "key", "static")),
                           Check("POST", V1, w.meta["unseen_body"], proba(w, "unseen", "dynamic"))],
                "bare", same_protocol="bare_c"),
+        # the cost of data monitoring (issue 14): each _mon system is divided by its _nomon twin, which
+        # is the same server with the monitor off (--monitor-sample 0); the dynamic one watches drift
+        # against the catalogue the model scored (without a reference a dynamic server watches nothing)
+        System("dynamic_mon", "dynamic with drift monitoring on (default sampling, --reference the "
+               "catalogue)", (*model, "--reference", "catalogue.parquet"), post_v1,
+               lambda w: [Check("POST", V1, body(w.body_v1), proba(w, "v1", "dynamic"))],
+               "dynamic_nomon", Target(0.9), default=False),
+        System("dynamic_nomon", "dynamic with monitoring off (--monitor-sample 0)",
+               (*model, "--monitor-sample", "0"), post_v1,
+               lambda w: [Check("POST", V1, body(w.body_v1), proba(w, "v1", "dynamic"))], "bare",
+               default=False),
+        System("static_mon", "static with monitoring on as by default (drift of the predictions against "
+               "the active version's profile)", store, get_keys, lookup_static, "static_nomon", Target(0.9),
+               default=False),
+        System("static_nomon", "static with monitoring off (--monitor-sample 0)",
+               (*store, "--monitor-sample", "0"), get_keys, lookup_static, "bare_get", default=False),
         System("dynamic_v2", "augury serve --model: POST v2 [1,20] FP64 tensor", model, post_v2,
                lambda w: [Check("POST", V2, body(w.body_v2), proba(w, "v1", "dynamic"))],
                "bare_v2", same_protocol="bare_v2_c"),
