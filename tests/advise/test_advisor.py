@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+import advise_models
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -24,10 +24,16 @@ def test_slow_model_small_catalogue_is_static_within_the_budget(
     data = write_ab_catalogue(tmp_path / "catalogue.parquet", 300)
     ids = np.random.default_rng(2).integers(0, 300, 3000)
     pq.write_table(pa.table({"id": ids}), tmp_path / "log.parquet")
-    started = time.monotonic()
+    advise_models.SLOW_CALLS.clear()
     a = advise("advise_models:slow", data, key_columns=["id"], traffic=tmp_path / "log.parquet", qps=100,
                latency_slo_ms=200, max_staleness_s=3600, cores=2, budget_s=3)
-    assert time.monotonic() - started < 3 + 2.5  # measuring stays in budget; the rest is fast
+    # measuring stays in budget: the model time the advisor asked for, known by construction (50 ms a
+    # row, the least each call sleeps), fits in the model's steps' share of the budget (they end at 75 %
+    # of it, advisor.py), however busy the machine is (a slower call only makes the advisor start fewer
+    # calls); no wall clock is read (issue 15: a bound on wall time failed at 7.3 s under load 7)
+    asked = advise_models.SLOW_ROW_S * sum(advise_models.SLOW_CALLS)
+    assert 0 < asked <= 0.75 * 3, advise_models.SLOW_CALLS
+    assert advise_models.SLOW_CALLS.count(1) >= 3  # batch size 1 was measured, not guessed
     assert a.mode == "static"
     model = a.measurements.model
     one = model.latency[0]
@@ -79,9 +85,13 @@ def test_zipf_traffic_large_catalogue_mid_model_is_hybrid(
 def test_a_model_slower_than_the_budget_gives_a_lower_bound(
         tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> None:
     data = write_ab_catalogue(tmp_path / "catalogue.parquet", 50)
-    started = time.monotonic()
-    a = advise("advise_models:stuck", data, latency_slo_ms=100, cores=1, budget_s=0.6)
-    assert time.monotonic() - started < 1.4  # did not wait for the 1.5 s call
+    advise_models.RELEASE_STUCK.clear()
+    try:
+        a = advise("advise_models:stuck", data, latency_slo_ms=100, cores=1, budget_s=0.6)
+        # did not wait for the call: it returns only once released, which is after advise returned
+        assert not advise_models.RELEASE_STUCK.is_set()
+    finally:
+        advise_models.RELEASE_STUCK.set()
     assert a.measurements.model.lower_bound and a.mode == "static"
     assert any("at least" in r for r in a.reasons)
 
@@ -106,10 +116,10 @@ def test_empty_samples(tmp_path: Path) -> None:
 
 def test_bad_logs_fail_before_measuring(tmp_path: Path, catalogue: Path) -> None:
     pq.write_table(pa.table({"user": [1, 2]}), tmp_path / "nokeys.parquet")
-    started = time.monotonic()
+    advise_models.SLOW_CALLS.clear()
     with pytest.raises(InputError, match="neither the key column"):
         advise("advise_models:slow", catalogue, key_columns=["id"], traffic=tmp_path / "nokeys.parquet")
-    assert time.monotonic() - started < 2
+    assert advise_models.SLOW_CALLS == []  # failed before the model was called once
     pq.write_table(pa.table({"a": ["x"], "b": ["y"]}), tmp_path / "mismatch.parquet")
     with pytest.raises(InputError, match="no request that can be keyed"):
         advise("advise_models:slow", catalogue, traffic=tmp_path / "mismatch.parquet")
