@@ -210,7 +210,8 @@ class Router:
             hit = (await self._reads.get_many([key]) if self._reads is not None
                    else self.store.get_many([key]))[0]
             if hit is not None:
-                await self._remember([hit])
+                if self._remote is not None:  # an in-process store's records are read on first use
+                    await self._remember([hit])
                 if self._usable(hit):
                     self._metrics.observe_store(1, 0)
                     return Answer(hit.values, static_provenance(hit, time.time(), self._evaluator(hit)))

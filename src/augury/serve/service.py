@@ -193,7 +193,10 @@ class Service:
         event loop for an in-process store: one key)."""
         started = time.perf_counter()
         answer = await self.router.lookup(key)
-        self._served((Example(key, None),) if self.tap is not None else (), (answer,), (answer,), started)
+        static = answer.provenance["source"] == "static"  # `_served` for one answer, without its loops
+        self.metrics.observe_predictions(static, not static, time.perf_counter() - started)
+        if self.tap is not None:
+            self.tap.offer((Example(key, None),), (answer,))
         return answer
 
     def _served(self, examples: Sequence[Example], found: Sequence[Answer],

@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 #: a 503. Mapping was faster in isolation (a one-key `get_many` 4.2 µs p50 mapped against 5.6 unmapped,
 #: benchmarks/store_bench.py); through the server see BENCHMARKS.md ("Store file watch").
 READER_MMAP_BYTES = 0
+#: each reader's page cache, in KiB (SQLite's default is 2,000). Unmapped, a page a reader has not cached
+#: is a ``pread``: with the default cache a one-key lookup in the benchmark's 8 MB store cost 3.75 µs, with
+#: 16 MiB 2.8 µs, within 0.1 µs of the mapped file's 2.7 (SELECT in a read transaction, random keys), and a
+#: static request through the server ~2 µs less CPU (benchmarks/inproc_bench.py static). SQLite fills it
+#: only as pages are read, so a small store costs its size; a large one at most this much per reader
+#: (`max_readers`, 8 by default; the server's event loop uses one for its lookups).
+READER_CACHE_KIB = 16384
 
 #: how long a reader keeps one read snapshot (see `sqlite_read`): the most a switch made by another
 #: process can go unseen, against the cost of a read transaction per lookup (3 syscalls: 2.5 µs of a 6.7 µs
@@ -97,6 +104,7 @@ class SQLiteStore(StoreFile):
         try:
             con.execute("PRAGMA query_only=ON")
             con.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+            con.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         except sqlite3.Error as exc:
             con.close()
             raise store_error(exc, f"cannot open a reader on the prediction store {self.path}: {exc}"
@@ -226,6 +234,13 @@ class SQLiteStore(StoreFile):
         commit or abort): VersionNotFoundError for an unknown version, StoreError for one that is not
         being published by a live process."""
         return sqlite_parts.join(self, version)
+
+    #: writer processes of `augury publish` from a dataset (`base.SharedPublishing`; measured there)
+    publish_writers = sqlite_parts.PUBLISH_WRITERS
+
+    def reopen_args(self) -> tuple[str, dict[str, Any]]:
+        """The URL and options that open this same file in a writer process (`publish_pool`)."""
+        return f"sqlite:///{self.path}", {"busy_timeout_s": self._busy_timeout_s}
 
     def _discard(self, number: int) -> None:
         """Delete a failed publish's partial version; if even that fails, gc will (it is an orphan)."""
