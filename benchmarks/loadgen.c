@@ -11,7 +11,14 @@
  * A client gives up on a request after TIMEOUT_MS (from when it was due): one still waiting for a
  * connection is dropped, one sent has its connection closed; both count as timeouts.
  *
- * usage: loadgen HOST PORT PATH BODY_FILE RATE SECONDS WARMUP_S MAX_CONNS PROBE_PATH PROBE_MS TIMEOUT_MS
+ * An optional last argument ARRIVALS: "fixed" (the default, as above) or "poisson:SEED": requests due at
+ * Poisson times (exponential gaps of mean 1 / rate from a generator seeded with SEED), as independent
+ * users' requests arrive (benchmarks/advise_bench.py: the advisor's queueing model assumes them).
+ * With Poisson arrivals, waits for the next due request are timed to the microsecond (epoll_pwait2), so
+ * a request goes out when due, not on the next millisecond tick (fixed arrivals keep the millisecond
+ * ticks overload_bench was measured with). send_lag_* says how late sends were.
+ *
+ * usage: loadgen HOST PORT PATH BODY_FILE RATE SECONDS WARMUP_S MAX_CONNS PROBE_PATH PROBE_MS TIMEOUT_MS [ARRIVALS]
  * output: one line of JSON (counts by status, latency percentiles of 200s, probes, per-second 200s).
  */
 #define _GNU_SOURCE
@@ -25,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -58,6 +66,25 @@ static float *lat_503; static long l503_n, l503_cap;
 static float probe_lat[100000]; static long probe_n, probe_fail, probe_sent;
 static long ok_per_sec[MAXSEC], all_per_sec[MAXSEC];
 static long max_backlog;
+static float *lag; static long lag_n, lag_cap;  /* send time - due time, ms (measured part) */
+static double lat_sum;
+/* arrivals: fixed (due i / rate) or Poisson (exponential gaps from a seeded xorshift64*) */
+static int poisson; static unsigned long long rng_state;
+static double uniform01(void) {
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return ((rng_state * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+/* ln(x) for x > 0 without libm (so the generator still builds with a bare `cc -O2`): x = m 2^e with m in
+ * [0.707, 1.414), ln m by the atanh series (|s| <= 0.172: error below 1e-11) */
+static double ln(double x) {
+    union { double d; unsigned long long u; } v = {.d = x};
+    int e = (int)((v.u >> 52) & 0x7ff) - 1023;
+    v.u = (v.u & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL;
+    if (v.d > 1.4142135623730951) { v.d *= 0.5; e++; }
+    double s = (v.d - 1) / (v.d + 1), s2 = s * s;
+    return e * 0.6931471805599453 + 2 * s * (1 + s2 * (1. / 3 + s2 * (1. / 5 + s2 * (1. / 7 + s2 * (1. / 9 + s2 / 11)))));
+}
+static double next_gap(double rate) { return poisson ? -ln(1.0 - uniform01()) / rate : 1.0 / rate; }
 
 static double now(void) {
     struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -113,6 +140,7 @@ static void try_send(conn *c) {
 static void start_req(conn *c, double due) {
     c->busy = 1; c->due = due; c->sent = 0; c->have = 0;
     c->req = c->probe ? probe_bytes : request_bytes; c->len = c->probe ? probe_len : request_len;
+    if (!c->probe && due >= warm_end) push(&lag, &lag_n, &lag_cap, (float)((now() - due) * 1e3));
     try_send(c);
 }
 
@@ -136,7 +164,7 @@ static void record(conn *c, int status, int retry, int json) {
     if (c->due < warm_end) return;
     long sec = (long)(c->due - warm_end);
     if (sec >= 0 && sec < MAXSEC) { all_per_sec[sec]++; if (status == 200) ok_per_sec[sec]++; }
-    if (status == 200) { n_ok++; push(&lat_ok, &lat_n, &lat_cap, (float)((t - c->due) * 1e3)); }
+    if (status == 200) { n_ok++; lat_sum += t - c->due; push(&lat_ok, &lat_n, &lat_cap, (float)((t - c->due) * 1e3)); }
     else if (status == 503) {
         n_503++; n_503_retry += retry; n_503_json += json;
         push(&lat_503, &l503_n, &l503_cap, (float)((t - c->due) * 1e3));
@@ -190,7 +218,11 @@ static void on_event(conn *c, unsigned ev) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 12) { fprintf(stderr, "usage: see the header of loadgen.c\n"); return 2; }
+    if (argc != 12 && argc != 13) { fprintf(stderr, "usage: see the header of loadgen.c\n"); return 2; }
+    if (argc == 13 && !strncmp(argv[12], "poisson:", 8)) {
+        poisson = 1; rng_state = strtoull(argv[12] + 8, NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
+    } else if (argc == 13 && strcmp(argv[12], "fixed")) { fprintf(stderr, "ARRIVALS: fixed or poisson:SEED\n"); return 2; }
+    if (poisson) prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  /* wake within ~1 us of a due time, not 50 */
     const char *host = argv[1]; int port = atoi(argv[2]); const char *path = argv[3];
     double rate = atof(argv[5]), secs = atof(argv[6]), warm = atof(argv[7]);
     max_conns = atoi(argv[8]); const char *probe_path = argv[9]; double probe_s = atof(argv[10]) / 1e3;
@@ -208,13 +240,16 @@ int main(int argc, char **argv) {
     conns = calloc(max_conns, sizeof(conn *)); idle_cap = max_conns * 4 + 16; idle = calloc(idle_cap, sizeof(int));
     bl_cap = (long)(rate * (secs + warm)) + 16; backlog = malloc(bl_cap * sizeof(double));
     t0 = now(); warm_end = t0 + warm; end_t = warm_end + secs;
-    long i = 0; double next_probe = t0;
+    long i = 0; double next_probe = t0, next_due = t0 + (poisson ? next_gap(rate) : 0);
     struct epoll_event evs[1024];
     struct rusage ru0; getrusage(RUSAGE_SELF, &ru0);
     while (1) {
         double t = now();
         if (t >= end_t + 2.0) break;  /* 2 s for the last answers */
-        while (t < end_t && t0 + i / rate <= t) backlog[bl_tail++] = t0 + (i++) / rate;
+        while (t < end_t && next_due <= t) {
+            if (bl_tail == bl_cap) { bl_cap *= 2; backlog = realloc(backlog, bl_cap * sizeof(double)); }
+            backlog[bl_tail++] = next_due; i++; next_due += next_gap(rate);
+        }
         if (t >= next_sweep) {  /* clients give up on requests older than the timeout */
             next_sweep = t + 0.05;
             while (bl_head < bl_tail && backlog[bl_head] < t - timeout_s) {
@@ -239,11 +274,19 @@ int main(int argc, char **argv) {
             conn *p = open_conn(1); if (p) { start_req(p, t); if (t >= warm_end) probe_sent++; }
             next_probe += probe_s;
         }
-        double wait = t0 + i / rate - now();
+        double wait = next_due - now();
         /* at least 1 ms: epoll_wait counts milliseconds, and a 0 would spin while the backlog waits for a
-         * connection; requests due meanwhile go out on the next wake, their latency counted from when due */
-        int ms = wait > 1e-3 ? (int)(wait * 1e3) : 1;
-        int n = epoll_wait(ep, evs, 1024, ms);
+         * connection; requests due meanwhile go out on the next wake, their latency counted from when due.
+         * Poisson arrivals: until the next due request, to the microsecond (at least 1 ms as above while
+         * the backlog waits, or after the end) */
+        int n;
+        if (poisson) {
+            if ((bl_tail > bl_head || t >= end_t) && wait < 1e-3) wait = 1e-3;
+            if (wait < 0) wait = 0;
+            if (wait > 0.1) wait = 0.1;
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(wait * 1e9)};
+            n = epoll_pwait2(ep, evs, 1024, &ts, NULL);
+        } else n = epoll_wait(ep, evs, 1024, wait > 1e-3 ? (int)(wait * 1e3) : 1);
         for (int k = 0; k < n; k++) on_event(evs[k].data.ptr, evs[k].events);
     }
     n_backlogged_at_end = bl_tail - bl_head;
@@ -252,15 +295,19 @@ int main(int argc, char **argv) {
     double cpu = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) * 1e-6
                + (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
     qsort(lat_ok, lat_n, sizeof(float), cmpf); qsort(lat_503, l503_n, sizeof(float), cmpf);
-    qsort(probe_lat, probe_n, sizeof(float), cmpf);
+    qsort(probe_lat, probe_n, sizeof(float), cmpf); qsort(lag, lag_n, sizeof(float), cmpf);
     printf("{\"offered_rate\":%.1f,\"seconds\":%.1f,\"ok\":%ld,\"s503\":%ld,\"s503_retry_after\":%ld,"
            "\"s503_json\":%ld,\"timeouts\":%ld,\"other\":%ld,\"errors\":%ld,\"unanswered\":%ld,\"never_sent\":%ld,"
            "\"max_backlog\":%ld,\"conns\":%d,\"gen_cpu_s\":%.2f,"
+           "\"arrivals\":\"%s\",\"ok_mean_ms\":%.4f,\"ok_p90_ms\":%.4f,\"ok_p999_ms\":%.4f,"
+           "\"send_lag_p50_ms\":%.4f,\"send_lag_p99_ms\":%.4f,\"send_lag_max_ms\":%.4f,"
            "\"ok_p50_ms\":%.2f,\"ok_p99_ms\":%.2f,\"ok_max_ms\":%.2f,\"s503_p50_ms\":%.2f,\"s503_p99_ms\":%.2f,"
            "\"probes_sent\":%ld,\"probes\":%ld,\"probe_fail\":%ld,\"probe_p50_ms\":%.2f,\"probe_p99_ms\":%.2f,\"probe_max_ms\":%.2f,"
            "\"ok_per_sec\":[",
            rate, secs, n_ok, n_503, n_503_retry, n_503_json, n_timeout, n_other, n_err, in_flight, n_backlogged_at_end,
-           max_backlog, nconns, cpu, pct(lat_ok, lat_n, 50), pct(lat_ok, lat_n, 99),
+           max_backlog, nconns, cpu, poisson ? "poisson" : "fixed", lat_n ? lat_sum * 1e3 / lat_n : -1.0,
+           pct(lat_ok, lat_n, 90), pct(lat_ok, lat_n, 99.9), pct(lag, lag_n, 50), pct(lag, lag_n, 99),
+           lag_n ? lag[lag_n - 1] : -1.0, pct(lat_ok, lat_n, 50), pct(lat_ok, lat_n, 99),
            lat_n ? lat_ok[lat_n - 1] : -1.0, pct(lat_503, l503_n, 50), pct(lat_503, l503_n, 99),
            probe_sent, probe_n, probe_fail, pct(probe_lat, probe_n, 50), pct(probe_lat, probe_n, 99),
            probe_n ? probe_lat[probe_n - 1] : -1.0);
