@@ -53,8 +53,11 @@ PHASE_S = 2.5
 LIGHT_RATE = 400.0
 HEAVY_BUSY = 0.8
 MAX_RATE = 6000.0
+#: the warm-up's length and the round trips timed, for phases of `PHASE_S`; shorter phases (the tests'
+#: `phase_s`) shorten both in proportion, down to `MIN_ROUND_TRIPS`.
 WARMUP_S = 0.7
 ROUND_TRIPS = 300
+MIN_ROUND_TRIPS = 60
 START_TIMEOUT_S = 60.0
 NAME = "calib"
 _MODEL = '''
@@ -103,9 +106,13 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
     server_core = cores[0] if len(cores) >= 2 else None
     with tempfile.TemporaryDirectory(prefix="augury-calibrate-") as tmp:
         (Path(tmp) / "augury_calibration_model.py").write_text(_MODEL, encoding="utf-8")
-        with _client_cores(cores[1:] if server_core is not None else []):
-            inline = _measure(Path(tmp), None, server_core, phase_s)
-            hop = _measure(Path(tmp), 0.0, server_core, phase_s)
+        # both servers start at once (their start, mostly imports, is over a second each), then are
+        # measured one after the other: the one waiting is idle meanwhile
+        with _server(Path(tmp), None) as first, _server(Path(tmp), 0.0) as second, \
+                _client_cores(cores[1:] if server_core is not None else []):
+            inline = _measure(first, server_core, phase_s)
+            _stop(first[0])
+            hop = _measure(second, server_core, phase_s)
     per_request, batch_inline = _fit(inline[1])
     per_request_hop, batch_hop = _fit(hop[1])
     details = {f"{path}_{name}_{what}": value
@@ -151,10 +158,13 @@ def _client_cores(cores: list[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _measure(folder: Path, inline_below_ms: float | None, core: int | None,
-             phase_s: float) -> tuple[float, tuple[Phase, ...], tuple[float, ...]]:
-    import psutil
+_Server = tuple[subprocess.Popen[bytes], int, Path]
 
+
+@contextlib.contextmanager
+def _server(folder: Path, inline_below_ms: float | None) -> Iterator[_Server]:
+    """``augury serve`` of the calibration model started (not yet answering) on a free port; stopped
+    on the way out."""
     port = _free_port()
     cmd = [sys.executable, "-m", "augury.cli", "serve", "--model", "augury_calibration_model:score",
            "--name", NAME, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -169,18 +179,30 @@ def _measure(folder: Path, inline_below_ms: float | None, core: int | None,
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=folder, start_new_session=True)
     try:
-        if core is not None:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(proc.pid, {core})
-        _wait_ready(proc, port, log)
-        server = psutil.Process(proc.pid)
-        return asyncio.run(_phases(port, server, phase_s))
+        yield proc, port, log
     finally:
         _stop(proc)
 
 
+def _measure(server: _Server, core: int | None, phase_s: float
+             ) -> tuple[float, tuple[Phase, ...], tuple[float, ...]]:
+    """Wait until `server` answers, pin it to `core`, and run the phases."""
+    import psutil
+
+    proc, port, log = server
+    _wait_ready(proc, port, log)
+    process = psutil.Process(proc.pid)
+    if core is not None:  # every thread: those started already (the model thread) keep their own mask
+        for thread in process.threads():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(thread.id, {core})
+    return asyncio.run(_phases(port, process, phase_s))
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server's process group (its workers too), SIGKILL if it is not gone in 15 s."""
+    if proc.poll() is not None:
+        return
     for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -257,8 +279,10 @@ async def _one(port: int, method: str, path: str, body: bytes = b"") -> int:
 
 async def _phases(port: int, server: object, phase_s: float
                   ) -> tuple[float, tuple[Phase, ...], tuple[float, ...]]:
-    await _closed_loop(port, CONCURRENCY, WARMUP_S, server)
-    trips = sorted(await _sequential(port, _request("GET", "/v2/health/ready"), ROUND_TRIPS))
+    scale = min(phase_s / PHASE_S, 1.0)
+    await _closed_loop(port, CONCURRENCY, WARMUP_S * scale, server)
+    trips = sorted(await _sequential(port, _request("GET", "/v2/health/ready"),
+                                     max(int(ROUND_TRIPS * scale), MIN_ROUND_TRIPS)))
     light, latencies, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
     if refused:
         raise CalibrationError(f"{refused} of {light.requests + refused} calibration predicts at "
