@@ -19,6 +19,7 @@ touches are resolved once and kept, and the in-flight gauge is a plain integer r
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -232,12 +233,25 @@ class ServeMetrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric (server-wide when sharing), and its content
         type."""
-        if self._shared is None:
+        with self._scrape():
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def collect(self) -> list[Metric]:
+        """Every metric family, as `render` exports them (server-wide when sharing), as data: for the
+        dashboard (`monitor.timeline`)."""
+        with self._scrape():
+            return list(self.registry.collect())
+
+    @contextlib.contextmanager
+    def _scrape(self) -> Iterator[None]:
+        """While collecting: the other workers' states, when sharing (read by the families and gauges)."""
+        if self._shared is None:
+            yield
+            return
         self.share()
         self._others = self._shared.others()
         try:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            yield
         finally:
             self._others = []
 

@@ -37,8 +37,9 @@ GATE_KEY = "augury.admission"
 #: the ASGI extension (in ``scope["extensions"]``) of a request the protocol's admission limit let
 #: through (or exempted): the app does not count it against the limit again.
 ADMITTED = "augury.admitted"
-#: paths answered whatever the load (liveness and readiness probes, the metrics scrape).
-NEVER_SHED = ("/v2/health/", "/metrics")
+#: paths answered whatever the load (liveness and readiness probes, the metrics scrape, the dashboard:
+#: an overloaded server is when its operator looks, and a page refreshes every 2 s at most).
+NEVER_SHED = ("/v2/health/", "/metrics", "/dashboard")
 _NEVER_SHED_RAW = tuple(p.encode("ascii") for p in NEVER_SHED)
 #: the error class refusals are counted under (``augury_request_errors_total{error=...}``).
 ERROR = "TooManyInFlight"

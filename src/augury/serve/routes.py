@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from augury.serve.dashboard import Dashboard
 from augury.serve.hot import V1_PREDICT, hot_routes
 from augury.serve.service import STORE_DOWN, Service
 from augury.serve.wire import JSONResponse
@@ -44,6 +45,7 @@ class Routes:
             Route(V1_PREDICT, self.predict_by_get, methods=["GET"]),  # before the next (see above)
             Route("/v1/models/{name}", self.model_status, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            *Dashboard(self.s.metrics).routes(),  # the live page and its data
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
 
