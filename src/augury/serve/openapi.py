@@ -202,6 +202,11 @@ def build_openapi(*, name: str, mode: str, inputs: Schema | None, outputs: Seque
         "/metrics": {"get": {"summary": "Prometheus metrics.", "responses": {"200": {
             "description": "Prometheus text format.",
             "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/dashboard": {"get": {"summary": "The live dashboard: a self-contained HTML page.", "responses": {
+            "200": {"description": "An HTML page.",
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/dashboard/data": {"get": {"summary": "What the dashboard draws (docs/monitor.md).", "responses": {
+            "200": _body({"type": "object"}, "Rates, percentiles and monitor state from the metrics.")}}},
         "/openapi.json": {"get": {"summary": "This document.", "responses": {"200": _body(
             {"type": "object"}, "The OpenAPI document.")}}},
     }
