@@ -12,30 +12,33 @@ recorded is saved with the version too (`INPUTS_META`), so a static server, whic
 and hash a request's features as the batch run did. Given the data the predictions were scored from
 (``augury publish --inputs``), the profile of its input features is saved too (`verify.inputs`): the
 reference a server's live drift monitoring compares the requests' features with.
+
+A prediction dataset (a folder written by ``augury batch -o preds/``) is loaded part by part by several
+writer processes when the store lets other processes join a publish (Redis, SQLite: `publish_pool`);
+a single file, a one-part dataset, one writer or a store that lives in one process (memory) is loaded
+as one stream. Either way the gates see every row once, before the store is touched.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from augury.batch import dataset
 from augury.errors import InputError, VerificationFailed
-from augury.keys import column_keys
+from augury.publish_pool import load_parts, writers_for
+from augury.publish_rows import StoreRows
 from augury.schema import DTYPES
 from augury.store.base import (
-    COMPUTED_AT_COLUMN,
     EVALUATOR_META,
-    FEATURES_KEY_COLUMN,
     INPUTS_META,
-    KEY_COLUMN,
     MODEL_VERSION_COLUMN,
     OUTPUT_DTYPES_META,
     PredictionStore,
+    SharedPublishing,
     VersionInfo,
 )
 from augury.verify import Checks, Report, verify
@@ -57,11 +60,16 @@ def publish_predictions(
     ttl_s: float | None = None,
     activate: bool = True,
     inputs: str | os.PathLike[str] | None = None,
+    writers: int | None = None,
 ) -> PublishResult:
     """Verify `path` against `store`'s active version, then publish it; raises VerificationFailed. With
     `inputs` (the data the predictions were scored from), the profile of its features is stored with the
-    version too (`INPUT_PROFILE_META`): the reference a server measures live input drift against."""
+    version too (`INPUT_PROFILE_META`): the reference a server measures live input drift against.
+    `writers`: processes that load a dataset's parts (`publish_pool.writers_for`; None: the store's
+    default)."""
     path = Path(path)
+    if writers is not None:
+        writers_for(store, writers, 1)  # a bad count fails before the gates run
     report = verify(path, checks, store.active())
     try:
         report.raise_if_failed()
@@ -91,14 +99,21 @@ def publish_predictions(
                 raise InputError(f"{pred.path} does not record the model's input schema (not written by "
                                  f"`augury batch`): its inputs cannot be profiled; publish without --inputs")
             meta[INPUT_PROFILE_META] = profile_inputs(Path(inputs), layout.inputs).to_dict()
-        version = store.publish(
-            _store_batches(pred, model_version),
-            model_version=model_version,
-            ttl_s=ttl_s,
-            profile=report.profile.to_dict(),
-            meta=meta,
-            activate=activate,
-        )
+        rows = StoreRows.of(str(pred.path), layout, pred.schema, model_version)
+        manifest = dataset.read_manifest(pred.path) if pred.path.is_dir() else None
+        count = writers_for(store, writers, len(manifest.parts) if manifest else 1)
+        if manifest is not None and count > 1 and isinstance(store, SharedPublishing):
+            version = load_parts(store, pred.path, manifest, rows, count, report.profile.row_count,
+                                 ttl_s=ttl_s, profile=report.profile.to_dict(), meta=meta, activate=activate)
+        else:
+            version = store.publish(
+                map(rows.convert, pred.batches(rows.columns)),
+                model_version=model_version,
+                ttl_s=ttl_s,
+                profile=report.profile.to_dict(),
+                meta=meta,
+                activate=activate,
+            )
     return PublishResult(report, version)
 
 
@@ -128,29 +143,3 @@ def _single_version(pred: PredictionsFile) -> str:
         if batch.num_rows:
             return str(batch.column(0)[0].as_py())
     raise InputError(f"{pred.path} has no rows to publish")
-
-
-def _store_batches(pred: PredictionsFile, model_version: str) -> Iterator[pa.RecordBatch]:
-    """The file's rows as store records: `key` (canonical text), `computed_at`, the output columns, and
-    `features_key` when the file has one besides its key columns (without key columns, the key is it).
-
-    Raises InputError on a row made by another model version, or with no key."""
-    keys = list(pred.layout.key_columns)
-    outputs = [o.name for o in pred.layout.outputs]
-    hashed = FEATURES_KEY_COLUMN in pred.schema.names and FEATURES_KEY_COLUMN not in (*keys, *outputs)
-    extra = [FEATURES_KEY_COLUMN] if hashed else []
-    for batch in pred.batches([*keys, *outputs, MODEL_VERSION_COLUMN, COMPUTED_AT_COLUMN, *extra]):
-        versions = pc.unique(batch.column(MODEL_VERSION_COLUMN)).to_pylist()
-        if any(v != model_version for v in versions):
-            raise InputError(
-                f"{pred.path} mixes model versions ({', '.join(map(str, versions))}); "
-                f"publish one model version at a time"
-            )
-        for c in keys:
-            if batch.column(c).null_count:
-                raise InputError(f"{pred.path} has rows with no value in key column {c!r}")
-        yield pa.RecordBatch.from_arrays(
-            [column_keys(batch, keys), batch.column(COMPUTED_AT_COLUMN), *(batch.column(c) for c in outputs),
-             *(batch.column(c) for c in extra)],
-            names=[KEY_COLUMN, COMPUTED_AT_COLUMN, *outputs, *extra],
-        )

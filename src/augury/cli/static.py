@@ -184,13 +184,18 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
 @click.option("--inputs", "inputs", default=None, metavar="DATA",
               help="The data the predictions were scored from (Parquet or CSV): its features' profile is "
                    "stored with the version, the reference for a server's input drift monitoring.")
+@click.option("--writers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes that load a dataset folder's parts in parallel (default: the store's own, "
+                   "2 for Redis and SQLite; a single file, or a memory store, loads as one stream).")
 @json_option
 @reporting
 def publish(
     predictions: str, store_url: str | None, checks: str | None, ttl: str | None, no_activate: bool,
-    inputs: str | None, as_json: bool,
+    inputs: str | None, writers: int | None, as_json: bool,
 ) -> int:
-    """Verify PREDICTIONS, then load them as a new store version and activate it atomically."""
+    """Verify PREDICTIONS (a Parquet file or a dataset folder), then load them as a new store version and
+    activate it atomically. A dataset's parts load in parallel (--writers); a publish that fails or is
+    killed midway leaves the active version as it was (gc removes what a kill left)."""
     from augury.publish import publish_predictions
     from augury.store import open_store
     from augury.verify import load_checks
@@ -203,7 +208,7 @@ def publish(
     store = open_store(resolve_store(store_url), create=True)  # the one command that may create a store
     try:
         result = publish_predictions(predictions, store, gates, ttl_s=ttl_s, activate=not no_activate,
-                                     inputs=inputs)
+                                     inputs=inputs, writers=writers)
     finally:
         store.close()
     if as_json:

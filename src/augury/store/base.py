@@ -278,6 +278,21 @@ class Publishing(Protocol):
 
 
 @runtime_checkable
+class SharedPublishing(Publishing, Protocol):
+    """A store whose publish other processes join (SQLite, Redis; not memory, which lives in one process):
+    `augury publish` loads a dataset's parts with a pool of writer processes (`augury.publish_pool`),
+    each opening the store again from `reopen_args()` and joining the publish by its version."""
+
+    #: how many writer processes load a dataset when the user does not say (measured per backend)
+    publish_writers: int
+
+    def reopen_args(self) -> tuple[str, dict[str, Any]]:
+        """The URL and options with which `open_store(url, create=False, **options)` opens this same store
+        in another process. (The URL keeps its password: never show or log it.)"""
+        ...
+
+
+@runtime_checkable
 class PredictionStore(PredictionReader, WriteBacks, VersionAdmin, Protocol):
     """A versioned key -> prediction store. Implementations: memory, sqlite, redis."""
 

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: keys per MSETNX command (a batch's chunks go in one pipeline).
 WRITE_CHUNK = 1_000
+#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): TODO measured
+PUBLISH_WRITERS = 2
 
 BEGIN_LUA = """
 local n = redis.call('INCR', KEYS[1])

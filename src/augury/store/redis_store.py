@@ -63,13 +63,21 @@ class RedisStore:
 
     #: every read is a network round trip: a server reads this store off its event loop (`reads_block`)
     network_reads = True
+    #: writer processes of `augury publish` from a dataset (`base.SharedPublishing`; measured there)
+    publish_writers = redis_publish.PUBLISH_WRITERS
 
     def __init__(self, url: str, **options: Any) -> None:
+        self._reopen = (url, dict(options))
         connect_url, self.url, self.opts = parse(url, options)
         self.keys = Keys(self.opts.prefix)
         self.client = connect(connect_url, self.opts)
         self.scripts = Scripts.register(self.client)
         self.reader = Reader(self.client, self.keys, self.opts, self.url)
+
+    def reopen_args(self) -> tuple[str, dict[str, Any]]:
+        """The URL (password included) and options this store was opened with, for a writer process."""
+        url, options = self._reopen
+        return url, dict(options)
 
     def require_existing(self) -> None:
         """StoreError if nothing was ever published under this prefix (`open_store(create=False)`: a

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): TODO
+PUBLISH_WRITERS = 2
+
 
 class SQLitePublish:
     """One publish in progress (see the module docstring). Use `SQLiteStore.begin_publish` or
