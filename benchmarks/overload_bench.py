@@ -32,8 +32,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -111,8 +113,46 @@ def model_calls(port: int) -> float:
             text = r.read().decode()
     except (OSError, http.client.HTTPException):  # a scrape that fails is reported as NaN
         return float("nan")
-    m = re.search(r"^augury_batch_rows_count ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else float("nan")
+    counts = re.findall(r"^augury_batch_rows_count(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    return sum(float(c) for c in counts)  # none before the first batch
+
+
+class Prober(threading.Thread):
+    """A health probe on the probe port (``--probe-port``), as an orchestrator's: every `every_s` a new
+    connection, ``GET /v2/health/live``, its time to the whole answer recorded (None: no answer within
+    `timeout_s`). The generator's own probes go to the serving port."""
+
+    def __init__(self, port: int, every_s: float = 0.1, timeout_s: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        self.port, self.every_s, self.timeout_s = port, every_s, timeout_s
+        self.times: list[float | None] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        due = time.monotonic()
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout_s) as sock:
+                    sock.sendall(request)
+                    got = b""
+                    while chunk := sock.recv(65536):
+                        got += chunk
+                ok = got.startswith(b"HTTP/1.1 200")
+                self.times.append((time.monotonic() - started) * 1e3 if ok else None)
+            except OSError:
+                self.times.append(None)
+            due += self.every_s
+            self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def summary(self) -> dict[str, Any]:
+        answered = sorted(t for t in self.times if t is not None)
+        def pct(p: float) -> float:
+            return answered[min(len(answered) - 1, int(p / 100 * len(answered)))] if answered else -1.0
+        return {"probe_port_sent": len(self.times), "probe_port_answered": len(answered),
+                "probe_port_p50_ms": pct(50), "probe_port_p99_ms": pct(99),
+                "probe_port_max_ms": answered[-1] if answered else -1.0}
 
 
 def capacity(port: int, body: Path, seconds: float) -> dict[str, Any]:
@@ -126,13 +166,28 @@ def capacity(port: int, body: Path, seconds: float) -> dict[str, Any]:
 
 
 def load(gen: Path, port: int, body: Path, rate: float, args: argparse.Namespace,
-         seconds: float, probe: str = "/v2/health/live") -> dict[str, Any]:
-    before = model_calls(port)
+         seconds: float, probe: str = "/v2/health/live", probe_port: int | None = None) -> dict[str, Any]:
+    """One open-loop run; with `probe_port`, a `Prober` there over the measured seconds, and the model
+    calls read there (the serving port's queue may hold the scrape for seconds)."""
+    scrape = probe_port or port
+    before = model_calls(scrape)
     cmd = [str(gen), "127.0.0.1", str(port), PREDICT, str(body), f"{rate:.0f}", f"{seconds:g}",
            f"{args.warmup:g}", str(args.max_conns), probe, "100", str(args.timeout_ms)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as gen_proc:
+        prober = Prober(probe_port) if probe_port else None
+        if prober is not None:
+            time.sleep(args.warmup)
+            prober.start()
+        out, _ = gen_proc.communicate()
+        if prober is not None:
+            prober.stop.set()
+            prober.join()
+    if gen_proc.returncode:
+        raise RuntimeError(f"the load generator failed ({gen_proc.returncode})")
     rec: dict[str, Any] = json.loads(out)
-    rec["model_calls_per_s"] = (model_calls(port) - before) / (seconds + args.warmup + 2)
+    rec["model_calls_per_s"] = (model_calls(scrape) - before) / (seconds + args.warmup + 2)
+    if prober is not None:
+        rec.update(prober.summary())
     return rec
 
 

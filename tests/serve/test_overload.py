@@ -15,9 +15,15 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 
+from augury.errors import ConfigError
 from augury.models import Model, function_model
+from augury.serve import ServeSettings, create_app
 from augury.serve.admission import plain_request
+from augury.serve.protocol import AuguryHttpProtocol
+from augury.serve.run import http_protocol
+from augury.serve.settings import LaunchConfig
 
 from .helpers import live, until
 
@@ -190,6 +196,70 @@ def test_refusals_are_answered_while_the_model_is_stuck() -> None:
             gate.open()
         assert held.result().status_code == 200
     assert not [a for a in gate.seen if a >= 100]
+
+
+@pytest.fixture
+def probe_port() -> Iterator[tuple[str, str, Gate]]:
+    """A server on two sockets, as ``augury serve --probe-port`` runs it: (serving URL, probe URL, the
+    model's gate), with --max-in-flight 1."""
+    gate = Gate()
+    sockets = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    serving, probes = (sock.getsockname()[1] for sock in sockets)
+    app = create_app(ServeSettings(max_in_flight=1, max_batch_size=1), gate.model, None)
+    protocol = http_protocol(ServeSettings(), probe_port=probes)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on", ws="none", http=protocol))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    try:
+        until(lambda: server.started)
+        yield f"http://127.0.0.1:{serving}", f"http://127.0.0.1:{probes}", gate
+    finally:
+        gate.open()
+        server.should_exit = True
+        thread.join(15)
+        AuguryHttpProtocol.configure(header_timeout=AuguryHttpProtocol.header_timeout,
+                                     body_timeout=AuguryHttpProtocol.body_timeout)
+        for sock in sockets:
+            sock.close()
+
+
+def test_the_probe_port_answers_probes_and_metrics_while_the_serving_port_is_full(
+        probe_port: tuple[str, str, Gate]) -> None:
+    base, probes, gate = probe_port
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(httpx.post, base + PREDICT, json={"instances": [{"a": 1, "b": 0}]}, timeout=30)
+        assert gate.entered.wait(10)
+        assert httpx.post(base + PREDICT, json={"instances": [{"a": 101, "b": 0}]}).status_code == 503
+        with httpx.Client() as client:  # one keep-alive connection to the probe port, as a scraper keeps
+            for path in ("/v2/health/live", "/v2/health/ready", "/metrics", "/v2/health/live?x=1"):
+                assert client.get(probes + path).status_code == 200, path
+        assert 'augury_requests_in_flight 2.0' in httpx.get(probes + "/metrics").text  # the same server
+        raw, closed = _raw(probes, b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200 ") and not closed
+        # anything else on the probe port: 404 with {"error"}, closed, its body never read
+        for request in (_post(_body(102)), b"GET /v2/models/gate HTTP/1.1\r\nhost: x\r\n\r\n",
+                        b"GET http://x/metrics HTTP/1.1\r\nhost: x\r\n\r\n"):
+            raw, closed = _raw(probes, request)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 404 ") and closed, raw
+            assert "only /v2/health/" in json.loads(body)["error"]
+        gate.open()
+        assert held.result().status_code == 200
+    assert not [a for a in gate.seen if a >= 100]  # nothing sent to the probe port reached the model
+    # the serving port serves the probe paths too, as without a probe port
+    assert httpx.get(base + "/v2/health/ready").status_code == 200
+    after = httpx.post(base + PREDICT, json={"instances": [{"a": 3, "b": 4}]})
+    assert after.json()["predictions"][0]["value"] == 7
+
+
+@pytest.mark.parametrize("probe", [0, 8000, 65536])
+def test_a_probe_port_must_be_another_port(probe: int) -> None:
+    with pytest.raises(ConfigError, match="probe port must be between 1 and 65535 and not the serving port"):
+        LaunchConfig(model_ref="m.joblib", port=8000, probe_port=probe)
 
 
 BODY = b'{"instances": [{"a": 1}]}'

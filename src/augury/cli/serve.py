@@ -32,6 +32,13 @@ from ._common import evaluator_option, reporting
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
+    "--probe-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Also answer health probes and /metrics (only those) on this port, so that under overload "
+    "they never wait behind the clients' connections.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
@@ -215,6 +222,7 @@ def serve(
     name: str | None,
     host: str,
     port: int,
+    probe_port: int | None,
     workers: int,
     max_batch_size: int,
     max_delay_ms: float,
@@ -281,7 +289,8 @@ def serve(
         from augury.store import open_store
 
         open_store(store_url, create=False).close()
-    config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings, log_format)
+    config = LaunchConfig(model_ref, store_url, host, port, workers, log_level, settings, log_format,
+                          probe_port)
     from augury.serve.run import serve as run_server
 
     run_server(config)

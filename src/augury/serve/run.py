@@ -68,7 +68,7 @@ def app_from_env() -> Starlette:
     """The app factory uvicorn's worker processes call (``augury.serve.run:app_from_env``)."""
     config = LaunchConfig.from_env()
     configure_logging(config.log_level, config.log_format)
-    http_protocol(config.settings)  # this worker's connections' time limits
+    http_protocol(config.settings, config.probe_port)  # this worker's connections' time limits
     return build_app(config)
 
 
@@ -123,16 +123,18 @@ def serve(config: LaunchConfig) -> None:
         raise MissingExtraError("serving over HTTP", "serve", exc.name or "uvicorn") from exc
 
     configure_logging(config.log_level, config.log_format)
+    http = http_protocol(config.settings, config.probe_port)
     try:
         if config.workers == 1:
             app = build_app(config)
             _check_port(config.host, config.port)
+            sockets = _probe_sockets(config)
             _announce(config)
             server = uvicorn.Server(uvicorn.Config(
                 app, host=config.host, port=config.port, log_level=config.log_level,
-                access_log=False, lifespan="on", server_header=False, http=http_protocol(config.settings),
+                access_log=False, lifespan="on", server_header=False, http=http,
                 ws="none", timeout_keep_alive=math.ceil(config.settings.keep_alive_s)))
-            server.run()
+            server.run(sockets=sockets)
             started = server.started
         else:
             model, store = open_parts(config)  # fail fast, in this process, with a clear message
@@ -143,15 +145,22 @@ def serve(config: LaunchConfig) -> None:
                     store.close()
             del model
             _check_port(config.host, config.port)
+            sockets = _probe_sockets(config)
             _announce(config)
             with tempfile.TemporaryDirectory(prefix="augury-metrics-") as shared:
                 settings = dataclasses.replace(config.settings, metrics_dir=shared)
                 os.environ[CONFIG_ENV] = dataclasses.replace(config, settings=settings).to_json()
-                uvicorn.run("augury.serve.run:app_from_env", factory=True, workers=config.workers,
-                            host=config.host, port=config.port, log_level=config.log_level,
-                            access_log=False, lifespan="on", server_header=False,
-                            http=http_protocol(config.settings), ws="none",
-                            timeout_keep_alive=math.ceil(config.settings.keep_alive_s))
+                options: dict[str, Any] = dict(
+                    factory=True, workers=config.workers, host=config.host, port=config.port,
+                    log_level=config.log_level, access_log=False, lifespan="on", server_header=False,
+                    http=http, ws="none", timeout_keep_alive=math.ceil(config.settings.keep_alive_s))
+                if sockets is None:
+                    uvicorn.run("augury.serve.run:app_from_env", **options)
+                else:  # as uvicorn.run starts its workers, with both sockets
+                    from uvicorn.supervisors import Multiprocess
+
+                    Multiprocess(uvicorn.Config("augury.serve.run:app_from_env", **options),
+                                 sockets=sockets).run()
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
@@ -159,40 +168,62 @@ def serve(config: LaunchConfig) -> None:
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)")
 
 
-def http_protocol(settings: ServeSettings | None = None) -> Any:
+def http_protocol(settings: ServeSettings | None = None, probe_port: int | None = None) -> Any:
     """uvicorn's ``http=`` setting for augury: its own protocol (`protocol.AuguryHttpProtocol`: httptools
-    parsing, one write per response), configured with `settings`' time limits, or uvicorn's own choice
-    (h11) where httptools is not installed."""
+    parsing, one write per response), configured with `settings`' time limits and the probe port, or
+    uvicorn's own choice (h11) where httptools is not installed (which has no probe port)."""
     try:
         import httptools  # noqa: F401
     except ImportError:
+        if probe_port is not None:
+            raise MissingExtraError("a probe port (--probe-port)", "serve", "httptools") from None
         return "auto"
     from augury.serve.protocol import AuguryHttpProtocol
 
     if settings is not None:
         AuguryHttpProtocol.configure(header_timeout=settings.header_timeout_s,
-                                     body_timeout=settings.body_timeout_s)
+                                     body_timeout=settings.body_timeout_s,
+                                     probe_ports=() if probe_port is None else (probe_port,))
     return AuguryHttpProtocol
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail with one clear line if `host`:`port` cannot be bound (taken, or not an address of this
-    machine), before anything says it is serving there. uvicorn binds it a moment later."""
+def _probe_sockets(config: LaunchConfig) -> list[socket.socket] | None:
+    """With a probe port, the serving socket and the probe socket, bound here (uvicorn listens on both,
+    in every worker, and augury's protocol tells their connections apart by port); else None (uvicorn
+    binds the serving port itself)."""
+    if config.probe_port is None:
+        return None
+    return [_bind(config.host, config.port), _bind(config.host, config.probe_port)]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` as uvicorn binds one (``SO_REUSEADDR``, inheritable by workers);
+    one clear line if it cannot be."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ConfigError(f"cannot serve on {host}:{port}: {why}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"cannot serve on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one clear line if `host`:`port` cannot be bound (taken, or not an address of this
+    machine), before anything says it is serving there. uvicorn binds it a moment later."""
+    _bind(host, port).close()
 
 
 def _announce(config: LaunchConfig) -> None:
     """Say what is being served, once the model and store have opened (so never before an error)."""
+    probes = "" if config.probe_port is None else f", probes and /metrics also on port {config.probe_port}"
     print(f"augury: serving ({config.mode} mode) on http://{config.host}:{config.port} with "
-          f"{config.workers} worker(s)  (Ctrl-C to stop)", file=sys.stderr, flush=True)
+          f"{config.workers} worker(s){probes}  (Ctrl-C to stop)", file=sys.stderr, flush=True)

@@ -152,12 +152,19 @@ class LaunchConfig:
     settings: ServeSettings = field(default_factory=ServeSettings)
     #: "text" or "json" (one JSON object a line: `run.JsonLines`)
     log_format: str = "text"
+    #: a second port on `host` that answers only the probes and the metrics scrape (`serve.protocol`):
+    #: under overload they then never wait behind the clients' connections. None: none.
+    probe_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.model_ref is None and self.store_url is None:
             raise ConfigError("give a model (--model), a prediction store (--store), or both")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, not {self.port}")
+        probe = self.probe_port
+        if probe is not None and not (1 <= probe <= 65535 and probe != self.port):
+            raise ConfigError(f"probe port must be between 1 and 65535 and not the serving port, not "
+                              f"{self.probe_port}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
         if self.log_format not in ("text", "json"):
