@@ -11,7 +11,8 @@ from advise_synthetic import FAST, measurements
 
 from augury.advise import Goals, predict_latency, recommend
 from augury.advise.calibrate import calibrate
-from augury.advise.overheads import BUILT_IN, ServingOverheads, default_path, load, resolve, save
+from augury.advise.overheads import BUILT_IN, FORMAT, ServingOverheads, default_path, load, resolve, save
+from augury.advise.stalls import Stalls
 from augury.errors import ConfigError, InputError
 
 
@@ -28,12 +29,15 @@ def test_calibration_measures_a_real_server(measured: ServingOverheads) -> None:
     assert 1e-6 < measured.round_trip_s < 50e-3
     details = dict(measured.details)
     assert details["inline_full_rows_per_call"] > details["inline_light_rows_per_call"]  # batches formed
+    # the stall probe ran: however busy the machine, the core was stalled a small share of the time
+    assert measured.stalls.per_s >= 0 and measured.stalls.share < 0.5
 
 
 def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path) -> None:
     path = save(measured, tmp_path / "sub" / "cal.json")
     back = load(path)
     assert back.per_request_s == measured.per_request_s and back.path == str(path) and back.calibrated
+    assert back.stalls == measured.stalls
     assert resolve(path) == back
     assert resolve(None) == BUILT_IN  # the conftest points the default path at a missing file
 
@@ -59,9 +63,19 @@ def test_bad_calibration_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": 99}))
     with pytest.raises(InputError, match="calibrate"):
         load(bad)
-    bad.write_text(json.dumps({"format": 1, "per_batch_inline_s": "x"}))
+    bad.write_text(json.dumps({"format": 1}))  # a spread where stalls are now: calibrate again
+    with pytest.raises(InputError, match="calibrate"):
+        load(bad)
+    bad.write_text(json.dumps({"format": FORMAT, "per_batch_inline_s": "x"}))
     with pytest.raises(InputError, match="missing or not a number"):
         load(bad)
+    good = {"format": FORMAT, "per_batch_inline_s": 1e-4, "per_batch_hop_s": 1e-4, "per_request_s": 1e-5,
+            "round_trip_s": 1e-4}
+    bad.write_text(json.dumps({**good, "stalls": {"per_s": 3.0, "durations_s": []}}))
+    with pytest.raises(InputError, match="stalls at a rate need durations"):
+        load(bad)
+    bad.write_text(json.dumps({**good, "stalls": {"per_s": 3.0, "durations_s": [0.002]}}))
+    assert load(bad).stalls == Stalls(3.0, (0.002,))
 
 
 def test_the_default_path_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,9 +14,13 @@ model slower than the threshold does). Each time, after a warm-up:
   clients (full batches): each phase's server CPU time per request (from the kernel's accounting of its
   process), the model's time per request and the rows per model call (from its /metrics). What is left
   of the CPU time after the model's is `per_request + per_batch / rows_per_call`: the light and the
-  full-batch phases give both (`_fit`; the heavy one is kept as a check). The light phase's latencies,
-  divided by their mean, are the server's call-to-call spread (`jitter`), which the simulation draws
-  from.
+  full-batch phases give both (`_fit`; the heavy one is kept as a check).
+
+Before that, with both servers started and idle, `stalls.probe` measures for `STALL_PROBE_S` how often
+and how long the server's core is taken from it (`stalls`), which the simulation lays over the
+worker's time. (It replaced a spread taken from the light phase's latencies divided by their mean: on a
+busy machine a few stalls made that mean 7 times the median, and the spread put predictions 40-640 %
+off; issue 15.)
 
 The figures are the server's CPU time, so a busy client or machine changes them little; they are saved
 to a small JSON file (`overheads.default_path()`, or the path given) that later advice reads.
@@ -41,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from augury.advise.overheads import ServingOverheads
+from augury.advise.stalls import probe
 from augury.errors import AuguryError, MissingExtraError
 
 #: closed-loop connections of the warm-up; seconds per measured phase; the light phase's rate (req/s);
@@ -58,6 +63,8 @@ MAX_RATE = 6000.0
 WARMUP_S = 0.7
 ROUND_TRIPS = 300
 MIN_ROUND_TRIPS = 60
+#: seconds of the stall probe (shortened like the warm-up with shorter phases, to at least 0.3 s).
+STALL_PROBE_S = 3.0
 START_TIMEOUT_S = 60.0
 NAME = "calib"
 _MODEL = '''
@@ -110,6 +117,9 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
         # measured one after the other: the one waiting is idle meanwhile
         with _server(Path(tmp), None) as first, _server(Path(tmp), 0.0) as second, \
                 _client_cores(cores[1:] if server_core is not None else []):
+            for proc, port, log in (first, second):
+                _wait_ready(proc, port, log)
+            stalls = probe(max(STALL_PROBE_S * min(phase_s / PHASE_S, 1.0), 0.3), server_core)
             inline = _measure(first, server_core, phase_s)
             _stop(first[0])
             hop = _measure(second, server_core, phase_s)
@@ -126,7 +136,7 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                             per_request_s=per_request, round_trip_s=inline[0],
                             source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
                             measured_at=now, machine=machine, details=tuple(details.items()),
-                            jitter=inline[2])
+                            stalls=stalls)
 
 
 def _fit(phases: tuple[Phase, ...]) -> tuple[float, float]:
@@ -184,13 +194,11 @@ def _server(folder: Path, inline_below_ms: float | None) -> Iterator[_Server]:
         _stop(proc)
 
 
-def _measure(server: _Server, core: int | None, phase_s: float
-             ) -> tuple[float, tuple[Phase, ...], tuple[float, ...]]:
-    """Wait until `server` answers, pin it to `core`, and run the phases."""
+def _measure(server: _Server, core: int | None, phase_s: float) -> tuple[float, tuple[Phase, ...]]:
+    """Pin `server` (answering) to `core`, and run the phases."""
     import psutil
 
-    proc, port, log = server
-    _wait_ready(proc, port, log)
+    proc, port, _ = server
     process = psutil.Process(proc.pid)
     if core is not None:  # every thread: those started already (the model thread) keep their own mask
         for thread in process.threads():
@@ -277,35 +285,23 @@ async def _one(port: int, method: str, path: str, body: bytes = b"") -> int:
         conn.close()
 
 
-async def _phases(port: int, server: object, phase_s: float
-                  ) -> tuple[float, tuple[Phase, ...], tuple[float, ...]]:
+async def _phases(port: int, server: object, phase_s: float) -> tuple[float, tuple[Phase, ...]]:
     scale = min(phase_s / PHASE_S, 1.0)
     await _closed_loop(port, CONCURRENCY, WARMUP_S * scale, server)
     trips = sorted(await _sequential(port, _request("GET", "/v2/health/ready"),
                                      max(int(ROUND_TRIPS * scale), MIN_ROUND_TRIPS)))
-    light, latencies, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
+    light, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
     if refused:
         raise CalibrationError(f"{refused} of {light.requests + refused} calibration predicts at "
                                f"{LIGHT_RATE:g} req/s did not answer 200: is the machine very busy?")
     rate = min(HEAVY_BUSY * light.requests / max(light.cpu_s, 1e-9), MAX_RATE)
     for _ in range(3):  # a busy machine serves less than the light phase promised: shed, then slower
-        heavy, _, refused = await _open_loop(port, rate, phase_s, server)
+        heavy, refused = await _open_loop(port, rate, phase_s, server)
         if refused <= 0.01 * (heavy.requests + refused):
             break
         rate *= 0.6
     full = await _closed_loop(port, FULL_CONCURRENCY, phase_s / 2, server)
-    return trips[len(trips) // 2], (light, heavy, full), _spread(latencies)
-
-
-def _spread(times: list[float]) -> tuple[float, ...]:
-    """Percentiles 0.5, 1.5, ... 99.5 of `times` divided by their mean: the per-batch and per-request
-    figures are means (CPU time over requests), so factors of mean 1 keep the simulated core as busy as
-    the real one (divided by the median, a heavy tail made the simulated core busier: on the shared
-    2-core VM p50 came out 86-177 % high)."""
-    ordered = sorted(times)
-    picks = [ordered[min(int((k + 0.5) / 100 * len(ordered)), len(ordered) - 1)] for k in range(100)]
-    mean = sum(picks) / len(picks)
-    return tuple(x / mean for x in picks)
+    return trips[len(trips) // 2], (light, heavy, full)
 
 
 async def _sequential(port: int, request: bytes, n: int) -> list[float]:
@@ -322,26 +318,25 @@ async def _sequential(port: int, request: bytes, n: int) -> list[float]:
 
 
 async def _open_loop(port: int, rate: float, seconds: float, server: object
-                     ) -> tuple[Phase, list[float], int]:
+                     ) -> tuple[Phase, int]:
     """One-row predicts arriving as a Poisson stream at `rate` for `seconds` (open loop: each is sent at
-    its time, on an idle connection of a pool that grows as needed): the phase, the answers' latencies
-    from their send times, and how many were not answered 200 (shed). Arrivals as real traffic makes
+    its time, on an idle connection of a pool that grows as needed): the phase, and how many were not
+    answered 200 (shed). Arrivals as real traffic makes
     them: a server woken for each request costs more CPU per request than one kept busy by a closed
     loop (measured on 16 cores: 364 against 267 us per one-row predict of a 100-tree model)."""
     rng = random.Random(7)
     request = _request("POST", _PREDICT, _BODY)
     idle: list[_Conn] = [await _Conn.open(port) for _ in range(8)]
     opened = list(idle)
-    latencies: list[float] = []
-    failures = 0
+    answered = failures = 0
 
-    async def fire(due: float) -> None:
-        nonlocal failures
+    async def fire() -> None:
+        nonlocal answered, failures
         conn = idle.pop() if idle else await _Conn.open(port)
         if conn not in opened:
             opened.append(conn)
         if await conn.call(request) == 200:
-            latencies.append(time.perf_counter() - due)
+            answered += 1
         else:
             failures += 1
         idle.append(conn)
@@ -359,7 +354,7 @@ async def _open_loop(port: int, rate: float, seconds: float, server: object
             await asyncio.sleep(ahead - 0.001)
         while time.perf_counter() < due:
             await asyncio.sleep(0)
-        tasks.append(asyncio.ensure_future(fire(due)))
+        tasks.append(asyncio.ensure_future(fire()))
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), 30.0)
     finally:
@@ -370,9 +365,9 @@ async def _open_loop(port: int, rate: float, seconds: float, server: object
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    phase = Phase(len(latencies), cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
+    phase = Phase(answered, cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
                   delta("augury_batch_rows_count"))
-    return phase, latencies, failures
+    return phase, failures
 
 
 async def _closed_loop(port: int, connections: int, seconds: float, server: object) -> Phase:

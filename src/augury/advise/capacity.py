@@ -17,6 +17,7 @@ import numpy as np
 from augury.advise.measurements import ModelCost
 from augury.advise.overheads import BUILT_IN, ServingOverheads
 from augury.advise.queueing import BatcherSettings, ServiceCurve, SimResult, simulate
+from augury.advise.stalls import NONE
 from augury.errors import ConfigError
 
 #: batch sizes and delays tried when recommending batcher settings.
@@ -37,7 +38,8 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
     """The time one server worker's core is busy per batch, by batch size: the model's latency curve
     (medians, extrapolated points included) plus, with `serving`, the server's own work per batch (its
     inline or hopping figure, by the model call's time) and per request (`overheads`). With `jitter`,
-    each measured size's call times divided by their median, and the server's own spread (calibrated)."""
+    each measured size's call times divided by their median (the model's part of a call draws from
+    them) and, with `serving`, the core's stalls (calibrated)."""
     points = sorted(model.latency, key=lambda p: p.batch_size)
     pools: list[tuple[float, ...]] = []
     for p in points:
@@ -48,9 +50,8 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
     over = tuple(overheads.per_batch_s(p.p50_s) + overheads.per_request_s * p.batch_size if serving else 0.0
                  for p in points)
     times = tuple(p.p50_s + o for p, o in zip(points, over, strict=True))
-    spread = overheads.jitter if serving and jitter else ()
     return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else (),
-                        over if spread else (), spread)
+                        over if serving else (), overheads.stalls if serving and jitter else NONE)
 
 
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,

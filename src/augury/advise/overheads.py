@@ -7,7 +7,8 @@ its results; and for a model slower than the server's `--inline-below-ms` the ho
 back) and per request (HTTP, JSON, the cast, provenance, metrics, the response). A fast model is scored
 on the loop's own thread (`inline`), a slower one on the model thread (`hop`): the two paths cost
 differently, so each has its own per-batch figure. `round_trip_s` is a trivial request's round trip on
-127.0.0.1 (client, kernel, HTTP), which a client sees on top of the server's work.
+127.0.0.1 (client, kernel, HTTP), which a client sees on top of the server's work. `stalls` are the
+times the server's core is taken from it (`augury.advise.stalls`), measured with the server idle.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from augury.advise.stalls import NONE, Stalls
 from augury.errors import ConfigError, InputError
 
 #: the server's default `--inline-below-ms` (augury.serve.settings.ServeSettings.inline_below_ms): batches
 #: whose model call takes less are scored on the loop's thread.
 INLINE_BELOW_S = 0.5e-3
-#: the file's format; a file of another format is refused (run --calibrate again).
-FORMAT = 1
+#: the file's format; a file of another format is refused (run --calibrate again). Format 1 had a
+#: multiplicative spread (`jitter`) where format 2 has the core's stalls.
+FORMAT = 2
 FILENAME = "serve-overheads.json"
 
 
@@ -44,9 +47,8 @@ class ServingOverheads:
     machine: str | None = None
     path: str | None = None
     details: tuple[tuple[str, float], ...] = ()
-    #: the server's call-to-call spread: one-row predicts' latencies at a light Poisson load divided by
-    #: their mean (percentiles 0.5, 1.5, ... 99.5); empty for the built-in estimates.
-    jitter: tuple[float, ...] = ()
+    #: the core's stalls (none for the built-in estimates).
+    stalls: Stalls = NONE
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
@@ -60,7 +62,10 @@ class ServingOverheads:
                 "source": self.source, "calibrated": self.calibrated, "measured_at": self.measured_at,
                 "machine": self.machine, "path": self.path,
                 "details": {k: round(v, 7) for k, v in self.details},
-                "jitter_p50_p90_p99": [round(x, 3) for x in _pick(self.jitter, (0.5, 0.9, 0.99))]}
+                "stalls_per_s": round(self.stalls.per_s, 2),
+                "stalled_share": round(self.stalls.share, 5),
+                "stall_p50_p90_max_ms": [round(x * 1e3, 3) for x in _pick(self.stalls.durations_s,
+                                                                           (0.5, 0.9, 1.0))]}
 
 
 def _pick(values: tuple[float, ...], shares: tuple[float, ...]) -> list[float]:
@@ -87,7 +92,7 @@ def default_path() -> Path:
 def save(overheads: ServingOverheads, path: Path) -> Path:
     """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
     doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details),
-           "jitter": list(overheads.jitter)}
+           "stalls": {"per_s": overheads.stalls.per_s, "durations_s": list(overheads.stalls.durations_s)}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -111,17 +116,18 @@ def load(path: Path) -> ServingOverheads:
         values = {k: float(doc[k]) for k in ("per_batch_inline_s", "per_batch_hop_s", "per_request_s",
                                               "round_trip_s")}
         details = tuple((str(k), float(v)) for k, v in dict(doc.get("details") or {}).items())
-        jitter = tuple(float(x) for x in list(doc.get("jitter") or []))
-    except (KeyError, TypeError, ValueError) as exc:
+        given = dict(doc.get("stalls") or {})
+        stalls = Stalls(float(given.get("per_s", 0.0)), tuple(float(x) for x in given.get("durations_s", [])))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: a calibration figure is missing or not a number ({exc})") from exc
+    except ConfigError as exc:
+        raise InputError(f"{path}: {exc}") from exc
     if any(not (math.isfinite(v) and 0 <= v < 1) for v in values.values()):
         raise InputError(f"{path}: calibration figures must be seconds between 0 and 1, got {values}")
-    if any(not (math.isfinite(x) and 0 < x < 1000) for x in jitter):
-        raise InputError(f"{path}: the jitter factors must be positive numbers")
     return ServingOverheads(**values, source=str(doc.get("source") or f"calibrated ({path})"),
                             calibrated=True, measured_at=_text(doc.get("measured_at")),
                             machine=_text(doc.get("machine")), path=str(path), details=details,
-                            jitter=jitter)
+                            stalls=stalls)
 
 
 def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:

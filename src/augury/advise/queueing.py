@@ -6,7 +6,14 @@ arrival order until the batch holds `max_batch_size` rows or `max_delay_ms` has 
 first; if the model is still busy with the previous batch, the new batch waits for it and is topped up,
 at the moment the model frees, with whatever arrived meanwhile (up to `max_batch_size`). One batch is in
 the model at a time. A batch of b rows occupies the model for the measured latency at batch size b,
-interpolated between measured sizes (`ServiceCurve`), optionally with the measured call-to-call jitter.
+interpolated between measured sizes (`ServiceCurve`), optionally with the measured call-to-call jitter
+of the model's part, and the core's stalls (`augury.advise.stalls`): while one lasts, the worker neither
+takes requests nor scores, and the work it interrupted resumes after it.
+
+Why a simulation rather than a formula: with batching the service time depends on the queue (a batch
+takes what waited), and with stalls the server is an M/G/1 queue with interruptions; the simulation
+follows the batcher's own rule, where the closed forms (Pollaczek-Khinchine and its vacation variants)
+need one service time per request. 20,000 requests take about 0.1 s.
 
 With `workers` server processes (one per core), requests are spread at random over the workers, so each
 sees Poisson arrivals at qps / workers and behaves independently: one worker is simulated at that rate.
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augury.advise.stalls import NONE, Stalls, Timeline
 from augury.errors import ConfigError
 
 
@@ -48,11 +56,11 @@ class ServiceCurve:
     sizes: tuple[int, ...]
     p50_s: tuple[float, ...]
     jitter: tuple[tuple[float, ...], ...] = ()
-    #: the part of `p50_s[i]` that is the server's own work (not the model's), and its call-to-call
-    #: factors (the server's latencies divided by their mean, from calibration): when given, the
-    #: model's part draws from `jitter` and this part from `overhead_jitter`, independently.
+    #: the part of `p50_s[i]` that is the server's own work (not the model's): only the model's part
+    #: draws from `jitter`; the server's is its mean CPU time (calibration), the same every call.
     overhead_s: tuple[float, ...] = ()
-    overhead_jitter: tuple[float, ...] = ()
+    #: the core's stalls (from calibration), which the simulation lays over the worker's time.
+    stalls: Stalls = NONE
 
     def __post_init__(self) -> None:
         if not self.sizes or len(self.sizes) != len(self.p50_s):
@@ -161,40 +169,37 @@ def simulate(curve: ServiceCurve, qps: float, settings: BatcherSettings = Batche
 def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSettings,
                 rng: np.random.Generator | None = None) -> tuple[list[float], list[int]]:
     """The batching loop over sorted arrival times of one-row requests: each batch's completion time and
-    size, in order. `rng` draws the jitter factors (the curve's medians alone without it)."""
+    size, in order. `rng` draws the jitter factors and the stalls (the curve's medians alone without it)."""
     n = len(arr)
     big, delay = settings.max_batch_size, settings.max_delay_ms / 1e3
     base = [curve.time(b) for b in range(big + 1)]
     pools = [curve.jitter_pool(b) for b in range(big + 1)] if curve.jitter and rng is not None else []
     draws = rng.random(n).tolist() if pools and rng is not None else []
-    spread = curve.overhead_jitter if rng is not None else ()
-    over = [curve.overhead(b) for b in range(big + 1)] if spread else []
-    over_draws = rng.integers(0, len(spread), n).tolist() if spread and rng is not None else []
+    over = [curve.overhead(b) for b in range(big + 1)] if pools else []
+    # stalls over the arrivals' span and as long again (the queue drains after the last arrival)
+    core = Timeline(curve.stalls if rng is not None else NONE, 2 * arr[-1] + 1.0 if n else 0.0,
+                    rng if rng is not None else np.random.default_rng(0))
     ends: list[float] = []
     sizes: list[int] = []
     i, loop_t, free_t = 0, 0.0, 0.0
     while i < n:
         last = i + big  # exclusive bound on the batch
-        t0 = max(loop_t, arr[i])  # the loop takes the first waiting request
+        t0 = core.ready(max(loop_t, arr[i]))  # the loop takes the first waiting request
         j = min(bisect.bisect_right(arr, t0, i), last)
         collect_end = t0
         if j < last and delay > 0:  # wait up to max_delay for company
             k = min(bisect.bisect_right(arr, t0 + delay, j), last)
             collect_end = arr[k - 1] if k == last else t0 + delay
             j = k
-        dispatch = max(collect_end, free_t)  # the previous batch still in the model: wait, then top up
+        dispatch = core.ready(max(collect_end, free_t))  # the model still busy: wait, then top up
         if j < last and dispatch > collect_end:
             j = min(bisect.bisect_right(arr, dispatch, j), last)
         b = j - i
         s = base[b]
-        fixed = over[b] if over else 0.0
-        if pools:
-            pool = pools[b]
-            if pool:
-                s = fixed + (s - fixed) * pool[int(draws[len(ends)] * len(pool))]
-        if over:
-            s += fixed * (spread[over_draws[len(ends)]] - 1.0)
-        free_t = dispatch + s
+        if pools and pools[b]:
+            fixed = over[b]
+            s = fixed + (s - fixed) * pools[b][int(draws[len(ends)] * len(pools[b]))]
+        free_t = core.finish(dispatch, s)
         ends.append(free_t)
         sizes.append(b)
         loop_t = dispatch
