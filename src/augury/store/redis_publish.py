@@ -10,9 +10,11 @@ parts of it; only the handle that began it commits or aborts.
 
 Each write checks its batch (`codec.batch_rows`: the columns are fixed by the first batch any writer
 wrote), encodes the records and stores them with MSETNX, `WRITE_CHUNK` keys a command, every chunk of a
-batch sent at once (packed by `redis_wire`: 3.3 times redis-py's own packing). MSETNX sets a chunk
-only if none of its keys exists, so a key written twice, by one writer or two, is found without
-reading anything back. `commit` checks, in one script, that the version is still 'loading' and the
+batch sent as soon as it is packed and the replies read after the last (packed by `redis_wire`: 3.3
+times redis-py's own packing; sending each chunk as it is packed, so Redis runs one while the next is
+packed, rather than all at once: 494-499k -> 624-648k rows/s for one writer, 1M rows, 2 cores).
+MSETNX sets a chunk only if none of its keys exists, so a key written twice, by one writer or two, is
+found without reading anything back. `commit` checks, in one script, that the version is still 'loading' and the
 lease still its own, marks it ready and (unless told not to) switches the pointer and publishes the
 switch: atomic for every reader.
 """
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -40,8 +44,11 @@ log = logging.getLogger(__name__)
 
 #: keys per MSETNX command (a batch's chunks go in one pipeline).
 WRITE_CHUNK = 1_000
-#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): TODO measured
-PUBLISH_WRITERS = 2
+#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): one per core,
+#: 2 to 4. A writer waits on Redis for about a third of its time (cProfile: socket reads), which another
+#: fills: 1M rows from a 16-part dataset on 2 cores, 624-648k rows/s with one writer, 607-771k with 2,
+#: 671-725k with 3 (BENCHMARKS.md, "Publishing a dataset"). Past 4, redis-server's one thread is the limit.
+PUBLISH_WRITERS = max(2, min(4, os.cpu_count() or 1))
 
 BEGIN_LUA = """
 local n = redis.call('INCR', KEYS[1])
@@ -104,22 +111,24 @@ class RedisPublish:
             raise InputError(f"key '{key}' appears more than once in the published rows")
         if not keys:
             return 0
-        ns = self._namespace
+        ns = self._namespace.encode()
         blobs = list(map(encode_record, rows.records()))
         store = self.store
-        commands = [redis_wire.msetnx(ns.encode(), keys[start:start + WRITE_CHUNK],
-                                      blobs[start:start + WRITE_CHUNK])
-                    for start in range(0, len(keys), WRITE_CHUNK)]
-        commands.append(redis_wire.pack(b"HINCRBY", store.keys.meta(self.version).encode(), b"rows",
-                                        b"%d" % len(keys)))
+
+        def commands() -> Iterator[bytes]:  # packed as they are sent: Redis runs one while we pack the next
+            for start in range(0, len(keys), WRITE_CHUNK):
+                yield redis_wire.msetnx(ns, keys[start:start + WRITE_CHUNK], blobs[start:start + WRITE_CHUNK])
+            yield redis_wire.pack(b"HINCRBY", store.keys.meta(self.version).encode(), b"rows",
+                                  b"%d" % len(keys))
+
         with store.translated("publishing"):
-            results = redis_wire.send(store.client, commands)
+            results = redis_wire.send(store.client, commands())
             failed = [i for i, ok in enumerate(results[:-1]) if not ok]
             if failed:
                 chunk = keys[failed[0] * WRITE_CHUNK:(failed[0] + 1) * WRITE_CHUNK]
                 pipe = store.client.pipeline(transaction=False)
                 for key in chunk:
-                    pipe.exists(ns + key)
+                    pipe.exists(self._namespace + key)
                 clash = next((k for k, n in zip(chunk, pipe.execute(), strict=True) if n), chunk[0])
                 raise InputError(f"key '{clash}' appears more than once in the published rows")
         return len(keys)

@@ -11,7 +11,7 @@ midway is disconnected before it goes back, since replies may still be unread on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -38,14 +38,18 @@ def msetnx(namespace: bytes, keys: Sequence[str], blobs: Sequence[bytes]) -> byt
     return b"".join(parts)
 
 
-def send(client: redis.Redis, commands: list[bytes]) -> list[Any]:
-    """Send packed `commands` on one connection of `client`'s pool and read one reply each (an error
-    reply raises redis's ResponseError, as a command of redis-py's would)."""
+def send(client: redis.Redis, commands: Iterable[bytes]) -> list[Any]:
+    """Send packed `commands` on one connection of `client`'s pool, each as soon as it comes (so Redis
+    runs one while the caller packs the next), then read one reply each (an error reply raises redis's
+    ResponseError, as a command of redis-py's would)."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()  # (its methods are untyped)
     try:
-        conn.send_packed_command(commands)
-        replies = [conn.read_response() for _ in commands]
+        sent = 0
+        for command in commands:
+            conn.send_packed_command([command], check_health=False)
+            sent += 1
+        replies = [conn.read_response() for _ in range(sent)]
     except BaseException:
         conn.disconnect()  # (replies may be left unread on it)
         raise

@@ -56,8 +56,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): TODO
-PUBLISH_WRITERS = 2
+#: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): one, so a
+#: dataset loads as one stream (`sqlite_publish`: the key index built once at the end). SQLite runs one
+#: write transaction at a time and its own work (inserts, the index, the WAL) is ~3/4 of a load (cProfile,
+#: 500k rows), so more writers only queue: BENCHMARKS.md, "Publishing a dataset".
+PUBLISH_WRITERS = 1
 
 
 class SQLitePublish:
