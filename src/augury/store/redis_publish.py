@@ -14,9 +14,9 @@ batch sent as soon as it is packed and the replies read after the last (packed b
 times redis-py's own packing; sending each chunk as it is packed, so Redis runs one while the next is
 packed, rather than all at once: 494-499k -> 624-648k rows/s for one writer, 1M rows, 2 cores).
 MSETNX sets a chunk only if none of its keys exists, so a key written twice, by one writer or two, is
-found without reading anything back. `commit` checks, in one script, that the version is still 'loading' and the
-lease still its own, marks it ready and (unless told not to) switches the pointer and publishes the
-switch: atomic for every reader.
+found without reading anything back. `commit` checks, in one script, that the version is still
+'loading' and the lease still its own, marks it ready and (unless told not to) switches the pointer and
+publishes the switch: atomic for every reader.
 """
 
 from __future__ import annotations
