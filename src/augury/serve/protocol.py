@@ -378,7 +378,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         parser (`admission.plain_request`, which says what it takes); False if it is not such a request,
         or its path is never refused. The parser is between requests here, so skipping one keeps it in
         step."""
-        plain = plain_request(data)
+        plain = _plain(data)
         if plain is None:
             return False
         method, path, headers = plain
@@ -482,6 +482,31 @@ _NOT_A_PROBE_BODY = dump_json({"error": "this port answers only " + ", ".join(NE
                                         + "; send other requests to the serving port"})
 _NOT_A_PROBE = (b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
                 % len(_NOT_A_PROBE_BODY) + _NOT_A_PROBE_BODY)
+
+
+#: `plain_request`'s answers by request head (request line and headers), for heads without an
+#: ``x-request-id``: (the length of a whole request with that head, method, path). Clients repeat the
+#: same few heads, and under overload each is refused thousands of times a second: a lookup costs
+#: ~0.3 µs where `plain_request` costs ~3.5 µs (2 cores, a 670-byte request).
+_plain_heads: dict[bytes, tuple[int, bytes, bytes]] = {}
+#: most heads remembered (all forgotten when full, so varied heads cost a lookup and no memory).
+_PLAIN_HEADS_MAX = 256
+
+
+def _plain(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """`admission.plain_request(data)`, remembered by head (`_plain_heads`)."""
+    end = data.find(b"\r\n\r\n") + 4
+    if end < 4:
+        return None
+    known = _plain_heads.get(data[:end])
+    if known is not None and known[0] == len(data):
+        return known[1], known[2], []
+    plain = plain_request(data)
+    if plain is not None and not plain[2]:  # a head with an x-request-id is seldom seen twice
+        if len(_plain_heads) >= _PLAIN_HEADS_MAX:
+            _plain_heads.clear()
+        _plain_heads[data[:end]] = (len(data), plain[0], plain[1])
+    return plain
 
 
 async def _unavailable(scope: Scope, receive: Any, send: Any) -> None:
