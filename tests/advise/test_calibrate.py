@@ -10,7 +10,7 @@ import pytest
 from advise_synthetic import FAST, measurements
 
 from augury.advise import Goals, predict_latency, recommend
-from augury.advise.calibrate import calibrate
+from augury.advise.calibrate import Phase, _fit, calibrate
 from augury.advise.overheads import BUILT_IN, FORMAT, ServingOverheads, default_path, load, resolve, save
 from augury.advise.stalls import Stalls
 from augury.errors import ConfigError, InputError
@@ -82,3 +82,20 @@ def test_the_default_path_follows_the_environment(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("AUGURY_CALIBRATION")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_path() == tmp_path / "augury" / "serve-overheads.json"
+
+
+def test_the_fit_tells_wake_ups_from_batches() -> None:
+    """rest = per_request + per_batch / rows + per_wake * (1 - busy), through three phases; when noise
+    makes a figure negative, the wake-up folds into the per-batch cost (the two-phase fit)."""
+    r, c, w = 40e-6, 50e-6, 120e-6
+
+    def phase(rows: float, busy: float, closed: bool = False) -> Phase:
+        n = 1000
+        cpu = (r + c / rows + w * (1 - busy)) * n + 0.01
+        return Phase(n, cpu_s=cpu, model_s=0.01, calls=n / rows, wall_s=0.0 if closed else cpu / busy)
+
+    light, heavy, full = phase(1.05, 0.12), phase(1.4, 0.7), phase(50.0, 1.0, closed=True)
+    assert _fit((light, heavy, full)) == pytest.approx((r, c, w), rel=1e-6)
+    noisy = phase(1.4, 0.12)  # as busy as the light one, and batching more: no wake-up to tell apart
+    per_request, per_batch, per_wake = _fit((light, replace(noisy, cpu_s=noisy.cpu_s * 3), full))
+    assert per_wake == 0 and per_request > 0 and per_batch > 0

@@ -12,15 +12,17 @@ model slower than the threshold does). Each time, after a warm-up:
   at a light rate (`LIGHT_RATE`: about one row per model call) and at a heavy one (`HEAVY_BUSY` of what
   the light phase's CPU per request allows: batches start to form), then `FULL_CONCURRENCY` closed-loop
   clients (full batches): each phase's server CPU time per request (from the kernel's accounting of its
-  process), the model's time per request and the rows per model call (from its /metrics). What is left
-  of the CPU time after the model's is `per_request + per_batch / rows_per_call`: the light and the
-  full-batch phases give both (`_fit`; the heavy one is kept as a check).
+  process), the model's time per request and the rows per model call (from its /metrics), and the
+  share of the time the server was busy. What is left of the CPU time after the model's is
+  `per_request + per_batch / rows_per_call + per_wake * (1 - busy)`: the three phases give the three
+  figures (`_fit`).
 
 Before that, with both servers started and idle, `stalls.probe` measures for `STALL_PROBE_S` how often
-and how long the server's core is taken from it (`stalls`), which the simulation lays over the
-worker's time. (It replaced a spread taken from the light phase's latencies divided by their mean: on a
-busy machine a few stalls made that mean 7 times the median, and the spread put predictions 40-640 %
-off; issue 15.)
+and how long the server's core is taken from it by other work; the inline light phase's latencies add
+the server's own pauses, which happen only while it works (`stalls.from_latencies`). Both are the
+`stalls` the simulation lays over the worker's time. (They replaced a spread taken from the light
+phase's latencies divided by their mean: on a busy machine a few stalls made that mean 7 times the
+median, and the spread put predictions 40-640 % off; issue 15.)
 
 The figures are the server's CPU time, so a busy client or machine changes them little; they are saved
 to a small JSON file (`overheads.default_path()`, or the path given) that later advice reads.
@@ -45,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from augury.advise.overheads import ServingOverheads
-from augury.advise.stalls import probe
+from augury.advise.stalls import from_latencies, probe
 from augury.errors import AuguryError, MissingExtraError
 
 #: closed-loop connections of the warm-up; seconds per measured phase; the light phase's rate (req/s);
@@ -86,12 +88,19 @@ class CalibrationError(AuguryError):
 
 @dataclass(frozen=True)
 class Phase:
-    """One closed-loop phase: requests answered, server CPU and model seconds, model calls."""
+    """One phase: requests answered, server CPU and model seconds, model calls, and the wall time over
+    which the CPU time was counted."""
 
     requests: int
     cpu_s: float
     model_s: float
     calls: float
+    wall_s: float = 0.0
+
+    @property
+    def busy(self) -> float:
+        """The share of the time the server's core was busy (its CPU time over the wall time)."""
+        return min(self.cpu_s / self.wall_s, 1.0) if self.wall_s > 0 else 1.0
 
     @property
     def rows_per_call(self) -> float:
@@ -123,29 +132,55 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
             inline = _measure(first, server_core, phase_s)
             _stop(first[0])
             hop = _measure(second, server_core, phase_s)
-    per_request, batch_inline = _fit(inline[1])
-    per_request_hop, batch_hop = _fit(hop[1])
+    per_request, batch_inline, wake_inline = _fit(inline[1])
+    per_request_hop, batch_hop, wake_hop = _fit(hop[1])
     details = {f"{path}_{name}_{what}": value
                for path, run in (("inline", inline), ("hop", hop))
                for name, phase in zip(("light", "heavy", "full"), run[1], strict=True)
-               for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call))}
+               for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call),
+                                   ("busy", phase.busy))}
     details["per_request_hop_us"] = per_request_hop * 1e6
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     return ServingOverheads(per_batch_inline_s=batch_inline, per_batch_hop_s=batch_hop,
-                            per_request_s=per_request, round_trip_s=inline[0],
+                            per_request_s=per_request, round_trip_s=inline[0], per_wake_inline_s=wake_inline,
+                            per_wake_hop_s=wake_hop,
                             source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
                             measured_at=now, machine=machine, details=tuple(details.items()),
-                            stalls=stalls)
+                            stalls=from_latencies(inline[2], stalls))
 
 
-def _fit(phases: tuple[Phase, ...]) -> tuple[float, float]:
+def _fit(phases: tuple[Phase, ...]) -> tuple[float, float, float]:
+    """(per_request, per_batch, per_wake) from `rest = per_request + per_batch / rows_per_call + per_wake
+    * (1 - busy)` through the three phases. A request that finds the loop idle wakes it, which costs
+    CPU that a loop kept busy does not pay; with Poisson arrivals a share (1 - busy) of requests find it
+    idle (they see the time average), and a closed loop of 64 clients never does. Without the wake-up
+    term, the per-batch cost fitted at a light rate (every batch a wake-up) was paid by every batch in
+    the simulation, and the predicted server came out busier than the real one at higher rates (2-core
+    VM, 3,200 req/s: 280 against 191 us of CPU per request). If the three phases do not give three
+    non-negative figures (noise: the heavy phase is what tells wake-ups from batches), the wake-up is
+    folded into the per-batch cost as before (`_fit_two`)."""
+    import numpy as np
+
+    light, heavy, full = phases[0], phases[1], phases[-1]
+    a = np.array([[1.0, 1.0 / p.rows_per_call, 1.0 - p.busy if p.wall_s > 0 else 0.0]
+                  for p in (light, heavy, full)])
+    b = np.array([p.rest_s for p in (light, heavy, full)])
+    try:
+        r, c, w = (float(x) for x in np.linalg.solve(a, b))
+    except np.linalg.LinAlgError:
+        r = c = w = -1.0
+    if min(r, c, w) >= 0 and np.linalg.cond(a) < 1e3:
+        return r, c, w
+    return (*_fit_two(light, full), 0.0)
+
+
+def _fit_two(light: Phase, full: Phase) -> tuple[float, float]:
     """(per_request, per_batch) from `rest = per_request + per_batch / rows_per_call` through the light
     phase (a batch per request, a wake-up per request) and the full-batch phase (tens of rows per call:
     its rest is nearly all per-request work). A least-squares line over the open-loop phases alone, which
     span few rows per call, crossed below 0 (2-core VM: 248 us at 1.18 rows, 97 us at 2.32: -60 us per
-    request); the heavy phase stays in the details, as a check."""
-    light, full = phases[0], phases[-1]
+    request)."""
     x1, xn = 1.0 / light.rows_per_call, 1.0 / full.rows_per_call
     if x1 - xn < 0.1:  # the load did not batch: split the rest evenly
         return light.rest_s / 2, light.rest_s / 2
@@ -194,7 +229,8 @@ def _server(folder: Path, inline_below_ms: float | None) -> Iterator[_Server]:
         _stop(proc)
 
 
-def _measure(server: _Server, core: int | None, phase_s: float) -> tuple[float, tuple[Phase, ...]]:
+def _measure(server: _Server, core: int | None, phase_s: float
+             ) -> tuple[float, tuple[Phase, ...], list[float]]:
     """Pin `server` (answering) to `core`, and run the phases."""
     import psutil
 
@@ -285,23 +321,24 @@ async def _one(port: int, method: str, path: str, body: bytes = b"") -> int:
         conn.close()
 
 
-async def _phases(port: int, server: object, phase_s: float) -> tuple[float, tuple[Phase, ...]]:
+async def _phases(port: int, server: object, phase_s: float
+                  ) -> tuple[float, tuple[Phase, ...], list[float]]:
     scale = min(phase_s / PHASE_S, 1.0)
     await _closed_loop(port, CONCURRENCY, WARMUP_S * scale, server)
     trips = sorted(await _sequential(port, _request("GET", "/v2/health/ready"),
                                      max(int(ROUND_TRIPS * scale), MIN_ROUND_TRIPS)))
-    light, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
+    light, latencies, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
     if refused:
         raise CalibrationError(f"{refused} of {light.requests + refused} calibration predicts at "
                                f"{LIGHT_RATE:g} req/s did not answer 200: is the machine very busy?")
     rate = min(HEAVY_BUSY * light.requests / max(light.cpu_s, 1e-9), MAX_RATE)
     for _ in range(3):  # a busy machine serves less than the light phase promised: shed, then slower
-        heavy, refused = await _open_loop(port, rate, phase_s, server)
+        heavy, _, refused = await _open_loop(port, rate, phase_s, server)
         if refused <= 0.01 * (heavy.requests + refused):
             break
         rate *= 0.6
     full = await _closed_loop(port, FULL_CONCURRENCY, phase_s / 2, server)
-    return trips[len(trips) // 2], (light, heavy, full)
+    return trips[len(trips) // 2], (light, heavy, full), latencies
 
 
 async def _sequential(port: int, request: bytes, n: int) -> list[float]:
@@ -318,30 +355,31 @@ async def _sequential(port: int, request: bytes, n: int) -> list[float]:
 
 
 async def _open_loop(port: int, rate: float, seconds: float, server: object
-                     ) -> tuple[Phase, int]:
+                     ) -> tuple[Phase, list[float], int]:
     """One-row predicts arriving as a Poisson stream at `rate` for `seconds` (open loop: each is sent at
-    its time, on an idle connection of a pool that grows as needed): the phase, and how many were not
-    answered 200 (shed). Arrivals as real traffic makes
+    its time, on an idle connection of a pool that grows as needed): the phase, the answers' latencies
+    from their due times, and how many were not answered 200 (shed). Arrivals as real traffic makes
     them: a server woken for each request costs more CPU per request than one kept busy by a closed
     loop (measured on 16 cores: 364 against 267 us per one-row predict of a 100-tree model)."""
     rng = random.Random(7)
     request = _request("POST", _PREDICT, _BODY)
     idle: list[_Conn] = [await _Conn.open(port) for _ in range(8)]
     opened = list(idle)
-    answered = failures = 0
+    latencies: list[float] = []
+    failures = 0
 
-    async def fire() -> None:
-        nonlocal answered, failures
+    async def fire(due: float) -> None:
+        nonlocal failures
         conn = idle.pop() if idle else await _Conn.open(port)
         if conn not in opened:
             opened.append(conn)
         if await conn.call(request) == 200:
-            answered += 1
+            latencies.append(time.perf_counter() - due)
         else:
             failures += 1
         idle.append(conn)
 
-    before, cpu0 = await _metrics(port), _cpu(server)
+    before, cpu0, wall0 = await _metrics(port), _cpu(server), time.perf_counter()
     tasks = []
     start = time.perf_counter() + 0.005
     due = start
@@ -354,20 +392,20 @@ async def _open_loop(port: int, rate: float, seconds: float, server: object
             await asyncio.sleep(ahead - 0.001)
         while time.perf_counter() < due:
             await asyncio.sleep(0)
-        tasks.append(asyncio.ensure_future(fire()))
+        tasks.append(asyncio.ensure_future(fire(due)))
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), 30.0)
     finally:
         for c in opened:
             c.close()
-    cpu1, after = _cpu(server), await _metrics(port)
+    cpu1, wall1, after = _cpu(server), time.perf_counter(), await _metrics(port)
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    phase = Phase(answered, cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
-                  delta("augury_batch_rows_count"))
-    return phase, failures
+    phase = Phase(len(latencies), cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
+                  delta("augury_batch_rows_count"), wall1 - wall0)
+    return phase, latencies, failures
 
 
 async def _closed_loop(port: int, connections: int, seconds: float, server: object) -> Phase:
@@ -396,7 +434,7 @@ async def _closed_loop(port: int, connections: int, seconds: float, server: obje
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     return Phase(done, cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
-                 delta("augury_batch_rows_count"))
+                 delta("augury_batch_rows_count"), 0.0)  # always busy: no wake-ups
 
 
 def _cpu(server: object) -> float:

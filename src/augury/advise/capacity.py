@@ -51,7 +51,8 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
                  for p in points)
     times = tuple(p.p50_s + o for p, o in zip(points, over, strict=True))
     return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else (),
-                        over if serving else (), overheads.stalls if serving and jitter else NONE)
+                        over if serving else (), overheads.stalls if serving and jitter else NONE,
+                        overheads.per_wake_s(points[0].p50_s) if serving else 0.0)
 
 
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,

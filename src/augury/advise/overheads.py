@@ -35,7 +35,9 @@ FILENAME = "serve-overheads.json"
 @dataclass(frozen=True)
 class ServingOverheads:
     """CPU seconds `augury serve` spends outside the model per batch (on the loop's thread: `inline`; on
-    the model thread: `hop`) and per request; a trivial request's round trip; where they come from."""
+    the model thread: `hop`) and per request; to wake its idle loop for a batch (`per_wake_*`: paid by a
+    batch whose first request found the loop idle); a trivial request's round trip; where they come
+    from."""
 
     per_batch_inline_s: float
     per_batch_hop_s: float
@@ -49,15 +51,23 @@ class ServingOverheads:
     details: tuple[tuple[str, float], ...] = ()
     #: the core's stalls (none for the built-in estimates).
     stalls: Stalls = NONE
+    per_wake_inline_s: float = 0.0
+    per_wake_hop_s: float = 0.0
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
         return self.per_batch_inline_s if call_s < INLINE_BELOW_S else self.per_batch_hop_s
 
+    def per_wake_s(self, call_s: float) -> float:
+        """The cost of waking the idle loop, for a model call of `call_s` seconds."""
+        return self.per_wake_inline_s if call_s < INLINE_BELOW_S else self.per_wake_hop_s
+
     def to_dict(self) -> dict[str, Any]:
         return {"per_batch_inline_us": round(self.per_batch_inline_s * 1e6, 1),
                 "per_batch_hop_us": round(self.per_batch_hop_s * 1e6, 1),
                 "per_request_us": round(self.per_request_s * 1e6, 1),
+                "per_wake_inline_us": round(self.per_wake_inline_s * 1e6, 1),
+                "per_wake_hop_us": round(self.per_wake_hop_s * 1e6, 1),
                 "round_trip_us": round(self.round_trip_s * 1e6, 1),
                 "source": self.source, "calibrated": self.calibrated, "measured_at": self.measured_at,
                 "machine": self.machine, "path": self.path,
@@ -115,6 +125,7 @@ def load(path: Path) -> ServingOverheads:
     try:
         values = {k: float(doc[k]) for k in ("per_batch_inline_s", "per_batch_hop_s", "per_request_s",
                                               "round_trip_s")}
+        values.update({k: float(doc.get(k, 0.0)) for k in ("per_wake_inline_s", "per_wake_hop_s")})
         details = tuple((str(k), float(v)) for k, v in dict(doc.get("details") or {}).items())
         given = dict(doc.get("stalls") or {})
         stalls = Stalls(float(given.get("per_s", 0.0)), tuple(float(x) for x in given.get("durations_s", [])))

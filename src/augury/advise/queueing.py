@@ -61,6 +61,8 @@ class ServiceCurve:
     overhead_s: tuple[float, ...] = ()
     #: the core's stalls (from calibration), which the simulation lays over the worker's time.
     stalls: Stalls = NONE
+    #: the server's cost to wake its idle loop, added to a batch whose first request found it idle.
+    wake_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.sizes or len(self.sizes) != len(self.p50_s):
@@ -195,7 +197,7 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
         if j < last and dispatch > collect_end:
             j = min(bisect.bisect_right(arr, dispatch, j), last)
         b = j - i
-        s = base[b]
+        s = base[b] + (curve.wake_s if arr[i] > free_t else 0.0)  # the loop was idle: it wakes
         if pools and pools[b]:
             fixed = over[b]
             s = fixed + (s - fixed) * pools[b][int(draws[len(ends)] * len(pools[b]))]
