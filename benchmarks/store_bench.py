@@ -20,8 +20,15 @@ port, no persistence), the Redis store in the same run: publish rows/s with one 
 keys from the client (a round trip each), and memory per stored prediction (MEMORY USAGE of sampled
 keys, and the server's used_memory before and after one publish, per row).
 
+With `--dataset`, instead of all that: `augury publish` from a prediction dataset folder (`--parts` parts
+of the same rows, with the metadata `augury batch` writes; key column `id`) through
+`publish_predictions`, end to end (the gates, then the load) and the load alone, for each writer count
+of `--dataset-writers` (1: one stream; more: `augury.publish_pool`), into a fresh SQLite file and, with
+`--redis`, into Redis.
+
     python benchmarks/store_bench.py --rows 1000000 --out store_bench.json
     python benchmarks/store_bench.py --rows 1000000 --redis local --redis-writers 2
+    python benchmarks/store_bench.py --dataset --rows 1000000 --parts 16 --dataset-writers 1,2,4 --redis local
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from redis_local import local_redis
 
 from augury.store import MemoryStore, SQLiteStore, sqlite
@@ -283,6 +291,82 @@ def bench_redis_parallel(url: str, rows: int, writers: int) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds)}
 
 
+def make_dataset(batches: list[pa.RecordBatch], folder: Path, parts: int) -> Path:
+    """The rows of `batches` as a prediction dataset of `parts` parts, as `augury batch -o` writes one:
+    key column `id`, the outputs, `model_version` and `computed_at`, the augury metadata, a manifest."""
+    from augury.batch import dataset
+
+    table = pa.Table.from_batches(batches).rename_columns(["id", "computed_at", "label", "proba_no",
+                                                            "proba_yes"])
+    table = table.append_column("model_version", pa.array(["bench"] * table.num_rows))
+    meta = {"model": {"name": "bench", "version": "bench", "task": "classification", "classes": ["no", "yes"],
+                      "outputs": [{"name": n} for n in ("label", "proba_no", "proba_yes")]},
+            "key_columns": ["id"], "key_kind": "columns"}
+    table = table.replace_schema_metadata({b"augury": json.dumps(meta).encode()})
+    folder.mkdir(parents=True)
+    names = []
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        names.append(f"part-{i:05d}.parquet")
+        pq.write_table(table.slice(i * step, step), folder / names[-1])
+    dataset.commit(folder, names, {"bench": True})
+    return folder
+
+
+def bench_dataset_publish(folder: Path, fresh: Callable[[], Any], writers: Sequence[int],
+                          repeat: int) -> dict[str, Any]:
+    """`publish_predictions(folder, ...)` into a `fresh()` store with each writer count: end to end (the
+    gates, then the load) and the load alone (`PublishResult.load_s`), best and median of `repeat`."""
+    from augury.publish import publish_predictions
+    from augury.verify import Checks
+
+    out: dict[str, Any] = {}
+    for w in writers:
+        totals, loads, verifies = [], [], []
+        for _ in range(repeat):
+            store = fresh()
+            start = time.perf_counter()
+            result = publish_predictions(folder, store, Checks(), writers=w)
+            totals.append(time.perf_counter() - start)
+            loads.append(result.load_s)
+            verifies.append(result.verify_s)
+            rows = result.version.row_count
+            assert result.writers == w, (result.writers, w)
+            store.close()
+        out[str(w)] = {"rows": rows, "writers": w, "total_s": [round(t, 3) for t in totals],
+                       "load_s": [round(t, 3) for t in loads], "verify_s": [round(t, 3) for t in verifies],
+                       "best_total_rows_per_s": round(rows / min(totals)),
+                       "best_load_rows_per_s": round(rows / min(loads)),
+                       "median_load_rows_per_s": round(rows / statistics.median(loads))}
+    return out
+
+
+def run_dataset(args: argparse.Namespace, batches: list[pa.RecordBatch], results: dict[str, Any]) -> None:
+    writers = [int(w) for w in args.dataset_writers.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = make_dataset(batches, Path(tmp) / "preds", args.parts)
+        del batches[:]  # (the writers fork from this process: keep it small)
+        results["dataset"] = {"parts": args.parts, "publish": {}}
+        got = results["dataset"]["publish"]
+        got["sqlite"] = bench_dataset_publish(
+            folder, lambda: SQLiteStore(_fresh_db(tmp, "bench.db")), writers, args.repeat)
+        if args.redis:
+            from augury.store.redis_store import RedisStore
+
+            def redis_at(url: str) -> Callable[[], Any]:
+                def fresh() -> RedisStore:
+                    store = RedisStore(url)
+                    store.client.flushall()
+                    return store
+                return fresh
+
+            if args.redis == "local":
+                with local_redis() as url:
+                    got["redis"] = bench_dataset_publish(folder, redis_at(url), writers, args.repeat)
+            else:
+                got["redis"] = bench_dataset_publish(folder, redis_at(args.redis), writers, args.repeat)
+
+
 def redis_memory(url: str, batches: list[pa.RecordBatch], keys: list[str]) -> dict[str, float]:
     """Bytes per stored prediction: MEMORY USAGE of 2,000 sampled keys, and used_memory per row of a
     publish into an otherwise empty database."""
@@ -343,9 +427,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="a Redis URL (its database is flushed!), or 'local' for a private server")
     parser.add_argument("--redis-writers", type=int, default=2,
                         help="processes of the parallel Redis publish")
+    parser.add_argument("--dataset", action="store_true",
+                        help="only the publish from a prediction dataset folder (see above)")
+    parser.add_argument("--parts", type=int, default=16, help="the dataset's parts (--dataset)")
+    parser.add_argument("--dataset-writers", default="1,2,4", help="writer counts to time (--dataset)")
     args = parser.parse_args(argv)
 
     batches = make_batches(args.rows)
+    if args.dataset:
+        results = {"rows": args.rows, "python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
+                   "machine": platform.machine(), "cpus": os.cpu_count()}
+        run_dataset(args, batches, results)
+        print(markdown_dataset(results))
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     keys: list[str] = pa.Table.from_batches(batches).column("key").to_pylist()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         path = os.path.join(folder, "bench.db")
@@ -400,6 +496,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def markdown_dataset(r: dict[str, Any]) -> str:
+    lines = [
+        f"### publish from a dataset: {r['rows']:,} rows in {r['dataset']['parts']} parts, Python "
+        f"{r['python']}, SQLite {r['sqlite']}, {r['cpus']} CPUs",
+        "",
+        "| store | writers | load rows/s (best) | load rows/s (median) | end to end rows/s (best) | "
+        "load s | verify s |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for store, by_writers in r["dataset"]["publish"].items():
+        for w, p in by_writers.items():
+            lines.append(f"| {store} | {w} | {p['best_load_rows_per_s']:,} | "
+                         f"{p['median_load_rows_per_s']:,} | {p['best_total_rows_per_s']:,} | "
+                         f"{p['load_s']} | {p['verify_s']} |")
+    return "\n".join(lines)
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
@@ -57,6 +58,9 @@ from augury.store.base import PredictionStore, PublishHandle, SharedPublishing, 
 from augury.verify.source import BATCH_ROWS
 
 log = logging.getLogger(__name__)
+
+#: how long the writers may take to close their stores once every part is written, before they are killed.
+FINISH_S = 10.0
 
 #: the errors a writer's failure is raised again as in the driver (by name); any other is a StoreError.
 _KINDS: dict[str, type[Exception]] = {
@@ -124,7 +128,7 @@ def load_parts(store: SharedStore, folder: Path, manifest: dataset.Manifest, row
             for _ in procs:
                 tasks.put(None)
             written = _collect(procs, conns, len(manifest.parts), handle)
-            _stop(procs)
+            _stop(procs, grace_s=FINISH_S)
             _check_rows(store, handle, written, expected_rows)
             handle.commit(activate)
         except BaseException:
@@ -198,9 +202,12 @@ def _check_rows(store: SharedStore, handle: PublishHandle, written: int, expecte
                          f"{held:,}, but {expected:,} were verified; nothing was published")
 
 
-def _stop(procs: list[BaseProcess]) -> None:
-    """Kill the writers still running (their partial writes go with the aborted version) and reap all."""
+def _stop(procs: list[BaseProcess], grace_s: float = 0.0) -> None:
+    """Kill the writers still running after `grace_s` (0: at once, their partial writes go with the
+    aborted version; after the last part, they are closing their store) and reap all."""
+    deadline = time.monotonic() + grace_s
     for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
         if proc.exitcode is None:
             proc.kill()
     for proc in procs:

@@ -185,8 +185,9 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
               help="The data the predictions were scored from (Parquet or CSV): its features' profile is "
                    "stored with the version, the reference for a server's input drift monitoring.")
 @click.option("--writers", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Processes that load a dataset folder's parts in parallel (default: the store's own, "
-                   "2 for Redis and SQLite; a single file, or a memory store, loads as one stream).")
+              help="Processes that load a dataset folder's parts in parallel. Default: the store's own, "
+                   "one per core (2 to 4) for Redis, 1 for SQLite (one stream is its fastest load); a "
+                   "single file, or a memory store, loads as one stream.")
 @json_option
 @reporting
 def publish(
@@ -212,7 +213,9 @@ def publish(
     finally:
         store.close()
     if as_json:
-        console.print_json({"version": result.version.to_dict(), "report": result.report.to_dict()})
+        console.print_json({"version": result.version.to_dict(), "report": result.report.to_dict(),
+                            "writers": result.writers, "verify_s": round(result.verify_s, 3),
+                            "load_s": round(result.load_s, 3)})
         return 0
     console.out.print(result.report.render())
     v = result.version
@@ -220,6 +223,7 @@ def publish(
     console.out.print(
         f"published store version [bold]{console.plain(v.version)}[/] ({v.row_count:,} rows, model "
         f"{console.plain(v.model_version)}, evaluator {console.plain(v.evaluator or 'not recorded')}): "
-        f"{state}"
+        f"{state}; verified in {result.verify_s:.1f} s, loaded in {result.load_s:.1f} s by "
+        f"{result.writers} writer{'s' if result.writers > 1 else ''}"
     )
     return 0
