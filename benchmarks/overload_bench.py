@@ -7,8 +7,9 @@ here with ``cc -O2``) sends requests at fixed times (rate x seconds, after a war
 ``--max-conns`` keep-alive connections, whatever the server does, and counts latency from when a request
 was due (no coordinated omission); a client gives up on a request after ``--timeout-ms``. Every 100 ms a
 health probe (GET /v2/health/live; the bare endpoint's GET /health) opens a new connection, as an
-orchestrator's probe does. Model calls
-per second come from the server's /metrics (``augury_batch_rows_count``) before and after the run.
+orchestrator's probe does: the generator's on the serving port, and a `Prober` thread's on the server's
+``--probe-port``. Model calls per second come from the server's /metrics (``augury_batch_rows_count``),
+read on the probe port before and after the run.
 
 Runs: the generator against `bare_server.py --coalesce` (same protocol, no model) at 1x, to show what
 the generator and the machine add; then the server at each ``--multiples`` of capacity (one run each);
@@ -20,6 +21,7 @@ The benchmark lock (/tmp/BENCH_LOCK) is held only while measuring.
 
     python benchmarks/overload_bench.py --out /tmp/augury-bench/overload.json
     python benchmarks/overload_bench.py --multiples 3 --soak-runs 0      # one quick point
+    python benchmarks/overload_bench.py --serve-args "--max-in-flight 128"  # the server's own flags
 """
 
 from __future__ import annotations
@@ -194,16 +196,22 @@ def load(gen: Path, port: int, body: Path, rate: float, args: argparse.Namespace
 def row(label: str, cap: float, rec: dict[str, Any]) -> str:
     s = rec["seconds"]
     ok, s503 = rec["ok"] / s, rec["s503"] / s
+    probe_port = ""
+    if "probe_port_sent" in rec:
+        probe_port = (f"{rec['probe_port_p50_ms']:.1f} / {rec['probe_port_p99_ms']:.1f} "
+                      f"({rec['probe_port_answered']}/{rec['probe_port_sent']})")
     return (f"| {label} | {rec['offered_rate']:,.0f} | {ok:,.0f} ({ok / cap:.0%}) | {s503:,.0f} | "
             f"{rec['s503_retry_after'] / max(rec['s503'], 1):.0%} | {rec['timeouts'] / s:,.0f} | "
-            f"{rec['ok_p50_ms']:.1f} / {rec['ok_p99_ms']:.1f} | {rec['s503_p99_ms']:.1f} | "
+            f"{rec['ok_p50_ms']:.1f} / {rec['ok_p99_ms']:.1f} | {rec['s503_p99_ms']:.1f} | {probe_port} | "
             f"{rec['probe_p50_ms']:.1f} / {rec['probe_p99_ms']:.1f} ({rec['probes']}/{rec['probes_sent']}) | "
-            f"{min(rec['ok_per_sec'] or [0]):,} | {rec['model_calls_per_s']:,.0f} | {rec['gen_cpu_s']:.1f} |")
+            f"{min(rec['ok_per_sec'] or [0]):,} | {rec['model_calls_per_s']:,.0f} | {rec['conns']:,} | "
+            f"{rec['gen_cpu_s']:.1f} |")
 
 
 HEADER = ("| load | offered/s | 200/s (of capacity) | 503/s | 503 with Retry-After | timed out/s | "
-          "200 p50 / p99 ms | 503 p99 ms | probe p50 / p99 ms (answered) | worst second's 200s | "
-          "model calls/s | generator CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "200 p50 / p99 ms | 503 p99 ms | probe port: probe p50 / p99 ms (answered) | serving port: probe "
+          "p50 / p99 ms (answered) | worst second's 200s | model calls/s | connections | generator CPU s |"
+          "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-conns", type=int, default=4000, help="generator connections at most [4000]")
     ap.add_argument("--timeout-ms", type=int, default=5000, help="a client gives up after this [5000]")
     ap.add_argument("--serve-args", default="", help="extra arguments for augury serve")
+    ap.add_argument("--loadgen-source", type=Path, default=HERE / "loadgen.c",
+                    help="the generator's C source [benchmarks/loadgen.c]")
     ap.add_argument("--no-lock", action="store_true", help="do not take /tmp/BENCH_LOCK")
     ap.add_argument("--out", type=Path, help="write every record to this JSON file")
     args = ap.parse_args(argv)
@@ -232,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise SystemExit("a C compiler (cc) is needed for the load generator")
-    subprocess.run([cc, "-O2", "-o", str(gen), str(HERE / "loadgen.c")], check=True)
+    subprocess.run([cc, "-O2", "-o", str(gen), str(args.loadgen_source)], check=True)
     extra = args.serve_args.split()
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "loads": [], "soak": []}
     lines: list[str] = []
@@ -256,16 +266,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(lines[-1], flush=True)
         for multiple in [float(m) for m in args.multiples.split(",") if m]:
             port = free_port()
-            with server(augury(w.work, port, extra), logs / f"overload_{multiple:g}x.log", port):
-                rec = load(gen, port, body, rps * multiple, args, args.seconds)
+            probe_port = free_port()
+            with server(augury(w.work, port, [*extra, "--probe-port", str(probe_port)]),
+                        logs / f"overload_{multiple:g}x.log", port):
+                rec = load(gen, port, body, rps * multiple, args, args.seconds, probe_port=probe_port)
             rec["multiple"] = multiple
             results["loads"].append(rec)
             lines.append(row(f"{multiple:g}x", rps, rec))
             print(lines[-1], flush=True)
         for i in range(args.soak_runs):
             port = free_port()
-            with server(augury(w.work, port, extra), logs / f"overload_soak{i}.log", port):
-                rec = load(gen, port, body, rps * args.soak, args, args.soak_s)
+            probe_port = free_port()
+            with server(augury(w.work, port, [*extra, "--probe-port", str(probe_port)]),
+                        logs / f"overload_soak{i}.log", port):
+                rec = load(gen, port, body, rps * args.soak, args, args.soak_s, probe_port=probe_port)
             offered = rec["offered_rate"]
             rec["collapsed_seconds"] = sum(1 for n in rec["ok_per_sec"] if n < offered / 2)
             results["soak"].append(rec)
