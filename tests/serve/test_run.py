@@ -199,9 +199,16 @@ def test_several_workers_refuse_another_models_store_before_starting(tmp_path: P
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_applies_its_connection_time_limits(hgb_model: Path, workers: str) -> None:
-    """--header-timeout and --keep-alive-timeout reach the connections of every worker process."""
+    """--header-timeout, --keep-alive-timeout and --probe-port reach the connections of every worker
+    process (the probe port answers the probes and /metrics, 404 to anything else)."""
+    probes = _free_port()
     with augury_serve("--model", str(hgb_model), "--workers", workers, "--header-timeout", "500ms",
-                      "--keep-alive-timeout", "1s") as (url, _):
+                      "--keep-alive-timeout", "1s", "--probe-port", str(probes)) as (url, _):
+        for _ in range(4):  # new connections, so with 2 workers both are likely to answer some
+            assert httpx.get(f"http://127.0.0.1:{probes}/v2/health/ready").json() == {"ready": True}
+        assert "augury_requests_total" in httpx.get(f"http://127.0.0.1:{probes}/metrics").text
+        r = httpx.post(f"http://127.0.0.1:{probes}/v1/models/hgb:predict", json={"instances": []})
+        assert r.status_code == 404 and "only /v2/health/" in r.json()["error"]
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n")  # the head never ends
