@@ -237,7 +237,58 @@ def bench_variants(batches: list[pa.RecordBatch], folder: str) -> dict[str, dict
     load("without_rowid_sorted_128rows", wr, 128, True, False)
     load("rowid_index_after_1row", rowid, 1, False, True)
     load("rowid_index_after_128rows", rowid, 128, False, True)
+    out.update(bench_merge(keys, blobs, folder, 2))
     return out
+
+
+def bench_merge(keys: list[str], blobs: list[bytes], folder: str, parts: int) -> dict[str, dict[str, float]]:
+    """Parts written to separate files, then merged into one (what parallel SQLite writers could do
+    instead of queueing for one write transaction): each part file written (one after another here; in
+    parallel they would take the longest one's time), then the serial merge (ATTACH, INSERT ... SELECT
+    per part, the unique key index, COMMIT)."""
+    n = len(keys)
+    step = -(-n // parts)
+    part_s = []
+    sql = "INSERT INTO t VALUES " + ",".join(["(?,?)"] * 128)
+    for i in range(parts):
+        con = sqlite3.connect(_fresh_db(folder, f"part-{i}.db"), isolation_level=None)
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("CREATE TABLE t (key TEXT, v BLOB)")
+        ks, bs = keys[i * step:(i + 1) * step], blobs[i * step:(i + 1) * step]
+        start = time.perf_counter()
+        con.execute("BEGIN IMMEDIATE")
+        full = len(ks) - len(ks) % 128
+        flat: list[Any] = [None] * (2 * full)
+        flat[0::2], flat[1::2] = ks[:full], bs[:full]
+        con.executemany(sql, [flat[j : j + 256] for j in range(0, 2 * full, 256)])
+        con.executemany("INSERT INTO t VALUES (?,?)", zip(ks[full:], bs[full:], strict=True))
+        con.execute("COMMIT")
+        part_s.append(time.perf_counter() - start)
+        con.close()
+    con = sqlite3.connect(_fresh_db(folder, "merged.db"), isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("CREATE TABLE t (key TEXT, v BLOB)")
+    for i in range(parts):
+        con.execute(f"ATTACH DATABASE ? AS p{i}", (os.path.join(folder, f"part-{i}.db"),))
+    start = time.perf_counter()
+    con.execute("BEGIN IMMEDIATE")
+    for i in range(parts):
+        con.execute(f"INSERT INTO t SELECT key, v FROM p{i}.t")
+    copied = time.perf_counter()
+    con.execute("CREATE UNIQUE INDEX t_key ON t (key)")
+    con.execute("COMMIT")
+    merge = time.perf_counter() - start
+    con.close()
+    ideal = max(part_s) + merge
+
+    def row(seconds: float, rows: int) -> dict[str, float]:
+        return {"seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+
+    return {f"{parts}_part_files_each": row(max(part_s), step),
+            f"{parts}_part_files_merge_copy": row(copied - start, n),
+            f"{parts}_part_files_merge_total": row(merge, n),
+            f"{parts}_part_files_parallel_ideal": row(ideal, n)}
 
 
 #: the key prefix of the parallel publish (its own store in the same database).

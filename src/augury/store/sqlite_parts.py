@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 #: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): one, so a
 #: dataset loads as one stream (`sqlite_publish`: the key index built once at the end). SQLite runs one
 #: write transaction at a time and its own work (inserts, the index, the WAL) is ~3/4 of a load (cProfile,
-#: 500k rows), so more writers only queue: BENCHMARKS.md, "Publishing a dataset".
+#: 500k rows), so more writers only queue: 1M rows, 494-506k rows/s with one, 262-273k with 2-4
+#: (BENCHMARKS.md, "Publishing a dataset", which also measures parts in files of their own, merged).
 PUBLISH_WRITERS = 1
 
 
