@@ -25,12 +25,12 @@ import redis
 
 from augury import publish_pool
 from augury.batch import BatchOptions, dataset, run_batch
-from augury.errors import InputError
+from augury.errors import InputError, VerificationFailed
 from augury.publish import publish_predictions
 from augury.publish_pool import load_parts, writers_for
 from augury.publish_rows import StoreRows
 from augury.store import ORPHAN, READY, PredictionStore, open_store
-from augury.verify import Checks
+from augury.verify import Checks, Report
 from augury.verify.source import PredictionsFile
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -132,6 +132,24 @@ def test_a_failed_part_aborts_the_publish(small: Path, store: PredictionStore) -
         load_parts(store, small, dataset.read_manifest(small), rows, 2, 3000,  # type: ignore[arg-type]
                    ttl_s=None, profile={}, meta={}, activate=True)
     assert [(v.version, v.state, v.active) for v in store.versions()] == [("1", READY, True)]
+
+
+def test_the_gates_see_every_row_once_before_the_store_is_touched(small: Path, tmp_path: Path,
+                                                                  store: PredictionStore) -> None:
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    manifest = dataset.read_manifest(small)
+    names = [p.name for p in manifest.parts]
+    for name in names:
+        (folder / name).write_bytes((small / name).read_bytes())
+    (folder / "part-99999.parquet").write_bytes((small / names[0]).read_bytes())  # its keys again
+    dataset.commit(folder, [*names, "part-99999.parquet"], manifest.fingerprint)
+    with pytest.raises(VerificationFailed, match="keys") as failed:
+        publish_predictions(folder, store, Checks(), writers=3)
+    report: Report = failed.value.report  # type: ignore[assignment]
+    assert report.profile.row_count == 3000 + manifest.parts[0].rows
+    assert store.versions() == []
+    assert publish_predictions(small, store, Checks(), writers=3).version.version == "1"  # none was begun
 
 
 def test_writers_are_checked(small: Path) -> None:
