@@ -66,6 +66,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -381,11 +382,13 @@ def _delta(after: dict[str, float], before: dict[str, float], name: str) -> floa
     return (after[s] - before.get(s, 0.0)) / n if n > 0 else None
 
 
-def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, now: Any) -> dict[str, Any]:
+def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, now: Any,
+                during: Any) -> dict[str, Any]:
     """The advisor's predictions at `rate`: with the built-in overheads and extra_s = E ("e"); with the
     overheads calibrated on this machine, round trip included ("cal"); the same without stalls
     ("cal_no_stalls"); and with the stalls `now`, probed on the server's core just before the run
-    ("cal_stalls_now": the queueing model's own error, the machine's change since calibration aside)."""
+    ("cal_stalls_now": the queueing model's own error, the machine's change since calibration aside);
+    and with the stalls probed on the server's core during the run ("cal_stalls_during")."""
     from dataclasses import replace
 
     from augury.advise import predict_latency
@@ -395,7 +398,8 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, no
     out: dict[str, Any] = {}
     for label, overheads, extra in (("e", BUILT_IN, e), ("cal", cal, None),
                                     ("cal_no_stalls", replace(cal, stalls=NONE), None),
-                                    ("cal_stalls_now", replace(cal, stalls=now), None)):
+                                    ("cal_stalls_now", replace(cal, stalls=now), None),
+                                    ("cal_stalls_during", replace(cal, stalls=during), None)):
         r = predict_latency(cost, rate, max_batch_size=b, max_delay_ms=d, workers=1, extra_s=extra,
                             overheads=overheads)
         out[label] = {"p50_s": r.p50_s, "p99_s": r.p99_s, "mean_batch": r.mean_batch,
@@ -474,10 +478,16 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
               f"(model call {model_s * 1e6:.0f} us; advisor's batch-1 call {curve_1 * 1e6:.0f} us)",
               flush=True)
         for k, rate in enumerate(rates):
-            now = probe(args.stall_probe, args.server_core if args.server_core >= 0 else None)
+            core = args.server_core if args.server_core >= 0 else None
+            now = probe(args.stall_probe, core)
             before, cpu0 = server.metrics(), server.cpu_s()
-            run = open_loop(gen, server.port, body_path, rate, args.duration, args.warmup, k + 1,
-                            args.connections, args.client_rt)
+            # the probe again, on the server's core while it serves (from a thread of this process,
+            # which only waits for the generator meanwhile): what other work took from the core then
+            with ThreadPoolExecutor(1) as watcher:
+                watching = watcher.submit(probe, args.warmup + args.duration, core)
+                run = open_loop(gen, server.port, body_path, rate, args.duration, args.warmup, k + 1,
+                                args.connections, args.client_rt)
+                during = watching.result()
             cpu1, after = server.cpu_s(), server.metrics()
             # the server's CPU over the whole run (warm-up, measured part, then about 2 s idle while the
             # generator waits for the last answers): per request from the rows it scored
@@ -488,7 +498,9 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
             run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
             run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
             run["mean_queue_wait_s"] = _delta(after, before, "augury_queue_wait_seconds")
-            run["predicted"] = predictions(cost, rate, b, d, e, cal, now)
+            run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during)
+            run["stalls_during"] = {"per_s": during.per_s, "share": during.share,
+                                    "durations_s": list(during.durations_s)}
             run["stalls_now"] = {"per_s": now.per_s, "share": now.share,
                                  "durations_s": list(now.durations_s)}
             run["curve_call_s"] = curve_time(cost, run["mean_batch_rows"])
@@ -514,14 +526,15 @@ def _pct(x: float) -> str:
 
 
 HEADER = ("| req/s | B/D | predicted p50 / p99 ms (calibrated) | measured p50 / p99 ms "
-          "| error p50 / p99 | p99: stalls probed just before: predicted, error | p99 without stalls: "
-          "predicted, error | stalls/s, stalled share: calibration / just before | send lag p99 ms "
-          "| server cores | rows per call measured / predicted | notes |")
+          "| error p50 / p99 | p99: stalls probed just before: predicted, error | p99: stalls probed "
+          "during: predicted, error | p99 without stalls: predicted, error | stalls/s, stalled share: "
+          "calibration / just before / during | send lag p99 ms | server cores | rows per call measured / "
+          "predicted | notes |")
 
 
 def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
     pr = r["predicted"]
-    pc, pn, p0 = pr["cal"], pr["cal_stalls_now"], pr["cal_no_stalls"]
+    pc, pn, pd, p0 = pr["cal"], pr["cal_stalls_now"], pr["cal_stalls_during"], pr["cal_no_stalls"]
     notes = []
     if r["behind"]:
         notes.append(f"BEHIND (send lag p99 {r['lag_p99_s'] * 1e3:.2f} ms)")
@@ -530,11 +543,13 @@ def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
         notes.append(f"non-200 {bad}, unanswered {r['timed_out']}")
     if not pc["stable"]:
         notes.append("predicted unstable")
-    mb, now = r["mean_batch_rows"], r["stalls_now"]
+    mb, now, dur = r["mean_batch_rows"], r["stalls_now"], r["stalls_during"]
     return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {_ms(pc['p50_s'])} / {_ms(pc['p99_s'])} "
             f"| {_ms(r['p50_s'])} / {_ms(r['p99_s'])} | {_pct(pc['err_p50'])} / {_pct(pc['err_p99'])} "
-            f"| {_ms(pn['p99_s'])}, {_pct(pn['err_p99'])} | {_ms(p0['p99_s'])}, {_pct(p0['err_p99'])} "
+            f"| {_ms(pn['p99_s'])}, {_pct(pn['err_p99'])} | {_ms(pd['p99_s'])}, {_pct(pd['err_p99'])} "
+            f"| {_ms(p0['p99_s'])}, {_pct(p0['err_p99'])} "
             f"| {cal.stalls.per_s:.0f}, {cal.stalls.share:.1%} / {now['per_s']:.0f}, {now['share']:.1%} "
+            f"/ {dur['per_s']:.0f}, {dur['share']:.1%} "
             f"| {r['lag_p99_s'] * 1e3:.2f} | {r['server_cores']:.2f} "
             f"| {'-' if mb is None else f'{mb:.2f}'} / {pc['mean_batch']:.2f} | {'; '.join(notes)} |")
 
@@ -674,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recs.append({"max_batch_size": b, "max_delay_ms": d, "error": f"{type(exc).__name__}: {exc}"})
 
     rows = [row(r["max_batch_size"], r["max_delay_ms"], run, cal) for r in recs for run in r.get("runs", [])]
-    table = "\n".join([HEADER, "|" + "---:|" * 11 + "---|", *rows])
+    table = "\n".join([HEADER, "|" + "---:|" * 12 + "---|", *rows])
     cal_errs = [run["predicted"]["cal"]["err_p99"] for r in recs for run in r.get("runs", [])]
     print(f"\nOpen-loop Poisson, one-row v1 predicts, {args.duration:g} s per rate; server pinned to CPU "
           f"{args.server_core}, client to CPU {args.client_core}; err = (measured - predicted) / measured; "
