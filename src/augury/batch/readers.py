@@ -19,10 +19,13 @@ import pyarrow.parquet as pq
 from augury.errors import InputError
 from augury.schema import RowError
 
-from .sources import Task
+from .sources import Task, decoded_row_bytes
 
 #: the read buffer of a worker's Parquet stream.
 READ_BUFFER_BYTES = 1 << 16
+#: a Parquet task up to this size decoded is read a column at a time (`_by_column`); a larger one, which
+#: only a plan made elsewhere gives (the batch plan cuts at `sources.PARQUET_TASK_BYTES`), is streamed.
+BY_COLUMN_MAX_BYTES = 64 << 20
 
 
 def read_task(task: Task, columns: list[str], chunk_rows: int,
@@ -39,8 +42,42 @@ def read_task(task: Task, columns: list[str], chunk_rows: int,
 def _parquet_rows(task: Task, columns: list[str], chunk_rows: int) -> Iterator[pa.RecordBatch]:
     # buffer_size streams each column chunk instead of reading it whole: less memory, and faster here.
     # 64 KiB rather than 1 MiB: a 250,000-row group of 20 floats peaks at 54 MB of Arrow memory instead
-    # of 72, as fast. A range inside the group skips the batches before it and stops after it.
+    # of 72, as fast.
     pf = pq.ParquetFile(task.file, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+    width = decoded_row_bytes(pf.metadata, columns, [task.row_group])
+    if (task.stop - task.start) * width <= BY_COLUMN_MAX_BYTES:
+        return _by_column(pf, task, columns, chunk_rows)
+    return _range_batches(pf, task, columns, chunk_rows)  # all columns together: bounded by the readers
+
+
+def _by_column(pf: pq.ParquetFile, task: Task, columns: list[str],
+               chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The task's rows read one column after the other, then handed out in chunks (slices, no copy).
+
+    Why: a reader of all the columns at once holds every column's current page and dictionary (with
+    1 MiB pages about 2.7 MB a column: 54 MB of Arrow memory for 20 float columns, whatever the rows),
+    where one column at a time holds one column's, plus the task's rows themselves (20 MB for 131,072
+    rows of 20 floats): 21-26 MB instead of 54-59 at the peak, measured in one worker (BENCHMARKS.md,
+    issue 12). Every column is read in the same `chunk_rows` pieces, so the chunks line up."""
+    fields: list[pa.Field] = []
+    pieces: list[pa.ChunkedArray] = []
+    for name in columns:
+        kept: list[pa.Array] = []
+        field = pf.schema_arrow.field(name)
+        for batch in _range_batches(pf, task, [name], chunk_rows):
+            field = batch.schema.field(0)
+            kept.append(batch.column(0))
+        fields.append(field)
+        pieces.append(pa.chunked_array(kept, type=field.type))
+    table = pa.Table.from_arrays(pieces, schema=pa.schema(fields))
+    del pieces
+    yield from table.to_batches(max_chunksize=chunk_rows)
+
+
+def _range_batches(pf: pq.ParquetFile, task: Task, columns: list[str],
+                   chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """Rows [start, stop) of the task's row group: the batches before the range are decoded and
+    dropped, the reading stops after it."""
     at = 0
     for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[task.row_group], columns=columns,
                                  use_threads=False):

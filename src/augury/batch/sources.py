@@ -5,9 +5,10 @@ A task is the unit of work, of checkpointing and of exactly-once accounting: the
 run recorded, whatever its --workers). Every task is a reference that a worker reads itself (`readers`),
 so decoding runs in parallel and nothing large crosses a process boundary; the driver only plans:
 
-- Parquet: one task per row group, or, where there are too few row groups for the workers, per range of
-  `Plan.task_rows` rows inside one (a worker reads the row group up to its range's end: a range decodes
-  its prefix again, the price of splitting a row group that pyarrow cannot seek into);
+- Parquet: one task per row group, or, where there are too few row groups for the workers or a group
+  is larger than `PARQUET_TASK_BYTES` decoded, per range of `Plan.task_rows` rows inside one (a worker
+  reads the row group up to its range's end: a range decodes its prefix again, the price of splitting a
+  row group that pyarrow cannot seek into);
 - CSV and JSON Lines: one task per range of about `Plan.task_bytes` bytes, cut at line ends (a task owns
   the lines that start in its range). The planner reads each file once to find the cuts and count the
   lines before each, so errors name their line in the file. A CSV value may not hold a line break (as
@@ -41,6 +42,11 @@ TASKS_PER_WORKER = 3
 
 #: bytes read at a time while planning the cuts of a text file.
 _SCAN_BYTES = 1 << 20
+#: a Parquet task's input once decoded, at most, where the plan cuts row groups into ranges: a worker
+#: holds its task's rows (it reads them a column at a time, `readers`), so this bounds a worker's input
+#: memory whatever the row groups. 24 MiB: a 250,000-row group of 20 floats (38 MiB) becomes two ranges
+#: of 131,072 and 118,928 rows; a worker's peak fell from +88 to +47 MB (BENCHMARKS.md, issue 12).
+PARQUET_TASK_BYTES = 24 << 20
 
 
 @dataclass(frozen=True)
@@ -100,15 +106,22 @@ class Source:
 
     def plan(self, workers: int) -> Plan:
         """Cut for about `TASKS_PER_WORKER` tasks a worker, so no core waits at the end: Parquet row
-        groups are split only for several workers and fewer groups than that; ranges are whole chunks.
-        Text ranges are 1-16 MiB (a worker's read buffer is one range at most)."""
+        groups are split for several workers and fewer groups than that, and wherever a group decodes to
+        more than `PARQUET_TASK_BYTES`; ranges are whole chunks. Text ranges are 1-16 MiB (a worker's read
+        buffer is one range at most)."""
         target = TASKS_PER_WORKER * workers
         task_rows = None
-        if self.format == "parquet" and self.total_rows and workers > 1:
-            groups = sum(pq.ParquetFile(f).metadata.num_row_groups for f in self.files)
-            if groups < target:
+        if self.format == "parquet" and self.total_rows:
+            metas = [pq.ParquetFile(f).metadata for f in self.files]
+            groups = sum(m.num_row_groups for m in metas)
+            if workers > 1 and groups < target:
                 chunks = -(-self.total_rows // (target * self.chunk_rows))
                 task_rows = max(1, chunks) * self.chunk_rows
+            width = max(decoded_row_bytes(m, self.columns) for m in metas)
+            cap = max(1, int(PARQUET_TASK_BYTES // (width * self.chunk_rows))) * self.chunk_rows
+            largest = max(m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups))
+            if largest > cap:
+                task_rows = min(task_rows or cap, cap)
         size = sum(f.stat().st_size for f in self.files)
         task_bytes = min(max(size // target, 1 << 20), 16 << 20)
         return Plan(task_rows, task_bytes)
@@ -158,6 +171,31 @@ def open_source(path: str | os.PathLike[str], columns: Sequence[str], chunk_rows
         if fmt == "csv":
             _check_csv_header(files, columns)
     return source
+
+
+def decoded_row_bytes(meta: pq.FileMetaData, columns: Sequence[str],
+                      row_groups: Sequence[int] | None = None) -> float:
+    """About how many bytes one row of `columns` takes once read into Arrow, from a Parquet file's
+    footer (of `row_groups`, default all): a fixed-width type's width, a variable-width column's stored
+    size per row plus its offset (an estimate: a dictionary-encoded text column decodes larger)."""
+    schema = meta.schema.to_arrow_schema()
+    groups = range(meta.num_row_groups) if row_groups is None else row_groups
+    stored = dict.fromkeys(columns, 0)
+    rows = 0
+    for i in groups:
+        rg = meta.row_group(i)
+        rows += rg.num_rows
+        for j in range(rg.num_columns):
+            top = rg.column(j).path_in_schema.split(".")[0]
+            if top in stored:
+                stored[top] += rg.column(j).total_uncompressed_size
+    width = 0.0
+    for name in columns:
+        try:
+            width += schema.field(name).type.bit_width / 8
+        except ValueError:  # variable width
+            width += stored[name] / max(rows, 1) + 4
+    return max(width, 1.0)
 
 
 def _check_parquet(files: list[Path], columns: Sequence[str]) -> int:
@@ -250,4 +288,5 @@ def line_cuts(path: Path, task_bytes: int) -> tuple[list[int], list[int]]:
 
 from .readers import read_task  # noqa: E402  (re-exported: callers read tasks from here; readers needs Task)
 
-__all__ = ["FORMATS", "Plan", "Source", "Task", "line_cuts", "open_source", "read_task"]
+__all__ = ["FORMATS", "PARQUET_TASK_BYTES", "Plan", "Source", "Task", "decoded_row_bytes", "line_cuts",
+           "open_source", "read_task"]
