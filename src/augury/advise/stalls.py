@@ -74,17 +74,24 @@ class Timeline:
     def __init__(self, stalls: Stalls, horizon: float, rng: np.random.Generator) -> None:
         self.starts: list[float] = []
         self.ends: list[float] = []
-        if stalls.per_s <= 0:
+        if stalls.per_s <= 0 or horizon <= 0:
             return
         pool = np.asarray(stalls.durations_s)
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
         t = 0.0
-        while True:
-            t += float(rng.exponential(1.0 / stalls.per_s))
-            if t >= horizon:
-                break
-            self.starts.append(t)
-            t += float(pool[rng.integers(0, len(pool))])
-            self.ends.append(t)
+        while t < horizon:  # in blocks (a Python loop per stall took seconds at low rates' long spans)
+            n = int((horizon - t) * stalls.per_s * 1.2) + 16
+            gaps = rng.exponential(1.0 / stalls.per_s, n)
+            lasts = pool[rng.integers(0, len(pool), n)]
+            begin = t + np.cumsum(gaps) + np.concatenate(([0.0], np.cumsum(lasts)[:-1]))
+            starts.append(begin)
+            ends.append(begin + lasts)
+            t = float(ends[-1][-1])
+        every = np.concatenate(starts)
+        keep = every < horizon
+        self.starts = every[keep].tolist()
+        self.ends = np.concatenate(ends)[keep].tolist()
 
     def ready(self, t: float) -> float:
         """`t`, or the end of the stall `t` falls in."""
