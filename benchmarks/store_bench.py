@@ -21,7 +21,8 @@ keys from the client (a round trip each), and memory per stored prediction (MEMO
 keys, and the server's used_memory before and after one publish, per row).
 
 With `--dataset`, instead of all that: `augury publish` from a prediction dataset folder (`--parts` parts
-of the same rows, with the metadata `augury batch` writes; key column `id`) through
+of the same rows, with the metadata `augury batch` writes; key column `id`; `--as-file`: one Parquet
+file of `--parts` row groups) through
 `publish_predictions`, end to end (the gates, then the load) and the load alone, for each writer count
 of `--dataset-writers` (1: one stream; more: `augury.publish_pool`), into a fresh SQLite file and, with
 `--redis`, into Redis.
@@ -342,9 +343,10 @@ def bench_redis_parallel(url: str, rows: int, writers: int) -> dict[str, Any]:
             "rows_per_s": round(rows / seconds)}
 
 
-def make_dataset(batches: list[pa.RecordBatch], folder: Path, parts: int) -> Path:
+def make_dataset(batches: list[pa.RecordBatch], folder: Path, parts: int, as_file: bool = False) -> Path:
     """The rows of `batches` as a prediction dataset of `parts` parts, as `augury batch -o` writes one:
-    key column `id`, the outputs, `model_version` and `computed_at`, the augury metadata, a manifest."""
+    key column `id`, the outputs, `model_version` and `computed_at`, the augury metadata, a manifest.
+    `as_file`: one Parquet file of `parts` row groups instead (`augury batch -o preds.parquet`)."""
     from augury.batch import dataset
 
     table = pa.Table.from_batches(batches).rename_columns(["id", "computed_at", "label", "proba_no",
@@ -354,9 +356,13 @@ def make_dataset(batches: list[pa.RecordBatch], folder: Path, parts: int) -> Pat
                       "outputs": [{"name": n} for n in ("label", "proba_no", "proba_yes")]},
             "key_columns": ["id"], "key_kind": "columns"}
     table = table.replace_schema_metadata({b"augury": json.dumps(meta).encode()})
+    step = -(-table.num_rows // parts)
+    if as_file:
+        path = folder.with_suffix(".parquet")
+        pq.write_table(table, path, row_group_size=step)
+        return path
     folder.mkdir(parents=True)
     names = []
-    step = -(-table.num_rows // parts)
     for i in range(parts):
         names.append(f"part-{i:05d}.parquet")
         pq.write_table(table.slice(i * step, step), folder / names[-1])
@@ -395,9 +401,9 @@ def bench_dataset_publish(folder: Path, fresh: Callable[[], Any], writers: Seque
 def run_dataset(args: argparse.Namespace, batches: list[pa.RecordBatch], results: dict[str, Any]) -> None:
     writers = [int(w) for w in args.dataset_writers.split(",")]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        folder = make_dataset(batches, Path(tmp) / "preds", args.parts)
+        folder = make_dataset(batches, Path(tmp) / "preds", args.parts, args.as_file)
         del batches[:]  # (the writers fork from this process: keep it small)
-        results["dataset"] = {"parts": args.parts, "publish": {}}
+        results["dataset"] = {"parts": args.parts, "as_file": args.as_file, "publish": {}}
         got = results["dataset"]["publish"]
         got["sqlite"] = bench_dataset_publish(
             folder, lambda: SQLiteStore(_fresh_db(tmp, "bench.db")), writers, args.repeat)
@@ -482,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the publish from a prediction dataset folder (see above)")
     parser.add_argument("--parts", type=int, default=16, help="the dataset's parts (--dataset)")
     parser.add_argument("--dataset-writers", default="1,2,4", help="writer counts to time (--dataset)")
+    parser.add_argument("--as-file", action="store_true",
+                        help="--dataset: one Parquet file of --parts row groups instead of a folder")
     args = parser.parse_args(argv)
 
     batches = make_batches(args.rows)
@@ -551,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown_dataset(r: dict[str, Any]) -> str:
     lines = [
-        f"### publish from a dataset: {r['rows']:,} rows in {r['dataset']['parts']} parts, Python "
+        f"### publish from a {'file' if r['dataset'].get('as_file') else 'dataset'}: {r['rows']:,} rows in "
+        f"{r['dataset']['parts']} {'row groups' if r['dataset'].get('as_file') else 'parts'}, Python "
         f"{r['python']}, SQLite {r['sqlite']}, {r['cpus']} CPUs",
         "",
         "| store | writers | load rows/s (best) | load rows/s (median) | end to end rows/s (best) | "

@@ -27,7 +27,7 @@ from augury import publish_pool
 from augury.batch import BatchOptions, dataset, run_batch
 from augury.errors import InputError, VerificationFailed
 from augury.publish import publish_predictions
-from augury.publish_pool import load_parts, writers_for
+from augury.publish_pool import load_parts, plan, writers_for
 from augury.publish_rows import StoreRows
 from augury.store import ORPHAN, READY, PredictionStore, open_store
 from augury.verify import Checks, Report
@@ -122,6 +122,31 @@ def test_writers_are_spawned_when_the_publishing_process_runs_threads(small: Pat
         store.close()
 
 
+def test_a_file_loads_row_group_by_row_group_as_one_stream_does(small: Path, hgb_model: Path,
+                                                                 store: PredictionStore) -> None:
+    one_file = small.parent / "preds.parquet"
+    if not one_file.exists():
+        run_batch(str(hgb_model), small.parent / "features.parquet", one_file,
+                  BatchOptions(key_columns=("id",), workers=2))
+    assert [p.rows for p in plan(one_file).pieces] == [3000]  # (12 row groups of 250: one piece)
+    one = publish_predictions(one_file, store, Checks(), writers=3)
+    assert one.writers == 1  # (one piece: one stream)
+    work = plan(one_file, piece_rows=500)
+    assert [(p.rows, p.row_groups) for p in work.pieces] == [(500, (2 * i, 2 * i + 1)) for i in range(6)]
+    with PredictionsFile(one_file) as f:
+        rows = StoreRows.of(str(one_file), f.layout, f.schema, one.version.model_version)
+    many = load_parts(store, work, rows, 3, 3000, ttl_s=None, profile=one.version.profile,  # type: ignore[arg-type]
+                      meta=one.version.meta, activate=True)
+    assert many.version == "2" and many.active and many.row_count == 3000
+    keys = all_keys(small)
+    got = store.get_many(keys)
+    store.activate("1")
+    want = store.get_many(keys)
+    assert [(g.values, g.computed_at, g.features_hash) for g in got if g] == [
+        (w.values, w.computed_at, w.features_hash) for w in want if w]
+    assert len([w for w in want if w]) == 3000
+
+
 def test_a_failed_part_aborts_the_publish(small: Path, store: PredictionStore) -> None:
     publish_predictions(small, store, Checks(), writers=2)
     with PredictionsFile(small) as f:  # rows said to be of another model version: every part fails
@@ -130,8 +155,8 @@ def test_a_failed_part_aborts_the_publish(small: Path, store: PredictionStore) -
     assert writers_for(store, None, 12) == default
     assert writers_for(store, 8, 3) == 3  # never more than one per part
     with pytest.raises(InputError, match="mixes model versions"):
-        load_parts(store, small, dataset.read_manifest(small), rows, 2, 3000,  # type: ignore[arg-type]
-                   ttl_s=None, profile={}, meta={}, activate=True)
+        load_parts(store, plan(small), rows, 2, 3000, ttl_s=None, profile={}, meta={},  # type: ignore[arg-type]
+                   activate=True)
     assert [(v.version, v.state, v.active) for v in store.versions()] == [("1", READY, True)]
 
 

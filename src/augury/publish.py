@@ -13,10 +13,11 @@ and hash a request's features as the batch run did. Given the data the predictio
 (``augury publish --inputs``), the profile of its input features is saved too (`verify.inputs`): the
 reference a server's live drift monitoring compares the requests' features with.
 
-A prediction dataset (a folder written by ``augury batch -o preds/``) is loaded part by part by several
-writer processes when the store lets other processes join a publish (Redis, SQLite: `publish_pool`);
-a single file, a one-part dataset, one writer or a store that lives in one process (memory) is loaded
-as one stream. Either way the gates see every row once, before the store is touched.
+A prediction dataset (a folder written by ``augury batch -o preds/``) is loaded part by part, and a
+Parquet file row group by row group, by several writer processes when the store lets other processes
+join a publish (Redis; SQLite when asked: `publish_pool`); one piece, one writer or a store that lives
+in one process (memory) is loaded as one stream. Either way the gates see every row once, before the
+store is touched.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from augury.batch import dataset
 from augury.errors import InputError, VerificationFailed
-from augury.publish_pool import load_parts, writers_for
+from augury.publish_pool import load_parts, plan, writers_for
 from augury.publish_rows import StoreRows
 from augury.schema import DTYPES
 from augury.store.base import (
@@ -107,11 +107,11 @@ def publish_predictions(
                                  f"`augury batch`): its inputs cannot be profiled; publish without --inputs")
             meta[INPUT_PROFILE_META] = profile_inputs(Path(inputs), layout.inputs).to_dict()
         rows = StoreRows.of(str(pred.path), layout, pred.schema, model_version)
-        manifest = dataset.read_manifest(pred.path) if pred.path.is_dir() else None
-        count = writers_for(store, writers, len(manifest.parts) if manifest else 1)
-        if manifest is not None and count > 1 and isinstance(store, SharedPublishing):
-            version = load_parts(store, pred.path, manifest, rows, count, report.profile.row_count,
-                                 ttl_s=ttl_s, profile=report.profile.to_dict(), meta=meta, activate=activate)
+        work = plan(pred.path)
+        count = writers_for(store, writers, len(work.pieces))
+        if count > 1 and isinstance(store, SharedPublishing):
+            version = load_parts(store, work, rows, count, report.profile.row_count, ttl_s=ttl_s,
+                                 profile=report.profile.to_dict(), meta=meta, activate=activate)
         else:
             version = store.publish(
                 map(rows.convert, pred.batches(rows.columns)),

@@ -1,14 +1,14 @@
-"""Loading a prediction dataset's parts in parallel: writer processes joined to one publish (issue 12).
+"""Loading predictions in parallel: writer processes joined to one publish (issue 12).
 
 `augury publish preds/` on a store that other processes can join (`store.base.SharedPublishing`: Redis,
 SQLite) starts `writers` processes, then begins the publish (a 'loading' version under the driver's
-lease), hands out the dataset's parts one at a time through a queue, and each writer opens the store
-again, joins the publish and writes the parts it takes, converting their rows as a single stream would
-(`publish_rows`). The driver commits (ready and, unless told not to, active: one atomic switch) only
-once every part was written and the version holds exactly the rows verified, and aborts on anything
-else, so:
+lease), hands out the pieces one at a time through a queue (`plan`: a dataset's parts, or a Parquet
+file's row groups, at least `BATCH_ROWS` rows a piece), and each writer opens the store again, joins the
+publish and writes the pieces it takes, converting their rows as a single stream would (`publish_rows`).
+The driver commits (ready and, unless told not to, active: one atomic switch) only once every piece was
+written and the version holds exactly the rows verified, and aborts on anything else, so:
 
-- a part fails (a key written twice, a row of another model version, a store error): every writer is
+- a piece fails (a key written twice, a row of another model version, a store error): every writer is
   stopped, the publish aborted, and the writer's error raised (the same error a single stream gives);
 - a writer dies (kill -9, out of memory): its exit is seen at once (its process sentinel), the others
   are stopped and the publish aborted: nothing is published, the active version stays as it was;
@@ -19,7 +19,7 @@ else, so:
 The writers start before the publish begins, forked when the driver runs no other thread (no copy of
 the lease's file descriptor then lives in a writer, so a dead driver's lease is free at once), spawned
 otherwise. The gates ran before any of this, in one pass over the whole dataset (`publish`): each row
-is verified once and written once (a part is handed to one writer, never retried).
+is verified once and written once (a piece is handed to one writer, never retried).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from augury.batch import dataset
 from augury.errors import (
@@ -74,21 +76,63 @@ class SharedStore(PredictionStore, SharedPublishing, Protocol):
 
 
 @dataclass(frozen=True)
+class Piece:
+    """What one writer task loads: a dataset's part (`row_groups` None: the part file `name` in the
+    folder), or row groups of one Parquet file."""
+
+    name: str
+    rows: int
+    row_groups: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The pieces of predictions at `source` (a dataset folder, whose parts have `schema`, or a file)."""
+
+    source: Path
+    pieces: tuple[Piece, ...]
+    schema: pa.Schema | None = None
+
+
+def plan(source: Path, piece_rows: int = BATCH_ROWS) -> Plan:
+    """The pieces of the predictions at `source`: a dataset's parts, or a file's row groups taken
+    together until each piece has at least `piece_rows` rows (a task per tiny row group would cost more
+    than it loads). InputError when it cannot be read."""
+    if source.is_dir():
+        manifest = dataset.read_manifest(source)
+        return Plan(source, tuple(Piece(p.name, p.rows) for p in manifest.parts), manifest.schema)
+    try:
+        meta = pq.read_metadata(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{source} is not a readable Parquet file: {exc}") from exc
+    pieces: list[Piece] = []
+    groups: list[int] = []
+    rows = 0
+    for i in range(meta.num_row_groups):
+        groups.append(i)
+        rows += meta.row_group(i).num_rows
+        if rows >= piece_rows or i == meta.num_row_groups - 1:
+            pieces.append(Piece(source.name, rows, tuple(groups)))
+            groups, rows = [], 0
+    return Plan(source, tuple(pieces))
+
+
+@dataclass(frozen=True)
 class PartJob:
-    """What a writer needs to load parts of one publish (sent with each part)."""
+    """What a writer needs to load pieces of one publish (sent with each piece)."""
 
     url: str
     options: dict[str, Any]
     version: str
-    folder: str
-    schema: pa.Schema
+    source: str
+    schema: pa.Schema | None
     rows: StoreRows
 
 
 def writers_for(store: object, writers: int | None, parts: int) -> int:
-    """How many writer processes load a dataset of `parts` parts into `store`: `writers` when given, else
-    the store's own default (`publish_writers`), never more than one per part. A store no other process
-    can open (memory) takes one stream: InputError if more writers were asked for."""
+    """How many writer processes load predictions of `parts` pieces into `store`: `writers` when given,
+    else the store's own default (`publish_writers`), never more than one per piece. A store no other
+    process can open (memory) takes one stream: InputError if more writers were asked for."""
     if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 1):
         raise InputError(f"writers must be a whole number >= 1, not {writers!r}")
     if not isinstance(store, SharedPublishing):
@@ -100,11 +144,11 @@ def writers_for(store: object, writers: int | None, parts: int) -> int:
     return max(1, min(wanted, parts))
 
 
-def load_parts(store: SharedStore, folder: Path, manifest: dataset.Manifest, rows: StoreRows,
-               writers: int, expected_rows: int, *, ttl_s: float | None, profile: dict[str, Any],
-               meta: dict[str, Any], activate: bool) -> VersionInfo:
-    """Publish the dataset `folder` (`manifest`) into `store` with `writers` processes (see the module
-    docstring); `expected_rows`: the rows verified, which the version must hold before it is committed."""
+def load_parts(store: SharedStore, work: Plan, rows: StoreRows, writers: int, expected_rows: int, *,
+               ttl_s: float | None, profile: dict[str, Any], meta: dict[str, Any],
+               activate: bool) -> VersionInfo:
+    """Publish the pieces of `work` into `store` with `writers` processes (see the module docstring);
+    `expected_rows`: the rows verified, which the version must hold before it is committed."""
     ctx = _context()
     tasks = ctx.Queue()
     procs: list[BaseProcess] = []
@@ -122,12 +166,12 @@ def load_parts(store: SharedStore, folder: Path, manifest: dataset.Manifest, row
         handle = store.begin_publish(model_version=rows.model_version, ttl_s=ttl_s, profile=profile,
                                      meta=meta)
         try:
-            job = PartJob(url, options, handle.version, str(folder), manifest.schema, rows)
-            for part in manifest.parts:
-                tasks.put((job, part))
+            job = PartJob(url, options, handle.version, str(work.source), work.schema, rows)
+            for piece in work.pieces:
+                tasks.put((job, piece))
             for _ in procs:
                 tasks.put(None)
-            written = _collect(procs, conns, len(manifest.parts), handle)
+            written = _collect(procs, conns, len(work.pieces), handle)
             _stop(procs, grace_s=FINISH_S)
             _check_rows(store, handle, written, expected_rows)
             handle.commit(activate)
@@ -225,15 +269,15 @@ def _writer(tasks: Any, results: Connection, driver: int) -> None:
     opened: dict[str, tuple[Any, PublishHandle]] = {}
     try:
         while (item := tasks.get()) is not None:
-            job, part = item
+            job, piece = item
             try:
                 if job.version not in opened:
                     store = open_store(job.url, create=False, **job.options)
                     opened[job.version] = (store, store.join_publish(job.version))  # type: ignore[attr-defined]
-                rows = _write_part(job, part, opened[job.version][1])
+                rows = _write_piece(job, piece, opened[job.version][1])
             except Exception as exc:
                 if not isinstance(exc, tuple(_KINDS.values())):
-                    log.exception("publish writer failed on part %s", part.name)
+                    log.exception("publish writer failed on %s of %s", piece, job.source)
                 results.send(("error", type(exc).__name__, str(exc)))
                 return
             results.send(("part", rows))
@@ -243,13 +287,27 @@ def _writer(tasks: Any, results: Connection, driver: int) -> None:
         results.close()
 
 
-def _write_part(job: PartJob, part: dataset.Part, handle: PublishHandle) -> int:
-    """Write one part's rows through `handle`; how many."""
-    one = dataset.Manifest((part,), job.schema, {})
+def _write_piece(job: PartJob, piece: Piece, handle: PublishHandle) -> int:
+    """Write one piece's rows through `handle`; how many."""
     written = 0
-    for batch in dataset.part_batches(Path(job.folder), one, job.rows.columns, BATCH_ROWS):
+    for batch in _batches(job, piece):
         written += handle.write(job.rows.convert(batch))
     return written
+
+
+def _batches(job: PartJob, piece: Piece) -> Iterator[pa.RecordBatch]:
+    """A piece's rows, `job.rows.columns` of them, as `PredictionsFile` streams them."""
+    if piece.row_groups is None:
+        assert job.schema is not None
+        one = dataset.Manifest((dataset.Part(piece.name, piece.rows),), job.schema, {})
+        yield from dataset.part_batches(Path(job.source), one, job.rows.columns, BATCH_ROWS)
+        return
+    try:
+        with pq.ParquetFile(job.source, pre_buffer=False) as f:
+            yield from f.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups),
+                                      columns=job.rows.columns, use_threads=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read {job.source}: {exc}") from exc
 
 
 def _die_with_parent(driver: int) -> None:

@@ -185,9 +185,9 @@ def verify(predictions: str, checks: str | None, store_url: str | None, as_json:
               help="The data the predictions were scored from (Parquet or CSV): its features' profile is "
                    "stored with the version, the reference for a server's input drift monitoring.")
 @click.option("--writers", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Processes that load a dataset folder's parts in parallel. Default: the store's own, "
-                   "one per core (2 to 4) for Redis, 1 for SQLite (one stream is its fastest load); a "
-                   "single file, or a memory store, loads as one stream.")
+              help="Processes that load a dataset folder's parts (or a file's row groups) in parallel. "
+                   "Default: the store's own, one per core (2 to 4) for Redis, 1 for SQLite (one stream is "
+                   "its fastest load); a memory store loads as one stream.")
 @json_option
 @reporting
 def publish(
