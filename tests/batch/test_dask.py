@@ -29,7 +29,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from augury.batch import BatchOptions, run_batch, staging_dir
-from augury.batch.dask_worker import loads_in_worker, pid
+from augury.batch.dask_worker import LoadModel, info_on_worker, loads_in_worker, pid
 from augury.batch.dataset import MANIFEST
 from augury.batch.sources import open_source
 from augury.batch.worker import Job
@@ -115,6 +115,24 @@ def test_a_folder_of_files_and_a_real_model_give_the_same_predictions(scheduler:
     drop = ["computed_at"]
     assert pq.read_table(tmp_path / "dask.parquet").drop(drop).equals(
         pq.read_table(tmp_path / "local.parquet").drop(drop))
+
+
+def test_a_workers_plugin_loads_the_model_as_it_starts_and_the_run_loads_it_no_more(
+        hgb_model: Path, tmp_path: Path) -> None:
+    """The run's own LocalCluster starts each worker with `LoadModel`: the model loads while the cluster
+    starts, and the driver's first call finds it loaded (in-process workers: this module's cache)."""
+    model = tmp_path / "own.joblib"  # a reference no other test loaded
+    model.write_bytes(hgb_model.read_bytes())
+    before = loads_in_worker()
+    plugin = LoadModel(str(model), None, "auto")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, plugins=(plugin,),
+                      **QUIET) as cluster, Client(cluster, set_as_default=False) as client:
+        deadline = time.monotonic() + 30
+        while loads_in_worker() == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert loads_in_worker() == before + 1  # nothing asked for it yet
+        info = client.submit(info_on_worker, str(model), None, "auto", pure=False).result()
+        assert info.inputs.names == ["f0", "f1", "f2", "f3"] and loads_in_worker() == before + 1
 
 
 def test_the_plan_is_cut_for_the_clusters_threads_not_this_machines(scheduler: str, tmp_path: Path) -> None:

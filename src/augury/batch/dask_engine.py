@@ -34,6 +34,7 @@ import itertools
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -96,6 +97,7 @@ class DaskEngine:
         self.model_ref, self.model_name, self.evaluator = model_ref, model_name, evaluator
         self.address = scheduler or "a local Dask cluster"
         self.cluster: Any = None
+        self._closing: threading.Thread | None = None
         self._kill_errors: tuple[type[BaseException], ...] = (distributed.KilledWorker,)
         try:
             if scheduler is None:
@@ -105,9 +107,12 @@ class DaskEngine:
                     # no dashboard, and the scheduler's HTTP endpoints on a free port, not 8787: a second
                     # cluster on the machine (another run) would otherwise warn and take another port
                     dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                    # set up as each worker starts (a worker that replaces a dead one too): Ctrl-C is
+                    # the driver's from the start, and the model loads while the cluster starts
+                    plugins=(self.on_worker.IgnoreInterrupt(),
+                             self.on_worker.LoadModel(model_ref, model_name, evaluator)),
                 )
                 self.client = distributed.Client(self.cluster, set_as_default=False)
-                self.client.register_plugin(self.on_worker.IgnoreInterrupt(), name="augury-ignore-sigint")
             else:
                 check_reachable(scheduler)
                 self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
@@ -185,13 +190,23 @@ class DaskEngine:
             raise BatchError(f"lost {self.address}: {exc}; finished work is kept: rerun with --resume "
                              f"to continue") from exc
 
-    def close(self) -> None:
-        """Cancel what is still queued and let go of the cluster (closing it only if this engine made it)."""
-        client = getattr(self, "client", None)
-        if client is not None:
-            self.client = None
-            client.close()
-        if self.cluster is not None:
-            cluster, self.cluster = self.cluster, None
-            cluster.close()
+    def close(self, wait: bool = True) -> None:
+        """Cancel what is still queued and let go of the cluster (closing it only if this engine made it).
+        Without `wait`, on a thread, while the run commits its output: closing a LocalCluster of 2
+        workers took 1.1-1.9 s (BENCHMARKS.md, issue 12)."""
+        client, self.client = getattr(self, "client", None), None
+        cluster, self.cluster = self.cluster, None
+        if client is not None or cluster is not None:
+            self._closing = threading.Thread(target=_close, args=(client, cluster), name="augury-dask-close",
+                                             daemon=True)
+            self._closing.start()
+        if wait and self._closing is not None:
+            self._closing.join()
+
+
+def _close(client: Any, cluster: Any) -> None:
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
 

@@ -1,5 +1,6 @@
 """The Dask engine's side on each worker (`dask_engine` is the driver's): the per-process model cache,
-the task function, and the plugin that keeps a LocalCluster's workers out of the driver's Ctrl-C.
+the task function, and the plugins of a LocalCluster's workers (out of the driver's Ctrl-C; the model
+loaded from the worker's start).
 
 Imported only where `distributed` is installed (it subclasses its `WorkerPlugin`).
 """
@@ -26,9 +27,32 @@ class IgnoreInterrupt(WorkerPlugin):
     driver acts on it (it closes the cluster); a worker finishes its task, as in the process engine.
     Without this, the workers died on the signal with Dask's tracebacks on the terminal."""
 
+    name = "augury-ignore-sigint"  # the plugin's, for Dask
+
     def setup(self, worker: Any) -> None:
         if threading.current_thread() is threading.main_thread():  # a worker of its own process
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LoadModel(WorkerPlugin):
+    """Starts loading the run's model on a thread as soon as a worker of the run's own LocalCluster
+    starts, while the other workers start and the driver connects, rather than when the driver first
+    asks (`info_on_worker`, which then waits for this load under the cache's lock, or loads the model
+    itself if it comes first: once either way)."""
+
+    name = "augury-load-model"  # the plugin's, for Dask
+
+    def __init__(self, ref: str, model_name: str | None, evaluator: str) -> None:
+        self.ref, self.model_name, self.evaluator = ref, model_name, evaluator
+
+    def setup(self, worker: Any) -> None:
+        threading.Thread(target=self._load, name=self.name, daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            _cache.get(self.ref, self.model_name, self.evaluator, None)
+        except Exception:  # only a head start: the driver's own call loads the model
+            return  # again and reports the failure, with its message, in the run
 
 
 #: models a worker keeps between runs (the oldest loaded goes first).

@@ -67,8 +67,9 @@ class Engine(Protocol):
         """Score every task, yielding each result as it completes (order not guaranteed)."""
         ...
 
-    def close(self) -> None:
-        """Stop the workers; tasks not yet finished are abandoned (a resume redoes them)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers; tasks not yet finished are abandoned (a resume redoes them). With `wait`
+        False an engine may go on stopping while the run commits its output; the next `close()` waits."""
         ...
 
 
@@ -97,7 +98,7 @@ class InlineEngine:
         for task in tasks:
             yield score_task(self.model, task, job)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         pass
 
 
@@ -184,7 +185,7 @@ class ThreadEngine:
         return _bounded_map(self.pool, lambda task: score_task(self.model, task, job), tasks,
                             2 * self.workers)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self._limits is not None:
             self._limits.restore_original_limits()
@@ -231,7 +232,8 @@ class LocalEngine:
     def run(self, job: Job, tasks: Iterable[Task]) -> Iterator[TaskResult]:
         return _bounded_map(self.pool, functools.partial(_run_in_worker, job), tasks, 2 * self.workers)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        # waits either way: its idle workers' memory would add to the driver's while it merges
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

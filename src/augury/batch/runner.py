@@ -277,7 +277,7 @@ def _score(
             "rerun with --resume to continue"
         ) from exc
     finally:
-        engine.close()  # before the merge: idle workers' memory would add to the driver's
+        engine.close(wait=False)  # before the merge; run_batch's own close() waits for it
     return rows, resumed, task_ids
 
 
