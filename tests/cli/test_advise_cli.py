@@ -35,7 +35,9 @@ def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_calibrate_then_advise_with_it(hgb_model: Path, features_parquet: Path, tmp_path: Path) -> None:
     path = tmp_path / "cal.json"
-    proc = augury("advise", "--calibrate", "--calibration", str(path), "--json")
+    # short phases (0.6 s, the default is 2.5): what is checked here is the file and its use, not the
+    # figures (tests/advise/test_calibrate.py checks those, with the same phase length)
+    proc = augury("advise", "--calibrate", "--calibrate-phase", "0.6", "--calibration", str(path), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["calibrated"] is True and path.exists()
     proc = augury("advise", str(hgb_model), str(features_parquet), "--key", "id", "--qps", "50",

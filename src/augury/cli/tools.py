@@ -75,6 +75,14 @@ def demo(workdir: str, rows: int) -> int:
     "them for later advice; with MODEL and DATA, advise with them at once.",
 )
 @click.option(
+    "--calibrate-phase",
+    "calibrate_phase_s",
+    type=click.FloatRange(min=0.3, max=30),
+    default=2.5,
+    show_default=True,
+    help="Seconds of each measured load phase of --calibrate (shorter: quicker, noisier figures).",
+)
+@click.option(
     "--calibration",
     "calibration",
     default=None,
@@ -99,6 +107,7 @@ def advise(
     store_cost: float | None,
     budget_s: float,
     calibrate: bool,
+    calibrate_phase_s: float,
     calibration: str | None,
     report_dir: str | None,
     as_json: bool,
@@ -114,7 +123,7 @@ def advise(
         from augury.advise.calibrate import calibrate as run_calibration
 
         path = Path(calibration) if calibration else overheads.default_path()
-        measured = run_calibration()
+        measured = run_calibration(phase_s=calibrate_phase_s)
         calibrated = replace(measured, path=str(overheads.save(measured, path)))
         if model is None or data is None:
             if as_json:
