@@ -20,8 +20,9 @@ What is measured:
    - E: the p50 round trip of ``GET /v2/health/ready``, one at a time on one keep-alive connection
      (``--idle-requests`` of them), and the same for a one-row predict ("idle predict"), with the
      server's CPU time per idle predict;
-   - per request rate: ``--stall-probe`` s of the stall probe on the server's core (the server idle),
-     then the C open-loop generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
+   - per request rate: ``--stall-probe`` s of the stall probe on the server's core (the server idle;
+     it runs again on that core during the load, from a thread of this process), then the C open-loop
+     generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
      here with ``cc -O2``, run at SCHED_FIFO 1 with ``chrt`` when permitted: it is the instrument) for
      ``--warmup`` s, not counted, then ``--duration`` s: one-row v1 predicts (``POST
      /v1/models/hgb20:predict``, one body), each sent when due on an idle keep-alive connection or a new
@@ -32,9 +33,9 @@ What is measured:
      queue wait.
 4. Beside each run, `predict_latency(cost, qps, max_batch_size=B, max_delay_ms=D, workers=1, ...)` with
    the calibrated overheads and stalls (the issue's target: p99 within 25 %), with the stalls probed just
-   before the run (the queueing model's own error, the machine's change since calibration aside), with
-   no stalls, and with the built-in overheads and extra_s = E. The error is (measured - predicted) /
-   measured. A second table says where the server's CPU went per request.
+   before the run and during it (the queueing model's own error, the machine's change since calibration
+   aside), with no stalls, and with the built-in overheads and extra_s = E. The error is (measured -
+   predicted) / measured. A second table says where the server's CPU went per request.
 
 Rates (``--rates``): a number <= 1 is a share of the base rate, above 1 a rate in req/s. The base rate is
 the advisor's per-core capacity at the setting's B, capped at ``--max-rate``.
