@@ -35,6 +35,10 @@ differences come from holding a response until its body: an app that fails after
 can only close), and a response without a length given in one body message gets a ``content-length``
 (uvicorn, having sent the head, must use chunked encoding).
 Upgrades (WebSocket, h2c) are refused with a 400: augury serves none.
+
+Past the app's admission limit (`serve.admission`) a request is refused here, before anything is built
+for it; connections to a probe port (``--probe-port``) are `ProbeHttpProtocol`s, which answer only the
+probes and the metrics scrape.
 """
 
 from __future__ import annotations
