@@ -136,3 +136,12 @@ def test_a_stall_holds_the_core_and_the_interrupted_work_resumes_after_it() -> N
     with pytest.raises(ConfigError):
         Stalls(5.0, ())
 
+
+
+def test_a_batch_that_finds_the_worker_idle_pays_its_wake_up() -> None:
+    curve = ServiceCurve((1, 4), (0.001, 0.001), wake_s=0.0005)
+    # the first request wakes the worker; the second arrives while it works (no wake-up); the third
+    # after it went idle again
+    ends, sizes = run_batcher([0.0, 0.001, 0.010], curve, BatcherSettings(64, 0.0))
+    assert sizes == [1, 1, 1]
+    assert ends == pytest.approx([0.0015, 0.0025, 0.0115])

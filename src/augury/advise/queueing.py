@@ -197,7 +197,7 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
         if j < last and dispatch > collect_end:
             j = min(bisect.bisect_right(arr, dispatch, j), last)
         b = j - i
-        s = base[b] + (curve.wake_s if arr[i] > free_t else 0.0)  # the loop was idle: it wakes
+        s = base[b] + (curve.wake_s if not ends or arr[i] > free_t else 0.0)  # the loop was idle: it wakes
         if pools and pools[b]:
             fixed = over[b]
             s = fixed + (s - fixed) * pools[b][int(draws[len(ends)] * len(pools[b]))]
