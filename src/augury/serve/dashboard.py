@@ -8,7 +8,9 @@ server (its Content-Security-Policy says so: a browser refuses any other source)
 The data is computed from the same metric families ``/metrics`` exports (`ServeMetrics.collect`,
 server-wide with ``--workers N``) by `monitor.timeline`, on a thread rather than the event loop, as
 ``/metrics`` is rendered: collecting reads the store's active version (a round trip to a networked
-store) and every monitor's gauges. Nothing runs while nobody has the page open.
+store) and every monitor's gauges. Nothing runs while nobody has the page open; an open page costs
+~0.6 ms of CPU per refresh (measured with every monitor on: collecting, the point, the JSON of 200
+points, 100 KB), 0.03% of a core at one refresh every 2 s.
 """
 
 from __future__ import annotations
