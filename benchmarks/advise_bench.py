@@ -21,8 +21,8 @@ What is measured:
      (``--idle-requests`` of them), and the same for a one-row predict ("idle predict"), with the
      server's CPU time per idle predict;
    - per request rate: ``--stall-probe`` s of the stall probe on the server's core (the server idle;
-     it runs again on that core during the load, from a thread of this process), then the C open-loop
-     generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
+     with ``--probe-during`` again during the load, which counts the server's own work too), then the
+     C open-loop generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
      here with ``cc -O2``, run at SCHED_FIFO 1 with ``chrt`` when permitted: it is the instrument) for
      ``--warmup`` s, not counted, then ``--duration`` s: one-row v1 predicts (``POST
      /v1/models/hgb20:predict``, one body), each sent when due on an idle keep-alive connection or a new
@@ -33,8 +33,8 @@ What is measured:
      queue wait.
 4. Beside each run, `predict_latency(cost, qps, max_batch_size=B, max_delay_ms=D, workers=1, ...)` with
    the calibrated overheads and stalls (the issue's target: p99 within 25 %), with the stalls probed just
-   before the run and during it (the queueing model's own error, the machine's change since calibration
-   aside), with no stalls, and with the built-in overheads and extra_s = E. The error is (measured -
+   before the run (the queueing model's own error, the machine's change since calibration aside) and
+   during it, with no stalls, and with the built-in overheads and extra_s = E. The error is (measured -
    predicted) / measured. A second table says where the server's CPU went per request.
 
 Rates (``--rates``): a number <= 1 is a share of the base rate, above 1 a rate in req/s. The base rate is
@@ -443,7 +443,7 @@ def parse_settings(text: str, advised: tuple[int, float]) -> list[tuple[int, flo
 def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads: list[bytes],
                 capacity: float, log_dir: Path, cal: Any, gen: Path) -> dict[str, Any]:
     from augury.advise import predict_latency, service_curve
-    from augury.advise.stalls import probe
+    from augury.advise.stalls import NONE, probe
 
     rec: dict[str, Any] = {"max_batch_size": b, "max_delay_ms": d, "capacity_rps": capacity, "runs": []}
     base = min(capacity, args.max_rate)
@@ -482,13 +482,16 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
             core = args.server_core if args.server_core >= 0 else None
             now = probe(args.stall_probe, core)
             before, cpu0 = server.metrics(), server.cpu_s()
-            # the probe again, on the server's core while it serves (from a thread of this process,
-            # which only waits for the generator meanwhile): what other work took from the core then
+            # --probe-during: the probe again, on the server's core while it serves (a thread of this
+            # process, which only waits for the generator meanwhile). Off by default: it also waits for
+            # the server's own work (r9: 176-255 "stalls" a second against 2-5 just before), and its
+            # wake-ups take the server's core 2,000 times a second
             with ThreadPoolExecutor(1) as watcher:
-                watching = watcher.submit(probe, args.warmup + args.duration, core)
+                watching = (watcher.submit(probe, args.warmup + args.duration, core) if args.probe_during
+                            else None)
                 run = open_loop(gen, server.port, body_path, rate, args.duration, args.warmup, k + 1,
                                 args.connections, args.client_rt)
-                during = watching.result()
+                during = watching.result() if watching is not None else NONE
             cpu1, after = server.cpu_s(), server.metrics()
             # the server's CPU over the whole run (warm-up, measured part, then about 2 s idle while the
             # generator waits for the last answers): per request from the rows it scored
@@ -604,6 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to answer [60]")
     ap.add_argument("--work", type=Path, default=WORK, help=f"workload and logs folder [{WORK}]")
     ap.add_argument("--out", type=Path, help="write everything to this JSON file")
+    ap.add_argument("--probe-during", action="store_true",
+                    help="also probe the server's core during each run (it counts the server's own work)")
     ap.add_argument("--serve-args", default="", help="more arguments for augury serve")
     ap.add_argument("--stall-probe", type=float, default=2.0,
                     help="seconds of stall probe on the server's core (idle) before each rate [2]")
