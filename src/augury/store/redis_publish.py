@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 #: keys per MSETNX command (a batch's chunks go in one pipeline).
 WRITE_CHUNK = 1_000
 #: writer processes `augury publish` loads a dataset's parts with by default (`publish_pool`): one per core,
-#: 2 to 4. A writer waits on Redis for about a third of its time (cProfile: socket reads), which another
-#: fills: 1M rows from a 16-part dataset on 2 cores, 624-648k rows/s with one writer, 607-771k with 2,
-#: 671-725k with 3 (BENCHMARKS.md, "Publishing a dataset"). More than 4 not measured; redis-server runs
-#: commands on one thread, which bounds any number of writers.
+#: 2 to 4, so that Python's packing, one writer's limit, runs on every core a publishing machine has. On
+#: 2 cores shared with a local redis-server they are within noise of one: 1M rows, 624-769k rows/s with
+#: one writer, 607-771k with 2, 671-827k with 3 (BENCHMARKS.md, "Publishing a dataset"). More cores not
+#: measured; redis-server runs commands on one thread, which bounds any number of writers.
 PUBLISH_WRITERS = max(2, min(4, os.cpu_count() or 1))
 
 BEGIN_LUA = """
