@@ -5,6 +5,7 @@ and the pure request recogniser the protocol's fast refusal relies on (`admissio
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import socket
@@ -19,8 +20,10 @@ import uvicorn
 
 from augury.errors import ConfigError
 from augury.models import Model, function_model
+from augury.monitor import ServeMetrics
 from augury.serve import ServeSettings, create_app
-from augury.serve.admission import plain_request
+from augury.serve.admission import Admission, plain_request
+from augury.serve.middleware import RequestIds
 from augury.serve.protocol import AuguryHttpProtocol, _plain
 from augury.serve.run import http_protocol
 from augury.serve.settings import LaunchConfig
@@ -305,3 +308,32 @@ def test_the_protocol_remembers_plain_heads_and_answers_as_plain_request_does() 
                  with_id, with_id):
         assert _plain(data) == plain_request(data), data
     assert _plain(whole) == (b"POST", b"/v1/m:predict", [])
+
+
+def test_lasting_overload_lowers_the_limit_until_its_hold_is_over() -> None:
+    """`Admission` lowers its limit once refusals have gone on for `sustained_s`, from the refusal path
+    alone (requests under the limit pay nothing), and restores it after `hold_s`; a short burst of
+    refusals changes nothing."""
+
+    async def main() -> list[int]:
+        gate = Admission(8, ServeMetrics(), RequestIds(), overload_limit=2, sustained_s=0.1, gap_s=0.05,
+                         hold_s=0.3)
+        limits = []
+        for _ in range(3):  # a burst: refusals in 3 turns, 30 ms
+            gate.refusal(b"POST", [], False)
+            await asyncio.sleep(0.01)
+        limits.append(gate.limit)
+        await asyncio.sleep(0.1)  # a pause longer than gap_s ends that run of refusals
+        started = time.monotonic()
+        while time.monotonic() - started < 0.2:  # lasting: refusals every 10 ms for 200 ms
+            gate.refusal(b"POST", [], False)
+            await asyncio.sleep(0.01)
+        limits.append(gate.limit)
+        assert [gate.admit() for _ in range(3)] == [True, True, False]
+        gate.done()
+        gate.done()
+        await asyncio.sleep(0.4)  # the hold is over
+        limits.append(gate.limit)
+        return limits
+
+    assert asyncio.run(main()) == [8, 2, 8]

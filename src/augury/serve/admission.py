@@ -13,7 +13,8 @@ refused request gets `refusal`'s bytes, written with the turn's other answers, a
 by the parser). The count it keeps is of requests handed to the app and not yet answered, so it is
 exact however many arrive in one loop turn. Probes and the metrics scrape (`NEVER_SHED`) are never
 refused. Refusals are counted in the same metrics the app's own shedding uses (one cell increment each),
-and logged as one line every `LOG_EVERY_S` seconds at most instead of one line each.
+and logged as one line every `LOG_EVERY_S` seconds at most instead of one line each. While refusals go
+on, the limit itself is lowered to `OVERLOAD_LIMIT` for a while (`Admission._adapt`).
 
 The protocol finds the gate in the ASGI lifespan state (`GATE_KEY`), the channel the ASGI spec gives an
 app to hand objects to its server; an ASGI server other than augury's protocol never looks, and the app
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from augury.monitor import ServeMetrics
@@ -45,6 +47,9 @@ _NEVER_SHED_RAW = tuple(p.encode("ascii") for p in NEVER_SHED)
 ERROR = "TooManyInFlight"
 #: at most one log line about refusals per this many seconds.
 LOG_EVERY_S = 10.0
+#: the limit while overload lasts (`Admission`): an accepted request then waits about this many
+#: requests' worth of the server's time instead of the full limit's.
+OVERLOAD_LIMIT = 128
 
 
 def refusal_message(max_in_flight: int) -> str:
@@ -58,8 +63,13 @@ class Admission:
     The protocol calls `admit` once per request, on the event loop's thread; an admitted request must be
     given back with `done` exactly once, when its response is complete or its client gone."""
 
-    def __init__(self, limit: int, metrics: ServeMetrics, ids: RequestIds) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, metrics: ServeMetrics, ids: RequestIds, *,
+                 overload_limit: int = OVERLOAD_LIMIT, sustained_s: float = 0.5, gap_s: float = 0.25,
+                 hold_s: float = 5.0) -> None:
+        self.limit = self.ceiling = limit  # `limit` is lowered to `overload_limit` while overload lasts
+        self.overload_limit = min(limit, overload_limit)
+        self._sustained_s, self._gap_s, self._hold_s = sustained_s, gap_s, hold_s
+        self._refusing_since = self._refused_at = -math.inf
         self.admitted = 0  # requests handed to the app, not yet answered
         self.refused = 0  # requests refused since the start
         self._ids = ids
@@ -104,6 +114,7 @@ class Admission:
         """Put the turn's refusals in the metrics (as the app counts its own: `observe_request` and the
         shed counter), and log a line about them every `LOG_EVERY_S` seconds at most."""
         pending, self._pending = self._pending, {}
+        self._adapt()
         metrics = self._metrics
         total = 0
         for method, n in pending.items():
@@ -114,8 +125,34 @@ class Admission:
         now = time.monotonic()
         if now - self._logged_at >= LOG_EVERY_S:
             log.warning("refused %d requests with 503 (--max-in-flight %d reached) since the last such line",
-                        self.refused - self._logged_count, self.limit)
+                        self.refused - self._logged_count, self.ceiling)
             self._logged_at, self._logged_count = now, self.refused
+
+    def _adapt(self) -> None:
+        """Lower the limit to `overload_limit` once refusals have gone on for `sustained_s` (loop turns
+        with refusals no more than `gap_s` apart), for `hold_s`; then the full limit is tried again.
+        Called once per loop turn that refused (`_count`), so it costs nothing under the limit.
+
+        Why: the full limit absorbs bursts (a server stalled for a moment answers them late rather than
+        refusing), but under lasting overload the server holds that many requests all the time, and an
+        accepted request waits about limit / throughput (Little's law); its clients, answered slowly,
+        open more connections, which make every loop turn longer still. Measured on 2 cores at 3x
+        capacity: 512 in flight served 18-28 % of the capacity with 200s at a p99 of ~5 s, 128 in
+        flight 33-44 % at 58-65 ms (BENCHMARKS.md, overload)."""
+        now = time.monotonic()
+        if now - self._refused_at > self._gap_s:
+            self._refusing_since = now
+        self._refused_at = now
+        if self.limit > self.overload_limit and now - self._refusing_since >= self._sustained_s:
+            self.limit = self.overload_limit
+            asyncio.get_running_loop().call_later(self._hold_s, self._restore)
+            log.warning("overloaded for %.1f s: admitting %d requests at once for the next %g s (not %d)",
+                        now - self._refusing_since, self.limit, self._hold_s, self.ceiling)
+
+    def _restore(self) -> None:
+        """The lowered limit's time is up: the full limit again (lowered anew if overload goes on)."""
+        self.limit = self.ceiling
+        self._refusing_since = time.monotonic()
 
 
 #: headers that take a request off the fast path (`plain_request`): they change its framing or the
