@@ -72,3 +72,14 @@ def test_the_timeline_adds_a_point_at_most_every_min_step() -> None:
     later = timeline.update(metrics.collect(), t=12.0)
     assert [p["requests_per_s"] for p in later["points"]] == [pytest.approx(0.1), pytest.approx(0.5)]
     assert later["totals"]["requests"] == 2 and later["drift"] == [] and later["alerts"] == []
+
+
+def test_the_first_reading_is_a_point_however_soon() -> None:
+    """A page opened just after the server started (tests/serve/test_dashboard.py: chromium's refreshes
+    in virtual time come milliseconds apart) sees the traffic since the start at once."""
+    metrics = ServeMetrics()
+    timeline = Timeline(started=0.0, min_step_s=1.0)
+    metrics.observe_request("/metrics", "GET", 200, 0.001, None)
+    first = timeline.update(metrics.collect(), t=0.25)
+    assert [p["requests_per_s"] for p in first["points"]] == [pytest.approx(4.0)]
+    assert timeline.update(metrics.collect(), t=0.5)["points"] == first["points"]  # then one a second

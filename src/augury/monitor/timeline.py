@@ -191,11 +191,12 @@ class Timeline:
         self._lock = threading.Lock()
 
     def update(self, families: Iterable[Metric], t: float | None = None) -> dict[str, Any]:
-        """Take a reading of `families` (a point, unless the last is under `min_step_s` old) and return
-        the dashboard's data: the points, oldest first, and the state of the reading."""
+        """Take a reading of `families` (a point, unless the last is under `min_step_s` old; the first
+        reading always is one, so a page opened just after the server started shows its traffic at once)
+        and return the dashboard's data: the points, oldest first, and the state of the reading."""
         now = Reading.of(families, time.time() if t is None else t)
         with self._lock:
-            if now.t - self._last.t >= self._min_step_s:
+            if not self._points or now.t - self._last.t >= self._min_step_s:
                 self._points.append(point(now, self._last))
                 self._last = now
             points = list(self._points)
