@@ -65,7 +65,7 @@ class Admission:
 
     def __init__(self, limit: int, metrics: ServeMetrics, ids: RequestIds, *,
                  overload_limit: int = OVERLOAD_LIMIT, sustained_s: float = 0.5, gap_s: float = 0.25,
-                 hold_s: float = 5.0) -> None:
+                 hold_s: float = 30.0) -> None:
         self.limit = self.ceiling = limit  # `limit` is lowered to `overload_limit` while overload lasts
         self.overload_limit = min(limit, overload_limit)
         self._sustained_s, self._gap_s, self._hold_s = sustained_s, gap_s, hold_s
@@ -138,7 +138,9 @@ class Admission:
         accepted request waits about limit / throughput (Little's law); its clients, answered slowly,
         open more connections, which make every loop turn longer still. Measured on 2 cores at 3x
         capacity: 512 in flight served 18-28 % of the capacity with 200s at a p99 of ~5 s, 128 in
-        flight 33-44 % at 58-65 ms (BENCHMARKS.md, overload)."""
+        flight 33-44 % at 58-65 ms (BENCHMARKS.md, overload). A hold of 30 s rather than 5 s: each return
+        to the full limit lets the queue and the connections grow again for `sustained_s` (two pairs at
+        3x: p99 64 and 733 ms against 453 and 2,763 ms, no timeouts against ~300 a second)."""
         now = time.monotonic()
         if now - self._refused_at > self._gap_s:
             self._refusing_since = now
