@@ -337,3 +337,14 @@ def test_lasting_overload_lowers_the_limit_until_its_hold_is_over() -> None:
         return limits
 
     assert asyncio.run(main()) == [8, 2, 8]
+
+
+def test_one_loop_turn_refusing_more_than_the_limit_lowers_it_at_once() -> None:
+    async def main() -> int:
+        gate = Admission(8, ServeMetrics(), RequestIds(), overload_limit=2)
+        for _ in range(9):  # one turn
+            gate.refusal(b"POST", [], False)
+        await asyncio.sleep(0.01)
+        return gate.limit
+
+    assert asyncio.run(main()) == 2

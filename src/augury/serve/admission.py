@@ -114,7 +114,6 @@ class Admission:
         """Put the turn's refusals in the metrics (as the app counts its own: `observe_request` and the
         shed counter), and log a line about them every `LOG_EVERY_S` seconds at most."""
         pending, self._pending = self._pending, {}
-        self._adapt()
         metrics = self._metrics
         total = 0
         for method, n in pending.items():
@@ -122,16 +121,20 @@ class Admission:
             for _ in range(n):
                 metrics.observe_request("unmatched", method.decode("ascii", "replace"), 503, 0.0, ERROR)
         metrics.shed.inc(total)
+        self._adapt(total)
         now = time.monotonic()
         if now - self._logged_at >= LOG_EVERY_S:
             log.warning("refused %d requests with 503 (--max-in-flight %d reached) since the last such line",
                         self.refused - self._logged_count, self.ceiling)
             self._logged_at, self._logged_count = now, self.refused
 
-    def _adapt(self) -> None:
-        """Lower the limit to `overload_limit` once refusals have gone on for `sustained_s` (loop turns
-        with refusals no more than `gap_s` apart), for `hold_s`; then the full limit is tried again.
-        Called once per loop turn that refused (`_count`), so it costs nothing under the limit.
+    def _adapt(self, refused: int) -> None:
+        """Lower the limit to `overload_limit` for `hold_s` once refusals have gone on for `sustained_s`
+        (loop turns with refusals no more than `gap_s` apart), or at once when one loop turn refused
+        more requests than the full limit (`refused` of them: such turns can be longer than `gap_s`, so
+        no run of turns would ever be seen; measured at 3x capacity, where the limit then never fell);
+        then the full limit is tried again. Called once per loop turn that refused (`_count`), so it
+        costs nothing under the limit.
 
         Why: the full limit absorbs bursts (a server stalled for a moment answers them late rather than
         refusing), but under lasting overload the server holds that many requests all the time, and an
@@ -145,7 +148,8 @@ class Admission:
         if now - self._refused_at > self._gap_s:
             self._refusing_since = now
         self._refused_at = now
-        if self.limit > self.overload_limit and now - self._refusing_since >= self._sustained_s:
+        lasting = now - self._refusing_since >= self._sustained_s or refused > self.ceiling
+        if self.limit > self.overload_limit and lasting:
             self.limit = self.overload_limit
             asyncio.get_running_loop().call_later(self._hold_s, self._restore)
             log.warning("overloaded for %.1f s: admitting %d requests at once for the next %g s (not %d)",
