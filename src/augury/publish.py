@@ -11,7 +11,9 @@ whose features differ from those the prediction was computed from; the model's i
 recorded is saved with the version too (`INPUTS_META`), so a static server, which has no model, can cast
 and hash a request's features as the batch run did. Given the data the predictions were scored from
 (``augury publish --inputs``), the profile of its input features is saved too (`verify.inputs`): the
-reference a server's live drift monitoring compares the requests' features with.
+reference a server's live drift monitoring compares the requests' features with. Without it, the files
+the batch run recorded scoring are profiled, if they are still there unchanged (else a warning says why
+no input profile was stored).
 
 A prediction dataset (a folder written by ``augury batch -o preds/``) is loaded part by part, and a
 Parquet file row group by row group, by several writer processes when the store lets other processes
@@ -22,6 +24,7 @@ store is touched.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -43,8 +46,10 @@ from augury.store.base import (
     VersionInfo,
 )
 from augury.verify import Checks, Report, verify
-from augury.verify.inputs import INPUT_PROFILE_META, profile_inputs
+from augury.verify.inputs import INPUT_PROFILE_META, profile_inputs, recorded_inputs
 from augury.verify.source import PredictionsFile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,13 @@ def publish_predictions(
                 raise InputError(f"{pred.path} does not record the model's input schema (not written by "
                                  f"`augury batch`): its inputs cannot be profiled; publish without --inputs")
             meta[INPUT_PROFILE_META] = profile_inputs(Path(inputs), layout.inputs).to_dict()
+        elif layout.inputs is not None and layout.input_files:
+            found = recorded_inputs(layout.input_files)  # the data the batch run scored, if unchanged
+            if isinstance(found, str):
+                log.warning("%s: no input profile stored (the reference for input drift); pass "
+                            "--inputs DATA to store one", found)
+            else:
+                meta[INPUT_PROFILE_META] = profile_inputs(found, layout.inputs).to_dict()
         rows = StoreRows.of(str(pred.path), layout, pred.schema, model_version)
         work = plan(pred.path)
         count = writers_for(store, writers, len(work.pieces))

@@ -3,6 +3,7 @@ with a model takes its reference from data it is given (or its manifest names), 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,6 @@ def test_publish_with_inputs_keeps_their_profile(tmp_path: Path, hgb_model: Path
         version = publish_predictions(preds, store, Checks(), inputs=features_parquet).version
         assert store.active() is not None
         reference = Reference.from_version(store.active())  # type: ignore[arg-type]
-        plain = publish_predictions(preds, store, Checks()).version  # (without: no input profile)
     finally:
         store.close()
     assert version.meta[INPUT_PROFILE_META]["row_count"] == 3000
@@ -36,7 +36,29 @@ def test_publish_with_inputs_keeps_their_profile(tmp_path: Path, hgb_model: Path
     f0 = reference.inputs.columns["f0"]
     assert isinstance(f0, NumericProfile) and len(f0.edges) == 9 and f0.count == 3000  # deciles
     assert reference.predictions is not None and "label" in reference.predictions.columns
-    assert INPUT_PROFILE_META not in plain.meta
+
+
+def test_publish_without_inputs_profiles_what_the_batch_run_scored_while_it_is_unchanged(
+        tmp_path: Path, hgb_model: Path, features_parquet: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The batch run records the files it scored (path, size, modification time); publish profiles them
+    itself, the same profile as --inputs gives, and stores none once the file has changed."""
+    data = tmp_path / "scored.parquet"
+    shutil.copy(features_parquet, data)
+    preds = tmp_path / "preds.parquet"
+    run_batch(str(hgb_model), str(data), preds, BatchOptions(key_columns=("id",), workers=1))
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        given = publish_predictions(preds, store, Checks(), inputs=data).version
+        recorded = publish_predictions(preds, store, Checks()).version
+        data.write_bytes(data.read_bytes())  # the same bytes, rewritten: another file as far as anyone knows
+        os.utime(data, ns=(1, 1))
+        with caplog.at_level("WARNING", logger="augury.publish"):
+            changed = publish_predictions(preds, store, Checks()).version
+    finally:
+        store.close()
+    assert recorded.meta[INPUT_PROFILE_META] == given.meta[INPUT_PROFILE_META]
+    assert INPUT_PROFILE_META not in changed.meta
+    assert "has changed since the run" in caplog.text and "--inputs" in caplog.text
 
 
 def test_publish_refuses_inputs_without_the_features_before_touching_the_store(

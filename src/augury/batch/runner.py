@@ -158,7 +158,8 @@ def run_batch(
             source = open_source(input_path, columns, options.chunk_rows)
             staging = staging_dir(out)
             job = Job(model_ref, options.model_name, keys, columns, options.chunk_rows,
-                      str(staging.resolve()), run_metadata(info, keys), info.evaluator, info.version)
+                      str(staging.resolve()), run_metadata(info, keys, source.fingerprint()), info.evaluator,
+                      info.version)
             notes: list[str] = []
             fingerprint = _fingerprint(source, job, info.version)
             planned = source.plan(workers)

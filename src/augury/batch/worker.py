@@ -233,11 +233,16 @@ def _write_errors(errors: list[dict[str, object]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_metadata(info: ModelInfo, key_columns: tuple[str, ...]) -> bytes:
-    return orjson.dumps(
-        {
-            "model": info.to_dict(),
-            "key_columns": list(key_columns) or ["key"],
-            "key_kind": "columns" if key_columns else "hash",
-        }
-    )
+def run_metadata(info: ModelInfo, key_columns: tuple[str, ...],
+                 input_files: list[dict[str, object]] | None = None) -> bytes:
+    """The ``augury`` metadata of a run's output: the model, the keys and, with `input_files` (the
+    source's `fingerprint`: each file's path, size and modification time), what was scored, so that
+    `augury publish` can profile the inputs while they are unchanged (`verify.inputs.recorded_inputs`)."""
+    meta: dict[str, object] = {
+        "model": info.to_dict(),
+        "key_columns": list(key_columns) or ["key"],
+        "key_kind": "columns" if key_columns else "hash",
+    }
+    if input_files:
+        meta["input"] = input_files
+    return orjson.dumps(meta)

@@ -15,8 +15,9 @@ profile, whose columns are outputs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -32,27 +33,50 @@ INPUT_PROFILE_META = "input_profile"
 MAX_ROWS = 1_000_000
 
 
-def profile_inputs(path: str | Path, schema: Schema, max_rows: int = MAX_ROWS) -> Profile:
-    """The profile of `schema`'s features in the Parquet or CSV data at `path` (its first `max_rows`
-    rows). A missing or unreadable file, or one that lacks a feature, is an `InputError`."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"reference data not found: {path}")
+def profile_inputs(path: str | Path | Sequence[Path], schema: Schema, max_rows: int = MAX_ROWS) -> Profile:
+    """The profile of `schema`'s features in the Parquet or CSV data at `path` (or in several such files,
+    in turn: a batch run's inputs; their first `max_rows` rows). A missing or unreadable file, or one that
+    lacks a feature, is an `InputError`."""
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    for one in paths:
+        if not one.exists():
+            raise InputError(f"reference data not found: {one}")
     builder = ProfileBuilder(layout_of(schema.to_arrow(), schema.names))
     left = max_rows
-    try:
-        for batch in data_batches(path, schema.names):
-            if left <= 0:
-                break
-            if batch.num_rows > left:
-                batch = batch.slice(0, left)
-            left -= batch.num_rows
-            builder.add(conform(batch, schema).batch)
-    except SchemaError as exc:
-        raise InputError(f"{path}: {exc}") from exc
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+    for one in paths:
+        try:
+            for batch in data_batches(one, schema.names):
+                if left <= 0:
+                    break
+                if batch.num_rows > left:
+                    batch = batch.slice(0, left)
+                left -= batch.num_rows
+                builder.add(conform(batch, schema).batch)
+        except SchemaError as exc:
+            raise InputError(f"{one}: {exc}") from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read {one}: {exc}") from exc
     return builder.finish()
+
+
+def recorded_inputs(files: Sequence[Mapping[str, Any]]) -> list[Path] | str:
+    """The files a batch run scored, as its output recorded them (`Layout.input_files`: path, size and
+    modification time), if every one is still there unchanged and can be profiled (Parquet or CSV); else
+    why not, in words. So `augury publish` profiles the very data the predictions came from, and never a
+    file rewritten since (its profile would describe other data)."""
+    paths: list[Path] = []
+    for recorded in files:
+        path = Path(str(recorded.get("path", "")))
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"the batch run's input {path} is no longer there"
+        if stat.st_size != recorded.get("size") or stat.st_mtime_ns != recorded.get("mtime_ns"):
+            return f"the batch run's input {path} has changed since the run"
+        if path.suffix.lower() not in (".parquet", ".pq", ".csv"):
+            return f"the batch run's input {path.name} is neither Parquet nor CSV"
+        paths.append(path)
+    return paths or "the predictions do not name the data they were scored from"
 
 
 def data_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:

@@ -56,6 +56,8 @@ class Layout:
     missing: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     key_types: Mapping[str, pa.DataType] = field(default_factory=dict)
+    #: the files the batch run scored, as it recorded them (path, size, mtime_ns; `batch.worker.run_metadata`)
+    input_files: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def proba(self) -> list[Output]:
@@ -101,7 +103,10 @@ def layout_of(schema: pa.Schema, outputs: Sequence[str] | None = None) -> Layout
     missing = tuple(n for n in expected if n not in names)
     cols = tuple(_output(schema.field(n), task) for n in declared if n in names)
     key_types = {k: schema.field(k).type for k in key_columns if k in names}
-    return Layout(cols, key_columns, key_kind, task, classes, model, inputs, missing, tuple(notes), key_types)
+    recorded = meta.get("input") if meta is not None else None
+    input_files = tuple(f for f in recorded if isinstance(f, Mapping)) if isinstance(recorded, list) else ()
+    return Layout(cols, key_columns, key_kind, task, classes, model, inputs, missing, tuple(notes), key_types,
+                  input_files)
 
 
 def _metadata(schema: pa.Schema) -> dict[str, Any] | None:
