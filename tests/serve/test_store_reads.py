@@ -106,3 +106,43 @@ def test_after_an_unavailable_store_lookups_fail_at_once_for_a_while(monkeypatch
         assert values(await reads.get_many(["a"])) == [1.0]
 
     asyncio.run(main())
+
+
+class AsyncStore(MemoryStore):
+    """A memory store with an awaitable lookup (as Redis has), counted, failing while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.down = False
+
+    async def aget_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        self.calls.append(len(keys))
+        await asyncio.sleep(0.01)
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        return super().get_many(keys)
+
+
+def test_a_store_with_an_awaitable_lookup_is_awaited_on_the_loop_and_merged() -> None:
+    store = AsyncStore()
+    publish_values(store, [f"k{i}" for i in range(100)], [float(i) for i in range(100)])
+    executor = ThreadPoolExecutor(1)
+    executor.shutdown()  # (any use of it would raise)
+
+    async def main() -> None:
+        reads = StoreReads(store, executor)
+        asked = [[f"k{i}", "missing"] for i in range(60)]
+        got = [values(found) for found in await asyncio.gather(*(reads.get_many(ks) for ks in asked))]
+        assert got == [[float(i), None] for i in range(60)]
+        assert len(store.calls) <= 2 * store_reads.MAX_IN_FLIGHT and sum(store.calls) == 120, store.calls
+        store.down = True
+        with pytest.raises(StoreUnavailable):
+            await reads.get_many(["k1"])
+        calls = len(store.calls)
+        store.down = False  # back, but not tried before the backoff has passed
+        with pytest.raises(StoreUnavailable):
+            await reads.get_many(["k1"])
+        assert len(store.calls) == calls
+
+    asyncio.run(main())

@@ -8,7 +8,8 @@ with augury's options in the query string beside redis-py's own (``db``, ``ssl_*
 option                 default    what
 =====================  =========  ============================================================================
 ``prefix``             augury     every key of the store starts with ``<prefix>:`` (many stores in one db)
-``max_connections``    16         connections per process (the pool blocks past it; invariant 8)
+``max_connections``    16         connections per pool (blocks past it; invariant 8): the blocking client's,
+                                  and the asyncio client's a server awaits lookups on (`connect_async`)
 ``pool_timeout_s``     2          how long a call waits for a free connection before it is `StoreUnavailable`
 ``socket_timeout_s``   2          how long one command may take before it is `StoreUnavailable`
 ``connect_timeout_s``  1          how long a connection attempt may take
@@ -39,6 +40,7 @@ from augury.errors import ConfigError, StoreBroken, StoreUnavailable
 
 try:
     import redis
+    import redis.asyncio
 except ImportError as exc:  # pragma: no cover - the extra is part of `all` and `test`
     raise ConfigError("Redis prediction stores need the 'redis' package: "
                       "pip install 'augury[redis]'") from exc
@@ -135,6 +137,20 @@ def connect(url: str, opts: Options) -> redis.Redis:
     except ValueError as exc:  # (redis-py's words on a bad URL or URL option)
         raise ConfigError(f"bad Redis store URL: {exc}") from exc
     return redis.Redis(connection_pool=pool)
+
+
+def connect_async(url: str, opts: Options) -> redis.asyncio.Redis:
+    """`connect`'s asyncio twin, with its own pool of the same bound and timeouts: lookups awaited on a
+    server's event loop (`redis_read.Reader.aget_many`). Its connections belong to the loop that first
+    uses them; connecting is lazy as well."""
+    try:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=opts.max_connections, timeout=opts.pool_timeout_s,
+            socket_timeout=opts.socket_timeout_s, socket_connect_timeout=opts.connect_timeout_s,
+            **({} if url.startswith("unix:") else {"socket_keepalive": True}))
+    except ValueError as exc:
+        raise ConfigError(f"bad Redis store URL: {exc}") from exc
+    return redis.asyncio.Redis.from_pool(pool)  # (its `aclose` closes the pool too)
 
 
 @contextmanager

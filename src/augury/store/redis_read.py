@@ -9,6 +9,10 @@ within a network hop; and by re-reading the pointer every `poll_s` (1 s), which 
 a dropped connection and a Redis that restarted empty. A message only triggers that read (it is never
 trusted for the number), so messages arriving late cannot move a reader back.
 
+A server awaits its lookups on its event loop (`aget_many`): the same round trip over a `redis.asyncio`
+client with its own pool (same bound and timeouts, made on the loop that first uses it), the same
+decoding (`_decoded`) and the same error translation; only the pointer is kept by the thread above.
+
 The pointer only ever names a complete (ready) version and versions never change, so a lookup reads
 the old version or the new one, never a mix (invariant 5). A version deleted while a server still takes
 it as active (for at most the notification delay) reads as misses: gc never deletes the active version,
@@ -17,6 +21,7 @@ and keeps the newest `keep` others.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -26,11 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from augury.errors import StoreBroken, StoreError
 from augury.store.base import LOADING, ORPHAN, READY, StoredPrediction, VersionInfo
 from augury.store.codec import View, decode_record, to_prediction
-from augury.store.redis_conn import Keys, Options, translated
+from augury.store.redis_conn import Keys, Options, connect_async, translated
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +89,13 @@ _UNKNOWN = object()
 class Reader:
     """Lookups in the active version, which it keeps current (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, opts: Options, url: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, opts: Options, url: str,
+                 connect_url: str | None = None) -> None:
         self._client, self._keys, self._opts, self.url = client, keys, opts, url
+        #: what `aget_many` connects to (None: this reader has only the blocking client)
+        self._connect_url = connect_url
+        #: the asyncio client, its loop and the task that closes it, made on the first `aget_many`
+        self._async: tuple[asyncio.AbstractEventLoop, redis.asyncio.Redis, asyncio.Task[None]] | None = None
         self._active_script = client.register_script(ACTIVE_LUA)
         self._current: Any = _UNKNOWN  # Current | None once read
         self._lock = threading.Lock()
@@ -141,10 +152,56 @@ class Reader:
                 for start in range(0, len(keys), CHUNK):
                     pipe.mget([ns + k for k in keys[start:start + CHUNK]])
                 blobs = [b for chunk in pipe.execute() for b in chunk]
-            view = current.view
-            cutoff = view.cutoff_us(time.time())
-            return [None if b is None else to_prediction(k, decode_record(b), view, cutoff)
-                    for k, b in zip(keys, blobs, strict=True)]
+            return _decoded(keys, blobs, current.view)
+
+    async def aget_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """`get_many` awaited on the running event loop, over `redis.asyncio` (its own pool, made on this
+        loop on first use): the same keys, the same round trip, the same decoding and errors, without a
+        thread hop. Before the active version was first read (the first lookup, or while Redis has never
+        answered) it runs `get_many` on a thread instead: that read is blocking, and rare."""
+        if not keys:
+            return []
+        current = self._current
+        if self._watcher is None or current is _UNKNOWN:
+            return await asyncio.to_thread(self.get_many, keys)
+        if current is None:
+            return [None] * len(keys)
+        assert isinstance(current, Current)
+        client = self._async_client()
+        ns = current.namespace
+        blobs: list[Any]
+        with translated(self.url, "lookup"):
+            if len(keys) == 1:
+                blobs = [await client.get(ns + keys[0])]
+            elif len(keys) <= CHUNK:
+                blobs = await client.mget([ns + k for k in keys])
+            else:
+                pipe = client.pipeline(transaction=False)
+                for start in range(0, len(keys), CHUNK):
+                    pipe.mget([ns + k for k in keys[start:start + CHUNK]])
+                blobs = [b for chunk in await pipe.execute() for b in chunk]
+            return _decoded(keys, blobs, current.view)
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        """The asyncio client of the running loop (a new one if the loop changed: its connections are
+        bound to the loop that opened them), owned by a task of that loop which closes it when cancelled:
+        by `close`, or by the loop's runner as the loop ends (a server's store may outlive its loop)."""
+        loop = asyncio.get_running_loop()
+        made = self._async
+        if made is None or made[0] is not loop:
+            if self._connect_url is None:
+                raise StoreBroken(f"prediction store {self.url}: this reader cannot read asynchronously")
+            client = connect_async(self._connect_url, self._opts)
+            owner = loop.create_task(_own(client), name="augury-redis-async-client")
+            made = self._async = (loop, client, owner)
+        return made[1]
+
+    async def aclose(self) -> None:
+        """Close the asyncio client's connections (on the loop that uses them)."""
+        made, self._async = self._async, None
+        if made is not None:
+            made[2].cancel()
+            await asyncio.gather(made[2], return_exceptions=True)
 
     def _watch(self) -> None:
         """Start the thread that keeps the pointer current (once, on the first lookup)."""
@@ -185,10 +242,37 @@ class Reader:
             _close_quietly(pubsub)
 
     def close(self) -> None:
+        """Stop following the active version; close the asyncio client (on its loop, if it still runs)."""
         self._closed.set()
+        made, self._async = self._async, None
+        if made is not None and not made[0].is_closed():
+            loop, _, owner = made
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:  # (a server closes its store on its loop, as it shuts down)
+                owner.cancel()
+            else:
+                loop.call_soon_threadsafe(owner.cancel)
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(WAKE_S + self._opts.socket_timeout_s + 1)
+
+
+def _decoded(keys: Sequence[str], blobs: list[Any], view: View) -> list[StoredPrediction | None]:
+    """The records read for `keys` (None where missing) as predictions of `view` (expired ones None)."""
+    cutoff = view.cutoff_us(time.time())
+    return [None if b is None else to_prediction(k, decode_record(b), view, cutoff)
+            for k, b in zip(keys, blobs, strict=True)]
+
+
+async def _own(client: redis.asyncio.Redis) -> None:
+    """Hold `client` until cancelled, then close its connections."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
 
 
 def _close_quietly(pubsub: Any) -> None:

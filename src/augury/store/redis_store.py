@@ -72,7 +72,7 @@ class RedisStore:
         self.keys = Keys(self.opts.prefix)
         self.client = connect(connect_url, self.opts)
         self.scripts = Scripts.register(self.client)
-        self.reader = Reader(self.client, self.keys, self.opts, self.url)
+        self.reader = Reader(self.client, self.keys, self.opts, self.url, connect_url)
 
     def reopen_args(self) -> tuple[str, dict[str, Any]]:
         """The URL (password included) and options this store was opened with, for a writer process."""
@@ -95,6 +95,10 @@ class RedisStore:
     def get_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
         """Look up `keys` in the active version; results aligned with `keys`, `None` for a miss."""
         return self.reader.get_many(keys)
+
+    async def aget_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
+        """`get_many` awaited on the running event loop (`Reader.aget_many`): a server's lookups."""
+        return await self.reader.aget_many(keys)
 
     def active(self) -> VersionInfo | None:
         """The active version, or None before the first activation (read now)."""
