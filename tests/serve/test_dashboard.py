@@ -184,3 +184,16 @@ def test_a_plain_dynamic_server_renders_without_its_absent_monitors(client: http
     assert dom.by_id["chart-drift"]["data-bars"] == "0" and "drift is not watched" in dom.text["chart-drift"]
     assert dom.text["staleness"] == "no store version" and dom.by_id["chart-age"]["data-points"] == "0"
     assert dom.text["shadow"].startswith("not checked") and dom.text["hit-ratio"] == "no lookups"
+
+
+def test_a_watched_server_before_its_first_window_says_so(client: httpx.Client, tmp_path: Path) -> None:
+    """A reference and no window compared yet: the drift panel says it is waiting, not that drift is not
+    watched (the server counts its windows from 0 only when it watches drift)."""
+    pq.write_table(pa.table({"a": np.arange(200.0), "b": np.ones(200)}), tmp_path / "reference.parquet")
+    settings = ServeSettings(reference=str(tmp_path / "reference.parquet"))
+    with LiveServer(create_app(settings, add_model(), None)) as server:
+        assert client.post(f"{server.url}/v1/models/add:predict",
+                           json={"instances": [{"a": 1, "b": 1}]}).status_code == 200
+        dom = Dom(render(f"{server.url}/dashboard"))
+    assert dom.text["errors"] == "" and dom.by_id["chart-drift"]["data-bars"] == "0"
+    assert "no window compared yet" in dom.text["chart-drift"]
