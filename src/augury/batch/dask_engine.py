@@ -29,9 +29,11 @@ worker (a bad input file) come back as they were raised.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import multiprocessing
 import os
 import socket
 import threading
@@ -63,6 +65,23 @@ def _import_distributed() -> tuple[Any, Any]:
     except ImportError as exc:
         raise MissingExtraError("the Dask engine", "dask", exc.name or "distributed") from exc
     return distributed, dask_worker
+
+
+@contextlib.contextmanager
+def _start_method() -> Iterator[None]:
+    """Start the run's own LocalCluster's workers from a fork server (Python's `forkserver`, which Dask
+    supports: a clean process that imports Dask, NumPy and pandas once, and forks each worker from it)
+    instead of spawning each, which imports them all afresh: on 2 cores, a cluster ready and closed
+    faster (BENCHMARKS.md, issue 12). Where the user configured another method (Dask's
+    `distributed.worker.multiprocessing-method`), or the platform has no fork server, theirs stays."""
+    import dask
+
+    key = "distributed.worker.multiprocessing-method"
+    if dask.config.get(key) != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    with dask.config.set({key: "forkserver"}):
+        yield
 
 
 def check_reachable(address: str, timeout_s: float = 2.0) -> None:
@@ -101,17 +120,8 @@ class DaskEngine:
         self._kill_errors: tuple[type[BaseException], ...] = (distributed.KilledWorker,)
         try:
             if scheduler is None:
-                self.cluster = distributed.LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, env=dict(_NATIVE_THREADS),
-                    silence_logs=logging.ERROR,  # the run's own messages say what matters
-                    # no dashboard, and the scheduler's HTTP endpoints on a free port, not 8787: a second
-                    # cluster on the machine (another run) would otherwise warn and take another port
-                    dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                    # set up as each worker starts (a worker that replaces a dead one too): Ctrl-C is
-                    # the driver's from the start, and the model loads while the cluster starts
-                    plugins=(self.on_worker.IgnoreInterrupt(),
-                             self.on_worker.LoadModel(model_ref, model_name, evaluator)),
-                )
+                with _start_method():
+                    self.cluster = self._local_cluster(distributed, workers)
                 self.client = distributed.Client(self.cluster, set_as_default=False)
             else:
                 check_reachable(scheduler)
@@ -122,6 +132,19 @@ class DaskEngine:
         except ValueError as exc:
             self.close()
             raise ConfigError(f"--scheduler {scheduler!r} is not a scheduler address: {exc}") from exc
+
+    def _local_cluster(self, distributed: Any, workers: int) -> Any:
+        return distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, env=dict(_NATIVE_THREADS),
+            silence_logs=logging.ERROR,  # the run's own messages say what matters
+            # no dashboard, and the scheduler's HTTP endpoints on a free port, not 8787: a second
+            # cluster on the machine (another run) would otherwise warn and take another port
+            dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+            # set up as each worker starts (a worker that replaces a dead one too): Ctrl-C is
+            # the driver's from the start, and the model loads while the cluster starts
+            plugins=(self.on_worker.IgnoreInterrupt(),
+                     self.on_worker.LoadModel(self.model_ref, self.model_name, self.evaluator)),
+        )
 
     def model_info(self) -> ModelInfo:
         """The model as the workers loaded it: every worker there now loads it at once, in parallel
