@@ -22,9 +22,9 @@ from augury.errors import ConfigError
 from augury.models import Model, function_model
 from augury.monitor import ServeMetrics
 from augury.serve import ServeSettings, create_app
-from augury.serve.admission import Admission, plain_request
+from augury.serve.admission import Admission, plain_request, remembered_plain_request
 from augury.serve.middleware import RequestIds
-from augury.serve.protocol import AuguryHttpProtocol, _plain
+from augury.serve.protocol import AuguryHttpProtocol
 from augury.serve.run import http_protocol
 from augury.serve.settings import LaunchConfig
 
@@ -300,14 +300,15 @@ def test_plain_request_leaves_anything_else_to_the_parser(data: bytes) -> None:
 
 
 def test_the_protocol_remembers_plain_heads_and_answers_as_plain_request_does() -> None:
-    """`protocol._plain` (plain_request remembered by head) gives plain_request's answer, the second
-    time from memory, and never for a request whose length does not fit its remembered head."""
+    """`admission.remembered_plain_request` (plain_request remembered by head) gives plain_request's
+    answer, the second time from memory, and never for a request whose length does not fit its remembered
+    head."""
     whole = b"POST /v1/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\n" + BODY
     with_id = b"GET /p HTTP/1.1\r\nX-Request-Id: a\r\n\r\n"
     for data in (whole, whole, whole[:-1], whole + b"G", whole[:-1] + b"}", b"GET /p HTTP/1.1\r\n",
                  with_id, with_id):
-        assert _plain(data) == plain_request(data), data
-    assert _plain(whole) == (b"POST", b"/v1/m:predict", [])
+        assert remembered_plain_request(data) == plain_request(data), data
+    assert remembered_plain_request(whole) == (b"POST", b"/v1/m:predict", [])
 
 
 def test_lasting_overload_lowers_the_limit_until_its_hold_is_over() -> None:

@@ -205,3 +205,29 @@ def plain_request(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]
         value_at = line_end + at + 15
         headers.append((b"x-request-id", data[value_at:line_end + head.find(b"\r\n", at + 2)].strip()))
     return method, path, headers
+
+
+#: `plain_request`'s answers by request head (request line and headers), for heads without an
+#: ``x-request-id``: (the length of a whole request with that head, method, path). Clients repeat the
+#: same few heads, and under overload each is refused thousands of times a second: a lookup costs
+#: ~0.3 µs where `plain_request` costs ~3.5 µs (2 cores, a 670-byte request).
+_plain_heads: dict[bytes, tuple[int, bytes, bytes]] = {}
+#: most heads remembered (all forgotten when full, so varied heads cost a lookup and no memory).
+_PLAIN_HEADS_MAX = 256
+
+
+def remembered_plain_request(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """`plain_request(data)`, remembered by head (`_plain_heads`): the protocol's refusal of a whole plain
+    request past the limit (`protocol.AuguryHttpProtocol`)."""
+    end = data.find(b"\r\n\r\n") + 4
+    if end < 4:
+        return None
+    known = _plain_heads.get(data[:end])
+    if known is not None and known[0] == len(data):
+        return known[1], known[2], []
+    plain = plain_request(data)
+    if plain is not None and not plain[2]:  # a head with an x-request-id is seldom seen twice
+        if len(_plain_heads) >= _PLAIN_HEADS_MAX:
+            _plain_heads.clear()
+        _plain_heads[data[:end]] = (len(data), plain[0], plain[1])
+    return plain

@@ -53,10 +53,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from starlette.types import ASGIApp, Scope
 
-from augury.serve.admission import ADMITTED, GATE_KEY, NEVER_SHED, plain_request
+from augury.serve.admission import ADMITTED, GATE_KEY, remembered_plain_request
 from augury.serve.http_cycle import STATUS_LINES, WHOLE_RESPONSE, Cycle, plain_response
 from augury.serve.turns import TurnWriter, writer_of
-from augury.serve.wire import dump_json
 
 if TYPE_CHECKING:
     from augury.serve.admission import Admission
@@ -159,6 +158,8 @@ class AuguryHttpProtocol(asyncio.Protocol):
         if self.probe_ports and self.server is not None and self.server[1] in self.probe_ports:
             # a connection to the probe port: served as a probe connection (decided once per
             # connection here, so requests on the serving port pay nothing for it)
+            from augury.serve.probe_port import ProbeHttpProtocol  # (it subclasses this one)
+
             self.__class__ = ProbeHttpProtocol
             self.parser = self._new_parser()  # one that calls the probe connection's methods
             self.gate = None
@@ -382,7 +383,7 @@ class AuguryHttpProtocol(asyncio.Protocol):
         parser (`admission.plain_request`, which says what it takes); False if it is not such a request,
         or its path is never refused. The parser is between requests here, so skipping one keeps it in
         step."""
-        plain = _plain(data)
+        plain = remembered_plain_request(data)
         if plain is None:
             return False
         method, path, headers = plain
@@ -456,61 +457,6 @@ class AuguryHttpProtocol(asyncio.Protocol):
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
-
-
-class ProbeHttpProtocol(AuguryHttpProtocol):
-    """A connection to the probe port (``augury serve --probe-port``): it answers the paths that are
-    never refused (`admission.NEVER_SHED`: the health probes, ``/metrics``) and nothing else (404).
-
-    Why a port of their own: probes are exempt from ``--max-in-flight``, but on the serving port they
-    are not exempt from the kernel's listen queue. An orchestrator's probe opens a new connection, and
-    under overload that connection waits behind the clients' (measured on 2 cores at 3x capacity: the
-    queue 1,979 of 2,048 full, probes answered after 1.4 s, or after seconds more once the kernel drops
-    their SYNs). The probe port's queue holds only probes, and its connections are served by the same
-    event loop, so a probe waits for at most a turn of the loop. The same worker answers it: a probe
-    still says whether this process is alive and ready, not a side process."""
-
-    def on_headers_complete(self) -> None:
-        if self.url.startswith(_PROBE_PATHS) or self.parser.should_upgrade():
-            super().on_headers_complete()
-            return
-        self.state.total_requests += 1
-        self.write(STATUS_LINES[404] + self.default_head() + _NOT_A_PROBE)
-        self.close()
-        self.refusing = (b"", False)  # answered: what may still come of its body is dropped
-
-
-_PROBE_PATHS = tuple(path.encode("ascii") for path in NEVER_SHED)
-#: the rest of the probe port's answer to any other path (after the status line and default headers).
-_NOT_A_PROBE_BODY = dump_json({"error": "this port answers only " + ", ".join(NEVER_SHED)
-                                        + "; send other requests to the serving port"})
-_NOT_A_PROBE = (b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                % len(_NOT_A_PROBE_BODY) + _NOT_A_PROBE_BODY)
-
-
-#: `plain_request`'s answers by request head (request line and headers), for heads without an
-#: ``x-request-id``: (the length of a whole request with that head, method, path). Clients repeat the
-#: same few heads, and under overload each is refused thousands of times a second: a lookup costs
-#: ~0.3 µs where `plain_request` costs ~3.5 µs (2 cores, a 670-byte request).
-_plain_heads: dict[bytes, tuple[int, bytes, bytes]] = {}
-#: most heads remembered (all forgotten when full, so varied heads cost a lookup and no memory).
-_PLAIN_HEADS_MAX = 256
-
-
-def _plain(data: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
-    """`admission.plain_request(data)`, remembered by head (`_plain_heads`)."""
-    end = data.find(b"\r\n\r\n") + 4
-    if end < 4:
-        return None
-    known = _plain_heads.get(data[:end])
-    if known is not None and known[0] == len(data):
-        return known[1], known[2], []
-    plain = plain_request(data)
-    if plain is not None and not plain[2]:  # a head with an x-request-id is seldom seen twice
-        if len(_plain_heads) >= _PLAIN_HEADS_MAX:
-            _plain_heads.clear()
-        _plain_heads[data[:end]] = (len(data), plain[0], plain[1])
-    return plain
 
 
 async def _unavailable(scope: Scope, receive: Any, send: Any) -> None:
