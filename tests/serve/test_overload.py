@@ -330,11 +330,14 @@ def test_lasting_overload_lowers_the_limit_until_its_hold_is_over() -> None:
             gate.refusal(b"POST", [], False)
             await asyncio.sleep(0.01)
         limits.append(gate.limit)
+        said = gate.refusal(b"POST", [], False)  # the refusal names the limit in force, and the full one
+        assert b"handling 2 requests already (--max-in-flight 8, lowered while overload lasts)" in said
         assert [gate.admit() for _ in range(3)] == [True, True, False]
         gate.done()
         gate.done()
         await asyncio.sleep(0.4)  # the hold is over
         limits.append(gate.limit)
+        assert b"handling 8 requests already (--max-in-flight);" in gate.refusal(b"POST", [], False)
         return limits
 
     assert asyncio.run(main()) == [8, 2, 8]

@@ -52,8 +52,12 @@ LOG_EVERY_S = 10.0
 OVERLOAD_LIMIT = 128
 
 
-def refusal_message(max_in_flight: int) -> str:
-    """The error a request over the limit gets (the same from the protocol and from the app)."""
+def refusal_message(max_in_flight: int, ceiling: int | None = None) -> str:
+    """The error a request over the limit gets (the same from the protocol and from the app); `ceiling`:
+    the --max-in-flight the limit was lowered from while overload lasts (`Admission._adapt`)."""
+    if ceiling is not None and ceiling != max_in_flight:
+        return (f"the server is handling {max_in_flight} requests already (--max-in-flight {ceiling}, "
+                f"lowered while overload lasts); retry later")
     return f"the server is handling {max_in_flight} requests already (--max-in-flight); retry later"
 
 
@@ -74,10 +78,8 @@ class Admission:
         self.refused = 0  # requests refused since the start
         self._ids = ids
         self._metrics = metrics
-        body = dump_json({"error": refusal_message(limit)})
-        self._head = (b"content-type: application/json\r\nretry-after: 1\r\ncontent-length: %d\r\n"
-                      % len(body))
-        self._body = b"\r\n" + body
+        #: the refusal's headers and body by the limit in force (the full one, the lowered one)
+        self._answers = {n: _refusal_parts(refusal_message(n, limit)) for n in {limit, self.overload_limit}}
         self._pending: dict[bytes, int] = {}  # refusals by method, not yet in the metrics
         self._logged_at = 0.0
         self._logged_count = 0
@@ -107,8 +109,9 @@ class Admission:
             asyncio.get_running_loop().call_soon(self._count)
         pending[method] = pending.get(method, 0) + 1
         rid = self._ids.of_headers(headers).encode("ascii")
-        return b"".join([self._head, b"x-request-id: ", rid,
-                         b"\r\nconnection: close\r\n" if close else b"\r\n", self._body])
+        head, body = self._answers[self.limit]
+        return b"".join([head, b"x-request-id: ", rid, b"\r\nconnection: close\r\n" if close else b"\r\n",
+                         body])
 
     def _count(self) -> None:
         """Put the turn's refusals in the metrics (as the app counts its own: `observe_request` and the
@@ -159,6 +162,13 @@ class Admission:
         """The lowered limit's time is up: the full limit again (lowered anew if overload goes on)."""
         self.limit = self.ceiling
         self._refusing_since = time.monotonic()
+
+
+def _refusal_parts(message: str) -> tuple[bytes, bytes]:
+    """A refusal's own headers up to its request id, and what follows them (the blank line, the body)."""
+    body = dump_json({"error": message})
+    return (b"content-type: application/json\r\nretry-after: 1\r\ncontent-length: %d\r\n" % len(body),
+            b"\r\n" + body)
 
 
 #: headers that take a request off the fast path (`plain_request`): they change its framing or the
