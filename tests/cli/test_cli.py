@@ -203,3 +203,12 @@ def test_a_message_with_square_brackets_is_printed_as_it_is(tmp_path: Path) -> N
     joblib.dump(LogisticRegression(), path)  # not fitted: it cannot say its input features
     proc = augury("info", str(path))
     assert_clean_error(proc, 2, "declare them as [[inputs]] tables")
+
+
+def test_an_interrupt_says_what_it_left_by_command() -> None:
+    """Ctrl-C: a batch run says how to resume it, a publish that nothing was published, others no more."""
+    from augury.cli import _interrupted
+
+    assert "--resume" in _interrupted(["batch", "in.parquet", "-o", "out.parquet"])
+    assert "published nothing" in _interrupted(["publish", "preds.parquet", "--store", "s.db"])
+    assert _interrupted(["serve", "--model", "m.joblib"]) == "augury: interrupted"

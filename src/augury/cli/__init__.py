@@ -7,6 +7,8 @@ JSON document on stdout, an error included (`{"error": "..."}`); messages go to 
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from augury import console
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="augury", standalone_mode=False)
     except click.exceptions.Abort:
-        console.err.print("augury: interrupted (rerun `augury batch` with --resume to continue a batch run)")
+        console.err.print(_interrupted(argv))
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
@@ -50,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         console.err.print(f"augury: {exc}", soft_wrap=True, markup=False)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        console.err.print("augury: interrupted (rerun `augury batch` with --resume to continue a batch run)")
+        console.err.print(_interrupted(argv))
         return EXIT_INTERRUPTED
     return rv if isinstance(rv, int) else 0
+
+
+def _interrupted(argv: list[str] | None) -> str:
+    """The line for Ctrl-C: a batch run can be resumed; an interrupted publish published nothing."""
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), "")
+    if command == "batch":
+        return "augury: interrupted (rerun `augury batch` with --resume to continue this run)"
+    if command == "publish":
+        return ("augury: interrupted (a publish that had not finished published nothing: the active "
+                "version is unchanged)")
+    return "augury: interrupted"
