@@ -22,6 +22,7 @@ and keeps the newest `keep` others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -254,7 +255,8 @@ class Reader:
             if running is loop:  # (a server closes its store on its loop, as it shuts down)
                 owner.cancel()
             else:
-                loop.call_soon_threadsafe(owner.cancel)
+                with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile, and its connections)
+                    loop.call_soon_threadsafe(owner.cancel)
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(WAKE_S + self._opts.socket_timeout_s + 1)
