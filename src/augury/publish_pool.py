@@ -25,12 +25,10 @@ is verified once and written once (a piece is handed to one writer, never retrie
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augury.batch import dataset
+from augury.children import die_with_parent
 from augury.errors import (
     InputError,
     SchemaError,
@@ -264,7 +263,7 @@ def _stop(procs: list[BaseProcess], grace_s: float = 0.0) -> None:
 def _writer(tasks: Any, results: Connection, driver: int) -> None:
     """A writer: take parts from `tasks` until a None, write each, and send ``("part", rows)``, or
     ``("error", kind, message)`` and stop."""
-    _die_with_parent(driver)
+    die_with_parent(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C (and stops the writers)
     opened: dict[str, tuple[Any, PublishHandle]] = {}
     try:
@@ -308,17 +307,3 @@ def _batches(job: PartJob, piece: Piece) -> Iterator[pa.RecordBatch]:
                                       columns=job.rows.columns, use_threads=True)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read {job.source}: {exc}") from exc
-
-
-def _die_with_parent(driver: int) -> None:
-    """On Linux, have the kernel kill this writer when the driver dies (even by kill -9), so that no
-    writer goes on loading a publish nobody will commit."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != driver:  # the driver died before prctl took effect
-        os._exit(1)

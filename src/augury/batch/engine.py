@@ -26,12 +26,10 @@ Both keep at most `2 * workers` tasks in flight, so memory stays bounded.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
@@ -45,6 +43,7 @@ from concurrent.futures import (
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
+from augury.children import die_with_parent
 from augury.errors import AuguryError, BatchError, ConfigError
 from augury.models import load_model
 from augury.models.base import Model, ModelInfo
@@ -106,11 +105,12 @@ _worker_model: Model | None = None
 _worker_error: AuguryError | None = None
 
 
-def _init_worker(model_ref: str, model_name: str | None, evaluator: Choice, threads: int) -> None:
+def _init_worker(model_ref: str, model_name: str | None, evaluator: Choice, threads: int, driver: int
+                 ) -> None:
     global _worker_model, _worker_error
     # Ctrl-C reaches the whole process group: only the driver acts on it; a worker finishes its task
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent(driver)  # (driver: the pid of the process that started the pool)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     _thread_limits(threads)
@@ -129,20 +129,6 @@ def _worker() -> Model:
 
 def _info_in_worker() -> ModelInfo:
     return _worker().info
-
-
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker when the driver dies (even by kill -9), so no orphan
-    keeps scoring for a run that is gone."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the driver died before prctl took effect
-        os._exit(1)
 
 
 def _run_in_worker(job: Job, task: Task) -> TaskResult:
@@ -212,7 +198,7 @@ class LocalEngine:
             max_workers=workers,
             mp_context=multiprocessing.get_context(method),
             initializer=_init_worker,
-            initargs=(model_ref, model_name, evaluator, threads),
+            initargs=(model_ref, model_name, evaluator, threads, os.getpid()),
         )
 
     def model_info(self) -> ModelInfo:
