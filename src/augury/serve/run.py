@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import errno
 import gc
+import inspect
 import logging
 import math
 import os
@@ -159,8 +160,11 @@ def serve(config: LaunchConfig) -> None:
                 else:  # as uvicorn.run starts its workers, with both sockets
                     from uvicorn.supervisors import Multiprocess
 
-                    Multiprocess(uvicorn.Config("augury.serve.run:app_from_env", **options),
-                                 sockets=sockets).run()
+                    workers_config = uvicorn.Config("augury.serve.run:app_from_env", **options)
+                    extra: dict[str, Any] = {}
+                    if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn < 0.30 takes the
+                        extra["target"] = uvicorn.Server(workers_config).run  # workers' entry point
+                    Multiprocess(workers_config, sockets=sockets, **extra).run()
             started = True
     except SystemExit as exc:  # uvicorn exits when it cannot bind; its log line says why
         raise ConfigError(f"could not serve on {config.host}:{config.port} (see the message above)") from exc
