@@ -8,7 +8,6 @@ without ever testing the Redis store); ``AUGURY_SKIP_REDIS=1`` skips them on pur
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from system_tools import system_tool
 
 #: how long a start waits for the server to accept connections.
 START_S = 10.0
@@ -30,15 +29,9 @@ def free_port() -> int:
 
 
 def redis_server_binary() -> str:
-    """The redis-server on PATH; fails the test (skips it with AUGURY_SKIP_REDIS=1) if there is none."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    message = ("redis-server is not on PATH: the Redis store's tests need it (bash scripts/test installs it; "
-               "or apt-get install redis-server); AUGURY_SKIP_REDIS=1 skips these tests")
-    if os.environ.get("AUGURY_SKIP_REDIS") == "1":
-        pytest.skip(message)
-    pytest.fail(message, pytrace=False)
+    """The redis-server on PATH (`system_tool`: fails the test, or skips it with AUGURY_SKIP_REDIS=1)."""
+    return system_tool("redis-server", needed_by="the Redis store's tests", package="redis-server",
+                       skip_env="AUGURY_SKIP_REDIS")
 
 
 class RedisServer:

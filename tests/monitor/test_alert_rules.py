@@ -5,9 +5,10 @@ with every monitor on does export."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
+
+from system_tools import system_tool
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "augury-alerts.yml"
 
@@ -52,10 +53,8 @@ tests:
 
 
 def _promtool() -> str:
-    found = shutil.which("promtool")
-    assert found, ("promtool is not installed: `apt-get install prometheus` (scripts/test installs it); the "
-                   "alert rules cannot be checked without it")
-    return found
+    return system_tool("promtool", needed_by="the alert rules' and the Grafana dashboard's tests",
+                       package="prometheus")
 
 
 def test_the_rules_are_valid() -> None:

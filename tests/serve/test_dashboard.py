@@ -6,9 +6,7 @@ page writes any error of its own (an exception, a rejected promise, a ``console.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -27,6 +25,7 @@ from augury.publish import publish_predictions
 from augury.serve import ServeSettings, create_app
 from augury.store import SQLiteStore
 from augury.verify import load_checks
+from system_tools import system_tool
 
 from .helpers import LiveServer, add_model, until
 
@@ -36,15 +35,9 @@ BUDGET_MS = 7000
 
 
 def chromium() -> str:
-    """The chromium on PATH; fails the test (skips it with AUGURY_SKIP_CHROMIUM=1) if there is none."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    message = ("chromium is not on PATH: the dashboard's browser test needs it (bash scripts/test installs "
-               "it; or apt-get install chromium); AUGURY_SKIP_CHROMIUM=1 skips this test")
-    if os.environ.get("AUGURY_SKIP_CHROMIUM") == "1":
-        pytest.skip(message)
-    pytest.fail(message)
+    """The chromium on PATH (`system_tool`: fails the test, or skips it with AUGURY_SKIP_CHROMIUM=1)."""
+    return system_tool("chromium", "chromium-browser", needed_by="the dashboard's browser tests",
+                       package="chromium", skip_env="AUGURY_SKIP_CHROMIUM")
 
 
 @pytest.fixture(scope="module")
