@@ -189,7 +189,7 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """The /metrics samples, by name with labels."""
-        from augury.advise.calibrate import metric_values
+        from augury.advise.load import metric_values
 
         status, raw = http(self.port, "GET", "/metrics")
         return metric_values(raw) if status == 200 else {}

@@ -10,7 +10,8 @@ import pytest
 from advise_synthetic import FAST, measurements
 
 from augury.advise import Goals, predict_latency, recommend
-from augury.advise.calibrate import Phase, _fit, calibrate
+from augury.advise.calibrate import _fit, calibrate
+from augury.advise.load import Phase
 from augury.advise.overheads import BUILT_IN, FORMAT, ServingOverheads, default_path, load, resolve, save
 from augury.advise.stalls import Stalls
 from augury.errors import ConfigError, InputError

@@ -5,7 +5,7 @@ A tiny `module:function` model (four float features, one sum: a few microseconds
 one thread and, with two or more cores, pinned to one core while this process's client runs on the
 others. It is served twice: with the server's default `--inline-below-ms` (so the model, being fast, is
 scored on the loop's thread) and with `--inline-below-ms 0` (every batch hops to the model thread, as a
-model slower than the threshold does). Each time, after a warm-up:
+model slower than the threshold does). Each time, after a warm-up, the load of `augury.advise.load`:
 
 - `round_trip_s`: the median round trip of ``GET /v2/health/ready``, one at a time on one connection;
 - one-row predicts arriving as a Poisson stream (open loop, as real traffic arrives), `PHASE_S` seconds
@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import platform
-import random
 import signal
 import socket
 import subprocess
@@ -42,29 +40,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from augury.advise import load
+from augury.advise.load import PHASE_S, CalibrationError, Measured, Phase, request_bytes
 from augury.advise.overheads import ServingOverheads
 from augury.advise.stalls import probe
-from augury.errors import AuguryError, MissingExtraError
+from augury.errors import MissingExtraError
 
-#: closed-loop connections of the warm-up; seconds per measured phase; the light phase's rate (req/s);
-#: the heavy phase's rate, as a share of what the light phase's CPU per request allows, and its cap.
-CONCURRENCY = 16
-#: closed-loop clients of the full-batch phase: enough that batches hold tens of rows, so that what is
-#: left per request there is nearly all per-request work.
-FULL_CONCURRENCY = 64
-PHASE_S = 2.5
-LIGHT_RATE = 400.0
-HEAVY_BUSY = 0.8
-MAX_RATE = 6000.0
-#: the warm-up's length and the round trips timed, for phases of `PHASE_S`; shorter phases (the tests'
-#: `phase_s`) shorten both in proportion, down to `MIN_ROUND_TRIPS`.
-WARMUP_S = 0.7
-ROUND_TRIPS = 300
-MIN_ROUND_TRIPS = 60
 #: seconds of the stall probe (shortened like the warm-up with shorter phases, to at least 0.3 s).
 STALL_PROBE_S = 3.0
 START_TIMEOUT_S = 60.0
@@ -78,38 +62,8 @@ from augury.models import function_model
 def score(batch):
     return {"value": batch["a"] + batch["b"] + batch["c"] + batch["d"]}
 '''
-_BODY = b'{"instances": [{"a": 0.5, "b": -1.25, "c": 2.0, "d": 3.5}]}'
-_PREDICT = f"/v1/models/{NAME}:predict"
-
-
-class CalibrationError(AuguryError):
-    """The calibration server could not be started or did not answer as expected."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One phase: requests answered, server CPU and model seconds, model calls, and the wall time over
-    which the CPU time was counted."""
-
-    requests: int
-    cpu_s: float
-    model_s: float
-    calls: float
-    wall_s: float = 0.0
-
-    @property
-    def busy(self) -> float:
-        """The share of the time the server's core was busy (its CPU time over the wall time)."""
-        return min(self.cpu_s / self.wall_s, 1.0) if self.wall_s > 0 else 1.0
-
-    @property
-    def rows_per_call(self) -> float:
-        return self.requests / self.calls if self.calls else 1.0
-
-    @property
-    def rest_s(self) -> float:
-        """Server CPU per request beyond the model's time."""
-        return max(self.cpu_s - self.model_s, 0.0) / max(self.requests, 1)
+_PREDICT = request_bytes("POST", f"/v1/models/{NAME}:predict",
+                         b'{"instances": [{"a": 0.5, "b": -1.25, "c": 2.0, "d": 3.5}]}')
 
 
 def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
@@ -132,25 +86,25 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
             inline = _measure(first, server_core, phase_s)
             _stop(first[0])
             hop = _measure(second, server_core, phase_s)
-    per_request, batch_inline, wake_inline = _fit(inline[1])
-    per_request_hop, batch_hop, wake_hop = _fit(hop[1])
+    per_request, batch_inline, wake_inline = _fit(inline.phases)
+    per_request_hop, batch_hop, wake_hop = _fit(hop.phases)
     details = {f"{path}_{name}_{what}": value
                for path, run in (("inline", inline), ("hop", hop))
-               for name, phase in zip(("light", "heavy", "full"), run[1], strict=True)
+               for name, phase in zip(("light", "heavy", "full"), run.phases, strict=True)
                for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call),
                                    ("busy", phase.busy))}
     details["per_request_hop_us"] = per_request_hop * 1e6
     # for the record, not used: light-load predicts later than their median by over 0.5 ms, as this
     # Python client sees them (issue 15: 5.9 % here, where the C generator saw about 1.5 %)
-    light = sorted(inline[2])
+    light = sorted(inline.light_latencies_s)
     if light:
         late = sum(x > light[len(light) // 2] + 5e-4 for x in light)
         details["inline_light_late_share"] = late / len(light)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     return ServingOverheads(per_batch_inline_s=batch_inline, per_batch_hop_s=batch_hop,
-                            per_request_s=per_request, round_trip_s=inline[0], per_wake_inline_s=wake_inline,
-                            per_wake_hop_s=wake_hop,
+                            per_request_s=per_request, round_trip_s=inline.round_trip_s,
+                            per_wake_inline_s=wake_inline, per_wake_hop_s=wake_hop,
                             source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
                             measured_at=now, machine=machine, details=tuple(details.items()),
                             stalls=stalls)
@@ -241,8 +195,7 @@ def _server(folder: Path, inline_below_ms: float | None) -> Iterator[_Server]:
         _stop(proc)
 
 
-def _measure(server: _Server, core: int | None, phase_s: float
-             ) -> tuple[float, tuple[Phase, ...], list[float]]:
+def _measure(server: _Server, core: int | None, phase_s: float) -> Measured:
     """Pin `server` (answering) to `core`, and run the phases."""
     import psutil
 
@@ -252,7 +205,7 @@ def _measure(server: _Server, core: int | None, phase_s: float
         for thread in process.threads():
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(thread.id, {core})
-    return asyncio.run(_phases(port, process, phase_s))
+    return asyncio.run(load.phases(port, process, phase_s, _PREDICT))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -284,201 +237,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
             tail = log.read_text(errors="replace")[-800:]
             raise CalibrationError(f"augury serve exited with {proc.returncode} during calibration: {tail}")
         with contextlib.suppress(OSError):
-            if asyncio.run(_one(port, "POST", _PREDICT, _BODY)) == 200:
+            if asyncio.run(load.one(port, _PREDICT)) == 200:
                 return
         time.sleep(0.2)
     raise CalibrationError(f"augury serve did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:g} s")
-
-
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: send a request, read a Content-Length response."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> _Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
-
-    async def call(self, request: bytes) -> int:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if length:
-            await self.reader.readexactly(length)
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def _request(method: str, path: str, body: bytes = b"") -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    if body:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + body
-
-
-async def _one(port: int, method: str, path: str, body: bytes = b"") -> int:
-    conn = await _Conn.open(port)
-    try:
-        return await asyncio.wait_for(conn.call(_request(method, path, body)), 5.0)
-    finally:
-        conn.close()
-
-
-async def _phases(port: int, server: object, phase_s: float
-                  ) -> tuple[float, tuple[Phase, ...], list[float]]:
-    scale = min(phase_s / PHASE_S, 1.0)
-    await _closed_loop(port, CONCURRENCY, WARMUP_S * scale, server)
-    trips = sorted(await _sequential(port, _request("GET", "/v2/health/ready"),
-                                     max(int(ROUND_TRIPS * scale), MIN_ROUND_TRIPS)))
-    light, latencies, refused = await _open_loop(port, LIGHT_RATE, phase_s, server)
-    if refused:
-        raise CalibrationError(f"{refused} of {light.requests + refused} calibration predicts at "
-                               f"{LIGHT_RATE:g} req/s did not answer 200: is the machine very busy?")
-    rate = min(HEAVY_BUSY * light.requests / max(light.cpu_s, 1e-9), MAX_RATE)
-    for _ in range(3):  # a busy machine serves less than the light phase promised: shed, then slower
-        heavy, _, refused = await _open_loop(port, rate, phase_s, server)
-        if refused <= 0.01 * (heavy.requests + refused):
-            break
-        rate *= 0.6
-    full = await _closed_loop(port, FULL_CONCURRENCY, phase_s / 2, server)
-    return trips[len(trips) // 2], (light, heavy, full), latencies
-
-
-async def _sequential(port: int, request: bytes, n: int) -> list[float]:
-    conn = await _Conn.open(port)
-    out = []
-    try:
-        for _ in range(n):
-            t = time.perf_counter()
-            await conn.call(request)
-            out.append(time.perf_counter() - t)
-    finally:
-        conn.close()
-    return out
-
-
-async def _open_loop(port: int, rate: float, seconds: float, server: object
-                     ) -> tuple[Phase, list[float], int]:
-    """One-row predicts arriving as a Poisson stream at `rate` for `seconds` (open loop: each is sent at
-    its time, on an idle connection of a pool that grows as needed): the phase, the answers' latencies
-    from their due times, and how many were not answered 200 (shed). Arrivals as real traffic makes
-    them: a server woken for each request costs more CPU per request than one kept busy by a closed
-    loop (measured on 16 cores: 364 against 267 us per one-row predict of a 100-tree model)."""
-    rng = random.Random(7)
-    request = _request("POST", _PREDICT, _BODY)
-    idle: list[_Conn] = [await _Conn.open(port) for _ in range(8)]
-    opened = list(idle)
-    latencies: list[float] = []
-    failures = 0
-
-    async def fire(due: float) -> None:
-        nonlocal failures
-        conn = idle.pop() if idle else await _Conn.open(port)
-        if conn not in opened:
-            opened.append(conn)
-        if await conn.call(request) == 200:
-            latencies.append(time.perf_counter() - due)
-        else:
-            failures += 1
-        idle.append(conn)
-
-    before, cpu0, wall0 = await _metrics(port), _cpu(server), time.perf_counter()
-    # no collections in this client meanwhile: a full one (thousands of live tasks) holds it for
-    # milliseconds, and late sends would make the server look busier in bursts
-    gc.collect()
-    gc.disable()
-    tasks = []
-    start = time.perf_counter() + 0.005
-    due = start
-    while True:
-        due += rng.expovariate(rate)
-        if due - start > seconds:
-            break
-        ahead = due - time.perf_counter()
-        if ahead > 0.002:
-            await asyncio.sleep(ahead - 0.001)
-        while time.perf_counter() < due:
-            await asyncio.sleep(0)
-        tasks.append(asyncio.ensure_future(fire(due)))
-    try:
-        await asyncio.wait_for(asyncio.gather(*tasks), 30.0)
-    finally:
-        gc.enable()
-        for c in opened:
-            c.close()
-    cpu1, wall1, after = _cpu(server), time.perf_counter(), await _metrics(port)
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    phase = Phase(len(latencies), cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
-                  delta("augury_batch_rows_count"), wall1 - wall0)
-    return phase, latencies, failures
-
-
-async def _closed_loop(port: int, connections: int, seconds: float, server: object) -> Phase:
-    """`connections` clients each sending one predict after another for `seconds` (the warm-up)."""
-    conns = [await _Conn.open(port) for _ in range(connections)]
-    request = _request("POST", _PREDICT, _BODY)
-    before, cpu0 = await _metrics(port), _cpu(server)
-    done = 0
-    stop = time.monotonic() + seconds
-
-    async def run(conn: _Conn) -> None:
-        nonlocal done
-        while time.monotonic() < stop:
-            if await conn.call(request) != 200:
-                raise CalibrationError("a calibration predict did not answer 200")
-            done += 1
-
-    try:
-        await asyncio.gather(*(run(c) for c in conns))
-    finally:
-        for c in conns:
-            c.close()
-    cpu1, after = _cpu(server), await _metrics(port)
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    return Phase(done, cpu1 - cpu0, delta("augury_model_inference_seconds_sum"),
-                 delta("augury_batch_rows_count"), 0.0)  # always busy: no wake-ups
-
-
-def _cpu(server: object) -> float:
-    times = server.cpu_times()  # type: ignore[attr-defined]
-    return float(times.user + times.system)
-
-
-async def _metrics(port: int) -> dict[str, float]:
-    conn = await _Conn.open(port)
-    try:
-        conn.writer.write(_request("GET", "/metrics"))
-        head = await conn.reader.readuntil(b"\r\n\r\n")
-        length = next((int(v) for n, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
-                       if n.strip().lower() == b"content-length"), None)
-        raw = await (conn.reader.readexactly(length) if length is not None else conn.reader.read())
-    finally:
-        conn.close()
-    return metric_values(raw)
-
-
-def metric_values(text: bytes) -> dict[str, float]:
-    """A Prometheus text exposition as sample (name with its labels) -> value; comments and lines
-    without a number are left out."""
-    out: dict[str, float] = {}
-    for line in text.decode(errors="replace").splitlines():
-        name, _, value = line.rpartition(" ")
-        if name and not line.startswith("#"):
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
