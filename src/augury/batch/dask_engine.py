@@ -186,8 +186,10 @@ class DaskEngine:
         todo = iter(tasks)
 
         def submit(task: Task) -> Any:
-            # absolute: a worker's working directory is its own (its errors then name the file so too)
-            task = dataclasses.replace(task, file=os.path.abspath(task.file))
+            # absolute: a worker's working directory is its own (its errors then name the file so too);
+            # a URL (s3://...) is absolute already
+            if "://" not in task.file:
+                task = dataclasses.replace(task, file=os.path.abspath(task.file))
             return self.client.submit(self.on_worker.score_on_worker, job, task, self.evaluator,
                                       key=f"augury-{run_id}-{task.task_id}", pure=False)
 
