@@ -311,36 +311,64 @@ def test_the_protocol_remembers_plain_heads_and_answers_as_plain_request_does() 
     assert remembered_plain_request(whole) == (b"POST", b"/v1/m:predict", [])
 
 
-def test_lasting_overload_lowers_the_limit_until_its_hold_is_over() -> None:
-    """`Admission` lowers its limit once refusals have gone on for `sustained_s`, from the refusal path
-    alone (requests under the limit pay nothing), and restores it after `hold_s`; a short burst of
-    refusals changes nothing."""
+async def _refuse_for(gate: Admission, seconds: float) -> None:
+    """Refusals every 10 ms for `seconds` (one per loop turn)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        gate.refusal(b"POST", [], False)
+        await asyncio.sleep(0.01)
 
-    async def main() -> list[int]:
+
+async def _limits_until(gate: Admission, limit: int, seconds: float) -> list[int]:
+    """The limits seen, in turn, polling every 5 ms until `limit` is in force or `seconds` have passed."""
+    seen = [gate.limit]
+    started = time.monotonic()
+    while gate.limit != limit and time.monotonic() - started < seconds:
+        await asyncio.sleep(0.005)
+        if gate.limit != seen[-1]:
+            seen.append(gate.limit)
+    return seen
+
+
+def test_lasting_overload_lowers_the_limit_and_it_comes_back_in_steps_once_nothing_is_refused() -> None:
+    """`Admission` lowers its limit once refusals have gone on for `sustained_s`, from the refusal path
+    alone (requests under the limit pay nothing); after `hold_s` it stays low while refusals go on, then
+    doubles once `step_s` has passed without a refusal, step by step up to the full limit; refusals that
+    last at a raised step lower it again. A short burst of refusals changes nothing."""
+
+    async def main() -> None:
         gate = Admission(8, ServeMetrics(), RequestIds(), overload_limit=2, sustained_s=0.1, gap_s=0.05,
-                         hold_s=0.3)
-        limits = []
+                         hold_s=0.2, step_s=0.15)
+        assert gate.steps() == [2, 4, 8]
         for _ in range(3):  # a burst: refusals in 3 turns, 30 ms
             gate.refusal(b"POST", [], False)
             await asyncio.sleep(0.01)
-        limits.append(gate.limit)
+        assert gate.limit == 8
         await asyncio.sleep(0.1)  # a pause longer than gap_s ends that run of refusals
-        started = time.monotonic()
-        while time.monotonic() - started < 0.2:  # lasting: refusals every 10 ms for 200 ms
-            gate.refusal(b"POST", [], False)
-            await asyncio.sleep(0.01)
-        limits.append(gate.limit)
+        await _refuse_for(gate, 0.2)  # lasting
+        assert gate.limit == 2
         said = gate.refusal(b"POST", [], False)  # the refusal names the limit in force, and the full one
         assert b"handling 2 requests already (--max-in-flight 8, lowered while overload lasts)" in said
         assert [gate.admit() for _ in range(3)] == [True, True, False]
         gate.done()
         gate.done()
-        await asyncio.sleep(0.4)  # the hold is over
-        limits.append(gate.limit)
+        await _refuse_for(gate, 0.45)  # the overload goes on past the hold: the limit stays low
+        assert gate.limit == 2
+        quiet = time.monotonic()
+        assert await _limits_until(gate, 8, 3.0) == [2, 4, 8]  # no refusal: doubled, one step at a time
+        assert time.monotonic() - quiet >= 0.25  # step_s unrefused before each step
         assert b"handling 8 requests already (--max-in-flight);" in gate.refusal(b"POST", [], False)
-        return limits
+        await asyncio.sleep(0.2)  # that one refusal is not lasting overload
+        assert gate.limit == 8
+        await _refuse_for(gate, 0.2)  # lasting again: lowered again, for a new hold, then steps
+        assert gate.limit == 2
+        assert await _limits_until(gate, 4, 2.0) == [2, 4]
+        said = gate.refusal(b"POST", [], False)  # a raised step's refusal names its own limit
+        assert b"handling 4 requests already (--max-in-flight 8, lowered while overload lasts)" in said
+        await _refuse_for(gate, 0.2)  # lasting at the raised step: lowered to the overload limit
+        assert gate.limit == 2
 
-    assert asyncio.run(main()) == [8, 2, 8]
+    asyncio.run(main())
 
 
 def test_one_loop_turn_refusing_more_than_the_limit_lowers_it_at_once() -> None:

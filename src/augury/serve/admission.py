@@ -14,7 +14,8 @@ by the parser). The count it keeps is of requests handed to the app and not yet 
 exact however many arrive in one loop turn. Probes and the metrics scrape (`NEVER_SHED`) are never
 refused. Refusals are counted in the same metrics the app's own shedding uses (one cell increment each),
 and logged as one line every `LOG_EVERY_S` seconds at most instead of one line each. While refusals go
-on, the limit itself is lowered to `OVERLOAD_LIMIT` for a while (`Admission._adapt`).
+on, the limit itself is lowered to `OVERLOAD_LIMIT` for a while (`Admission._adapt`), then raised back in
+steps once nothing is refused (`Admission._step_up`).
 
 The protocol finds the gate in the ASGI lifespan state (`GATE_KEY`), the channel the ASGI spec gives an
 app to hand objects to its server; an ASGI server other than augury's protocol never looks, and the app
@@ -69,20 +70,28 @@ class Admission:
 
     def __init__(self, limit: int, metrics: ServeMetrics, ids: RequestIds, *,
                  overload_limit: int = OVERLOAD_LIMIT, sustained_s: float = 0.5, gap_s: float = 0.25,
-                 hold_s: float = 30.0) -> None:
+                 hold_s: float = 30.0, step_s: float = 1.0) -> None:
         self.limit = self.ceiling = limit  # `limit` is lowered to `overload_limit` while overload lasts
         self.overload_limit = min(limit, overload_limit)
-        self._sustained_s, self._gap_s, self._hold_s = sustained_s, gap_s, hold_s
+        self._sustained_s, self._gap_s, self._hold_s, self._step_s = sustained_s, gap_s, hold_s, step_s
         self._refusing_since = self._refused_at = -math.inf
+        self._timer: asyncio.TimerHandle | None = None  # the next step back up (`_step_up`), if any
         self.admitted = 0  # requests handed to the app, not yet answered
         self.refused = 0  # requests refused since the start
         self._ids = ids
         self._metrics = metrics
-        #: the refusal's headers and body by the limit in force (the full one, the lowered one)
-        self._answers = {n: _refusal_parts(refusal_message(n, limit)) for n in {limit, self.overload_limit}}
+        #: the refusal's headers and body by the limit in force (each of `steps`)
+        self._answers = {n: _refusal_parts(refusal_message(n, limit)) for n in self.steps()}
         self._pending: dict[bytes, int] = {}  # refusals by method, not yet in the metrics
         self._logged_at = 0.0
         self._logged_count = 0
+
+    def steps(self) -> list[int]:
+        """The limits in force in turn after overload: `overload_limit`, doubled until `ceiling`."""
+        steps = [self.overload_limit]
+        while steps[-1] < self.ceiling:
+            steps.append(min(steps[-1] * 2, self.ceiling))
+        return steps
 
     def exempt(self, path: bytes) -> bool:
         """Whether `path` (the request target's path) is answered whatever the load."""
@@ -136,8 +145,8 @@ class Admission:
         (loop turns with refusals no more than `gap_s` apart), or at once when one loop turn refused
         more requests than the full limit (`refused` of them: such turns can be longer than `gap_s`, so
         no run of turns would ever be seen; measured at 3x capacity, where the limit then never fell);
-        then the full limit is tried again. Called once per loop turn that refused (`_count`), so it
-        costs nothing under the limit.
+        then it is raised back in steps (`_step_up`). Called once per loop turn that refused (`_count`),
+        so it costs nothing under the limit.
 
         Why: the full limit absorbs bursts (a server stalled for a moment answers them late rather than
         refusing), but under lasting overload the server holds that many requests all the time, and an
@@ -145,23 +154,42 @@ class Admission:
         open more connections, which make every loop turn longer still. Measured on 2 cores at 3x
         capacity: 512 in flight served 18-28 % of the capacity with 200s at a p99 of ~5 s, 128 in
         flight 33-44 % at 58-65 ms (BENCHMARKS.md, overload). A hold of 30 s rather than 5 s: each return
-        to the full limit lets the queue and the connections grow again for `sustained_s` (two pairs at
-        3x: p99 64 and 733 ms against 453 and 2,763 ms, no timeouts against ~300 a second)."""
+        to the full limit let the queue and the connections grow again for `sustained_s` (two pairs at
+        3x, when the full limit came back at once: p99 64 and 733 ms against 453 and 2,763 ms, no
+        timeouts against ~300 a second)."""
         now = time.monotonic()
         if now - self._refused_at > self._gap_s:
             self._refusing_since = now
         self._refused_at = now
         lasting = now - self._refusing_since >= self._sustained_s or refused > self.ceiling
         if self.limit > self.overload_limit and lasting:
+            raised = self.limit
             self.limit = self.overload_limit
-            asyncio.get_running_loop().call_later(self._hold_s, self._restore)
-            log.warning("overloaded for %.1f s: admitting %d requests at once for the next %g s (not %d)",
-                        now - self._refusing_since, self.limit, self._hold_s, self.ceiling)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(self._hold_s, self._step_up)
+            log.warning("overloaded for %.1f s: admitting %d requests at once for the next %g s at least "
+                        "(not %d)", now - self._refusing_since, self.limit, self._hold_s, raised)
 
-    def _restore(self) -> None:
-        """The lowered limit's time is up: the full limit again (lowered anew if overload goes on)."""
-        self.limit = self.ceiling
-        self._refusing_since = time.monotonic()
+    def _step_up(self) -> None:
+        """Raise the limit one step (doubled, at most `ceiling`) if no request was refused for `step_s`,
+        else look again `step_s` later; on until the full limit is back.
+
+        Why steps rather than the full limit at once: a load still over the capacity fills whatever it is
+        given, so the full limit back at once let 512 requests in, queued behind each other, until the
+        overload had lasted `sustained_s` again (a p99 of seconds for those requests, twice a minute at
+        3x); a step is taken only once the lower limit has refused nothing, that is once the load fits in
+        it, and while the overload lasts the limit stays low. Refusals that last `sustained_s` at a raised
+        step lower it to `overload_limit` again, for a new hold (`_adapt`)."""
+        self._timer = None
+        now = time.monotonic()
+        if now - self._refused_at >= self._step_s:
+            self.limit = min(self.limit * 2, self.ceiling)
+            self._refusing_since = now
+            log.info("no request refused for %g s: admitting %d requests at once (--max-in-flight %d)",
+                     self._step_s, self.limit, self.ceiling)
+        if self.limit < self.ceiling:
+            self._timer = asyncio.get_running_loop().call_later(self._step_s, self._step_up)
 
 
 def _refusal_parts(message: str) -> tuple[bytes, bytes]:
