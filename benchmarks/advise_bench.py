@@ -389,16 +389,19 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, no
     overheads calibrated on this machine, round trip included ("cal"); the same without stalls
     ("cal_no_stalls"); and with the stalls `now`, probed on the server's core just before the run
     ("cal_stalls_now": the queueing model's own error, the machine's change since calibration aside);
-    and with the stalls probed on the server's core during the run ("cal_stalls_during")."""
+    with the stalls probed on the server's core during the run ("cal_stalls_during"); and without the
+    server's own pauses ("cal_no_pauses": the model before they were measured)."""
     from dataclasses import replace
 
     from augury.advise import predict_latency
     from augury.advise.overheads import BUILT_IN
-    from augury.advise.stalls import NONE
+    from augury.advise.stalls import NO_PAUSES, NONE
 
     out: dict[str, Any] = {}
     for label, overheads, extra in (("e", BUILT_IN, e), ("cal", cal, None),
                                     ("cal_no_stalls", replace(cal, stalls=NONE), None),
+                                    ("cal_no_pauses", replace(cal, pauses_inline=NO_PAUSES,
+                                                              pauses_hop=NO_PAUSES), None),
                                     ("cal_stalls_now", replace(cal, stalls=now), None),
                                     ("cal_stalls_during", replace(cal, stalls=during), None)):
         r = predict_latency(cost, rate, max_batch_size=b, max_delay_ms=d, workers=1, extra_s=extra,
@@ -531,7 +534,8 @@ def _pct(x: float) -> str:
 
 HEADER = ("| req/s | B/D | predicted p50 / p99 ms (calibrated) | measured p50 / p99 ms "
           "| error p50 / p99 | p99: stalls probed just before: predicted, error | p99: stalls probed "
-          "during: predicted, error | p99 without stalls: predicted, error | stalls/s, stalled share: "
+          "during: predicted, error | p99 without stalls: predicted, error | p99 without pauses: predicted, "
+          "error | stalls/s, stalled share: "
           "calibration / just before / during | send lag p99 ms | server cores | rows per call measured / "
           "predicted | notes |")
 
@@ -539,6 +543,7 @@ HEADER = ("| req/s | B/D | predicted p50 / p99 ms (calibrated) | measured p50 / 
 def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
     pr = r["predicted"]
     pc, pn, pd, p0 = pr["cal"], pr["cal_stalls_now"], pr["cal_stalls_during"], pr["cal_no_stalls"]
+    pp = pr["cal_no_pauses"]
     notes = []
     if r["behind"]:
         notes.append(f"BEHIND (send lag p99 {r['lag_p99_s'] * 1e3:.2f} ms)")
@@ -551,7 +556,7 @@ def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
     return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {_ms(pc['p50_s'])} / {_ms(pc['p99_s'])} "
             f"| {_ms(r['p50_s'])} / {_ms(r['p99_s'])} | {_pct(pc['err_p50'])} / {_pct(pc['err_p99'])} "
             f"| {_ms(pn['p99_s'])}, {_pct(pn['err_p99'])} | {_ms(pd['p99_s'])}, {_pct(pd['err_p99'])} "
-            f"| {_ms(p0['p99_s'])}, {_pct(p0['err_p99'])} "
+            f"| {_ms(p0['p99_s'])}, {_pct(p0['err_p99'])} | {_ms(pp['p99_s'])}, {_pct(pp['err_p99'])} "
             f"| {cal.stalls.per_s:.0f}, {cal.stalls.share:.1%} / {now['per_s']:.0f}, {now['share']:.1%} "
             f"/ {dur['per_s']:.0f}, {dur['share']:.1%} "
             f"| {r['lag_p99_s'] * 1e3:.2f} | {r['server_cores']:.2f} "
@@ -695,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recs.append({"max_batch_size": b, "max_delay_ms": d, "error": f"{type(exc).__name__}: {exc}"})
 
     rows = [row(r["max_batch_size"], r["max_delay_ms"], run, cal) for r in recs for run in r.get("runs", [])]
-    table = "\n".join([HEADER, "|" + "---:|" * 12 + "---|", *rows])
+    table = "\n".join([HEADER, "|" + "---:|" * 13 + "---|", *rows])
     cal_errs = [run["predicted"]["cal"]["err_p99"] for r in recs for run in r.get("runs", [])]
     print(f"\nOpen-loop Poisson, one-row v1 predicts, {args.duration:g} s per rate; server pinned to CPU "
           f"{args.server_core}, client to CPU {args.client_core}; err = (measured - predicted) / measured; "

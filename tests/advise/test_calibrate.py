@@ -13,7 +13,7 @@ from augury.advise import Goals, predict_latency, recommend
 from augury.advise.calibrate import _fit, calibrate
 from augury.advise.load import Phase
 from augury.advise.overheads import BUILT_IN, FORMAT, ServingOverheads, default_path, load, resolve, save
-from augury.advise.stalls import Stalls
+from augury.advise.stalls import NO_PAUSES, Pauses, Stalls
 from augury.errors import ConfigError, InputError
 
 
@@ -35,6 +35,10 @@ def test_calibration_measures_a_real_server(measured: ServingOverheads) -> None:
     assert details["inline_full_rows_per_call"] > details["inline_light_rows_per_call"]  # batches formed
     # the stall probe ran: however busy the machine, the core was stalled a small share of the time
     assert measured.stalls.per_s >= 0 and measured.stalls.share < 0.5
+    # the loaded phases were timed by the kernel, and gave the server's own pauses (some, or none)
+    assert details["timed_by_the_kernel"] == 1.0
+    for pauses in (measured.pauses_inline, measured.pauses_hop):
+        assert 0 <= pauses.per_request < 0.5 and all(d > 0 for d in pauses.durations_s)
 
 
 def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path) -> None:
@@ -42,6 +46,7 @@ def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path
     back = load(path)
     assert back.per_request_s == measured.per_request_s and back.path == str(path) and back.calibrated
     assert back.stalls == measured.stalls
+    assert (back.pauses_inline, back.pauses_hop) == (measured.pauses_inline, measured.pauses_hop)
     assert resolve(path) == back
     assert resolve(None) == BUILT_IN  # the conftest points the default path at a missing file
 
@@ -70,6 +75,9 @@ def test_bad_calibration_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": 1}))  # a spread where stalls are now: calibrate again
     with pytest.raises(InputError, match="calibrate"):
         load(bad)
+    bad.write_text(json.dumps({"format": 2}))  # no pauses: it would predict as optimistically as before
+    with pytest.raises(InputError, match="run `augury advise --calibrate` again"):
+        load(bad)
     bad.write_text(json.dumps({"format": FORMAT, "per_batch_inline_s": "x"}))
     with pytest.raises(InputError, match="missing or not a number"):
         load(bad)
@@ -80,6 +88,11 @@ def test_bad_calibration_files(tmp_path: Path) -> None:
         load(bad)
     bad.write_text(json.dumps({**good, "stalls": {"per_s": 3.0, "durations_s": [0.002]}}))
     assert load(bad).stalls == Stalls(3.0, (0.002,))
+    bad.write_text(json.dumps({**good, "pauses_inline": {"per_request": 0.02, "durations_s": []}}))
+    with pytest.raises(InputError, match="pauses need durations"):
+        load(bad)
+    bad.write_text(json.dumps({**good, "pauses_hop": {"per_request": 0.02, "durations_s": [0.0005]}}))
+    assert load(bad).pauses_for(1.0) == Pauses(0.02, (0.0005,)) and load(bad).pauses_for(1e-5) == NO_PAUSES
 
 
 def test_the_default_path_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from augury.advise.queueing import BatcherSettings, ServiceCurve, run_batcher, simulate
-from augury.advise.stalls import Stalls, Timeline
+from augury.advise.stalls import NO_PAUSES, Pauses, Stalls, Timeline
 from augury.errors import ConfigError
 
 ONE_MS = ServiceCurve((1,), (0.001,))
@@ -145,3 +145,21 @@ def test_a_batch_that_finds_the_worker_idle_pays_its_wake_up() -> None:
     ends, sizes = run_batcher([0.0, 0.001, 0.010], curve, BatcherSettings(64, 0.0))
     assert sizes == [1, 1, 1]
     assert ends == pytest.approx([0.0015, 0.0025, 0.0115])
+
+
+def test_pauses_come_with_requests_so_they_widen_the_tail_more_as_the_rate_grows() -> None:
+    """issue 15: the server's own pauses (0.3-1 ms, 1.3-1.5 % of requests on the 2-core VM) follow its
+    work: at a higher rate more of them, each on a busier core."""
+    plain = ServiceCurve((1, 8), (0.0002, 0.0006))
+    paused = ServiceCurve((1, 8), (0.0002, 0.0006), pauses=Pauses(0.015, (0.0004, 0.0006, 0.001)))
+    settings = BatcherSettings(8, 0.0)
+    growth = []
+    for qps in (500, 1500, 3000):
+        a, b = (simulate(curve, qps, settings, requests=20_000) for curve in (plain, paused))
+        assert b.p99_s > a.p99_s
+        growth.append(b.p99_s - a.p99_s)
+    assert growth[0] < growth[2]
+    assert simulate(paused, 1500, settings) == simulate(paused, 1500, settings)  # deterministic
+    # without pauses, the same draws as before they existed
+    same = ServiceCurve((1, 8), (0.0002, 0.0006), pauses=NO_PAUSES)
+    assert simulate(same, 1500, settings) == simulate(plain, 1500, settings)

@@ -17,6 +17,12 @@ model slower than the threshold does). Each time, after a warm-up, the load of `
   `per_request + per_batch / rows_per_call + per_wake * (1 - busy)`: the three phases give the three
   figures (`_fit`).
 
+The open-loop phases also give the server's own **pauses** (`stalls.pauses_from`): each request's
+send time and its answer's arrival, timed by the kernel (`load.TimedConn`), show the requests the
+server took longer over than usual, and how the number of those a second grows with the rate says how
+many come with each request. (The server's collector and its other work come with its requests, so they
+are drawn per request, where the stalls below follow the clock.)
+
 Before that, with both servers started and idle, `stalls.probe` measures for `STALL_PROBE_S` how often
 and how long the server's core is taken from it by other work: the `stalls` the simulation lays over the
 worker's time. (They replaced a spread taken from the light phase's latencies divided by their mean: on
@@ -46,7 +52,7 @@ from pathlib import Path
 from augury.advise import load
 from augury.advise.load import PHASE_S, CalibrationError, Measured, Phase, request_bytes
 from augury.advise.overheads import ServingOverheads
-from augury.advise.stalls import probe
+from augury.advise.stalls import pauses_from, probe
 from augury.errors import MissingExtraError
 
 #: seconds of the stall probe (shortened like the warm-up with shorter phases, to at least 0.3 s).
@@ -94,12 +100,9 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call),
                                    ("busy", phase.busy))}
     details["per_request_hop_us"] = per_request_hop * 1e6
-    # for the record, not used: light-load predicts later than their median by over 0.5 ms, as this
-    # Python client sees them (issue 15: 5.9 % here, where the C generator saw about 1.5 %)
-    light = sorted(inline.light_latencies_s)
-    if light:
-        late = sum(x > light[len(light) // 2] + 5e-4 for x in light)
-        details["inline_light_late_share"] = late / len(light)
+    pauses = {path: pauses_from([(t.sent_s, t.received_s) for t in run.timed])
+              for path, run in (("inline", inline), ("hop", hop))}
+    details["timed_by_the_kernel"] = float(all(t.stamped for run in (inline, hop) for t in run.timed))
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     machine = f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     return ServingOverheads(per_batch_inline_s=batch_inline, per_batch_hop_s=batch_hop,
@@ -107,7 +110,7 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                             per_wake_inline_s=wake_inline, per_wake_hop_s=wake_hop,
                             source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
                             measured_at=now, machine=machine, details=tuple(details.items()),
-                            stalls=stalls)
+                            stalls=stalls, pauses_inline=pauses["inline"], pauses_hop=pauses["hop"])
 
 
 def _fit(phases: tuple[Phase, ...]) -> tuple[float, float, float]:

@@ -17,7 +17,7 @@ import numpy as np
 from augury.advise.measurements import ModelCost
 from augury.advise.overheads import BUILT_IN, ServingOverheads
 from augury.advise.queueing import BatcherSettings, ServiceCurve, SimResult, simulate
-from augury.advise.stalls import NONE
+from augury.advise.stalls import NO_PAUSES, NONE
 from augury.errors import ConfigError
 
 #: batch sizes and delays tried when recommending batcher settings.
@@ -39,7 +39,9 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
     (medians, extrapolated points included) plus, with `serving`, the server's own work per batch (its
     inline or hopping figure, by the model call's time) and per request (`overheads`). With `jitter`,
     each measured size's call times divided by their median (the model's part of a call draws from
-    them) and, with `serving`, the core's stalls (calibrated)."""
+    them) and, with `serving`, the core's stalls and the server's own pauses (calibrated). The pauses are
+    the server's CPU time, which its per-request cost holds on average too: that part of it is taken out
+    where the pauses are drawn, so the worker is as busy as measured."""
     points = sorted(model.latency, key=lambda p: p.batch_size)
     pools: list[tuple[float, ...]] = []
     for p in points:
@@ -47,12 +49,14 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
         if jitter and p.measured and len(p.samples) >= 3 and p.p50_s > 0:
             pool = tuple(sorted(s / p.p50_s for s in p.samples))
         pools.append(pool)
-    over = tuple(overheads.per_batch_s(p.p50_s) + overheads.per_request_s * p.batch_size if serving else 0.0
+    pauses = overheads.pauses_for(points[0].p50_s) if serving and jitter else NO_PAUSES
+    per_request = max(overheads.per_request_s - pauses.mean_s, 0.0)
+    over = tuple(overheads.per_batch_s(p.p50_s) + per_request * p.batch_size if serving else 0.0
                  for p in points)
     times = tuple(p.p50_s + o for p, o in zip(points, over, strict=True))
     return ServiceCurve(tuple(p.batch_size for p in points), times, tuple(pools) if any(pools) else (),
                         over if serving else (), overheads.stalls if serving and jitter else NONE,
-                        overheads.per_wake_s(points[0].p50_s) if serving else 0.0)
+                        overheads.per_wake_s(points[0].p50_s) if serving else 0.0, pauses)
 
 
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,

@@ -8,7 +8,8 @@ back) and per request (HTTP, JSON, the cast, provenance, metrics, the response).
 on the loop's own thread (`inline`), a slower one on the model thread (`hop`): the two paths cost
 differently, so each has its own per-batch figure. `round_trip_s` is a trivial request's round trip on
 127.0.0.1 (client, kernel, HTTP), which a client sees on top of the server's work. `stalls` are the
-times the server's core is taken from it (`augury.advise.stalls`), measured with the server idle.
+times the server's core is taken from it (`augury.advise.stalls`), measured with the server idle;
+`pauses_*` the server's own pauses, whose number follows its requests, measured under load (for each path).
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from augury.advise.stalls import NONE, Stalls
+from augury.advise.stalls import NO_PAUSES, NONE, Pauses, Stalls
 from augury.errors import ConfigError, InputError
 
 #: the server's default `--inline-below-ms` (augury.serve.settings.ServeSettings.inline_below_ms): batches
 #: whose model call takes less are scored on the loop's thread.
 INLINE_BELOW_S = 0.5e-3
 #: the file's format; a file of another format is refused (run --calibrate again). Format 1 had a
-#: multiplicative spread (`jitter`) where format 2 has the core's stalls.
-FORMAT = 2
+#: multiplicative spread (`jitter`) where format 2 has the core's stalls; format 3 adds the server's own
+#: pauses (a format-2 file would predict without them, as optimistic as before).
+FORMAT = 3
 FILENAME = "serve-overheads.json"
 
 
@@ -53,6 +55,9 @@ class ServingOverheads:
     stalls: Stalls = NONE
     per_wake_inline_s: float = 0.0
     per_wake_hop_s: float = 0.0
+    #: the server's own pauses under load, scoring on the loop's thread and on the model thread.
+    pauses_inline: Pauses = NO_PAUSES
+    pauses_hop: Pauses = NO_PAUSES
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
@@ -61,6 +66,10 @@ class ServingOverheads:
     def per_wake_s(self, call_s: float) -> float:
         """The cost of waking the idle loop, for a model call of `call_s` seconds."""
         return self.per_wake_inline_s if call_s < INLINE_BELOW_S else self.per_wake_hop_s
+
+    def pauses_for(self, call_s: float) -> Pauses:
+        """The server's own pauses, for a model call of `call_s` seconds."""
+        return self.pauses_inline if call_s < INLINE_BELOW_S else self.pauses_hop
 
     def to_dict(self) -> dict[str, Any]:
         return {"per_batch_inline_us": round(self.per_batch_inline_s * 1e6, 1),
@@ -75,7 +84,11 @@ class ServingOverheads:
                 "stalls_per_s": round(self.stalls.per_s, 2),
                 "stalled_share": round(self.stalls.share, 5),
                 "stall_p50_p90_max_ms": [round(x * 1e3, 3) for x in _pick(self.stalls.durations_s,
-                                                                           (0.5, 0.9, 1.0))]}
+                                                                           (0.5, 0.9, 1.0))],
+                **{f"pauses_{path}": {"per_request": round(p.per_request, 5),
+                                      "p50_p90_max_ms": [round(x * 1e3, 3) for x in _pick(p.durations_s,
+                                                                                           (0.5, 0.9, 1.0))]}
+                   for path, p in (("inline", self.pauses_inline), ("hop", self.pauses_hop))}}
 
 
 def _pick(values: tuple[float, ...], shares: tuple[float, ...]) -> list[float]:
@@ -102,7 +115,10 @@ def default_path() -> Path:
 def save(overheads: ServingOverheads, path: Path) -> Path:
     """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
     doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details),
-           "stalls": {"per_s": overheads.stalls.per_s, "durations_s": list(overheads.stalls.durations_s)}}
+           "stalls": {"per_s": overheads.stalls.per_s, "durations_s": list(overheads.stalls.durations_s)},
+           **{name: {"per_request": p.per_request, "durations_s": list(p.durations_s)}
+              for name, p in (("pauses_inline", overheads.pauses_inline),
+                              ("pauses_hop", overheads.pauses_hop))}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -129,6 +145,9 @@ def load(path: Path) -> ServingOverheads:
         details = tuple((str(k), float(v)) for k, v in dict(doc.get("details") or {}).items())
         given = dict(doc.get("stalls") or {})
         stalls = Stalls(float(given.get("per_s", 0.0)), tuple(float(x) for x in given.get("durations_s", [])))
+        pauses = {name: Pauses(float(dict(doc.get(name) or {}).get("per_request", 0.0)),
+                               tuple(float(x) for x in dict(doc.get(name) or {}).get("durations_s", [])))
+                  for name in ("pauses_inline", "pauses_hop")}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: a calibration figure is missing or not a number ({exc})") from exc
     except ConfigError as exc:
@@ -138,7 +157,8 @@ def load(path: Path) -> ServingOverheads:
     return ServingOverheads(**values, source=str(doc.get("source") or f"calibrated ({path})"),
                             calibrated=True, measured_at=_text(doc.get("measured_at")),
                             machine=_text(doc.get("machine")), path=str(path), details=details,
-                            stalls=stalls)
+                            stalls=stalls, pauses_inline=pauses["pauses_inline"],
+                            pauses_hop=pauses["pauses_hop"])
 
 
 def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:

@@ -8,7 +8,8 @@ at the moment the model frees, with whatever arrived meanwhile (up to `max_batch
 the model at a time. A batch of b rows occupies the model for the measured latency at batch size b,
 interpolated between measured sizes (`ServiceCurve`), optionally with the measured call-to-call jitter
 of the model's part, and the core's stalls (`augury.advise.stalls`): while one lasts, the worker neither
-takes requests nor scores, and the work it interrupted resumes after it.
+takes requests nor scores, and the work it interrupted resumes after it. The server's own pauses, whose
+number follows its requests, make a batch longer (`Pauses`).
 
 Why a simulation rather than a formula: with batching the service time depends on the queue (a batch
 takes what waited), and with stalls the server is an M/G/1 queue with interruptions; the simulation
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augury.advise.stalls import NONE, Stalls, Timeline
+from augury.advise.stalls import NO_PAUSES, NONE, Pauses, Stalls, Timeline
 from augury.errors import ConfigError
 
 
@@ -63,6 +64,9 @@ class ServiceCurve:
     stalls: Stalls = NONE
     #: the server's cost to wake its idle loop, added to a batch whose first request found it idle.
     wake_s: float = 0.0
+    #: the server's own pauses (from calibration): a batch of b requests takes one of their durations
+    #: longer with probability 1 - (1 - per_request) ** b.
+    pauses: Pauses = NO_PAUSES
 
     def __post_init__(self) -> None:
         if not self.sizes or len(self.sizes) != len(self.p50_s):
@@ -181,6 +185,12 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
     # stalls over the arrivals' span and as long again (the queue drains after the last arrival)
     core = Timeline(curve.stalls if rng is not None else NONE, 2 * arr[-1] + 1.0 if n else 0.0,
                     rng if rng is not None else np.random.default_rng(0))
+    paused = curve.pauses.per_request > 0 and rng is not None
+    if paused and rng is not None:  # drawn after the rest: without pauses, the same draws as before
+        chance = [1.0 - (1.0 - curve.pauses.per_request) ** b for b in range(big + 1)]
+        pause_draws = rng.random(n).tolist()
+        pause_lasts = np.asarray(curve.pauses.durations_s)[rng.integers(0, len(curve.pauses.durations_s),
+                                                                        n)].tolist()
     ends: list[float] = []
     sizes: list[int] = []
     i, loop_t, free_t = 0, 0.0, 0.0
@@ -201,6 +211,8 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
         if pools and pools[b]:
             fixed = over[b]
             s = fixed + (s - fixed) * pools[b][int(draws[len(ends)] * len(pools[b]))]
+        if paused and pause_draws[len(ends)] < chance[b]:
+            s += pause_lasts[len(ends)]
         free_t = core.finish(dispatch, s)
         ends.append(free_t)
         sizes.append(b)

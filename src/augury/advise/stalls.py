@@ -17,11 +17,13 @@ again; a wake-up later than `MIN_STALL_S` is a stall, as long as it was late (le
 stall that fell within the sleep: at most one period, well below the stalls that matter). On the shared VM at
 load average 3.4: 17 stalls a second over 0.3 ms, 2 % of the time, the longest 4.5 ms.
 
-Not modelled: the server's own pauses (its collector, a lazy set-up), which happen only while it works,
-so the probe does not see them. Reading them from the calibration's light-load latencies was tried and
-dropped: its Python client's own delays made 5.9 % of the requests late by over 0.5 ms where the C
-generator saw about 1.5 % against a real server, and the prediction's p99 came out 2 x the measured.
-They are what puts the measured p99.9 at 4-5 ms on a quiet VM (issue 15, BENCHMARKS.md).
+The server's own pauses (its collector, its other threads, the kernel's work for its sockets) happen only
+while it works, so the idle probe does not see them: `Pauses`, a share of requests whose batch takes
+longer by a measured duration, found by `pauses_from` in calibration's loaded phases. Their number
+follows the work, not the clock: on the 2-core VM, 6 a second at 400 req/s and 41 a second at 3,160
+req/s, both 1.3-1.5 % of requests, most 0.3-1 ms; while the events over 1 ms came 2 a second at both
+rates (stalls, which the probe counts). Without them the predicted p99 stayed flat as the rate grew while
+the measured one rose (0.81 -> 1.35 ms at 1,000 -> 3,200 req/s; issue 15, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import bisect
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +68,79 @@ class Stalls:
 
 
 NONE = Stalls(0.0, ())
+
+#: a request's batch taking longer than its kind's median by more than this is a pause.
+MIN_PAUSE_S = 0.0003
+
+
+@dataclass(frozen=True)
+class Pauses:
+    """The server's own pauses: each request brings one with probability `per_request`, lasting one of
+    `durations_s` (drawn); a batch of b requests pauses with probability 1 - (1 - per_request) ** b."""
+
+    per_request: float
+    durations_s: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.per_request) and 0 <= self.per_request < 1):
+            raise ConfigError(f"pauses per request must be a share, not {self.per_request!r}")
+        if any(not (math.isfinite(d) and 0 < d < 10) for d in self.durations_s):
+            raise ConfigError("pause durations must be positive seconds")
+        if self.per_request > 0 and not self.durations_s:
+            raise ConfigError("pauses need durations to draw from")
+
+    @property
+    def mean_s(self) -> float:
+        """The mean pause per request (the server's CPU time, which its per-request cost holds too)."""
+        return self.per_request * sum(self.durations_s) / len(self.durations_s) if self.durations_s else 0.0
+
+
+NO_PAUSES = Pauses(0.0, ())
+
+
+def excess(sent_s: Sequence[float], received_s: Sequence[float]) -> tuple[np.ndarray, float]:
+    """How much longer than usual the server took for each request, from when each was sent and its
+    answer received, and the requests a second: in order of the answers, a request starts when it was
+    sent or when the answer before it left, whichever is later (one worker answers in order), and what
+    it took is compared with the median of its kind (found the server idle, or queued behind another).
+    A pause then shows once, on the request it held, not on every request that waited behind it."""
+    sent, received = np.asarray(sent_s, dtype=float), np.asarray(received_s, dtype=float)
+    if len(sent) < 20:
+        return np.zeros(0), 0.0
+    order = np.argsort(received, kind="stable")
+    sent, received = sent[order], received[order]
+    before = np.concatenate(([-np.inf], np.maximum.accumulate(received)[:-1]))
+    took = received - np.maximum(sent, before)
+    idle = sent >= before
+    out = np.empty_like(took)
+    for kind in (idle, ~idle):
+        if kind.any():
+            out[kind] = took[kind] - np.median(took[kind])
+    span = float(sent.max() - sent.min())
+    return out, len(sent) / span if span > 0 else 0.0
+
+
+def pauses_from(phases: Sequence[tuple[Sequence[float], Sequence[float]]],
+                min_pause_s: float = MIN_PAUSE_S) -> Pauses:
+    """The server's pauses from two or more open-loop phases at different rates (each: when its requests
+    were sent, when their answers came): the pauses a second in each, a line over its request rate,
+    whose slope is the pauses per request (work-driven) and whose intercept is the pauses that follow
+    the clock (stalls, counted by `probe`, left out here). Their durations are those seen, all phases
+    together."""
+    rates, per_s, seen = [], [], []
+    for sent, received in phases:
+        over, rate = excess(sent, received)
+        if rate <= 0:
+            continue
+        late = over[over > min_pause_s]
+        rates.append(rate)
+        per_s.append(len(late) / (len(over) / rate))
+        seen.extend(late.tolist())
+    if len(rates) < 2 or max(rates) - min(rates) < 0.2 * max(rates) or not seen:
+        return NO_PAUSES
+    slope, _ = np.polyfit(np.asarray(rates), np.asarray(per_s), 1)
+    share = min(max(float(slope), 0.0), 0.5)
+    return Pauses(share, tuple(sorted(seen))) if share > 0 else NO_PAUSES
 
 
 class Timeline:
