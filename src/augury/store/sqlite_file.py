@@ -25,10 +25,13 @@ from augury.store.sqlite_schema import connect, prepare, read_active
 from augury.store.sqlite_watch import (
     WATCH_S,
     FileId,
+    Shm,
     Stamps,
     continues,
     file_id,
     remove_sidecars,
+    shm_of,
+    shm_shrank,
     sidecars,
     stamps_of,
 )
@@ -67,6 +70,8 @@ class StoreFile:
         self._file: FileId | None = None
         self._stamps = Stamps(None, {})
         self._sidecars: dict[str, tuple[int, int]] = {}
+        #: the WAL index (``-shm``) as last seen; SQLite has it mapped in every connection (`_shm_cut`)
+        self._shm: Shm | None = None
         self._pool = self._open(create)
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -96,6 +101,7 @@ class StoreFile:
                 raise store_error(exc, f"cannot open the prediction store {self.path}: {exc}") from exc
             raise
         self._stamps, self._file, self._sidecars = stamps, before or file_id(self.path), sidecars(self.path)
+        self._shm = shm_of(self.path)  # (the anchor's read made it: it is mapped now)
         self._writer, self._anchor, self._checkpointed = writer, anchor, None
         max_readers, pool_timeout_s, snapshot_s, cache_entries = self._pool_args
         return ReaderPool(self._connect_reader, max_readers, pool_timeout_s, snapshot_s=snapshot_s,
@@ -114,6 +120,9 @@ class StoreFile:
             con = self._writer
             if con is None:
                 return
+            if self._shm_cut():  # reading it now would be SIGBUS: `watch` reopens the file first
+                self._watched_at = -math.inf
+                return
             mark = (con.execute("PRAGMA data_version").fetchone()[0], self._pool.generation)
             if mark != self._checkpointed:
                 ours = file_id(self.path) == self._file  # nothing else wrote the file since it was seen
@@ -131,41 +140,69 @@ class StoreFile:
             self._write_lock.release()
 
     def _tick(self) -> None:
-        """The reader janitor's call, every `snapshot_s`: checkpoint, and every `WATCH_S` watch the file."""
+        """The reader janitor's call, every `snapshot_s`: checkpoint, and every `WATCH_S` watch the file
+        (at once when the checkpoint found the WAL index cut)."""
         self._checkpoint()
         if time.monotonic() - self._watched_at >= WATCH_S:
             self.watch()
 
     def watch(self) -> None:
-        """Stat the file; if it is not the one opened (replaced, deleted, rewritten in place), let go of
-        it and open what is there now, or go down until a store is there (see `sqlite_watch`). Skipped
-        (and retried on the next call) while a write of this store runs."""
+        """Stat the file and its WAL index; if the file is not the one opened (replaced, deleted,
+        rewritten in place) or the index was cut under it, let go of it and open what is there now, or go
+        down until a store is there (see `sqlite_watch`). Skipped (and retried on the next call) while a
+        write of this store runs."""
         self._watched_at = time.monotonic()
+        if self._down is not None:
+            return
         now = file_id(self.path)
-        if now == self._file or self._down is not None or not self._write_lock.acquire(blocking=False):
+        cut = self._shm_cut()
+        if (now == self._file and not cut) or not self._write_lock.acquire(blocking=False):
             return
         try:
             if self._closed.is_set() or self._writer is None:
                 return
             old = self._file
             same_inode = now is not None and old is not None and now.same_inode(old)
-            with self._check_lock:
-                if same_inode and self._continues():
-                    self._file = now  # the same store, written by SQLite (a checkpoint)
-                    return
-            what = ("deleted" if now is None else "rewritten in place" if same_inode else "replaced")
-            log.warning("the prediction store file %s was %s: reopening it", self.path, what)
-            self._let_go(f"the prediction store file {self.path} was {what}")
+            if cut and same_inode:
+                # the same file (not read to make sure: a new connection would read the cut index): its
+                # -wal holds commits not yet in it, and the -shm is the one other processes map; both
+                # stay, and reopening rebuilds the index from the WAL
+                reason = f"the WAL index of the prediction store {self.path} (its -shm file) was cut"
+                log.warning("%s under the store: reopening it", reason)
+                self._let_go(reason, keep_sidecars=True)
+            else:
+                with self._check_lock:
+                    if same_inode and self._continues():
+                        self._file = now  # the same store, written by SQLite (a checkpoint)
+                        return
+                what = ("deleted" if now is None else "rewritten in place" if same_inode else "replaced")
+                log.warning("the prediction store file %s was %s: reopening it", self.path, what)
+                self._let_go(f"the prediction store file {self.path} was {what}")
             self._reopen_or_go_down()
         finally:
             self._write_lock.release()
+
+    def _shm_cut(self) -> bool:
+        """Whether the WAL index (``-shm``) was cut or replaced under the store since it was opened
+        (`sqlite_watch.shm_shrank`: reading it now may be SIGBUS); a grown one is remembered. One stat."""
+        known, now = self._shm, shm_of(self.path)
+        if shm_shrank(known, now):
+            return True
+        if known is not None and now is not None and now[2] > known[2]:
+            self._shm = now  # (threads may race here: a lost update only remembers a smaller size)
+        return False
 
     def _check_file(self) -> None:
         """As a reader begins a snapshot (once every `snapshot_s` per reader, not per lookup): a StoreError
         if the file at the path is no longer the one opened, so that no lookup reads a file rewritten
         under its connection's cached pages for longer than one snapshot. A file that SQLite wrote (a
         checkpoint) is the same store (`_continues`, once per change, ~0.3 ms); another one is reopened
-        by the janitor's next wake-up."""
+        by the janitor's next wake-up. It runs before the snapshot begins, and first of all checks the
+        WAL index (`_shm_cut`): beginning a snapshot reads it, and a cut one is SIGBUS."""
+        if self._down is None and self._shm_cut():
+            self._watched_at = -math.inf  # the janitor's next wake-up reopens it
+            raise StoreUnavailable(f"the WAL index of the prediction store {self.path} (its -shm file) was "
+                                   "cut under the store; reopening it")
         now = file_id(self.path)
         if now == self._file:
             return
@@ -206,10 +243,11 @@ class StoreFile:
         self._watched_at = -math.inf
         return StoreUnavailable(f"{error} (the file changed under the store; reopening it)")
 
-    def _let_go(self, reason: str) -> None:
+    def _let_go(self, reason: str, *, keep_sidecars: bool = False) -> None:
         """Close every connection to the old file without deleting another file's WAL (`sqlite_watch`);
-        lookups meanwhile are a StoreError saying `reason`. Under the write lock."""
-        removed = remove_sidecars(self.path, self._sidecars)  # ours for sure: our connections pin them
+        lookups meanwhile are a StoreError saying `reason`. Under the write lock. The old file's -wal and
+        -shm are deleted, unless `keep_sidecars` (the file stays: they are still its own)."""
+        removed = [] if keep_sidecars else remove_sidecars(self.path, self._sidecars)
         writer, anchor, self._writer, self._anchor = self._writer, self._anchor, None, None
         assert writer is not None and anchor is not None
         writer.close()  # the anchor holds the file: neither a checkpoint into it nor a deletion
@@ -263,6 +301,10 @@ class StoreFile:
         if recovery is not None and recovery is not threading.current_thread():
             recovery.join()
         with self._write_lock:
+            if self._writer is not None and self._down is None and self._shm_cut():
+                # closing as usual checkpoints through the index, which is SIGBUS now: let go as a reopen
+                # does (the writer first, while the anchor keeps it from checkpointing)
+                self._let_go("the prediction store is closed", keep_sidecars=True)
             if self._anchor is not None:  # first: the writer closes last, as SQLite expects (it may then
                 self._anchor.close()  # checkpoint the WAL and delete it)
                 self._anchor = None

@@ -21,9 +21,10 @@ thread) is single-threaded again once its store is idle. A forked child must not
 (SQLite connections must not cross a fork); the janitor does not exist there.
 
 **The file.** The store's `checkpoint` callback also watches the file once a second (`sqlite_watch`),
-and `check_file` runs as each snapshot begins (a stat, once per `snapshot_s` per reader, not per
-lookup). A store whose file changed closes its pool (`close` with the reason, which `acquire` then
-raises) and opens a new one; a reader lent out at that moment is closed when it comes back.
+and `check_file` runs before each snapshot begins (two stats, the file and its WAL index, once per
+`snapshot_s` per reader, not per lookup). A store whose file changed closes its pool (`close` with the
+reason, which `acquire` then raises) and opens a new one; a reader lent out at that moment is closed
+when it comes back.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class ReaderPool:
                 raise again(self._closed_error)
             if len(self._all) < self._size:
                 reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache,
-                                self.switched)
+                                self.switched, self._check_file)
                 self._all.append(reader)
                 return reader
         try:
@@ -187,9 +188,8 @@ class ReaderPool:
 
     def _snapshot_began(self) -> None:
         """A reader began a snapshot: make sure a janitor will end it once it sits idle. Under the lock,
-        like the janitor's decision to exit, so a snapshot never begins unwatched. First, the store's
-        `check_file` (a StoreError fails the lookup that began it)."""
-        self._check_file()
+        like the janitor's decision to exit, so a snapshot never begins unwatched. (The store's
+        `check_file` ran before it began: a StoreError fails the lookup that would have begun it.)"""
         with self._lock:
             if self._closed or (self._janitor is not None and self._janitor.is_alive()):
                 return  # (a janitor copied by fork is not alive: the child gets its own)
@@ -232,7 +232,7 @@ class ReaderPool:
                 return
             if reader.since <= stale:
                 try:
-                    reader.end_snapshot()
+                    reader.close_snapshot()
                 except sqlite3.Error as exc:
                     log.warning("ending an idle store reader's snapshot failed (reconnecting): %s", exc)
                     self.discard(reader)

@@ -101,8 +101,13 @@ class Reader:
     transaction. Used by one thread at a time (whoever borrowed it from the pool, or the janitor)."""
 
     def __init__(self, con: sqlite3.Connection, snapshot_s: float, on_snapshot: Callable[[], None],
-                 cache: RecordCache, on_switch: Callable[[int], int]) -> None:
+                 cache: RecordCache, on_switch: Callable[[int], int],
+                 check_file: Callable[[], None] = lambda: None) -> None:
         self.con = con
+        #: called before each snapshot begins, before SQLite reads anything: raises a StoreError if the
+        #: file or its WAL index changed under the store (`sqlite_watch`; a cut WAL index is SIGBUS at
+        #: the next read of it, and ``BEGIN`` reads it)
+        self._check_file = check_file
         self._cache = cache
         self._snapshot_s = snapshot_s
         self._on_snapshot = on_snapshot
@@ -178,7 +183,8 @@ class Reader:
 
     def _renew(self, generation: int) -> None:
         """End the snapshot (if any) and begin a new one; re-read the active version if it may have moved."""
-        self.end_snapshot()
+        self._check_file()
+        self.close_snapshot()
         con = self.con
         self._generation = generation  # before the snapshot begins: a write after this renews it again
         con.execute("BEGIN")
@@ -197,7 +203,13 @@ class Reader:
         self._on_snapshot()
 
     def end_snapshot(self) -> None:
-        """End the open snapshot, if any (the next lookup begins a new one)."""
+        """End the open snapshot, if any, before a read outside any snapshot (`SQLiteStore._latest`):
+        the file is checked first, as before a snapshot begins (that read reads the WAL index too)."""
+        self._check_file()
+        self.close_snapshot()
+
+    def close_snapshot(self) -> None:
+        """End the open snapshot, if any (the next lookup begins a new one; the janitor's call)."""
         if self.since != NO_SNAPSHOT:
             self.con.execute("COMMIT")
             self.since = NO_SNAPSHOT

@@ -11,6 +11,24 @@ back (issue 11), and each needs the connections closed and the path opened again
   file (a mapped page past a truncation is SIGBUS, which kills the process: measured, exit 135), so a
   read of such a file is an error (``database disk image is malformed``), never a crash.
 
+**Its WAL index truncated** (``truncate -s 0 live.db-shm``, ``: > live.db-shm``, a copy onto it). SQLite
+memory-maps the ``-shm`` file into every connection, in every process that has the store open: it is the
+shared memory through which they coordinate, and SQLite offers no way around the mapping in WAL mode
+except exclusive locking (``locking_mode=EXCLUSIVE`` or the ``unix-excl`` VFS keep the index in heap
+memory, but lock every other connection and process out of the file, publishers included). A mapped page
+past the new end of the file is SIGBUS at the next read of it (measured: exit 135, no log line), and a
+connection reads the index's header whenever it begins a read transaction. So before a reader begins a
+snapshot, before the janitor's checkpoint and at each watch, the store stats the ``-shm`` (`shm_of`) and
+compares it with what it saw (`shm_shrank`): SQLite only ever grows it while a connection has it open,
+so a smaller or another file means someone else cut it, and the store lets go of every connection
+(closing one unmaps the index without reading it) and reopens the file, which rebuilds the index from the
+WAL (nothing committed is lost; the ``-wal`` and ``-shm`` are kept: they are still this store's). A read
+that comes between the cut and the stat still dies: the window is the few microseconds between a stat
+and the read after it, once per snapshot (`snapshot_s`) per reader, and a lookup inside a snapshot
+reads the index only while the WAL holds frames not yet checkpointed (after a publish or a write-back).
+So the stat makes a crash unlikely, not impossible: never truncate, copy onto or delete the ``-shm`` or
+``-wal`` of a store in use (docs/store.md).
+
 **Cheaply, off the hot path.** The store's reader janitor calls `SQLiteStore.watch` once every
 `WATCH_S` (and at its first wake-up after a quiet spell): one ``stat`` of the path, compared with the
 `FileId` seen when the file was opened. Only when that changed is the file looked at more closely: a
@@ -102,6 +120,27 @@ def continues(known: Stamps, now: Stamps) -> bool:
     if any(v <= newest for v in now.versions.keys() - known.versions.keys()):
         return False
     return known.store_id is not None or bool(shared) or not known.versions
+
+
+#: the ``-shm`` file (SQLite's WAL index) as seen: (device, inode, size in bytes).
+Shm = tuple[int, int, int]
+
+
+def shm_of(path: str) -> Shm | None:
+    """The ``-shm`` beside `path` now (`Shm`), or None when there is none."""
+    try:
+        st = os.stat(path + "-shm")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size
+
+
+def shm_shrank(known: Shm | None, now: Shm | None) -> bool:
+    """Whether the ``-shm`` is no longer what SQLite's connections have mapped (see the module
+    docstring): gone, another file, or smaller than `known` (SQLite only grows it while it is open)."""
+    if known is None:
+        return False
+    return now is None or now[:2] != known[:2] or now[2] < known[2]
 
 
 def sidecars(path: str) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,78 @@
+"""A store's WAL index (``-shm``) cut under an open `SQLiteStore` (issue 11). SQLite memory-maps it in
+every connection, so a read of a cut one is SIGBUS: the store stats it before each read snapshot, each
+checkpoint and its close, and lets go of the file and reopens it (`sqlite_watch`). In a subprocess, so
+that a crash fails the test instead of ending the run. (tests/serve/test_store_shm.py: under a server.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from augury.store import SQLiteStore
+from augury.store.sqlite_watch import shm_shrank
+
+CUT = """
+import os, sys, time
+import pyarrow as pa
+from augury.errors import StoreError
+from augury.store import SQLiteStore
+
+path, shm = sys.argv[1], sys.argv[1] + "-shm"
+KEYS = [f"k{i}" for i in range(2_000)]
+
+def scores(store, keys):
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            found = store.get_many(keys)
+            return {p.store_version for p in found}, [p.values["score"] for p in found]
+        except StoreError:  # (while the file is let go of and reopened)
+            assert time.monotonic() < deadline, "never reopened"
+            time.sleep(0.02)
+
+store = SQLiteStore(path, create=False)
+assert scores(store, ["k1", "k2"]) == ({"1"}, [101.0, 102.0])  # a read snapshot is now open
+os.truncate(shm, 0)
+for key in ("k1500", "k1999", "k3"):  # inside the snapshot, or noticed as the next one begins
+    try:
+        store.get_many([key])
+    except StoreError:
+        pass
+time.sleep(0.3)  # the janitor notices it (its checkpoint would read the index) and reopens the file
+assert scores(store, ["k1", "k1999"]) == ({"1"}, [101.0, 2099.0])
+batch = pa.record_batch({"key": pa.array(KEYS), "computed_at": pa.array([time.time()] * len(KEYS)),
+                         "score": pa.array([2000.0 + i for i in range(len(KEYS))])})
+assert store.publish([batch], model_version="m2000").version == "2"
+assert scores(store, ["k5"]) == ({"2"}, [2005.0])
+os.truncate(shm, 0)
+store.close()  # at once: closing as usual would checkpoint through the cut index
+again = SQLiteStore(path, create=False)
+assert scores(again, ["k5", "k1999"]) == ({"2"}, [2005.0, 3999.0])  # nothing committed was lost
+again.close()
+print("alive")
+"""
+
+
+def test_a_cut_wal_index_is_noticed_reopened_and_nothing_committed_is_lost(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    store = SQLiteStore(live)  # version 1: score = 100 + the key's number
+    keys = [f"k{i}" for i in range(2_000)]
+    store.publish([pa.record_batch({"key": pa.array(keys), "computed_at": pa.array([0.0] * len(keys)),
+                                    "score": pa.array([100.0 + i for i in range(len(keys))])})],
+                  model_version="m100")
+    store.close()
+    done = subprocess.run([sys.executable, "-c", CUT, str(live)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "alive"), (done.returncode, done.stderr[-3000:])
+    assert "(its -shm file) was cut under the store: reopening it" in done.stderr
+
+
+def test_shm_shrank() -> None:
+    assert not shm_shrank(None, None)  # never seen: nothing to compare
+    assert not shm_shrank((1, 2, 32768), (1, 2, 32768))
+    assert not shm_shrank((1, 2, 32768), (1, 2, 65536))  # SQLite grows it
+    assert shm_shrank((1, 2, 32768), (1, 2, 0))  # truncated
+    assert shm_shrank((1, 2, 32768), (1, 3, 32768))  # another file
+    assert shm_shrank((1, 2, 32768), None)  # deleted
