@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from augury.batch import location
 from augury.errors import InputError, VerificationFailed
 from augury.publish_pool import load_parts, plan, writers_for
 from augury.publish_rows import StoreRows
@@ -77,17 +78,17 @@ def publish_predictions(
     version too (`INPUT_PROFILE_META`): the reference a server measures live input drift against.
     `writers`: processes that load a dataset's parts (`publish_pool.writers_for`; None: the store's
     default)."""
-    path = Path(path)
+    where = os.fspath(path) if location.is_url(path) else Path(path)  # (a URL: on an object store)
     if writers is not None:
         writers_for(store, writers, 1)  # a bad count fails before the gates run
     start = time.perf_counter()
-    report = verify(path, checks, store.active())
+    report = verify(where, checks, store.active())
     verified = time.perf_counter()
     try:
         report.raise_if_failed()
     except VerificationFailed as exc:
         raise VerificationFailed(f"refusing to publish: {exc}; nothing was published", report) from None
-    with PredictionsFile(path) as pred:
+    with PredictionsFile(where) as pred:
         layout = pred.layout
         if layout.missing or not layout.key_columns:
             raise InputError(

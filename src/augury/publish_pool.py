@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from augury.batch import dataset
+from augury.batch import dataset, location
 from augury.children import die_with_parent
 from augury.errors import (
     InputError,
@@ -88,20 +87,20 @@ class Piece:
 class Plan:
     """The pieces of predictions at `source` (a dataset folder, whose parts have `schema`, or a file)."""
 
-    source: Path
+    source: Path | str
     pieces: tuple[Piece, ...]
     schema: pa.Schema | None = None
 
 
-def plan(source: Path, piece_rows: int = BATCH_ROWS) -> Plan:
+def plan(source: Path | str, piece_rows: int = BATCH_ROWS) -> Plan:
     """The pieces of the predictions at `source`: a dataset's parts, or a file's row groups taken
     together until each piece has at least `piece_rows` rows (a task per tiny row group would cost more
     than it loads). InputError when it cannot be read."""
-    if source.is_dir():
+    if dataset.is_dataset_path(source) if isinstance(source, str) else source.is_dir():  # (str: a URL)
         manifest = dataset.read_manifest(source)
         return Plan(source, tuple(Piece(p.name, p.rows) for p in manifest.parts), manifest.schema)
     try:
-        meta = pq.read_metadata(source)
+        meta = location.parquet_file(str(source)).metadata
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{source} is not a readable Parquet file: {exc}") from exc
     pieces: list[Piece] = []
@@ -111,7 +110,7 @@ def plan(source: Path, piece_rows: int = BATCH_ROWS) -> Plan:
         groups.append(i)
         rows += meta.row_group(i).num_rows
         if rows >= piece_rows or i == meta.num_row_groups - 1:
-            pieces.append(Piece(source.name, rows, tuple(groups)))
+            pieces.append(Piece(os.path.basename(str(source)), rows, tuple(groups)))
             groups, rows = [], 0
     return Plan(source, tuple(pieces))
 
@@ -299,10 +298,11 @@ def _batches(job: PartJob, piece: Piece) -> Iterator[pa.RecordBatch]:
     if piece.row_groups is None:
         assert job.schema is not None
         one = dataset.Manifest((dataset.Part(piece.name, piece.rows),), job.schema, {})
-        yield from dataset.part_batches(Path(job.source), one, job.rows.columns, BATCH_ROWS)
+        source = job.source if location.is_url(job.source) else Path(job.source)
+        yield from dataset.part_batches(source, one, job.rows.columns, BATCH_ROWS)
         return
     try:
-        with pq.ParquetFile(job.source, pre_buffer=False) as f:
+        with location.parquet_file(job.source, pre_buffer=False) as f:
             yield from f.iter_batches(batch_size=BATCH_ROWS, row_groups=list(piece.row_groups),
                                       columns=job.rows.columns, use_threads=True)
     except (pa.ArrowException, OSError) as exc:

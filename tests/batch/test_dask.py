@@ -33,7 +33,7 @@ from augury.batch.dask_worker import LoadModel, info_on_worker, loads_in_worker,
 from augury.batch.dataset import MANIFEST
 from augury.batch.sources import open_source
 from augury.batch.worker import Job
-from augury.errors import ConfigError, InputError
+from augury.errors import ConfigError
 from augury.verify.source import PredictionsFile
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -133,6 +133,46 @@ def test_a_workers_plugin_loads_the_model_as_it_starts_and_the_run_loads_it_no_m
         assert loads_in_worker() == before + 1  # nothing asked for it yet
         info = client.submit(info_on_worker, str(model), None, "auto", pure=False).result()
         assert info.inputs.names == ["f0", "f1", "f2", "f3"] and loads_in_worker() == before + 1
+
+
+def test_a_cached_model_of_another_version_is_loaded_again(hgb_model: Path, tmp_path: Path) -> None:
+    """A long-lived worker keeps models between runs: when the file was replaced since, the run's
+    version is loaded, not the cached one refused."""
+    model = tmp_path / "replaced.joblib"
+    model.write_bytes(hgb_model.read_bytes())
+    before = loads_in_worker()
+    first = info_on_worker(str(model), None, "auto")
+    assert info_on_worker(str(model), None, "auto", first.version) == first
+    model.write_bytes(hgb_model.read_bytes() + b"\0")  # joblib reads up to its end: another version
+    second = info_on_worker(str(model), None, "auto", "sha256:0000")
+    assert second.version != first.version and loads_in_worker() == before + 2
+
+
+FORKED = """
+import json, os, sys
+from augury.batch.dask_engine import DaskEngine
+from augury.batch.dask_worker import PRELOAD_ENV, loads_in_worker
+engine = DaskEngine(sys.argv[1], None, "auto", 2)
+try:
+    info = engine.model_info()
+    loads = sorted(engine.client.run(loads_in_worker).values())
+    print(json.dumps({"loads": loads, "evaluator": info.evaluator,
+                      "env": PRELOAD_ENV in os.environ}))
+finally:
+    engine.close()
+"""
+
+
+@pytest.mark.slow
+def test_the_runs_own_cluster_forks_its_workers_with_the_model_loaded(hgb_model: Path) -> None:
+    """Its workers are forked from a fork server that loaded the model (`dask_forkserver`): none loads
+    it itself, they score with the run's evaluator, and the model's reference is not left in the driver's
+    environment."""
+    proc = subprocess.run([sys.executable, "-c", FORKED, str(hgb_model)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"loads": [0, 0], "evaluator": "hgb-compiled", "env": False}
 
 
 def test_the_plan_is_cut_for_the_clusters_threads_not_this_machines(scheduler: str, tmp_path: Path) -> None:
@@ -275,8 +315,3 @@ def test_without_the_extra_the_error_names_augury_dask(tmp_path: Path) -> None:
                   "--engine", "dask")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "pip install 'augury[dask]'" in proc.stderr
-
-
-def test_an_object_store_url_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"local paths and file:// URLs \(.*\), not s3:// yet"):
-        run_batch("fixture_models:add", "s3://bucket/in.parquet", tmp_path / "o.parquet", BatchOptions())

@@ -7,12 +7,17 @@ file output the parts are merged, in input order, into a temporary file that rep
 rename; for a dataset the staging folder itself gets its manifest and is renamed into place, with no merge.
 An interrupted run leaves the output as it was and the finished parts on disk; `resume=True` checks that
 the input, model and settings are the same and scores only the missing tasks.
+
+A dataset on an object store (a URL), where nothing can be renamed, is committed by its manifest instead:
+`object_output.ObjectOutput` takes the staging folder's part (start or resume, errors, commit).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import os
 import shutil
 import time
@@ -34,7 +39,8 @@ from augury.store.base import FEATURES_KEY_COLUMN
 
 from . import dataset
 from .engine import Engine, make_engine
-from .location import local_path
+from .location import is_url, normalize
+from .object_output import ObjectOutput
 from .sources import Plan, Source, Task, open_source
 from .worker import ERROR_SCHEMA, Job, TaskResult, errors_path, part_path, run_metadata
 
@@ -81,11 +87,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class BatchResult:
-    output: Path
+    #: a local path, or the URL of a dataset on an object store
+    output: Path | str
     rows: int
     scored: int
     failed: int
-    errors_path: Path | None
+    errors_path: Path | str | None
     model_name: str
     model_version: str
     seconds: float
@@ -131,17 +138,20 @@ def run_batch(
 ) -> BatchResult:
     """Score `input_path` with the model at `model_ref` into `output`: a Parquet file (`.parquet`), or a
     prediction dataset folder (an existing folder, a path ending in `/`, or a name without a suffix).
-    Both are local paths or file:// URLs (`location`)."""
+    Both are local paths, file:// URLs or object-store URLs (`location`; there, a dataset only)."""
     started = time.perf_counter()
-    input_path = local_path(input_path, "input")
-    output = local_path(output, "output")
+    input_path = normalize(input_path, "input")
+    output = normalize(output, "output")
+    remote = ObjectOutput(_object_dataset(output)) if is_url(output) else None
     out = Path(output)
-    to_dataset = dataset.is_dataset_path(output)
-    if not to_dataset and out.suffix.lower() not in (".parquet", ".pq"):
+    to_dataset = remote is not None or dataset.is_dataset_path(output)
+    if remote is not None:
+        remote.check_replaceable()
+    elif not to_dataset and out.suffix.lower() not in (".parquet", ".pq"):
         raise InputError(f"output {out} must be a .parquet file, or a folder for a dataset (ending in /)")
-    if not out.parent.exists():
+    elif not out.parent.exists():
         raise InputError(f"output folder {out.parent} does not exist")
-    if to_dataset:
+    elif to_dataset:
         dataset.check_replaceable(out)
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
@@ -149,7 +159,7 @@ def run_batch(
     choice = check_choice(options.evaluator)
     engine = make_engine(options.engine, model_ref, options.model_name, choice, workers, options.scheduler)
     try:
-        with _exclusive(out):
+        with _exclusive(out) if remote is None else contextlib.nullcontext():
             info = engine.model_info()
             workers = engine.slots()  # an existing Dask cluster's threads, not this machine's cores
             keys = tuple(options.key_columns)
@@ -164,12 +174,24 @@ def run_batch(
             fingerprint = _fingerprint(source, job, info.version)
             planned = source.plan(workers)
             planned = Plan(options.task_rows or planned.task_rows, options.task_bytes or planned.task_bytes)
-            done, plan = _prepare_staging(staging, fingerprint, planned, options.resume, notes)
-            total, resumed, task_ids = _score(engine, job, source, plan, done, started, on_progress)
-            for tmp in staging.glob(".*.tmp"):  # an attempt killed mid-write whose task was retried (Dask)
-                tmp.unlink(missing_ok=True)
-            errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
-            failed = _collect_errors(staging, task_ids, errors_file)
+            if remote is not None:
+                done, plan = remote.prepare(fingerprint, planned, options.resume, notes)
+                job = dataclasses.replace(job, staging=remote.staging)
+                task_rows = remote.task_rows
+            else:
+                done, plan = _prepare_staging(staging, fingerprint, planned, options.resume, notes)
+                task_rows = functools.partial(_task_rows, staging)
+            total, resumed, task_ids = _score(engine, job, source, plan, done, started, on_progress,
+                                              task_rows)
+            errors_file: Path | str
+            if remote is not None:
+                errors_file = options.errors_path or remote.url + ".errors.jsonl"
+                failed = remote.collect_errors(task_ids, str(errors_file))
+            else:
+                for tmp in staging.glob(".*.tmp"):  # an attempt killed mid-write, its task retried (Dask)
+                    tmp.unlink(missing_ok=True)
+                errors_file = options.errors_path or out.with_name(out.stem + ".errors.jsonl")
+                failed = _collect_errors(staging, task_ids, errors_file)
             if total == 0:
                 raise InputError("the input has no rows")
             if failed / total > options.max_error_rate:
@@ -179,7 +201,9 @@ def run_batch(
                     f"the output was not written (to accept them, rerun with --resume and a higher "
                     f"--max-error-rate)"
                 )
-            if to_dataset:
+            if remote is not None:
+                scored = remote.commit(task_ids, {**fingerprint, "plan": plan.to_dict()})
+            elif to_dataset:
                 scored = _commit_dataset(staging, task_ids, out, {**fingerprint, "plan": plan.to_dict()})
             else:
                 scored = _merge(staging, task_ids, out)
@@ -187,7 +211,7 @@ def run_batch(
     finally:
         engine.close()
     return BatchResult(
-        out,
+        out if remote is None else remote.url + "/",
         total,
         scored,
         failed,
@@ -201,6 +225,18 @@ def run_batch(
         workers,
         notes,
     )
+
+
+def _object_dataset(url: str) -> str:
+    """The dataset URL of an object-store output: a prefix inside a bucket, for a dataset (no rename, so
+    no single file committed by one)."""
+    if not dataset.is_dataset_path(url):
+        raise InputError(f"output {url}: on an object store augury batch writes a prediction dataset (a URL "
+                         f"ending in /), not one file")
+    if url.rstrip("/").count("/") < 3:
+        raise InputError(f"output {url}: name a prefix inside the bucket for the dataset "
+                         f"({url.rstrip('/')}/preds/)")
+    return url
 
 
 def _check_keys(info: ModelInfo, keys: tuple[str, ...]) -> None:
@@ -251,6 +287,7 @@ def _score(
     done: set[str],
     started: float,
     on_progress: Callable[[Progress], None] | None,
+    task_rows: Callable[[str], tuple[int, int]],
 ) -> tuple[int, int, list[str]]:
     """Run every task not in `done` on `engine`; return (rows, tasks skipped as done, all task ids)."""
     rows = failed = resumed = 0
@@ -261,7 +298,7 @@ def _score(
         for task in source.tasks(plan):
             task_ids.append(task.task_id)
             if task.task_id in done:
-                rows += sum(_task_rows(Path(job.staging), task.task_id))
+                rows += sum(task_rows(task.task_id))
                 resumed += 1
                 continue
             yield task

@@ -13,6 +13,9 @@ so decoding runs in parallel and nothing large crosses a process boundary; the d
   the lines that start in its range). The planner reads each file once to find the cuts and count the
   lines before each, so errors name their line in the file. A CSV value may not hold a line break (as
   pyarrow's reader, `newlines_in_values=False`, already required).
+
+Files are local paths or object-store URLs (`location`): a URL's files are listed, planned and read through
+its filesystem, a Parquet footer once per file (each read there is a request).
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from augury.errors import InputError
+
+from . import dataset, location
+from .location import is_url, open_binary, open_input, size_of
 
 FORMATS = {
     ".parquet": "parquet",
@@ -91,18 +98,24 @@ class Plan:
 class Source:
     """The files of one input, their format, and the columns a run needs from them."""
 
-    files: list[Path]
+    #: local paths or object-store URLs
+    files: list[str]
     format: str
     columns: list[str]
     chunk_rows: int
     total_rows: int | None = field(default=None)
+    #: the Parquet footers read while checking the input, by file (not read again to plan)
+    metas: dict[str, pq.FileMetaData] = field(default_factory=dict, repr=False)
 
     def fingerprint(self) -> list[dict[str, object]]:
-        """What identifies this input for `--resume`: every file's path, size and modification time."""
-        return [
-            {"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
-            for p in self.files
-        ]
+        """What identifies this input for `--resume`: every file's path (or URL), size and modification
+        time."""
+        return [_file_fingerprint(f) for f in self.files]
+
+    def metadata(self, file: str) -> pq.FileMetaData:
+        if file not in self.metas:
+            self.metas[file] = _parquet_metadata(file)
+        return self.metas[file]
 
     def plan(self, workers: int) -> Plan:
         """Cut for about `TASKS_PER_WORKER` tasks a worker, so no core waits at the end: Parquet row
@@ -112,7 +125,7 @@ class Source:
         target = TASKS_PER_WORKER * workers
         task_rows = None
         if self.format == "parquet" and self.total_rows:
-            metas = [pq.ParquetFile(f).metadata for f in self.files]
+            metas = [self.metadata(f) for f in self.files]
             groups = sum(m.num_row_groups for m in metas)
             if workers > 1 and groups < target:
                 chunks = -(-self.total_rows // (target * self.chunk_rows))
@@ -122,7 +135,7 @@ class Source:
             largest = max(m.row_group(i).num_rows for m in metas for i in range(m.num_row_groups))
             if largest > cap:
                 task_rows = min(task_rows or cap, cap)
-        size = sum(f.stat().st_size for f in self.files)
+        size = sum(size_of(f) for f in self.files)
         task_bytes = min(max(size // target, 1 << 20), 16 << 20)
         return Plan(task_rows, task_bytes)
 
@@ -130,29 +143,23 @@ class Source:
         """The tasks of this input under `plan`, in input order."""
         for i, path in enumerate(self.files):
             if self.format == "parquet":
-                yield from _parquet_tasks(i, path, plan.task_rows)
+                yield from _parquet_tasks(i, path, self.metadata(path), plan.task_rows)
             else:
                 header = tuple(_csv_names(path)) if self.format == "csv" else ()
                 yield from _text_tasks(i, path, self.format, plan.task_bytes, header)
 
 
 def open_source(path: str | os.PathLike[str], columns: Sequence[str], chunk_rows: int) -> Source:
-    """Find the input files under `path` (a file or a directory of files of one format) and check that
-    they hold `columns`. Raises InputError for a missing path, an empty directory, mixed or unknown
-    formats, missing columns, or an input with no rows."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"input {p} does not exist")
-    files = (
-        sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
-        if p.is_dir()
-        else [p]
-    )
+    """Find the input files under `path` (a file or a directory of files of one format; a local path or
+    an object-store URL) and check that they hold `columns`. Raises InputError for a missing path, an
+    empty directory, mixed or unknown formats, missing columns, or an input with no rows."""
+    p = os.fspath(path)
+    files = _remote_files(p) if is_url(p) else _local_files(Path(p))
     if not files:
         raise InputError(f"input directory {p} holds no files")
-    formats = {FORMATS.get(f.suffix.lower()) for f in files}
+    formats = {FORMATS.get(_suffix(f)) for f in files}
     if None in formats:
-        odd = next(f for f in files if FORMATS.get(f.suffix.lower()) is None)
+        odd = next(f for f in files if FORMATS.get(_suffix(f)) is None)
         raise InputError(
             f"cannot read {odd}: input files must be Parquet (.parquet), CSV (.csv) "
             f"or JSON Lines (.jsonl, .ndjson)"
@@ -163,10 +170,10 @@ def open_source(path: str | os.PathLike[str], columns: Sequence[str], chunk_rows
     assert fmt is not None
     source = Source(files, fmt, list(columns), chunk_rows)
     if fmt == "parquet":
-        source.total_rows = _check_parquet(files, columns)
+        source.total_rows = _check_parquet(source, columns)
     else:
         for f in files:
-            if f.stat().st_size == 0:
+            if size_of(f) == 0:
                 raise InputError(f"input file {f} is empty")
         if fmt == "csv":
             _check_csv_header(files, columns)
@@ -198,13 +205,57 @@ def decoded_row_bytes(meta: pq.FileMetaData, columns: Sequence[str],
     return max(width, 1.0)
 
 
-def _check_parquet(files: list[Path], columns: Sequence[str]) -> int:
+def _local_files(p: Path) -> list[str]:
+    if not p.exists():
+        raise InputError(f"input {p} does not exist")
+    if not p.is_dir():
+        return [str(p)]
+    found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
+    return [str(f) for f in found]
+
+
+def _remote_files(url: str) -> list[str]:
+    """The files of an object-store input: the object itself, or the objects under the prefix in name
+    order, but none under a name starting with `.` or `_` (a dataset's manifest and a run's state); a
+    prediction dataset (with a manifest) gives the parts its manifest lists, never a part a retried task
+    left beside them."""
+    if location.info(url).type == pafs.FileType.File:
+        return [url]
+    prefix = location.filesystem(url)[1] + "/"
+    found = location.listing(url)
+    if not found:
+        raise InputError(f"input {url} does not exist (no object at or under it)")
+    if any(f.path == prefix + dataset.MANIFEST for f in found):
+        folder = url.rstrip("/")
+        return [location.join(folder, part.name) for part in dataset.read_manifest(folder).parts]
+    names = sorted(f.path for f in found)
+    return [location.url_of(url, n) for n in names
+            if not any(c.startswith((".", "_")) for c in n[len(prefix):].split("/"))]
+
+
+def _suffix(file: str) -> str:
+    return os.path.splitext(file.rstrip("/"))[1].lower()
+
+
+def _file_fingerprint(file: str) -> dict[str, object]:
+    if not is_url(file):
+        p = Path(file)
+        return {"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+    found = location.info(file)
+    return {"path": file, "size": found.size, "mtime_ns": found.mtime_ns}
+
+
+def _parquet_metadata(file: str) -> pq.FileMetaData:
+    try:
+        return pq.ParquetFile(open_input(file)).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"cannot read {file} as Parquet: {exc}") from exc
+
+
+def _check_parquet(source: Source, columns: Sequence[str]) -> int:
     total = 0
-    for f in files:
-        try:
-            meta = pq.ParquetFile(f).metadata
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"cannot read {f} as Parquet: {exc}") from exc
+    for f in source.files:
+        meta = source.metadata(f)
         names = set(meta.schema.names)
         missing = [c for c in columns if c not in names]
         if missing:
@@ -217,7 +268,7 @@ def _check_parquet(files: list[Path], columns: Sequence[str]) -> int:
     return total
 
 
-def _check_csv_header(files: list[Path], columns: Sequence[str]) -> None:
+def _check_csv_header(files: list[str], columns: Sequence[str]) -> None:
     for f in files:
         names = _csv_names(f)
         missing = [c for c in columns if c not in names]
@@ -225,11 +276,11 @@ def _check_csv_header(files: list[Path], columns: Sequence[str]) -> None:
             raise InputError(f"{f} lacks column(s) {', '.join(missing)}; it has {', '.join(names)}")
 
 
-def _csv_names(path: Path) -> list[str]:
+def _csv_names(path: str) -> list[str]:
     """The column names of a CSV file's header line."""
     try:
         reader = pacsv.open_csv(
-            path,
+            open_binary(path) if is_url(path) else path,
             read_options=pacsv.ReadOptions(block_size=1 << 16),
             parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
         )
@@ -238,8 +289,7 @@ def _csv_names(path: Path) -> list[str]:
     return list(reader.schema.names)
 
 
-def _parquet_tasks(i: int, path: Path, task_rows: int | None) -> Iterator[Task]:
-    meta = pq.ParquetFile(path).metadata
+def _parquet_tasks(i: int, path: str, meta: pq.FileMetaData, task_rows: int | None) -> Iterator[Task]:
     for rg in range(meta.num_row_groups):
         n = meta.row_group(rg).num_rows
         if n and (task_rows is None or n <= task_rows):
@@ -250,23 +300,23 @@ def _parquet_tasks(i: int, path: Path, task_rows: int | None) -> Iterator[Task]:
                 yield Task(f"{i:05d}-{rg:06d}-{k:04d}", str(path), "parquet", start, stop, row_group=rg)
 
 
-def _text_tasks(i: int, path: Path, fmt: str, task_bytes: int, header: tuple[str, ...]) -> Iterator[Task]:
-    size = path.stat().st_size
+def _text_tasks(i: int, path: str, fmt: str, task_bytes: int, header: tuple[str, ...]) -> Iterator[Task]:
+    size = size_of(path)
     starts, lines = line_cuts(path, task_bytes)
     for k, (start, stop) in enumerate(zip(starts, [*starts[1:], size], strict=True)):
         yield Task(f"{i:05d}-{k:06d}", str(path), fmt, start, stop, first_line=lines[k], header=header)
 
 
-def line_cuts(path: Path, task_bytes: int) -> tuple[list[int], list[int]]:
+def line_cuts(path: str | Path, task_bytes: int) -> tuple[list[int], list[int]]:
     """Where the tasks of a text file start: 0, and the byte after the first line end at or past byte
     k x `task_bytes` - 1 for each k (once each: a line longer than a range ends one task), so a task owns
     the lines that start in its range; and how many line ends come before each start. One pass,
     `_SCAN_BYTES` at a time."""
-    size = path.stat().st_size
+    size = size_of(str(path))
     starts, lines = [0], [0]
     cut, pos, count = task_bytes, 0, 0
     try:
-        with open(path, "rb") as fh:
+        with open_binary(str(path)) as fh:
             while block := fh.read(_SCAN_BYTES):
                 end, done = pos + len(block), 0
                 while cut - 1 < end:

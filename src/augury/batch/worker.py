@@ -6,6 +6,10 @@ exactly one part or one errors part (DESIGN.md, invariant 7). The errors part is
 the part, so a task with a part always has its errors recorded. Its `row` numbers count from the task's
 first row (a worker of a text range cannot know how many rows came before it); the driver adds the rows
 of the tasks before when it gathers the errors file.
+
+When the staging location is on an object store (a URL), which has no rename, the part is uploaded under
+a name of the attempt's own and a commit marker written after it says the task is done
+(`object_output.PartUpload`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from augury.models.base import Model, ModelInfo, predict_checked
 from augury.schema import RowError, conform
 from augury.store.base import FEATURES_KEY_COLUMN
 
+from .location import is_url
+from .object_output import PartUpload
 from .readers import read_task
 from .sources import Task
 
@@ -97,6 +103,7 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
         # unique per attempt: a task retried elsewhere (Dask) may share a process id on another machine
         Path(job.staging) / f".part-{task.task_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp",
     )
+    upload = PartUpload(job.staging, task.task_id) if is_url(job.staging) else None
     writer: pq.ParquetWriter | None = None
     scored = 0
     first_row = 0  # of the chunk, counted from the task's first row
@@ -147,23 +154,29 @@ def score_task(model: Model, task: Task, job: Job) -> TaskResult:
                 schema=out_schema,
             )
             if writer is None:
-                writer = pq.ParquetWriter(tmp, out_schema)
+                writer = pq.ParquetWriter(upload.open() if upload is not None else tmp, out_schema)
             writer.write_batch(out)
             scored += n
             first_row += batch.num_rows
         errors.extend({"row": e.index, "file": task.file, "key": None, "reason": e.reason}
                       for e in unreadable)
-        if writer is None:  # no rows at all: an empty part still marks the task done
+        if writer is None and upload is None:  # no rows at all: an empty part still marks the task done
             pq.write_table(pa.table({}), tmp)
-        else:
+        elif writer is not None:
             writer.close()
             writer = None
-        _write_errors(errors, errors_path(job.staging, task.task_id))
-        os.replace(tmp, part)
+        if upload is not None:
+            upload.commit(scored, pa.Table.from_pylist(errors, schema=ERROR_SCHEMA) if errors else None)
+        else:
+            _write_errors(errors, errors_path(job.staging, task.task_id))
+            os.replace(tmp, part)
     finally:
         if writer is not None:
             writer.close()
-        tmp.unlink(missing_ok=True)
+        if upload is not None:
+            upload.abort()
+        else:
+            tmp.unlink(missing_ok=True)
     return TaskResult(
         task.task_id,
         first_row + len(unreadable),

@@ -66,6 +66,9 @@ def recorded_inputs(files: Sequence[Mapping[str, Any]]) -> list[Path] | str:
     file rewritten since (its profile would describe other data)."""
     paths: list[Path] = []
     for recorded in files:
+        if "://" in str(recorded.get("path", "")):
+            return (f"the batch run's input {recorded['path']} is on an object store (only local data is "
+                    f"profiled)")
         path = Path(str(recorded.get("path", "")))
         try:
             stat = path.stat()

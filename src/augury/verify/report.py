@@ -64,7 +64,7 @@ def skipped(name: str, why: str) -> GateResult:
 class Report:
     """Every gate's result for the predictions file `path`, and the file's `profile`."""
 
-    path: Path
+    path: Path | str
     gates: tuple[GateResult, ...]
     profile: Profile
     model: Mapping[str, Any] | None = None

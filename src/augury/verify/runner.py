@@ -80,7 +80,7 @@ def verify(predictions: str | Path, checks: Checks | None = None,
         drift_gate(checks.drift, baseline, profile, bins, layout),
         golden.result() if golden is not None else skipped("golden", "no golden set configured"),
     )
-    return Report(Path(predictions), results, profile, layout.model, layout.notes)
+    return Report(f.path, results, profile, layout.model, layout.notes)
 
 
 def layout_keys(f: PredictionsFile) -> list[str]:

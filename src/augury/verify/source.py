@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augury.batch import dataset
+from augury.batch import dataset, location
 from augury.errors import ConfigError, InputError
 from augury.keys import key_text
 from augury.schema import Schema
@@ -141,22 +141,24 @@ def _output(f: pa.Field, task: str) -> Output:
 
 
 class PredictionsFile:
-    """Open predictions (a Parquet file or a dataset folder): their layout and a bounded-memory stream of
-    their record batches."""
+    """Open predictions (a Parquet file or a dataset folder; local, or on an object store: a URL, `path`
+    as it was given): their layout and a bounded-memory stream of their record batches."""
 
     def __init__(self, path: str | Path, outputs: Sequence[str] | None = None) -> None:
-        self.path = Path(path)
+        self.path: Path | str = str(path) if location.is_url(path) else Path(path)
         self._file: pq.ParquetFile | None = None
         self._manifest: dataset.Manifest | None = None
-        if not self.path.exists():
+        if isinstance(self.path, str):
+            location.normalize(self.path, "predictions")  # an unknown scheme or missing package: one line
+        elif not self.path.exists():
             raise InputError(f"predictions file not found: {self.path}")
-        if self.path.is_dir():
+        if dataset.is_dataset_path(self.path) if isinstance(self.path, str) else self.path.is_dir():
             self._manifest = dataset.read_manifest(self.path)
             self.schema: pa.Schema = self._manifest.schema
             self.num_rows: int = self._manifest.rows
         else:
             try:
-                self._file = pq.ParquetFile(self.path, pre_buffer=False)
+                self._file = location.parquet_file(str(self.path), pre_buffer=False)
             except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"{self.path} is not a readable Parquet file: {exc}") from exc
             self.schema = self._file.schema_arrow

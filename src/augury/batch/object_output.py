@@ -1,0 +1,355 @@
+"""A prediction dataset written to an object store (``-o s3://bucket/preds/``), committed without renames.
+
+An object store shows an object only once its upload is complete, and replaces it whole, but has no
+rename: the local commit (a part renamed into place by its task's name, the dataset folder renamed into
+place) cannot be done there. So, under the dataset's own prefix:
+
+- **Each task attempt writes its part under a name of its own**, ``part-<task>-<run><attempt>.parquet``,
+  then its rejected rows (``_augury-run/<run>/errors-<task>-<attempt>.parquet``), then a small commit
+  marker, ``_augury-run/<run>/done-<task>-<attempt>.json``, naming the part, its rows and its errors. An
+  attempt killed midway leaves no marker; one retried (a Dask worker that seemed dead) leaves a second
+  complete part and marker, never a mix.
+- **The manifest is the commit.** When every task has a marker, the driver chooses one marker per task
+  (the first it saw; of several seen at once, the smallest attempt: deterministic), and writes
+  ``_manifest.json`` listing exactly those parts, in input order, in one request: until then the previous
+  dataset's manifest, if any, still lists the previous parts, so a reader sees the old dataset or the new
+  one, never a mix. Readers read only the parts a manifest lists (`dataset.read_manifest`), so a
+  retried task's extra part is never read.
+- **Then, best effort**, the parts no manifest lists any more (the previous dataset's, and this run's
+  extra attempts) and the run's state are removed; a failure there is logged, the dataset is complete.
+- **Resume** (`--resume`): ``_augury-run/run.json`` records the run's id, fingerprint and plan; the tasks
+  with a marker in the run's folder are done (their rows are in the markers), the others are scored again.
+  A new run without ``--resume`` removes an interrupted run's parts and state first.
+
+Object stores offer no lock augury can take, so one run per dataset at a time is up to the user: two
+runs at once each commit whole parts, and the last manifest written wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from augury.errors import BatchError, InputError
+
+from . import dataset, location
+from .location import filesystem, join
+from .sources import Plan
+
+log = logging.getLogger(__name__)
+
+#: the folder, inside the dataset's prefix, of a run's state (a name starting with `_`: never a part).
+RUN_FOLDER = "_augury-run"
+#: markers read at once (each a small GET).
+_READERS = 8
+
+
+def staging_of(dataset_url: str, run_id: str) -> str:
+    """Where the run `run_id` of the dataset at `dataset_url` keeps its markers and errors."""
+    return join(dataset_url, f"{RUN_FOLDER}/{run_id}")
+
+
+def _dataset_of(staging: str) -> tuple[str, str]:
+    """(the dataset's URL, the run id) of a run's staging URL (`staging_of`)."""
+    dataset_url, folder, run_id = staging.rstrip("/").rsplit("/", 2)
+    if folder != RUN_FOLDER:
+        raise BatchError(f"{staging} is not a run's staging location on an object store")
+    return dataset_url, run_id
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One finished attempt of a task: its part (None: no row scored), rows scored, errors part and count."""
+
+    task_id: str
+    attempt: str
+    part: str | None
+    scored: int
+    errors: str | None
+    failed: int
+
+
+class PartUpload:
+    """A worker's attempt at one task on an object store: the part's stream, then `commit` (errors, then
+    the marker) or `abort` (the partial part removed, best effort)."""
+
+    def __init__(self, staging: str, task_id: str) -> None:
+        self.staging, self.task_id = staging, task_id
+        dataset_url, run_id = _dataset_of(staging)
+        self.attempt = uuid.uuid4().hex[:8]
+        self.part = f"part-{task_id}-{run_id}{self.attempt}.parquet"
+        self.url = join(dataset_url, self.part)
+        self.stream: Any = None
+        self.done = False
+
+    def open(self) -> Any:
+        fs, path = filesystem(self.url)
+        self.stream = fs.open_output_stream(path)
+        return self.stream
+
+    def commit(self, scored: int, errors: pa.Table | None) -> None:
+        """The part is written (its writer closed): complete its upload, then the errors, then the marker."""
+        if self.stream is not None:
+            self.stream.close()  # the upload completes: the part appears, whole
+        errors_name = None
+        if errors is not None and errors.num_rows:
+            errors_name = f"errors-{self.task_id}-{self.attempt}.parquet"
+            fs, path = filesystem(join(self.staging, errors_name))
+            pq.write_table(errors, path, filesystem=fs)
+        marker = {"part": self.part if self.stream is not None else None, "scored": scored,
+                  "errors": errors_name, "failed": errors.num_rows if errors is not None else 0}
+        location.write_bytes(join(self.staging, f"done-{self.task_id}-{self.attempt}.json"),
+                             orjson.dumps(marker))
+        self.done = True
+
+    def abort(self) -> None:
+        if self.done or self.stream is None:
+            return
+        try:
+            self.stream.close()  # (there is no way to abandon an upload: it completes, and goes)
+            fs, path = filesystem(self.url)
+            fs.delete_file(path)
+        except (OSError, pa.ArrowException):
+            pass  # never read (no marker names it); the run's commit removes it
+
+
+class ObjectOutput:
+    """The driver's side of a dataset on an object store: check, prepare or resume, collect, commit."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.run_file = join(self.url, f"{RUN_FOLDER}/run.json")
+        self.run_id = ""
+        self.staging = ""
+        self.chosen: dict[str, Marker] = {}
+        self.seen: set[str] = set()
+
+    def check_replaceable(self) -> None:
+        """Refuse a prefix holding anything but a dataset's objects (so `-o s3://b/` cannot remove yours)."""
+        bucket = self.url.split("/", 3)[2]
+        if location.info(self.url.split("://")[0] + "://" + bucket).type == pafs.FileType.NotFound:
+            raise InputError(f"output {self.url}/: the bucket {bucket} does not exist (or these credentials "
+                             f"cannot see it)")
+        prefix = filesystem(self.url)[1] + "/"
+        others = sorted(
+            name for name in (f.path[len(prefix):] for f in location.listing(self.url))
+            if name != dataset.MANIFEST and not name.startswith(RUN_FOLDER + "/")
+            and not ("/" not in name and dataset.is_part_name(name))
+        )
+        if others:
+            raise InputError(f"output {self.url}/ holds objects that are not a prediction dataset's "
+                             f"({', '.join(others[:3])}); choose a new or empty prefix")
+
+    def prepare(self, fingerprint: dict[str, Any], plan: Plan, resume: bool,
+                notes: list[str]) -> tuple[set[str], Plan]:
+        """Start or resume a run; return the tasks already done and the plan (a resumed run's own)."""
+        previous = self._read_run()
+        if previous is not None and resume:
+            recorded = Plan.from_dict(previous.pop("plan", None) or {})
+            run_id = str(previous.pop("run_id", ""))
+            if previous != fingerprint or not run_id:
+                changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]] or ["run"]
+                raise BatchError(f"cannot resume: the {', '.join(changed)} changed since the interrupted "
+                                 f"run; rerun without --resume to start over")
+            self._start(run_id)
+            return set(self.markers()), recorded
+        if previous is not None:
+            old = str(previous.get("run_id", ""))
+            if old:
+                self._start(old)
+                notes.append(f"discarded an interrupted run's {len(self.markers())} finished task(s); pass "
+                             f"--resume to continue one")
+                self._remove_run(old)
+        elif resume:
+            notes.append("nothing to resume: starting a new run")
+        self._start(uuid.uuid4().hex[:8])
+        self._write(self.run_file, orjson.dumps({**fingerprint, "plan": plan.to_dict(),
+                                                 "run_id": self.run_id}))
+        return set(), plan
+
+    def _start(self, run_id: str) -> None:
+        self.run_id, self.staging = run_id, staging_of(self.url, run_id)
+        self.chosen, self.seen = {}, set()
+
+    def _read_run(self) -> dict[str, Any] | None:
+        if location.info(self.run_file).type != pafs.FileType.File:
+            return None
+        try:
+            doc = orjson.loads(location.read_bytes(self.run_file))
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise BatchError(f"cannot read {self.run_file}: {exc}; remove it to start over") from exc
+        return dict(doc)
+
+    def markers(self) -> dict[str, Marker]:
+        """The chosen marker of every task done so far: a task keeps the first one seen; of several seen
+        together, the smallest attempt."""
+        prefix = filesystem(self.staging)[1] + "/"
+        new: list[str] = sorted(
+            name for name in (f.path[len(prefix):] for f in location.listing(self.staging, recursive=False))
+            if name.startswith("done-") and name.endswith(".json") and name not in self.seen
+        )
+        with ThreadPoolExecutor(_READERS) as pool:
+            read = list(pool.map(lambda name: self._marker(name), new))
+        self.seen.update(new)
+        for marker in sorted(read, key=lambda m: m.attempt):
+            self.chosen.setdefault(marker.task_id, marker)
+        return self.chosen
+
+    def _marker(self, name: str) -> Marker:
+        task_id, attempt = name[len("done-"):-len(".json")].rsplit("-", 1)
+        url = join(self.staging, name)
+        try:
+            doc = orjson.loads(location.read_bytes(url))
+            return Marker(task_id, attempt, doc["part"], int(doc["scored"]), doc["errors"],
+                          int(doc["failed"]))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BatchError(f"cannot read the commit marker {url}: {exc}") from exc
+
+    def task_rows(self, task_id: str) -> tuple[int, int]:
+        """A finished task's rows (scored, in errors), from its marker: what a resumed run counts."""
+        marker = self.chosen[task_id]
+        return marker.scored, marker.failed
+
+    def collect_errors(self, task_ids: Sequence[str], errors_file: str) -> int:
+        """Gather every task's rejected rows into `errors_file` (a local path or a URL), their `row`
+        counted from the input's first row, as `runner._collect_errors` does for a local run."""
+        chosen = self._all(task_ids)
+        before = 0
+        with _ErrorsFile(errors_file) as out:
+            for task_id in task_ids:
+                marker = chosen[task_id]
+                rows: list[dict[str, Any]] = []
+                if marker.errors:
+                    fs, path = filesystem(join(self.staging, marker.errors))
+                    rows = pq.read_table(path, filesystem=fs).to_pylist()
+                for row in rows:
+                    if row["row"] >= 0:
+                        row["row"] += before
+                    out.write(orjson.dumps(row) + b"\n")
+                before += marker.scored + sum(1 for row in rows if row["row"] >= 0)
+        return out.count
+
+    def _all(self, task_ids: Sequence[str]) -> dict[str, Marker]:
+        chosen = self.markers()
+        missing = [t for t in task_ids if t not in chosen]
+        if missing:
+            raise BatchError(f"task {missing[0]} has no commit marker in {self.staging} (and "
+                             f"{len(missing) - 1} more): rerun with --resume to score them")
+        return chosen
+
+    def commit(self, task_ids: Sequence[str], fingerprint: dict[str, Any]) -> int:
+        """Write the manifest of the chosen parts, in input order, in one request; then remove what no
+        manifest lists (best effort). Returns the rows."""
+        chosen = self._all(task_ids)
+        parts = [dataset.Part(m.part, m.scored) for m in (chosen[t] for t in task_ids) if m.part and m.scored]
+        if not parts:
+            raise BatchError("no row of the input could be scored")
+        try:
+            first = location.parquet_file(join(self.url, parts[0].name))
+            schema = first.schema_arrow
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot read {self.url}/{parts[0].name}: {exc}") from exc
+        manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
+        replaced = self._listed()
+        self._write(join(self.url, dataset.MANIFEST), manifest.to_json())
+        self._clean(self.run_id, {p.name for p in parts}, replaced)
+        return manifest.rows
+
+    def _listed(self) -> set[str]:
+        """The parts the dataset's manifest lists now (none without a readable one)."""
+        try:
+            return {p.name for p in dataset.read_manifest(self.url).parts}
+        except InputError:
+            return set()
+
+    def _remove_run(self, run_id: str) -> None:
+        """An interrupted run's parts (those the current manifest does not list) and state."""
+        self._clean(run_id, self._listed(), set())
+
+    def _clean(self, run_id: str, kept: set[str], replaced: set[str]) -> None:
+        """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that the manifest it
+        `replaced` listed, or that no run of an object store named (`_run_of`); the run's state folder;
+        and run.json if it is the run's. Parts of another run in progress stay."""
+        fs, root = filesystem(self.url)
+        try:
+            names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
+            for name in sorted(names):
+                if (dataset.is_part_name(name) and name not in kept
+                        and (name in replaced or _run_of(name) in (run_id, None))):
+                    fs.delete_file(f"{root}/{name}")
+            fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
+            previous = self._read_run()
+            if previous is not None and previous.get("run_id") == run_id:
+                fs.delete_file(filesystem(self.run_file)[1])
+        except (OSError, pa.ArrowException, InputError, BatchError) as exc:
+            log.warning("%s: could not remove what the dataset no longer lists (%s); it is never read",
+                        self.url, exc)
+
+    def _write(self, url: str, data: bytes) -> None:
+        try:
+            location.write_bytes(url, data)
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot write {url}: {exc}") from exc
+
+
+def _run_of(part: str) -> str | None:
+    """The run id in a part's name written to an object store (`PartUpload`); None for another name."""
+    token = part[: -len(".parquet")].rsplit("-", 1)[-1]
+    return token[:8] if len(token) == 16 else None
+
+
+class _ErrorsFile:
+    """The errors file (a local path or a URL), streamed: it appears whole when the block ends (a local
+    one by rename, an object when its upload completes), or is removed when no line was written; a
+    failure midway leaves none."""
+
+    def __init__(self, target: str) -> None:
+        self.target, self.count = target, 0
+        self.remote = location.is_url(target)
+        self.tmp = Path(target).with_name(f".{Path(target).name}.tmp") if not self.remote else None
+        self.out: Any = None
+
+    def write(self, line: bytes) -> None:
+        if self.out is None:
+            if self.tmp is not None:
+                self.out = open(self.tmp, "wb")  # noqa: SIM115  (closed by __exit__)
+            else:
+                fs, path = filesystem(self.target)
+                self.out = fs.open_output_stream(path)
+        self.out.write(line)
+        self.count += 1
+
+    def __enter__(self) -> _ErrorsFile:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        try:
+            if self.out is not None:
+                self.out.close()
+            if kind is not None or self.count == 0:
+                self._remove(self.target if kind is None else None)
+            elif self.tmp is not None:
+                self.tmp.replace(self.target)
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot write {self.target}: {exc}") from exc
+
+    def _remove(self, target: str | None) -> None:
+        """Remove what was written (and, with `target`, the errors file of an earlier run)."""
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            if target is not None:
+                Path(target).unlink(missing_ok=True)
+            return
+        fs, path = filesystem(self.target)
+        if (self.out is not None or target is not None) and fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)

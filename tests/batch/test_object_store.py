@@ -1,0 +1,253 @@
+"""Batch runs on an object store: inputs read from and datasets written to a real S3 endpoint (moto's
+server on 127.0.0.1, spoken to over HTTP by pyarrow's own S3 filesystem), committed by the manifest."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from augury.batch import BatchOptions, run_batch
+from augury.batch import location as loc
+from augury.batch.dataset import MANIFEST
+from augury.batch.sources import open_source
+from augury.errors import InputError, MissingExtraError
+from augury.publish import publish_predictions
+from augury.store import SQLiteStore
+from augury.verify import Checks, verify
+from augury.verify.source import PredictionsFile
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+BUCKET = "augury-test"
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A real S3 endpoint (moto's server, in a process of its own on a free loopback port) for the whole
+    session, and the environment that points pyarrow (and the worker processes, which inherit it) at it.
+    Its own process, not a thread of this one: a process pool forks only a process without threads."""
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start on port {port}") from None
+                time.sleep(0.05)
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=BUCKET)
+            yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A prefix of the test's own in the session's bucket."""
+    return f"s3://{BUCKET}/{request.node.name.replace('[', '-').replace(']', '')}"
+
+
+def put(url: str, table: pa.Table, **kwargs: object) -> None:
+    fs, path = loc.filesystem(url)
+    pq.write_table(table, path, filesystem=fs, **kwargs)
+
+
+def names(url: str) -> list[str]:
+    prefix = loc.filesystem(url)[1] + "/"
+    return sorted(f.path[len(prefix):] for f in loc.listing(url))
+
+
+def read_all(path: str | Path) -> pa.Table:
+    with PredictionsFile(path) as f:
+        return pa.Table.from_batches(list(f.batches(f.schema.names)), schema=f.schema)
+
+
+def features(n: int = 3000, seed: int = 1) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({"id": np.arange(n, dtype=np.int64), **{f"f{i}": rng.normal(size=n) for i in range(4)}})
+
+
+@pytest.mark.parametrize("fmt,engine", [("parquet", "processes"), ("parquet", "threads"), ("csv", "inline"),
+                                        ("jsonl", "inline")])
+def test_s3_input_to_s3_dataset_gives_the_local_predictions(hgb_model: Path, tmp_path: Path, s3: str,
+                                                            fmt: str, engine: str) -> None:
+    table = features()
+    local = tmp_path / "in"
+    local.mkdir()
+    for i, piece in enumerate((table.slice(0, 1800), table.slice(1800))):  # a folder of two files
+        name = f"part{i}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(piece, local / name, row_group_size=500)
+            put(f"{s3}/in/{name}", piece, row_group_size=500)
+        else:
+            if fmt == "csv":
+                pacsv.write_csv(piece, local / name)
+            else:
+                (local / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in piece.to_pylist()))
+            loc.write_bytes(f"{s3}/in/{name}", (local / name).read_bytes())
+    options = BatchOptions(key_columns=("id",), workers=2, chunk_rows=256, engine=engine, task_bytes=20_000)
+    here = run_batch(str(hgb_model), local, tmp_path / "preds.parquet", options)
+    there = run_batch(str(hgb_model), f"{s3}/in/", f"{s3}/preds/", options)
+    assert there.output == f"{s3}/preds/" and there.rows == there.scored == here.rows == 3000
+    assert there.tasks == here.tasks > 2
+    drop = ["computed_at"]
+    assert read_all(f"{s3}/preds/").drop(drop).equals(pq.read_table(tmp_path / "preds.parquet").drop(drop))
+    manifest = orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}"))
+    assert names(f"{s3}/preds") == sorted([MANIFEST, *(p["name"] for p in manifest["parts"])])  # no run state
+    assert manifest["fingerprint"]["input"][0]["path"] == f"{s3}/in/part0.{fmt}"
+
+
+def test_rows_that_cannot_be_scored_are_in_the_errors_file_beside_the_dataset(tmp_path: Path,
+                                                                              s3: str) -> None:
+    table = pa.table({"a": [1.0, 2000.0, 3.0, None, 5.0] * 40, "b": [1.0] * 200})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=50)
+    put(f"{s3}/in.parquet", table, row_group_size=50)
+    options = BatchOptions(workers=1, chunk_rows=16, max_error_rate=0.5)
+    here = run_batch("fixture_models:picky_add", tmp_path / "in.parquet", tmp_path / "p.parquet", options)
+    there = run_batch("fixture_models:picky_add", f"{s3}/in.parquet", f"{s3}/preds/", options)
+    assert there.failed == here.failed == 80 and there.errors_path == f"{s3}/preds.errors.jsonl"
+    lines = [orjson.loads(x) for x in loc.read_bytes(f"{s3}/preds.errors.jsonl").splitlines()]
+    expected = [orjson.loads(x) for x in (tmp_path / "p.errors.jsonl").read_bytes().splitlines()]
+    assert [(x["row"], x["reason"]) for x in lines] == [(x["row"], x["reason"]) for x in expected]
+
+
+def interrupt_after(tasks: int) -> object:
+    seen = []
+
+    def on_progress(progress: object) -> None:
+        seen.append(progress)
+        if len(seen) == tasks:
+            raise KeyboardInterrupt
+
+    return on_progress
+
+
+def test_resume_on_s3_scores_only_what_is_missing_and_a_second_attempt_is_never_read(s3: str) -> None:
+    table = pa.table({"a": np.arange(1200.0), "b": np.ones(1200)})
+    put(f"{s3}/in.parquet", table, row_group_size=100)
+    options = BatchOptions(workers=1, chunk_rows=50)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options,
+                  on_progress=interrupt_after(5))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"incomplete prediction dataset: it has no _manifest\.json"):
+        PredictionsFile(f"{s3}/preds/")
+    # a task finished twice (a Dask worker thought dead, and its retry): a second complete part and marker
+    run_id = orjson.loads(loc.read_bytes(f"{s3}/preds/_augury-run/run.json"))["run_id"]
+    marker = next(n for n in names(f"{s3}/preds") if n.startswith(f"_augury-run/{run_id}/done-00000-000002-"))
+    first = orjson.loads(loc.read_bytes(f"{s3}/preds/{marker}"))
+    twin = f"part-00000-000002-{run_id}00000000.parquet"
+    fs, root = loc.filesystem(f"{s3}/preds")
+    fs.copy_file(f"{root}/{first['part']}", f"{root}/{twin}")
+    loc.write_bytes(f"{s3}/preds/_augury-run/{run_id}/done-00000-000002-00000000.json",
+                    orjson.dumps({**first, "part": twin}))
+
+    resumed = run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/",
+                        BatchOptions(workers=1, chunk_rows=50, resume=True))
+    assert resumed.resumed_tasks == 5 and resumed.tasks == 12 and resumed.rows == resumed.scored == 1200
+    manifest = orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}"))
+    listed = [p["name"] for p in manifest["parts"]]
+    assert len(listed) == 12 and sum(p["rows"] for p in manifest["parts"]) == 1200
+    assert twin in listed and first["part"] not in listed  # one attempt of task 2, chosen by its name
+    assert names(f"{s3}/preds") == sorted([MANIFEST, *listed])  # the other attempt removed
+    got = read_all(f"{s3}/preds/")
+    assert got.num_rows == 1200 and sorted(got.column("value").to_pylist()) == [a + 1 for a in range(1200)]
+
+
+def test_a_new_run_replaces_the_dataset_and_removes_an_interrupted_runs_parts(s3: str) -> None:
+    put(f"{s3}/in.parquet", pa.table({"a": np.arange(600.0), "b": np.ones(600)}), row_group_size=100)
+    options = BatchOptions(workers=1, chunk_rows=50)
+    run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds", options)
+    before = orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}"))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options,
+                  on_progress=interrupt_after(3))  # type: ignore[arg-type]
+    assert read_all(f"{s3}/preds/").num_rows == 600  # the previous dataset, as it was
+    assert orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}")) == before
+    result = run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options)
+    assert any("discarded an interrupted run's 3 finished task(s)" in n for n in result.notes)
+    listed = [p["name"] for p in orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}"))["parts"]]
+    assert names(f"{s3}/preds") == sorted([MANIFEST, *listed]) and read_all(f"{s3}/preds/").num_rows == 600
+    # as the input of another run, the dataset is the parts its manifest lists, not a stray beside them
+    fs, root = loc.filesystem(f"{s3}/preds")
+    fs.copy_file(f"{root}/{listed[0]}", f"{root}/part-00000-000000-0123456789abcdef.parquet")
+    source = open_source(f"{s3}/preds/", ["value"], 100)
+    assert source.files == [f"{s3}/preds/{n}" for n in listed] and source.total_rows == 600
+
+
+def test_publish_and_verify_read_an_s3_dataset_and_refuse_one_without_manifest(
+        hgb_model: Path, tmp_path: Path, s3: str) -> None:
+    put(f"{s3}/in.parquet", features(), row_group_size=500)
+    options = BatchOptions(key_columns=("id",), workers=1)
+    run_batch(str(hgb_model), f"{s3}/in.parquet", f"{s3}/preds/", options)
+    report = verify(f"{s3}/preds/", Checks())
+    assert report.passed and report.profile.row_count == 3000 and str(report.path) == f"{s3}/preds/"
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        result = publish_predictions(f"{s3}/preds/", store, Checks(), writers=1)
+        assert result.version.row_count == 3000
+        assert all(g is not None for g in store.get_many(["0", "2999"]))
+        fs, root = loc.filesystem(f"{s3}/preds")
+        fs.delete_file(f"{root}/{MANIFEST}")
+        with pytest.raises(InputError, match="incomplete prediction dataset"):
+            publish_predictions(f"{s3}/preds/", store, Checks())
+        assert len(store.versions()) == 1
+    finally:
+        store.close()
+
+
+def test_what_an_object_store_cannot_hold_is_refused_in_one_line(s3: str) -> None:
+    put(f"{s3}/in.parquet", pa.table({"a": [1.0], "b": [1.0]}))
+    loc.write_bytes(f"{s3}/mine/notes.txt", b"keep me")
+    cases = [
+        ("s3://no-such-bucket/preds/", InputError, "no-such-bucket"),
+        (f"{s3}/preds.parquet", InputError, "writes a prediction dataset"),
+        (f"s3://{BUCKET}/", InputError, "name a prefix inside the bucket"),
+        (f"{s3}/mine/", InputError, "not a prediction dataset's"),
+        (f"{s3}/preds/?endpoint_override=x", InputError, "with options"),
+        ("nosuchscheme://b/preds/", InputError, "no filesystem knows nosuchscheme://"),
+        ("abfs://container/preds/", MissingExtraError, "pip install 'augury[azure]'"),
+    ]
+    for output, kind, text in cases:
+        with pytest.raises(kind, match=text.replace("[", r"\[").replace("?", r"\?")):
+            run_batch("fixture_models:add", f"{s3}/in.parquet", output, BatchOptions(workers=1))
+    assert loc.read_bytes(f"{s3}/mine/notes.txt") == b"keep me"
+    with pytest.raises(InputError, match="does not exist"):
+        run_batch("fixture_models:add", f"{s3}/nothing/", f"{s3}/preds/", BatchOptions(workers=1))
+    with pytest.raises(InputError, match="no-such-bucket"):
+        run_batch("fixture_models:add", "s3://no-such-bucket/in.parquet", f"{s3}/preds/",
+                  BatchOptions(workers=1))
+
+
+def test_the_command_line_names_an_incomplete_s3_dataset_in_one_line(s3: str, s3_env: dict[str, str]) -> None:
+    loc.write_bytes(f"{s3}/preds/part-00000-000000-0123456789abcdef.parquet", b"")
+    env = {**os.environ, **s3_env, "PYTHONPATH": str(FIXTURES)}
+    proc = subprocess.run([sys.executable, "-m", "augury.cli", "verify", f"{s3}/preds/"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "incomplete prediction dataset: it has no _manifest.json" in proc.stderr
