@@ -8,9 +8,10 @@ never as file handles or data. A location is
   Python's and pyarrow's own file functions, exactly as before object stores were supported;
 - an object-store URL (``s3://bucket/key``, ``gs://``, ...), opened through a `pyarrow.fs` filesystem:
   pyarrow's own S3 and GCS filesystems where this pyarrow has them (the usual wheels do), else any
-  filesystem fsspec knows (``s3fs``, ``gcsfs``, ``adlfs``...), wrapped for pyarrow. A missing package is a
-  `MissingExtraError` naming the extra to install. Credentials, region and endpoint come from the
-  environment, as for the provider's own tools (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ~/.aws...).
+  bucket-style filesystem fsspec knows (``s3fs``, ``gcsfs``, ``adlfs``...: paths ``bucket/key``),
+  wrapped for pyarrow. A missing package is a `MissingExtraError` naming the extra to install.
+  Credentials, region and endpoint come from the environment, as for the provider's own tools
+  (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ~/.aws...), where every worker finds them too.
 
 An object store has no rename, so a run commits its output there otherwise (`object_output`).
 """
@@ -18,7 +19,6 @@ An object store has no rename, so a run commits its output there otherwise (`obj
 from __future__ import annotations
 
 import atexit
-import functools
 import os
 from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from augury.errors import InputError, MissingExtraError
 
 #: schemes pyarrow's own filesystems serve (fsspec serves them where this pyarrow lacks one).
-_NATIVE = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}
+_NATIVE = {"s3", "gs", "gcs"}
 #: the augury extra and the fsspec package for the object stores most used, when pyarrow lacks its own.
 _EXTRAS = {"s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "gs": ("gcs", "gcsfs"), "gcs": ("gcs", "gcsfs"),
            "az": ("azure", "adlfs"), "abfs": ("azure", "adlfs"), "abfss": ("azure", "adlfs")}
@@ -65,24 +65,20 @@ def normalize(location: str | os.PathLike[str], what: str) -> str:
     return text
 
 
-def local_path(location: str | os.PathLike[str], what: str) -> str:
-    """`location` as a local path; an object-store URL is refused in one line (for callers that read
-    local files only)."""
-    if is_url(location):
-        raise InputError(f"{what} {os.fspath(location)}: a local path or file:// URL is needed here, not "
-                         f"{urlsplit(os.fspath(location)).scheme}://")
-    return normalize(location, what)
-
-
 def filesystem(url: str, what: str = "location") -> tuple[pafs.FileSystem, str]:
     """The filesystem of an object-store `url` and the path of `url` inside it (``bucket/key``); one
     filesystem per scheme and bucket in a process, made the first time."""
     parts = urlsplit(url)
-    fs = _filesystem(parts.scheme, parts.netloc, what)
+    fs = _filesystems.get((parts.scheme, parts.netloc))
+    if fs is None:
+        fs = _filesystems[(parts.scheme, parts.netloc)] = _filesystem(parts.scheme, parts.netloc, what)
     return fs, f"{parts.netloc}{unquote(parts.path)}".rstrip("/")
 
 
-@functools.lru_cache(maxsize=32)  # (cleared at exit: `_forget_filesystems`)
+#: the filesystem of each (scheme, bucket) this process opened (cleared at exit: `_forget_filesystems`).
+_filesystems: dict[tuple[str, str], pafs.FileSystem] = {}
+
+
 def _filesystem(scheme: str, netloc: str, what: str) -> pafs.FileSystem:
     root = f"{scheme}://{netloc}/"
     if scheme in _NATIVE:
@@ -113,7 +109,7 @@ def _forget_filesystems() -> None:
     """Drop the filesystems before pyarrow finalizes S3 at exit (its handler, registered when pyarrow.fs
     was imported, runs after this one): an S3 filesystem still referenced then can hang the exit
     (apache/arrow#50188)."""
-    _filesystem.cache_clear()
+    _filesystems.clear()
 
 
 def join(base: str, name: str) -> str:
