@@ -123,6 +123,26 @@ def test_s3_input_to_s3_dataset_gives_the_local_predictions(hgb_model: Path, tmp
     assert manifest["fingerprint"]["input"][0]["path"] == f"{s3}/in/part0.{fmt}"
 
 
+def test_dask_workers_read_and_write_the_object_store_themselves(tmp_path: Path, s3: str,
+                                                                 s3_env: dict[str, str]) -> None:
+    """The Dask engine on S3: each worker process reads its task's input and uploads its part itself
+    (its environment names the endpoint, as a cluster's workers must have it: Dask's nanny environ)."""
+    import dask
+
+    table = pa.table({"a": np.arange(4000.0), "b": np.ones(4000)})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=500)
+    put(f"{s3}/in.parquet", table, row_group_size=500)
+    here = run_batch("fixture_models:add", tmp_path / "in.parquet", tmp_path / "p.parquet",
+                     BatchOptions(workers=1))
+    with dask.config.set({"distributed.nanny.environ": s3_env}):
+        there = run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/",
+                          BatchOptions(workers=2, engine="dask"))
+    assert there.rows == there.scored == 4000 and there.tasks == 8
+    drop = ["computed_at"]
+    assert read_all(f"{s3}/preds/").drop(drop).equals(pq.read_table(tmp_path / "p.parquet").drop(drop))
+    assert here.rows == 4000
+
+
 def test_rows_that_cannot_be_scored_are_in_the_errors_file_beside_the_dataset(tmp_path: Path,
                                                                               s3: str) -> None:
     table = pa.table({"a": [1.0, 2000.0, 3.0, None, 5.0] * 40, "b": [1.0] * 200})
