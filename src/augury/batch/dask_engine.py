@@ -10,9 +10,11 @@ the same whatever the engine.
   without one, a `LocalCluster` of `workers` processes, one thread each (and one native thread per
   model call: the processes are the parallelism), is started for the run and closed after it.
 - **The model, once per worker.** Each worker process keeps the models it loaded (`dask_worker`), keyed
-  by the model reference, name and evaluator asked for; a cached model whose version is not the run's is
-  loaded again (the file was replaced between two runs on a long-lived cluster), and a worker whose
-  version or evaluator still differs from the run's refuses to score, as in the process engine.
+  by the model reference, name and evaluator asked for; the run's own LocalCluster forks its workers
+  from a fork server that loaded the model once (`start_fork_server`), so they start with it. A cached
+  model whose version is not the run's is loaded again (the file was replaced between two runs on a
+  long-lived cluster), and a worker whose version or evaluator still differs from the run's refuses to
+  score, as in the process engine.
   The model reference must name the same file (or importable `module:function`) on every worker.
 - **Exactly once.** A part appears by rename only when complete and its name is the task's, so a task
   retried after its worker died (Dask reschedules it on another worker) replaces, never duplicates, what
@@ -29,11 +31,12 @@ worker (a bad input file) come back as they were raised.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import socket
 import threading
@@ -67,21 +70,46 @@ def _import_distributed() -> tuple[Any, Any]:
     return distributed, dask_worker
 
 
-@contextlib.contextmanager
-def _start_method() -> Iterator[None]:
-    """Start the run's own LocalCluster's workers from a fork server (Python's `forkserver`, which Dask
-    supports: a clean process that imports Dask, NumPy and pandas once, and forks each worker from it)
-    instead of spawning each, which imports them all afresh: on 2 cores, a cluster ready and closed
-    faster (BENCHMARKS.md, issue 12). Where the user configured another method (Dask's
-    `distributed.worker.multiprocessing-method`), or the platform has no fork server, theirs stays."""
+_METHOD = "distributed.worker.multiprocessing-method"
+
+
+def _uses_fork_server() -> bool:
+    """Whether the run's own LocalCluster starts its workers from a fork server (Python's `forkserver`,
+    which Dask supports: a clean process that imports what its preload list names, and forks each worker
+    from it) instead of spawning each, which imports everything afresh: on 2 cores, a cluster ready and
+    closed faster (BENCHMARKS.md, issue 12). Not where the user configured another method (Dask's
+    `distributed.worker.multiprocessing-method`), or the platform has no fork server."""
     import dask
 
-    key = "distributed.worker.multiprocessing-method"
-    if dask.config.get(key) != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
-        yield
-        return
-    with dask.config.set({key: "forkserver"}):
-        yield
+    return (dask.config.get(_METHOD) == "spawn"
+            and "forkserver" in multiprocessing.get_all_start_methods())
+
+
+
+def start_fork_server(ref: str, name: str | None, evaluator: str, dask_worker: Any) -> None:
+    """Start this process's fork server, if none runs yet, with the run's model loaded in it
+    (`dask_forkserver`): the workers forked from it then have the model, its framework and kernel in
+    memory from their first instant, shared. It starts at once and loads while the driver checks the
+    model and starts the scheduler, on the other core. Its environment is the workers' (one native thread
+    per call, `_NATIVE_THREADS`, read by OpenMP and BLAS when they load), plus the model's reference for
+    `dask_forkserver`; both are set in this process only while the server is started.
+
+    A fork server already running (an earlier run in this process) is kept, whatever it holds: its
+    workers load the model themselves (`dask_worker.LoadModel`), as they did before."""
+    ctx = multiprocessing.get_context("forkserver")
+    # what Dask preloads itself (its own list, which it sets only when no fork server runs yet), and ours
+    ctx.set_forkserver_preload(["distributed", "numpy", "pandas", "augury.batch.dask_forkserver"])
+    env = {**_NATIVE_THREADS, dask_worker.PRELOAD_ENV: json.dumps([ref, name, evaluator])}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
 
 
 def check_reachable(address: str, timeout_s: float = 2.0) -> None:
@@ -108,9 +136,12 @@ class DaskEngine:
     def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
                  scheduler: str | None = None) -> None:
         distributed, self.on_worker = _import_distributed()
+        fork_server = scheduler is None and _uses_fork_server()
+        if fork_server:  # first: it loads the model on the other core while this one goes on
+            start_fork_server(model_ref, model_name, evaluator, self.on_worker)
         # the driver loads the model too: a bad model file fails here with its own message, and the
         # workers' version is checked against this one. With the library's evaluator: the driver scores
-        # nothing, and (unlike a forked pool) shares nothing with its spawned workers, so compiling here
+        # nothing, and (unlike a forked pool) shares nothing with its workers, so compiling here
         # would only cost time and memory (numba's import and LLVM, ~1 s and ~100 MB)
         self.preloaded = load_model(model_ref, name=model_name, evaluator="library").info
         self.model_ref, self.model_name, self.evaluator = model_ref, model_name, evaluator
@@ -120,7 +151,9 @@ class DaskEngine:
         self._kill_errors: tuple[type[BaseException], ...] = (distributed.KilledWorker,)
         try:
             if scheduler is None:
-                with _start_method():
+                import dask
+
+                with dask.config.set({_METHOD: "forkserver"} if fork_server else {}):
                     self.cluster = self._local_cluster(distributed, workers)
                 self.client = distributed.Client(self.cluster, set_as_default=False)
             else:
@@ -158,8 +191,8 @@ class DaskEngine:
         token = uuid.uuid4().hex[:12]
         futures = [
             self.client.submit(self.on_worker.info_on_worker, self.model_ref, self.model_name,
-                               self.evaluator, key=f"augury-model-info-{token}-{i}", pure=False,
-                               workers=[address], allow_other_workers=True)
+                               self.evaluator, self.preloaded.version, key=f"augury-model-info-{token}-{i}",
+                               pure=False, workers=[address], allow_other_workers=True)
             for i, address in enumerate(self.client.nthreads())
         ]
         infos: list[ModelInfo] = [self._result(f) for f in futures]

@@ -49,10 +49,21 @@ class LoadModel(WorkerPlugin):
         threading.Thread(target=self._load, name=self.name, daemon=True).start()
 
     def _load(self) -> None:
-        try:
-            _cache.get(self.ref, self.model_name, self.evaluator, None)
-        except Exception:  # only a head start: the driver's own call loads the model
-            return  # again and reports the failure, with its message, in the run
+        preload(self.ref, self.model_name, self.evaluator)
+
+
+#: the environment variable that hands the model to the fork server (`dask_forkserver`).
+PRELOAD_ENV = "AUGURY_DASK_PRELOAD_MODEL"
+
+
+def preload(ref: str, name: str | None, evaluator: str) -> None:
+    """Load the model into this process's cache ahead of need (a worker as it starts, or the fork server
+    its workers are forked from). Only a head start: a failure is left to the run's own call, which
+    loads the model again and reports the error, with its message, in the run."""
+    try:
+        _cache.get(ref, name, evaluator, None)
+    except Exception:
+        return
 
 
 #: models a worker keeps between runs (the oldest loaded goes first).
@@ -60,12 +71,13 @@ MAX_MODELS = 2
 
 
 class _ModelCache:
-    """The models one worker process loaded, by (reference, name, evaluator). `loads` counts the loads,
-    so a test can see that a worker loaded its model once for many tasks."""
+    """The models one worker process loaded, by (reference, name, evaluator). `loads` counts the loads by
+    process id, so a test can see that a worker loaded its model once for many tasks, or not at all when
+    it was forked with it from the fork server (`dask_forkserver`)."""
 
     def __init__(self) -> None:
         self.models: dict[tuple[str, str | None, str], Model] = {}
-        self.loads = 0
+        self.loads: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def get(self, ref: str, name: str | None, evaluator: str, version: str | None) -> Model:
@@ -75,7 +87,7 @@ class _ModelCache:
                 model = load_model(ref, name=name, threads=1, evaluator=evaluator)
                 self.models.pop((ref, name, evaluator), None)
                 self.models[(ref, name, evaluator)] = model
-                self.loads += 1
+                self.loads[os.getpid()] = self.loads.get(os.getpid(), 0) + 1
                 while len(self.models) > MAX_MODELS:  # a long-lived cluster serves many runs
                     del self.models[next(iter(self.models))]
             return model
@@ -85,12 +97,14 @@ _cache = _ModelCache()
 
 
 def loads_in_worker() -> int:
-    """How many times this worker process loaded a model (run on the workers by `Client.run`)."""
-    return _cache.loads
+    """How many times this worker process loaded a model itself (run on the workers by `Client.run`)."""
+    return _cache.loads.get(os.getpid(), 0)
 
 
-def info_on_worker(ref: str, name: str | None, evaluator: str) -> ModelInfo:
-    return _cache.get(ref, name, evaluator, None).info
+def info_on_worker(ref: str, name: str | None, evaluator: str, version: str | None = None) -> ModelInfo:
+    """The model as this worker loaded it; one cached with another `version` (the file was replaced
+    since an earlier run on a long-lived cluster) is loaded again first."""
+    return _cache.get(ref, name, evaluator, version).info
 
 
 def score_on_worker(job: Job, task: Task, evaluator: str) -> TaskResult:
