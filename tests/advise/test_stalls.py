@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augury.advise.stalls import NO_PAUSES, Pauses, excess, pauses_from
+from augury.advise.stalls import NO_PAUSES, Pauses, Stalls, excess, pauses_from
 from augury.errors import ConfigError
 
 
 def one_worker(rate: float, seconds: float, per_request: float, pause_s: float, stalls_per_s: float,
-               seed: int) -> tuple[list[float], list[float]]:
+               seed: int) -> tuple[list[float], list[float], float]:
     """Send and answer times of a FIFO server (0.1 ms a request, 0.2 ms of round trip): a request brings
     a pause of `pause_s` with probability `per_request`; stalls of 2 ms come `stalls_per_s` a second."""
     rng = np.random.default_rng(seed)
@@ -24,7 +24,7 @@ def one_worker(rate: float, seconds: float, per_request: float, pause_s: float, 
             k += 1
         free = start + 0.0001 + (pause_s if rng.random() < per_request else 0.0)
         out.append(free + 0.0002)
-    return sent.tolist(), out
+    return sent.tolist(), out, rate * (0.0001 + per_request * pause_s)
 
 
 def test_pauses_are_counted_per_request_and_stalls_left_to_the_clock() -> None:
@@ -37,6 +37,15 @@ def test_pauses_are_counted_per_request_and_stalls_left_to_the_clock() -> None:
     # no pauses, only stalls: a few a second at both rates, none per request
     quiet = pauses_from([one_worker(400, 5.0, 0.0, 0.0, 3.0, 3), one_worker(3000, 2.0, 0.0, 0.0, 3.0, 4)])
     assert quiet.per_request < 0.001
+
+
+def test_stalls_the_probe_counts_are_not_counted_again() -> None:
+    """A stall shows as a pause more often at a higher rate (the server is busier, more requests arrive
+    while it lasts): without the probe's stalls taken out, 40 stalls a second of 2 ms would look like
+    pauses on requests."""
+    phases = [one_worker(400, 5.0, 0.0, 0.0, 40.0, 6), one_worker(3000, 3.0, 0.0, 0.0, 40.0, 7)]
+    assert pauses_from(phases).per_request > 0.003
+    assert pauses_from(phases, Stalls(40.0, (0.002,))).per_request < 0.001
 
 
 def test_a_pause_shows_once_not_on_every_request_behind_it() -> None:

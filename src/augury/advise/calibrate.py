@@ -100,7 +100,8 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call),
                                    ("busy", phase.busy))}
     details["per_request_hop_us"] = per_request_hop * 1e6
-    pauses = {path: pauses_from([(t.sent_s, t.received_s) for t in run.timed])
+    pauses = {path: pauses_from([(t.sent_s, t.received_s, phase.busy)
+                                 for t, phase in zip(run.timed, run.phases, strict=False)], stalls)
               for path, run in (("inline", inline), ("hop", hop))}
     details["timed_by_the_kernel"] = float(all(t.stamped for run in (inline, hop) for t in run.timed))
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
