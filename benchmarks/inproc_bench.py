@@ -109,7 +109,8 @@ class Client:
                 run.finished.set()
 
 
-def app_and_request(system: str, monitor: bool = True) -> tuple[Any, Callable[[], bytes]]:
+def app_and_request(system: str, monitor: bool = True, memo_mib: float | None = None
+                    ) -> tuple[Any, Callable[[], bytes]]:
     w = prepare(WORK)
     keys = (w.work / "keys.txt").read_text().split()
     body = (w.work / "body_v1.json").read_bytes()
@@ -133,7 +134,8 @@ def app_and_request(system: str, monitor: bool = True) -> tuple[Any, Callable[[]
     # active version's profile; a dynamic one needs a reference (the catalogue the model scored).
     # --monitor off: the same server with the monitor's sampling at 0.
     if system == "static":
-        settings = ServeSettings(monitor_sample=1.0 if monitor else 0.0)
+        settings = ServeSettings(monitor_sample=1.0 if monitor else 0.0,
+                                 **({} if memo_mib is None else {"lookup_memo_mib": memo_mib}))
         return build_app(LaunchConfig(store_url=w.store_url, settings=settings)), get
     settings = ServeSettings(reference=str(w.work / "catalogue.parquet") if monitor else None,
                              monitor_sample=1.0 if monitor else 0.0)
@@ -149,6 +151,11 @@ async def main() -> None:
     ap.add_argument("--n", type=int, default=20000, help="requests measured, after 2,000 of warm-up [20000]")
     ap.add_argument("--monitor", choices=["on", "off"], default="on",
                     help="data monitoring (drift) as augury serve runs it by default, or off [on]")
+    ap.add_argument("--warmup", type=int, default=2000,
+                    help="requests before the measured ones [2000] (static: the server's memo of answers "
+                         "fills as keys are first asked: 300000 reaches its steady state)")
+    ap.add_argument("--memo-mib", type=float, default=None,
+                    help="static: --lookup-memo-mib (default: augury serve's; 0: off)")
     args = ap.parse_args()
     import uvicorn
     from uvicorn.lifespan.on import LifespanOn
@@ -161,7 +168,7 @@ async def main() -> None:
     else:
         module, _, name = args.proto.partition(":")
         protocol_class = getattr(importlib.import_module(module), name)
-    app, request = app_and_request(args.system, args.monitor == "on")
+    app, request = app_and_request(args.system, args.monitor == "on", args.memo_mib)
     loop = asyncio.get_running_loop()
     config = uvicorn.Config(app, lifespan="on", access_log=False, server_header=False, log_level="warning")
     config.load()
@@ -173,7 +180,7 @@ async def main() -> None:
         made: asyncio.Protocol = protocol_class(config=config, server_state=state, app_state={}, _loop=loop)
         return made
 
-    for total in (2000, args.n):  # warm-up, then the measured run
+    for total in (args.warmup, args.n):  # warm-up, then the measured run
         run = Run(make_protocol, request, args.conns, total)
         clients = [Client(run) for _ in range(args.conns)]
         wall, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()

@@ -202,6 +202,13 @@ from ._common import evaluator_option, reporting
     help="Requests waiting for the monitor before new ones are dropped from it (never from serving).",
 )
 @click.option(
+    "--lookup-memo-mib",
+    type=click.FloatRange(min=0),
+    default=64.0,
+    show_default=True,
+    help="MiB of encoded answers to key lookups kept per worker for the active version (0: off).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -249,6 +256,7 @@ def serve(
     monitor_sample: float,
     monitor_max_rate: float,
     monitor_queue: int,
+    lookup_memo_mib: float,
     log_level: str,
     log_format: str,
 ) -> int:
@@ -279,6 +287,7 @@ def serve(
         monitor_config=str(Path(monitor_config).resolve()) if monitor_config else None,
         monitor_sample=monitor_sample,
         monitor_queue=monitor_queue,
+        lookup_memo_mib=lookup_memo_mib,
         monitor_max_rate=monitor_max_rate,
         max_staleness_s=parse_duration(max_staleness, "--max-staleness") if max_staleness else None,
         alert_webhook=alert_webhook,

@@ -129,10 +129,26 @@ class Tap:
     def offer(self, examples: Sequence[ServedExample], answers: Sequence[ServedAnswer | None]) -> None:
         """Queue one answered request for the observers, if sampled and if there is room (else count it
         dropped). On the event loop; never blocks."""
+        if self._admits():
+            self._queue.append(Observation(examples, answers, time.time()))
+            self._queued.value += 1
+
+    def offer_made(self, make: Callable[[Any, Any], tuple[Sequence[ServedExample],
+                                                           Sequence[ServedAnswer | None]]],
+                   first: Any, second: Any) -> None:
+        """`offer(*make(first, second))`, calling `make` only if the request is sampled and there is room
+        (for an answer kept encoded, decoded for the observers only then: `serve.lookup_memo`)."""
+        if self._admits():
+            examples, answers = make(first, second)
+            self._queue.append(Observation(examples, answers, time.time()))
+            self._queued.value += 1
+
+    def _admits(self) -> bool:
+        """Whether the request being offered is sampled and there is room (else it counts as dropped)."""
         credit = self._credit + self.sample
         if credit < 1.0:
             self._credit = credit
-            return
+            return False
         self._credit = credit - 1.0
         if self.max_rate:
             now = time.monotonic()
@@ -140,13 +156,12 @@ class Tap:
             self._refilled = now
             if tokens < 1.0:
                 self._tokens = tokens
-                return
+                return False
             self._tokens = tokens - 1.0
         if len(self._queue) >= self.capacity:
             self._dropped.value += 1
-            return
-        self._queue.append(Observation(examples, answers, time.time()))
-        self._queued.value += 1
+            return False
+        return True
 
     def start(self) -> None:
         """Start the observers' thread (nothing to do without observers)."""

@@ -47,8 +47,15 @@ def static_provenance(hit: StoredPrediction, now: float, evaluator: str | None) 
     """A stored prediction's provenance (`StoredPrediction.provenance`), with its age in seconds and the
     evaluator its store version recorded."""
     return {"source": "static", "model_version": hit.model_version, "store_version": hit.store_version,
-            "computed_at": _iso(hit.computed_at), "age_s": round(max(0.0, now - hit.computed_at), 3),
+            "computed_at": _iso(hit.computed_at), "age_s": age_s(now, hit.computed_at),
             "evaluator": evaluator}
+
+
+def age_s(now: float, computed_at: float) -> float:
+    """Seconds from `computed_at` to `now`, to the millisecond, never negative (a provenance's ``age_s``).
+    As ``round(..., 3)`` but for ties, at a fifth of its cost (100 against 500 ns: a static answer
+    kept encoded writes in only this, `serve.lookup_memo`)."""
+    return max(0, round((now - computed_at) * 1000)) / 1000
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +30,7 @@ from augury.serve.admission import ADMITTED, ERROR, GATE_KEY, NEVER_SHED, Admiss
 from augury.serve.batcher import Batcher
 from augury.serve.errors import PATH_CHARS, clipped
 from augury.serve.hot import HotDispatch
+from augury.serve.lookup_memo import FollowsVersions, LookupMemo
 from augury.serve.middleware import Bookkeeping, Observability
 from augury.serve.monitoring import build_tap
 from augury.serve.openapi import build_openapi
@@ -37,7 +38,7 @@ from augury.serve.router import Router
 from augury.serve.routes import Routes
 from augury.serve.scoring import Outcome, Row, Scorer, limit_threads, model_executor
 from augury.serve.service import Service, augury_version
-from augury.serve.settings import ServeSettings, mode_of
+from augury.serve.settings import MIB, ServeSettings, mode_of
 from augury.serve.wire import JSONResponse, dump_json, error_response, send_response
 from augury.serve.writeback import RowResult, StoreWriteBack, WriteBack, WriteBackCache
 from augury.store import PredictionStore
@@ -86,6 +87,8 @@ def create_app(settings: ServeSettings, model: Model | None, store: PredictionSt
     if store is not None:
         metrics.watch_store(router.active_version, router.active_age_s)
     service = Service(settings, name, mode, model, store, router, metrics)
+    if store is not None and settings.lookup_memo_mib > 0 and LookupMemo.usable(store):
+        service.memo = LookupMemo(cast(FollowsVersions, store), int(settings.lookup_memo_mib * MIB))
     tap = build_tap(settings, model, store, metrics, observers)
     service.tap = tap if tap.sample else None
     service.openapi = build_openapi(name=name, mode=mode, inputs=router.schema, outputs=service.outputs(),

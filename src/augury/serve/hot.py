@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from augury.errors import AuguryError
 from augury.serve import codec_v1, codec_v2
+from augury.serve.lookup_memo import answer_body
 from augury.serve.middleware import Bookkeeping, internal_error
 from augury.serve.service import Service, model_versions, provenance_headers
 from augury.serve.wire import (
@@ -95,11 +96,24 @@ class Lookup(HotEndpoint):
     """``GET /v1/models/{name}/predictions/{key}``."""
 
     async def answer(self, scope: Scope, receive: Receive) -> Reply:
+        s = self.s
         params = scope["path_params"]
-        self.s.check(params)
+        s.check(params)
         key = params["key"]
-        answer = await self.s.lookup(key)
-        return dump_json(codec_v1.encode_lookup(key, answer)), provenance_headers([answer]), JSON_TYPE
+        memo = s.memo
+        if memo is not None:
+            started = time.perf_counter()
+            kept = memo.get(key)
+            if kept is not None:
+                body = answer_body(key, kept, time.time())
+                s.served_kept(key, body, started)
+                return body, list(kept.provenance.headers), JSON_TYPE
+        answer = await s.lookup(key)
+        body = dump_json(codec_v1.encode_lookup(key, answer))
+        headers = provenance_headers([answer])
+        if memo is not None:
+            memo.keep(key, answer, body, headers)
+        return body, headers, JSON_TYPE
 
 
 class Infer(HotEndpoint):

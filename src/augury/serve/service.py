@@ -42,6 +42,7 @@ from augury.monitor.tap import Tap
 from augury.serve.answers import Answer, Conflict, Example
 from augury.serve.codec_v2 import KEY_INPUT, output_columns
 from augury.serve.errors import quoted
+from augury.serve.lookup_memo import LookupMemo, decoded
 from augury.serve.router import Router
 from augury.serve.settings import ServeSettings
 from augury.serve.v2_tensors import OF_DTYPE
@@ -83,6 +84,8 @@ class Service:
     started: bool = False
     #: where answered requests go for monitoring (None: nowhere; `create_app` sets it)
     tap: Tap | None = None
+    #: encoded answers to lookups by key (None: none kept; `create_app` sets it; `serve.lookup_memo`)
+    memo: LookupMemo | None = None
     #: static mode: the store version last asked about by `outputs` (versions never change)
     _recent: VersionInfo | None = field(default=None, init=False, repr=False)
     #: `store_problem`'s last answer and when it was found (time.monotonic())
@@ -199,6 +202,16 @@ class Service:
             self.tap.offer((Example(key, None),), (answer,))
         return answer
 
+    def served_kept(self, key: str, body: bytes, started: float) -> None:
+        """What `lookup` does after its answer, for an answer `memo` kept (its JSON `body`): counted as a
+        store hit and a static prediction, timed from `started`, and offered to the monitor (decoded
+        only if sampled)."""
+        metrics = self.metrics
+        metrics.observe_store(1, 0)
+        metrics.observe_predictions(1, 0, time.perf_counter() - started)
+        if self.tap is not None:
+            self.tap.offer_made(_observed, key, body)
+
     def _served(self, examples: Sequence[Example], found: Sequence[Answer],
                 answers: Sequence[Answer | None], started: float) -> None:
         """What every answered request goes through: its metrics by source, then the monitor's tap
@@ -302,6 +315,11 @@ class Service:
         if info is not None:
             self._recent = info
         return info
+
+
+def _observed(key: str, body: bytes) -> tuple[tuple[Example], tuple[Answer]]:
+    """What the monitor is offered for a key lookup answered from `memo` (its JSON `body`)."""
+    return (Example(key, None),), (decoded(body),)
 
 
 def provenance_headers(answers: Sequence[Answer | Conflict | None]) -> list[tuple[bytes, bytes]]:

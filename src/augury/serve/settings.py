@@ -63,6 +63,9 @@ class ServeSettings:
     header_timeout_s: float = 10.0
     #: seconds a request's body may take to arrive, from the end of its head (then 408).
     body_timeout_s: float = 30.0
+    #: MiB of encoded static answers kept per worker, by key, for the store version lookups answer from
+    #: (`serve.lookup_memo`: an in-process store only); 0 turns it off.
+    lookup_memo_mib: float = 64.0
     #: BLAS/OpenMP threads for the model (one-row calls stall with more on small machines).
     model_threads: int = 1
     #: which code scores the model (`augury.models.evaluator`: "auto", "compiled" or "library"): the same
@@ -126,6 +129,8 @@ class ServeSettings:
             raise ConfigError(f"monitor-max-rate must be 0 (no limit) or more, not {self.monitor_max_rate!r}")
         if not 0 <= self.monitor_sample <= 1:
             raise ConfigError(f"monitor-sample must be a share between 0 and 1, not {self.monitor_sample!r}")
+        if not self.lookup_memo_mib >= 0:
+            raise ConfigError(f"lookup-memo-mib must be 0 (off) or more, not {self.lookup_memo_mib!r}")
         if not self.inline_below_ms >= 0:
             raise ConfigError(f"inline-below-ms must be 0 or more, not {self.inline_below_ms!r}")
         if self.write_back_ttl_s is not None and not self.write_back_ttl_s > 0:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from augury.errors import AuguryError, InputError
+from augury.serve.answers import age_s
 from augury.serve.errors import quoted
 from augury.store import PredictionStore
 from augury.store.base import WrittenBack, iso
@@ -52,7 +53,7 @@ class Cached:
             "source": "dynamic",
             "model_version": self.model_version,
             "computed_at": iso(self.computed_at),
-            "age_s": round(max(0.0, now - self.computed_at), 3),
+            "age_s": age_s(now, self.computed_at),
             "cached": True,
         }
 

@@ -160,6 +160,37 @@ class SQLiteStore(StoreFile):
         pool.release(reader)
         return found
 
+    @property
+    def snapshot_s(self) -> float:
+        """How long a reader keeps one read snapshot: the most a switch made elsewhere can go unseen."""
+        return self._pool_args[2]
+
+    def reads_stamp(self) -> tuple[object, int]:
+        """A value that changes whenever lookups may have moved to another version (a write or a switch
+        through this object, a reopened file); not when another process switches, which `lookup_version`
+        sees within `snapshot_s`. An attribute read: for a caller that keeps what lookups answered
+        (`serve.lookup_memo`) and checks it on every request."""
+        pool = self._pool
+        return pool, pool.generation
+
+    def lookup_version(self) -> tuple[str, float | None] | None:
+        """The active version that a lookup made now answers from, as a lookup sees it (through a reader's
+        snapshot, renewed if due; so no older than `snapshot_s`), with its TTL; None before the first
+        activation."""
+        pool = self._pool
+        reader = pool.acquire()
+        try:
+            found = reader.lookup_view(pool.generation)
+        except sqlite3.Error as exc:
+            pool.discard(reader)
+            raise self._failure(store_error(exc, f"prediction store {self.path}: lookup failed: {exc}")
+                                ) from exc
+        except BaseException:
+            pool.discard(reader)
+            raise
+        pool.release(reader)
+        return None if found is None else (found[1].store_version, found[1].ttl_s)
+
     @contextmanager
     def _latest(self, doing: str) -> Iterator[sqlite3.Connection]:
         """A reader connection outside any snapshot, so it reads the latest committed state."""

@@ -151,6 +151,15 @@ class Reader:
         return [None if blob is ABSENT else to_prediction(key, _decode(key, blob, view), view, cutoff)
                 for key, blob in zip(keys, remembered, strict=True)]
 
+    def lookup_view(self, generation: int) -> tuple[str, View] | None:
+        """The active version's table and view as `lookup` would answer from it now (the snapshot begun or
+        renewed first, as there): what a caller that keeps lookups' answers checks them against."""
+        if self._snapshot_s <= 0.0:
+            return self.active()
+        if generation != self._generation or time.monotonic() - self.since >= self._snapshot_s:
+            self._renew(generation)
+        return self._active
+
     def read(self, fn: Callable[[sqlite3.Connection], Any], generation: int) -> Any:
         """`fn(connection)`, inside this reader's snapshot as `lookup` would use it (begun or renewed
         first), or outside any without snapshots: for reads other than the active version's rows."""
