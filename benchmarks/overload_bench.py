@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -167,12 +168,23 @@ def capacity(port: int, body: Path, seconds: float) -> dict[str, Any]:
     return rec
 
 
+def cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user, system; all threads) process `pid` has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def load(gen: Path, port: int, body: Path, rate: float, args: argparse.Namespace,
-         seconds: float, probe: str = "/v2/health/live", probe_port: int | None = None) -> dict[str, Any]:
+         seconds: float, probe: str = "/v2/health/live", probe_port: int | None = None,
+         server_pid: int | None = None) -> dict[str, Any]:
     """One open-loop run; with `probe_port`, a `Prober` there over the measured seconds, and the model
-    calls read there (the serving port's queue may hold the scrape for seconds)."""
+    calls read there (the serving port's queue may hold the scrape for seconds). With `server_pid`, the
+    server's CPU seconds over the generator's run (`server_cpu_s`, the span of its `gen_cpu_s`: warm-up,
+    measured seconds and 2 s for the last answers), to set beside the generator's on the shared cores."""
     scrape = probe_port or port
     before = model_calls(scrape)
+    server_before = cpu_s(server_pid) if server_pid else (0.0, 0.0)
     cmd = [str(gen), "127.0.0.1", str(port), PREDICT, str(body), f"{rate:.0f}", f"{seconds:g}",
            f"{args.warmup:g}", str(args.max_conns), probe, "100", str(args.timeout_ms)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as gen_proc:
@@ -184,9 +196,13 @@ def load(gen: Path, port: int, body: Path, rate: float, args: argparse.Namespace
         if prober is not None:
             prober.stop.set()
             prober.join()
+    server_after = cpu_s(server_pid) if server_pid else (math.nan, math.nan)
     if gen_proc.returncode:
         raise RuntimeError(f"the load generator failed ({gen_proc.returncode})")
     rec: dict[str, Any] = json.loads(out)
+    rec["server_user_s"] = server_after[0] - server_before[0]
+    rec["server_sys_s"] = server_after[1] - server_before[1]
+    rec["server_cpu_s"] = rec["server_user_s"] + rec["server_sys_s"]
     rec["model_calls_per_s"] = (model_calls(scrape) - before) / (seconds + args.warmup + 2)
     if prober is not None:
         rec.update(prober.summary())
@@ -205,13 +221,13 @@ def row(label: str, cap: float, rec: dict[str, Any]) -> str:
             f"{rec['ok_p50_ms']:.1f} / {rec['ok_p99_ms']:.1f} | {rec['s503_p99_ms']:.1f} | {probe_port} | "
             f"{rec['probe_p50_ms']:.1f} / {rec['probe_p99_ms']:.1f} ({rec['probes']}/{rec['probes_sent']}) | "
             f"{min(rec['ok_per_sec'] or [0]):,} | {rec['model_calls_per_s']:,.0f} | {rec['conns']:,} | "
-            f"{rec['gen_cpu_s']:.1f} |")
+            f"{rec['gen_cpu_s']:.1f} | {rec.get('server_cpu_s', float('nan')):.1f} |")
 
 
 HEADER = ("| load | offered/s | 200/s (of capacity) | 503/s | 503 with Retry-After | timed out/s | "
           "200 p50 / p99 ms | 503 p99 ms | probe port: probe p50 / p99 ms (answered) | serving port: probe "
-          "p50 / p99 ms (answered) | worst second's 200s | model calls/s | connections | generator CPU s |"
-          "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "p50 / p99 ms (answered) | worst second's 200s | model calls/s | connections | generator CPU s | "
+          "server CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = free_port()
         bare = [sys.executable, str(HERE / "bare_server.py"), "--coalesce", "--host", "127.0.0.1",
                 "--port", str(port)]
-        with server(bare, logs / "overload_bare.log", port, "/health"):
-            rec = load(gen, port, body, rps, args, args.seconds, "/health")
+        with server(bare, logs / "overload_bare.log", port, "/health") as proc:
+            rec = load(gen, port, body, rps, args, args.seconds, "/health", server_pid=proc.pid)
         results["bare"] = rec
         lines.append(row("bare endpoint, 1x", rps, rec))
         print(lines[-1], flush=True)
@@ -268,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = free_port()
             probe_port = free_port()
             with server(augury(w.work, port, [*extra, "--probe-port", str(probe_port)]),
-                        logs / f"overload_{multiple:g}x.log", port):
-                rec = load(gen, port, body, rps * multiple, args, args.seconds, probe_port=probe_port)
+                        logs / f"overload_{multiple:g}x.log", port) as proc:
+                rec = load(gen, port, body, rps * multiple, args, args.seconds, probe_port=probe_port,
+                           server_pid=proc.pid)
             rec["multiple"] = multiple
             results["loads"].append(rec)
             lines.append(row(f"{multiple:g}x", rps, rec))
@@ -278,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = free_port()
             probe_port = free_port()
             with server(augury(w.work, port, [*extra, "--probe-port", str(probe_port)]),
-                        logs / f"overload_soak{i}.log", port):
-                rec = load(gen, port, body, rps * args.soak, args, args.soak_s, probe_port=probe_port)
+                        logs / f"overload_soak{i}.log", port) as proc:
+                rec = load(gen, port, body, rps * args.soak, args, args.soak_s, probe_port=probe_port,
+                           server_pid=proc.pid)
             offered = rec["offered_rate"]
             rec["collapsed_seconds"] = sum(1 for n in rec["ok_per_sec"] if n < offered / 2)
             results["soak"].append(rec)
