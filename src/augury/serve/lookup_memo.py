@@ -119,7 +119,7 @@ class LookupMemo:
             self._follow()
         if p.get("store_version") != self.version or key in self._entries:
             return
-        prediction = dump_json(answer.values)
+        prediction = memoryview(dump_json(answer.values)).tobytes()  # (orjson's bytes hold 4 KiB: a copy)
         size = len(prediction) + len(key) + ENTRY_OVERHEAD
         if self.bytes + size > self.max_bytes:
             return
