@@ -141,19 +141,9 @@ class Reader:
         if current is None:
             return [None] * len(keys)
         assert isinstance(current, Current)
-        ns = current.namespace
-        blobs: list[Any]
         with translated(self.url, "lookup"):
-            if len(keys) == 1:
-                blobs = [self._client.get(ns + keys[0])]
-            elif len(keys) <= CHUNK:
-                blobs = self._client.mget([ns + k for k in keys])
-            else:
-                pipe = self._client.pipeline(transaction=False)
-                for start in range(0, len(keys), CHUNK):
-                    pipe.mget([ns + k for k in keys[start:start + CHUNK]])
-                blobs = [b for chunk in pipe.execute() for b in chunk]
-            return _decoded(keys, blobs, current.view)
+            found, how = _read(self._client, current.namespace, keys)
+            return _decoded(keys, _blobs(found, how), current.view)
 
     async def aget_many(self, keys: Sequence[str]) -> list[StoredPrediction | None]:
         """`get_many` awaited on the running event loop, over `redis.asyncio` (its own pool, made on this
@@ -169,19 +159,9 @@ class Reader:
             return [None] * len(keys)
         assert isinstance(current, Current)
         client = self._async_client()
-        ns = current.namespace
-        blobs: list[Any]
         with translated(self.url, "lookup"):
-            if len(keys) == 1:
-                blobs = [await client.get(ns + keys[0])]
-            elif len(keys) <= CHUNK:
-                blobs = await client.mget([ns + k for k in keys])
-            else:
-                pipe = client.pipeline(transaction=False)
-                for start in range(0, len(keys), CHUNK):
-                    pipe.mget([ns + k for k in keys[start:start + CHUNK]])
-                blobs = [b for chunk in await pipe.execute() for b in chunk]
-            return _decoded(keys, blobs, current.view)
+            found, how = _read(client, current.namespace, keys)
+            return _decoded(keys, _blobs(await found, how), current.view)
 
     def _async_client(self) -> redis.asyncio.Redis:
         """The asyncio client of the running loop (a new one if the loop changed: its connections are
@@ -260,6 +240,33 @@ class Reader:
         watcher = self._watcher
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(WAKE_S + self._opts.socket_timeout_s + 1)
+
+
+#: how `_read`'s result holds the records: one record, a list of them, a list of lists (one per chunk)
+ONE, FLAT, CHUNKED = "one", "flat", "chunked"
+
+
+def _read(client: Any, namespace: str, keys: Sequence[str]) -> tuple[Any, str]:
+    """The one round trip that reads `keys` in `namespace` through `client`, a client of either kind: one
+    GET, one MGET of up to `CHUNK` keys, or a pipeline of MGETs. Returns its result (an awaitable from an
+    asyncio client) and how that holds the records (`_blobs`)."""
+    if len(keys) == 1:
+        return client.get(namespace + keys[0]), ONE
+    if len(keys) <= CHUNK:
+        return client.mget([namespace + k for k in keys]), FLAT
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(keys), CHUNK):
+        pipe.mget([namespace + k for k in keys[start:start + CHUNK]])
+    return pipe.execute(), CHUNKED
+
+
+def _blobs(found: Any, how: str) -> list[Any]:
+    """The records of a `_read`, in key order."""
+    if how == ONE:
+        return [found]
+    if how == FLAT:
+        return list(found)
+    return [b for chunk in found for b in chunk]
 
 
 def _decoded(keys: Sequence[str], blobs: list[Any], view: View) -> list[StoredPrediction | None]:
