@@ -10,7 +10,7 @@ Output columns follow one rule for every format (`output_schema`): classifiers a
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,34 @@ def booster_arrays(outputs: Schema, classes: Array | None, raw: Array, n: int) -
     proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
     labels = classes[np.argmax(proba, axis=1)]
     return classifier_arrays(outputs, labels, proba if len(outputs) > 1 else None)
+
+
+class BoosterModel:
+    """What a gradient-boosting library's booster behind the `Model` contract shares (LightGBM, XGBoost):
+    it is fed one float64 matrix, and its subclass turns that into the output columns (`_arrays`)."""
+
+    def __init__(self, booster: Any, info: ModelInfo) -> None:
+        self._booster = booster
+        self._info = info
+        self._classes = class_array(info.classes) if info.classes else None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        outputs = self._info.outputs
+        if batch.num_rows == 0:
+            return empty_batch(outputs)
+        return pa.RecordBatch.from_arrays(self._arrays(numeric_matrix(batch, np.float64)),
+                                          schema=outputs.to_arrow())
+
+    def matrix_predict(self) -> Callable[[Array], list[pa.Array]]:
+        """`predict` of a float64 matrix (every booster is fed one)."""
+        return self._arrays
+
+    def _arrays(self, x: Array) -> list[pa.Array]:
+        raise NotImplementedError
 
 
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:

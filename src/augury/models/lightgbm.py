@@ -22,14 +22,12 @@ import pyarrow as pa
 from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
     Array,
+    BoosterModel,
     Head,
     LoadContext,
     booster_arrays,
-    class_array,
-    empty_batch,
-    numeric_matrix,
 )
-from augury.models.base import MatrixPredict, Model, ModelInfo
+from augury.models.base import Model, ModelInfo
 from augury.models.evaluator import LIGHTGBM
 
 _REGRESSION = (
@@ -102,29 +100,12 @@ def _detect_head(objective: str, per_iteration: int) -> Head:
     return Head(task, n_values=1)
 
 
-class LightGBMModel:
+class LightGBMModel(BoosterModel):
     """A native LightGBM booster behind the `Model` contract."""
 
     def __init__(self, booster: Any, info: ModelInfo, threads: int) -> None:
-        self._booster = booster
-        self._info = info
+        super().__init__(booster, info)
         self._threads = threads
-        self._classes = class_array(info.classes) if info.classes else None
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        outputs = self._info.outputs
-        if batch.num_rows == 0:
-            return empty_batch(outputs)
-        return pa.RecordBatch.from_arrays(self._arrays(numeric_matrix(batch, np.float64)),
-                                          schema=outputs.to_arrow())
-
-    def matrix_predict(self) -> MatrixPredict:
-        """`predict` of a float64 matrix (every LightGBM model is fed one)."""
-        return self._arrays
 
     def _arrays(self, x: Array) -> list[pa.Array]:
         raw = np.asarray(self._booster.predict(x, num_threads=self._threads), dtype=np.float64)

@@ -24,15 +24,13 @@ import pyarrow as pa
 from augury.errors import MissingExtraError, ModelLoadError
 from augury.models._common import (
     Array,
+    BoosterModel,
     Head,
     LoadContext,
     booster_arrays,
-    class_array,
     classifier_arrays,
-    empty_batch,
-    numeric_matrix,
 )
-from augury.models.base import MatrixPredict, Model, ModelInfo
+from augury.models.base import Model, ModelInfo
 from augury.models.evaluator import XGBOOST
 
 _LABEL_ONLY = ("multi:softmax", "binary:hinge")
@@ -95,30 +93,13 @@ def _detect_head(objective: str, num_class: int, num_target: int) -> Head:
     return Head(task, n_values=max(num_target, 1))
 
 
-class XGBoostModel:
+class XGBoostModel(BoosterModel):
     """A native XGBoost booster behind the `Model` contract."""
 
     def __init__(self, booster: Any, info: ModelInfo, objective: str, iterations: tuple[int, int]) -> None:
-        self._booster = booster
+        super().__init__(booster, info)
         self._iterations = iterations
-        self._info = info
         self._objective = objective
-        self._classes = class_array(info.classes) if info.classes else None
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        outputs = self._info.outputs
-        if batch.num_rows == 0:
-            return empty_batch(outputs)
-        return pa.RecordBatch.from_arrays(self._arrays(numeric_matrix(batch, np.float64)),
-                                          schema=outputs.to_arrow())
-
-    def matrix_predict(self) -> MatrixPredict:
-        """`predict` of a float64 matrix (every XGBoost model is fed one)."""
-        return self._arrays
 
     def _arrays(self, x: Array) -> list[pa.Array]:
         outputs = self._info.outputs
