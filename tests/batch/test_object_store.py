@@ -271,3 +271,25 @@ def test_the_command_line_names_an_incomplete_s3_dataset_in_one_line(s3: str, s3
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "incomplete prediction dataset: it has no _manifest.json" in proc.stderr
+
+
+@pytest.mark.parametrize("log", ["parquet", "csv", "jsonl"])
+def test_advise_reads_its_catalogue_and_traffic_log_from_the_object_store(hgb_model: Path, tmp_path: Path,
+                                                                          s3: str, log: str) -> None:
+    from augury.advise import advise
+
+    table = features(600)
+    put(f"{s3}/catalogue.parquet", table)
+    ids = pa.table({"id": np.random.default_rng(5).integers(0, 600, 2000)})
+    if log == "parquet":
+        put(f"{s3}/log.parquet", ids)
+    elif log == "csv":
+        pacsv.write_csv(ids, tmp_path / "log.csv")
+        loc.write_bytes(f"{s3}/log.csv", (tmp_path / "log.csv").read_bytes())
+    else:
+        loc.write_bytes(f"{s3}/log.jsonl", b"".join(orjson.dumps(r) + b"\n" for r in ids.to_pylist()))
+    a = advise(str(hgb_model), f"{s3}/catalogue.parquet", key_columns=["id"], traffic=f"{s3}/log.{log}",
+               qps=100, latency_slo_ms=100, cores=2, budget_s=2)
+    t = a.measurements.traffic
+    assert t is not None and t.key == "id" and t.catalogue_share == 1.0
+    assert a.measurements.store is not None and a.measurements.store.rows_published == 600

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from augury.advise.catalogue import CHUNK_ROWS, Catalogue, batches
 from augury.advise.measurements import CoveragePoint, HourStat, TrafficStats
 from augury.advise.timestamps import seconds_of
+from augury.batch.location import open_binary
 from augury.batch.sources import open_source
 from augury.errors import InputError
 from augury.keys import column_keys, feature_keys
@@ -105,14 +104,15 @@ def read_traffic(path: str | os.PathLike[str], schema: Schema, key_columns: Sequ
 def column_names(path: str | os.PathLike[str]) -> list[str]:
     """The columns of the log at `path` (its first file; JSON Lines: the fields of its first 1,000 lines)."""
     source = open_source(path, [], CHUNK_ROWS)
-    first = Path(source.files[0])
+    first = source.files[0]  # (a local path or an object-store URL: `batch.location`)
     try:
         if source.format == "parquet":
-            return list(pq.read_schema(first).names)
+            return list(source.metadata(first).schema.names)
         if source.format == "csv":
-            return list(pacsv.open_csv(first).schema.names)
+            with open_binary(first) as fh:
+                return list(pacsv.open_csv(fh).schema.names)
         seen: dict[str, None] = {}
-        with open(first, "rb") as fh:
+        with open_binary(first) as fh:
             for n, line in enumerate(fh):
                 if n >= 1000:
                     break
