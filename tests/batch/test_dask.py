@@ -150,8 +150,8 @@ def test_a_cached_model_of_another_version_is_loaded_again(hgb_model: Path, tmp_
 
 FORKED = """
 import json, os, sys
-from augury.batch.dask_engine import DaskEngine
-from augury.batch.dask_worker import PRELOAD_ENV, loads_in_worker
+from augury.batch.dask_engine import PRELOAD_ENV, DaskEngine
+from augury.batch.dask_worker import loads_in_worker
 engine = DaskEngine(sys.argv[1], None, "auto", 2)
 try:
     info = engine.model_info()

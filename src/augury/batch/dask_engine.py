@@ -32,6 +32,7 @@ worker (a bad input file) come back as they were raised.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import json
 import logging
@@ -55,6 +56,8 @@ from .worker import Job, TaskResult
 
 #: how long joining a cluster may take (the scheduler's answer, then its first worker).
 CONNECT_TIMEOUT_S = 10.0
+#: the environment variable that hands the model to the fork server (`dask_forkserver`).
+PRELOAD_ENV = "AUGURY_DASK_PRELOAD_MODEL"
 #: native threads per model call in a worker: the cluster's processes are the parallelism.
 _NATIVE_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -79,27 +82,28 @@ def _uses_fork_server() -> bool:
     from it) instead of spawning each, which imports everything afresh: on 2 cores, a cluster ready and
     closed faster (BENCHMARKS.md, issue 12). Not where the user configured another method (Dask's
     `distributed.worker.multiprocessing-method`), or the platform has no fork server."""
+    if importlib.util.find_spec("distributed") is None:
+        return False  # (`_import_distributed` says which extra to install)
     import dask
 
-    return (dask.config.get(_METHOD) == "spawn"
+    return (dask.config.get(_METHOD, "spawn") == "spawn"  # (Dask's default, set when distributed loads)
             and "forkserver" in multiprocessing.get_all_start_methods())
 
 
-
-def start_fork_server(ref: str, name: str | None, evaluator: str, dask_worker: Any) -> None:
+def start_fork_server(ref: str, name: str | None, evaluator: str) -> None:
     """Start this process's fork server, if none runs yet, with the run's model loaded in it
     (`dask_forkserver`): the workers forked from it then have the model, its framework and kernel in
-    memory from their first instant, shared. It starts at once and loads while the driver checks the
-    model and starts the scheduler, on the other core. Its environment is the workers' (one native thread
-    per call, `_NATIVE_THREADS`, read by OpenMP and BLAS when they load), plus the model's reference for
-    `dask_forkserver`; both are set in this process only while the server is started.
+    memory from their first instant, shared. It starts at once and loads on the other core while the
+    driver imports Dask, checks the model and starts the scheduler. Its environment is the workers' (one
+    native thread per call, `_NATIVE_THREADS`, read by OpenMP and BLAS when they load), plus the model's
+    reference for `dask_forkserver`; both are set in this process only while the server is started.
 
     A fork server already running (an earlier run in this process) is kept, whatever it holds: its
     workers load the model themselves (`dask_worker.LoadModel`), as they did before."""
     ctx = multiprocessing.get_context("forkserver")
-    # what Dask preloads itself (its own list, which it sets only when no fork server runs yet), and ours
-    ctx.set_forkserver_preload(["distributed", "numpy", "pandas", "augury.batch.dask_forkserver"])
-    env = {**_NATIVE_THREADS, dask_worker.PRELOAD_ENV: json.dumps([ref, name, evaluator])}
+    # (Dask's own list, which it sets only if no fork server runs yet, adds pandas, which nothing here uses)
+    ctx.set_forkserver_preload(["distributed", "augury.batch.dask_forkserver"])
+    env = {**_NATIVE_THREADS, PRELOAD_ENV: json.dumps([ref, name, evaluator])}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
@@ -135,10 +139,10 @@ class DaskEngine:
 
     def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
                  scheduler: str | None = None) -> None:
-        distributed, self.on_worker = _import_distributed()
         fork_server = scheduler is None and _uses_fork_server()
         if fork_server:  # first: it loads the model on the other core while this one goes on
-            start_fork_server(model_ref, model_name, evaluator, self.on_worker)
+            start_fork_server(model_ref, model_name, evaluator)
+        distributed, self.on_worker = _import_distributed()
         # the driver loads the model too: a bad model file fails here with its own message, and the
         # workers' version is checked against this one. With the library's evaluator: the driver scores
         # nothing, and (unlike a forked pool) shares nothing with its workers, so compiling here

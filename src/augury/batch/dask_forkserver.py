@@ -4,7 +4,7 @@ copy-on-write) instead of loading them itself.
 
 Python's fork server imports the modules named in its preload list when it starts, and nothing else
 reaches into it; `dask_engine.start_fork_server` names this module there and hands the model over in the
-environment variable `dask_worker.PRELOAD_ENV` (JSON: [reference, name, evaluator]), set only while the
+environment variable `dask_engine.PRELOAD_ENV` (JSON: [reference, name, evaluator]), set only while the
 server process is started. So this module does its work when it is imported, and is imported by nothing
 but that server. Without the variable (a fork server started by someone else), it does nothing.
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 
-from .dask_worker import PRELOAD_ENV, preload
+from .dask_engine import PRELOAD_ENV
+from .dask_worker import preload
 
 _spec = os.environ.pop(PRELOAD_ENV, None)
 if _spec:

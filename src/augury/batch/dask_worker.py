@@ -52,10 +52,6 @@ class LoadModel(WorkerPlugin):
         preload(self.ref, self.model_name, self.evaluator)
 
 
-#: the environment variable that hands the model to the fork server (`dask_forkserver`).
-PRELOAD_ENV = "AUGURY_DASK_PRELOAD_MODEL"
-
-
 def preload(ref: str, name: str | None, evaluator: str) -> None:
     """Load the model into this process's cache ahead of need (a worker as it starts, or the fork server
     its workers are forked from). Only a head start: a failure is left to the run's own call, which
