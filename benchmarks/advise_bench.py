@@ -384,13 +384,15 @@ def _delta(after: dict[str, float], before: dict[str, float], name: str) -> floa
 
 
 def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, now: Any,
-                during: Any) -> dict[str, Any]:
+                during: Any, fresh: Any = None) -> dict[str, Any]:
     """The advisor's predictions at `rate`: with the built-in overheads and extra_s = E ("e"); with the
     overheads calibrated on this machine, round trip included ("cal"); the same without stalls
     ("cal_no_stalls"); and with the stalls `now`, probed on the server's core just before the run
     ("cal_stalls_now": the queueing model's own error, the machine's change since calibration aside);
     with the stalls probed on the server's core during the run ("cal_stalls_during"); and without the
-    server's own pauses ("cal_no_pauses": the model before they were measured)."""
+    server's own pauses ("cal_no_pauses": the model before they were measured); with `fresh`, a
+    calibration taken again just before this setting's runs ("recal": the model's own error, the
+    machine's change since the first calibration aside)."""
     from dataclasses import replace
 
     from augury.advise import predict_latency
@@ -403,7 +405,8 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, no
                                     ("cal_no_pauses", replace(cal, pauses_inline=NO_PAUSES,
                                                               pauses_hop=NO_PAUSES), None),
                                     ("cal_stalls_now", replace(cal, stalls=now), None),
-                                    ("cal_stalls_during", replace(cal, stalls=during), None)):
+                                    ("cal_stalls_during", replace(cal, stalls=during), None),
+                                    *((("recal", fresh, None),) if fresh is not None else ())):
         r = predict_latency(cost, rate, max_batch_size=b, max_delay_ms=d, workers=1, extra_s=extra,
                             overheads=overheads)
         out[label] = {"p50_s": r.p50_s, "p99_s": r.p99_s, "mean_batch": r.mean_batch,
@@ -444,7 +447,7 @@ def parse_settings(text: str, advised: tuple[int, float]) -> list[tuple[int, flo
 
 
 def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads: list[bytes],
-                capacity: float, log_dir: Path, cal: Any, gen: Path) -> dict[str, Any]:
+                capacity: float, log_dir: Path, cal: Any, gen: Path, fresh: Any = None) -> dict[str, Any]:
     from augury.advise import predict_latency, service_curve
     from augury.advise.stalls import NONE, probe
 
@@ -505,7 +508,7 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
             run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
             run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
             run["mean_queue_wait_s"] = _delta(after, before, "augury_queue_wait_seconds")
-            run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during)
+            run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during, fresh)
             run["stalls_during"] = {"per_s": during.per_s, "share": during.share,
                                     "durations_s": list(during.durations_s)}
             run["stalls_now"] = {"per_s": now.per_s, "share": now.share,
@@ -552,6 +555,9 @@ def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
         notes.append(f"non-200 {bad}, unanswered {r['timed_out']}")
     if not pc["stable"]:
         notes.append("predicted unstable")
+    if "recal" in pr:
+        notes.append(f"calibrated again just before: p50 / p99 {_ms(pr['recal']['p50_s'])} / "
+                     f"{_ms(pr['recal']['p99_s'])}, error {_pct(pr['recal']['err_p99'])}")
     mb, now, dur = r["mean_batch_rows"], r["stalls_now"], r["stalls_during"]
     return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {_ms(pc['p50_s'])} / {_ms(pc['p99_s'])} "
             f"| {_ms(r['p50_s'])} / {_ms(r['p99_s'])} | {_pct(pc['err_p50'])} / {_pct(pc['err_p99'])} "
@@ -612,6 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to answer [60]")
     ap.add_argument("--work", type=Path, default=WORK, help=f"workload and logs folder [{WORK}]")
     ap.add_argument("--out", type=Path, help="write everything to this JSON file")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="calibrate again just before each setting's runs, and predict with that too")
     ap.add_argument("--probe-during", action="store_true",
                     help="also probe the server's core during each run (it counts the server's own work)")
     ap.add_argument("--serve-args", default="", help="more arguments for augury serve")
@@ -692,7 +700,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with bench_lock(lock):
                 load0 = os.getloadavg()[0]
-                recs.append(run_setting(b, d, cost, args, payloads, capacity, log_dir, cal, gen))
+                fresh = None
+                if args.recalibrate:  # as the first calibration ran: on every core (this process is
+                    # pinned to the client's now, and calibrate() pins its server to the first of its cores)
+                    mine = os.sched_getaffinity(0)
+                    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+                    try:
+                        fresh = calibrate()
+                    finally:
+                        os.sched_setaffinity(0, mine)
+                recs.append(run_setting(b, d, cost, args, payloads, capacity, log_dir, cal, gen, fresh))
+                if fresh is not None:
+                    recs[-1]["recalibration"] = fresh.to_dict()
                 recs[-1]["load_average"] = [load0, os.getloadavg()[0]]
             print(f"  load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after", flush=True)
         except Exception as exc:  # report the setting as failed and go on
