@@ -17,13 +17,16 @@ again; a wake-up later than `MIN_STALL_S` is a stall, as long as it was late (le
 stall that fell within the sleep: at most one period, well below the stalls that matter). On the shared VM at
 load average 3.4: 17 stalls a second over 0.3 ms, 2 % of the time, the longest 4.5 ms.
 
-The server's own pauses (its collector, its other threads, the kernel's work for its sockets) happen only
-while it works, so the idle probe does not see them: `Pauses`, a share of requests whose batch takes
-longer by a measured duration, found by `pauses_from` in calibration's loaded phases. Their number
-follows the work, not the clock: on the 2-core VM, 6 a second at 400 req/s and 41 a second at 3,160
-req/s, both 1.3-1.5 % of requests, most 0.3-1 ms; while the events over 1 ms came 2 a second at both
-rates (stalls, which the probe counts). Without them the predicted p99 stayed flat as the rate grew while
-the measured one rose (0.81 -> 1.35 ms at 1,000 -> 3,200 req/s; issue 15, BENCHMARKS.md).
+The server's own pauses happen only while it works, so the idle probe does not see them. They come from
+its collector, its other threads and, on a busy machine above all, other work preempting it while it
+runs. `Pauses` is the share of requests whose batch takes longer by a measured duration. `pauses_from`
+finds them in calibration's loaded phases. Their number follows the work, not the clock. On the 2-core
+VM at load average 1.5: 6 a second at 400 req/s and 41 a second at 3,160 req/s, both 1.3-1.5 % of
+requests, most 0.3-1 ms. The events over 1 ms came 2 a second at both rates: stalls, which the probe
+counts. Without them the predicted p99 stayed flat as the rate grew, while the measured one rose (0.81
+-> 1.35 ms at 1,000 -> 3,200 req/s). A model's own pauses are not among them, since the calibration
+server's model is tiny. On a quiet VM that server showed none; a 100-tree HistGradientBoosting model's
+server showed 0.7-1.2 % (issue 15, BENCHMARKS.md).
 """
 
 from __future__ import annotations
