@@ -10,6 +10,7 @@ Output columns follow one rule for every format (`output_schema`): classifiers a
 from __future__ import annotations
 
 import collections
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +265,7 @@ def booster_arrays(outputs: Schema, classes: Array | None, raw: Array, n: int) -
     return classifier_arrays(outputs, labels, proba if len(outputs) > 1 else None)
 
 
-class BoosterModel:
+class BoosterModel(ABC):
     """What a gradient-boosting library's booster behind the `Model` contract shares (LightGBM, XGBoost):
     it is fed one float64 matrix, and its subclass turns that into the output columns (`_arrays`)."""
 
@@ -288,8 +289,9 @@ class BoosterModel:
         """`predict` of a float64 matrix (every booster is fed one)."""
         return self._arrays
 
+    @abstractmethod
     def _arrays(self, x: Array) -> list[pa.Array]:
-        raise NotImplementedError
+        """The output columns of the booster's answer to `x`."""
 
 
 def numeric_matrix(batch: pa.RecordBatch, dtype: Any) -> Array:
