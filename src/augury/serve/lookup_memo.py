@@ -19,7 +19,7 @@ answer the same bytes by construction, not by a parallel encoder).
 **Versions.** An entry holds only for the version it was read from. The memo follows the store as a
 lookup would: the store's `reads_stamp` (a write or a switch through this process, a reopened file)
 is compared on every answer, and at most `snapshot_s` after its last check it asks the store which
-version a lookup would answer from now (`lookup_version`, through a reader's snapshot), so a switch made
+version a lookup would answer from now (`lookup_view`, through a reader's snapshot), so a switch made
 by another process is seen as late as the store's own lookups see it, no later; a new version empties
 the memo. A version with a TTL is not kept (its records expire at each read). An answer computed under
 another version than the memo's (a lookup racing a switch) is not kept either.
@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from augury.serve.answers import Answer, age_s
 from augury.serve.wire import dump_json, parse_json
+from augury.store.codec import View
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -58,7 +59,7 @@ class FollowsVersions(Protocol):
 
     def reads_stamp(self) -> object: ...
 
-    def lookup_version(self) -> tuple[str, float | None] | None: ...
+    def lookup_view(self) -> View | None: ...
 
 
 class Provenance(NamedTuple):
@@ -132,8 +133,8 @@ class LookupMemo:
     def _follow(self) -> None:
         """Ask the store which version lookups answer from now; empty the memo if it moved."""
         stamp = self._store.reads_stamp()
-        found = self._store.lookup_version()
-        version = found[0] if found is not None and found[1] is None else None  # (a TTL: none kept)
+        view = self._store.lookup_view()
+        version = view.store_version if view is not None and view.ttl_s is None else None  # (TTL: none kept)
         if version != self.version:
             self._entries = {}
             self._provenances = {}

@@ -36,7 +36,7 @@ from augury.errors import ConfigError, StoreError, StoreUnavailable
 from augury.store import sqlite_parts, sqlite_publish, writeback
 from augury.store import versions as vs
 from augury.store.base import ORPHAN, StoredPrediction, VersionInfo, WrittenBack
-from augury.store.codec import dump_json, features_hashed, prediction_columns
+from augury.store.codec import View, dump_json, features_hashed, prediction_columns
 from augury.store.lease import dead_leases, lease_path, remove_lease
 from augury.store.publishing import check_publish_args, iter_batches
 from augury.store.sqlite_errors import store_error
@@ -167,16 +167,15 @@ class SQLiteStore(StoreFile):
 
     def reads_stamp(self) -> tuple[object, int]:
         """A value that changes whenever lookups may have moved to another version (a write or a switch
-        through this object, a reopened file); not when another process switches, which `lookup_version`
+        through this object, a reopened file); not when another process switches, which `lookup_view`
         sees within `snapshot_s`. An attribute read: for a caller that keeps what lookups answered
         (`serve.lookup_memo`) and checks it on every request."""
         pool = self._pool
         return pool, pool.generation
 
-    def lookup_version(self) -> tuple[str, float | None] | None:
+    def lookup_view(self) -> View | None:
         """The active version that a lookup made now answers from, as a lookup sees it (through a reader's
-        snapshot, renewed if due; so no older than `snapshot_s`), with its TTL; None before the first
-        activation."""
+        snapshot, renewed if due; so no older than `snapshot_s`); None before the first activation."""
         pool = self._pool
         reader = pool.acquire()
         try:
@@ -189,7 +188,7 @@ class SQLiteStore(StoreFile):
             pool.discard(reader)
             raise
         pool.release(reader)
-        return None if found is None else (found[1].store_version, found[1].ttl_s)
+        return None if found is None else found[1]
 
     @contextmanager
     def _latest(self, doing: str) -> Iterator[sqlite3.Connection]:
