@@ -1,22 +1,27 @@
 """A store's WAL index (``-shm``) cut under an open `SQLiteStore` (issue 11). SQLite memory-maps it in
 every connection, so a read of a cut one is SIGBUS: the store stats it before each read snapshot, each
 checkpoint and its close, and lets go of the file and reopens it (`sqlite_watch`). In a subprocess, so
-that a crash fails the test instead of ending the run. (tests/serve/test_store_shm.py: under a server.)"""
+that a crash fails the test instead of ending the run. (tests/serve/test_store_shm.py: under a server.)
+And a store idle long enough to have no reader janitor, whose file changes: its lookups bring one back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
 
+from augury.errors import StoreError
 from augury.store import SQLiteStore
 from augury.store.sqlite_watch import shm_shrank
 
 CUT = """
 import os, sys, time
 import pyarrow as pa
+from augury.errors import StoreError
 from augury.errors import StoreError
 from augury.store import SQLiteStore
 
@@ -51,6 +56,9 @@ os.truncate(shm, 0)
 store.close()  # at once: closing as usual would checkpoint through the cut index
 again = SQLiteStore(path, create=False)
 assert scores(again, ["k5", "k1999"]) == ({"2"}, [2005.0, 3999.0])  # nothing committed was lost
+time.sleep(1.5)  # idle: its reader janitor is gone
+os.truncate(shm, 0)
+assert scores(again, ["k5"]) == ({"2"}, [2005.0])  # lookups alone bring the janitor that reopens it
 again.close()
 print("alive")
 """
@@ -67,6 +75,34 @@ def test_a_cut_wal_index_is_noticed_reopened_and_nothing_committed_is_lost(tmp_p
     done = subprocess.run([sys.executable, "-c", CUT, str(live)], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "alive"), (done.returncode, done.stderr[-3000:])
     assert "(its -shm file) was cut under the store: reopening it" in done.stderr
+
+
+def test_an_idle_store_reopens_a_replaced_file_on_its_next_lookups(tmp_path: Path) -> None:
+    """A store idle for a second has no reader janitor, the thread that watches the file and reopens it;
+    a lookup that finds the file replaced brings one back (its lookups failed until a restart)."""
+    keys = [f"k{i}" for i in range(10)]
+    for name, offset in (("live.db", 100.0), ("other.db", 5000.0)):
+        store = SQLiteStore(tmp_path / name)
+        store.publish([pa.record_batch({"key": pa.array(keys), "computed_at": pa.array([0.0] * 10),
+                                        "score": pa.array([offset + i for i in range(10)])})],
+                      model_version=f"m{offset:g}")
+        store.close()
+    store = SQLiteStore(tmp_path / "live.db", create=False)
+    try:
+        assert store.get_many(["k1"])[0].values == {"score": 101.0}  # type: ignore[union-attr]
+        time.sleep(1.5)  # idle: the janitor is gone
+        os.replace(tmp_path / "other.db", tmp_path / "live.db")  # mv other.db live.db
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                found = store.get_many(["k1"])[0]
+                break
+            except StoreError:
+                assert time.monotonic() < deadline, "never reopened"
+                time.sleep(0.02)
+        assert found is not None and found.values == {"score": 5001.0}
+    finally:
+        store.close()
 
 
 def test_shm_shrank() -> None:

@@ -118,13 +118,13 @@ class ReaderPool:
             # this pool was opened on (replaced, perhaps by one another process holds locked), fail now
             # rather than read it, or wait up to busy_timeout_s for its lock on the caller's thread
             # (a server's event loop: a request in tests/serve/test_sqlite_failures.py got no answer in 30 s)
-            self._check_file()
+            self._check()
         with self._lock:
             if self._closed:
                 raise again(self._closed_error)
             if len(self._all) < self._size:
                 reader = Reader(self._connect(), self._snapshot_s, self._snapshot_began, self.cache,
-                                self.switched, self._check_file)
+                                self.switched, self._check)
                 self._all.append(reader)
                 return reader
         try:
@@ -185,6 +185,17 @@ class ReaderPool:
                 pass
 
     # -- the janitor ---------------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """The store's `check_file`, before a snapshot begins or a reader is made. When it fails (the
+        file or its WAL index changed), a janitor is made sure of: its next wake-up watches the file and
+        reopens it (`StoreFile.watch`). A store idle for `JANITOR_LINGER_S` has none, and nothing else
+        would: its lookups then failed until a restart (seen: a file replaced under an idle store)."""
+        try:
+            self._check_file()
+        except StoreError:
+            self._snapshot_began()
+            raise
 
     def _snapshot_began(self) -> None:
         """A reader began a snapshot: make sure a janitor will end it once it sits idle. Under the lock,
