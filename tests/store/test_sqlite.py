@@ -340,3 +340,38 @@ def test_a_corrupt_record_is_a_store_error_not_a_wrong_answer(sqlite_path: Path,
         store.get_many(["b", "a"])
     assert [r.key for r in store.get_many(["b"]) if r] == ["b"]  # the pool recovered
     store.close()
+
+
+def _one(score: float) -> pa.RecordBatch:
+    return pa.record_batch({"key": ["a"], "computed_at": pa.array([time.time()]), "score": [score]})
+
+
+def test_lookup_view_follows_lookups_and_reads_stamp_marks_switches_made_here(tmp_path: Path) -> None:
+    """What a server that keeps lookups' answers relies on (`serve.lookup_memo`): `lookup_view` is the
+    version lookups answer from (another process's switch seen within `snapshot_s`, as by lookups), and
+    `reads_stamp` changes with every write or switch through this store object."""
+    store = SQLiteStore(tmp_path / "s.db", snapshot_s=0.2)
+    other = SQLiteStore(tmp_path / "s.db")
+    try:
+        assert store.lookup_view() is None
+        first = store.publish([_one(1.0)], model_version="m").version
+        view = store.lookup_view()
+        assert view is not None and view.store_version == first and view.ttl_s is None
+        stamp = store.reads_stamp()
+        assert store.reads_stamp() == stamp  # (nothing happened)
+        second = other.publish([_one(2.0)], model_version="m", ttl_s=60).version
+        assert store.reads_stamp() == stamp  # another process's switch: seen by asking, within snapshot_s
+        deadline = time.monotonic() + 5
+        while (view := store.lookup_view()) is None or view.store_version != second:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert view.ttl_s == 60
+        stamp = store.reads_stamp()
+        third = store.publish([_one(3.0)], model_version="m").version  # through this object: the stamp moves
+        assert store.reads_stamp() != stamp
+        found = store.lookup_view()
+        assert found is not None and found.store_version == third
+        assert store.get_many(["a"])[0].values == {"score": 3.0}  # type: ignore[union-attr]
+    finally:
+        store.close()
+        other.close()
