@@ -77,6 +77,39 @@ def test_a_cut_wal_index_is_noticed_reopened_and_nothing_committed_is_lost(tmp_p
     assert "(its -shm file) was cut under the store: reopening it" in done.stderr
 
 
+WRITE_AFTER_CUT = """
+import os, sys, time
+import pyarrow as pa
+from augury.store import SQLiteStore, WrittenBack
+
+path = sys.argv[1]
+store = SQLiteStore(path, create=False)
+store.get_many(["k1"])  # (the writer and a reader have the index mapped)
+for i in range(3):
+    os.truncate(path + "-shm", 0)
+    store.write_back([WrittenBack(f"w{i}", {"score": float(i)}, "m", time.time(), time.time() + 60)])
+os.truncate(path + "-shm", 0)
+batch = pa.record_batch({"key": ["n"], "computed_at": pa.array([time.time()]), "score": [7.0]})
+assert store.publish([batch], model_version="m7").version == "2"
+assert [w.values for w in store.written_back(["w0", "w2"], "m")] == [{"score": 0.0}, {"score": 2.0}]
+store.close()
+print("alive")
+"""
+
+
+def test_a_write_after_a_cut_wal_index_reopens_the_file_first(tmp_path: Path) -> None:
+    """A write (a write-back, a publish) reads the WAL index too: one cut under the store is reopened
+    before the write, not read (SIGBUS)."""
+    live = tmp_path / "live.db"
+    store = SQLiteStore(live)
+    store.publish([pa.record_batch({"key": ["k1"], "computed_at": pa.array([0.0]), "score": [1.0]})],
+                  model_version="m")
+    store.close()
+    done = subprocess.run([sys.executable, "-c", WRITE_AFTER_CUT, str(live)], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "alive"), (done.returncode, done.stderr[-3000:])
+
+
 def test_an_idle_store_reopens_a_replaced_file_on_its_next_lookups(tmp_path: Path) -> None:
     """A store idle for a second has no reader janitor, the thread that watches the file and reopens it;
     a lookup that finds the file replaced brings one back (its lookups failed until a restart)."""

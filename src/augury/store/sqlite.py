@@ -114,7 +114,10 @@ class SQLiteStore(StoreFile):
     @contextmanager
     def _exclusive(self, doing: str) -> Iterator[sqlite3.Connection]:
         """The writer connection, for one thread at a time (waiting at most `busy_timeout_s`, as a
-        writer in another process would), with sqlite3 errors translated."""
+        writer in another process would), with sqlite3 errors translated. A write reads the WAL index
+        (``-shm``), and a cut one is SIGBUS: one cut under the store is first reopened (`watch`)."""
+        if self._down is None and self._shm_cut():
+            self.watch()
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):
             raise StoreUnavailable(
                 f"prediction store {self.path}: {doing} waited {self._busy_timeout_s:g} s for "
