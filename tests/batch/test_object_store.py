@@ -293,3 +293,19 @@ def test_advise_reads_its_catalogue_and_traffic_log_from_the_object_store(hgb_mo
     t = a.measurements.traffic
     assert t is not None and t.key == "id" and t.catalogue_share == 1.0
     assert a.measurements.store is not None and a.measurements.store.rows_published == 600
+
+
+def test_a_run_on_an_object_store_spawns_its_worker_processes(hgb_model: Path) -> None:
+    """pyarrow's S3 client runs native threads that `threading` does not count: a run that uses it never
+    forks its workers (a forked child would inherit those threads' locks in whatever state they were)."""
+    import threading
+
+    from augury.batch.engine import LocalEngine, make_engine
+
+    as_before = "fork" if threading.active_count() == 1 else "spawn"  # (other tests may leave threads)
+    for may_fork, method in ((False, "spawn"), (True, as_before)):
+        engine = make_engine("processes", str(hgb_model), None, "auto", 2, may_fork=may_fork)
+        try:
+            assert isinstance(engine, LocalEngine) and engine.start_method == method
+        finally:
+            engine.close()

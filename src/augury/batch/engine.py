@@ -181,18 +181,21 @@ class ThreadEngine:
 class LocalEngine:
     """A pool of `workers` processes on this machine. Forked when this process runs no other thread
     (instant start, the imported frameworks shared), spawned otherwise (forking a threaded process is
-    unsafe). Each worker loads the model once, with the evaluator asked for."""
+    unsafe), and spawned when `may_fork` is False: a run on an object store, whose client (pyarrow's S3
+    or GCS filesystem) runs native threads that `threading` does not count and that a forked child
+    would inherit in whatever state they were. Each worker loads the model once, with the evaluator
+    asked for."""
 
-    def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int) -> None:
+    def __init__(self, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
+                 may_fork: bool = True) -> None:
         # before the fork: the framework and the compiled evaluator are shared by the workers, and a bad
         # model file fails here, with its own message
         self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
         threads = max(1, (os.cpu_count() or 1) // workers)
-        method = (
-            "fork"
-            if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-            else "spawn"
-        )
+        forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+        method = "fork" if may_fork and forkable else "spawn"
+        #: how the workers are started ("fork" or "spawn")
+        self.start_method = method
         self.workers = workers
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
@@ -227,11 +230,11 @@ ENGINES = ("auto", "threads", "processes", "inline", "dask")
 
 
 def make_engine(name: str, model_ref: str, model_name: str | None, evaluator: Choice, workers: int,
-                scheduler: str | None = None) -> Engine:
+                scheduler: str | None = None, may_fork: bool = True) -> Engine:
     """`processes` (also `auto`) or `threads` with `workers` > 1; `inline`, or one worker, scores in this
     process; `dask` runs on the cluster at `scheduler`, or on a LocalCluster of `workers` processes (even
     one). The model is loaded where it is scored: here for inline and threads, in each worker process
-    for processes and dask."""
+    for processes and dask. `may_fork` False: worker processes are spawned (`LocalEngine`)."""
     if name not in ENGINES:
         raise ConfigError(f"unknown batch engine {name!r}; available: {', '.join(ENGINES)}")
     if scheduler is not None and name != "dask":
@@ -243,7 +246,7 @@ def make_engine(name: str, model_ref: str, model_name: str | None, evaluator: Ch
     if name == "auto":
         name = "processes"
     if workers > 1 and name == "processes":
-        return LocalEngine(model_ref, model_name, evaluator, workers)
+        return LocalEngine(model_ref, model_name, evaluator, workers, may_fork)
     model = load_model(model_ref, name=model_name, evaluator=evaluator)
     if workers <= 1 or name == "inline":
         return InlineEngine(model)

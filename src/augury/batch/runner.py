@@ -146,7 +146,8 @@ def run_batch(
         raise InputError("--chunk-rows must be at least 1")
     workers = options.workers or os.cpu_count() or 1
     choice = check_choice(options.evaluator)
-    engine = make_engine(options.engine, model_ref, options.model_name, choice, workers, options.scheduler)
+    engine = make_engine(options.engine, model_ref, options.model_name, choice, workers, options.scheduler,
+                         may_fork=not (is_url(input_path) or remote is not None))
     try:
         with target.exclusive() if isinstance(target, LocalOutput) else contextlib.nullcontext():
             info = engine.model_info()
