@@ -320,3 +320,10 @@ def test_a_dataset_without_its_manifest_is_refused(small: Path, tmp_path: Path) 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "no _manifest.json" in err and "Traceback" not in err
     assert not (tmp_path / "new.db").exists()
+
+
+def test_the_start_method_forks_only_a_process_that_may_fork() -> None:
+    from augury.children import start_method
+
+    assert start_method(False) == "spawn"
+    assert start_method(True) in ("fork", "spawn")  # ("spawn" when another thread runs here)

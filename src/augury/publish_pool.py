@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +41,8 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from augury.batch import dataset, location
-from augury.children import die_with_parent
+from augury.batch.location import used_object_store
+from augury.children import die_with_parent, start_method
 from augury.errors import (
     InputError,
     SchemaError,
@@ -187,10 +187,9 @@ def load_parts(store: SharedStore, work: Plan, rows: StoreRows, writers: int, ex
 
 
 def _context() -> ForkContext | SpawnContext:
-    """Fork when this process runs no other thread (instant start), spawn otherwise (forking a threaded
-    process is unsafe)."""
-    fork = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-    if fork:
+    """The writers' start (`children.start_method`): forked unless this process runs another thread or
+    has used an object store (a dataset read from s3://...)."""
+    if start_method(not used_object_store()) == "fork":
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 

@@ -295,17 +295,19 @@ def test_advise_reads_its_catalogue_and_traffic_log_from_the_object_store(hgb_mo
     assert a.measurements.store is not None and a.measurements.store.rows_published == 600
 
 
-def test_a_run_on_an_object_store_spawns_its_worker_processes(hgb_model: Path) -> None:
-    """pyarrow's S3 client runs native threads that `threading` does not count: a run that uses it never
-    forks its workers (a forked child would inherit those threads' locks in whatever state they were)."""
-    import threading
-
+def test_a_process_that_used_an_object_store_spawns_its_workers_and_writers(hgb_model: Path, s3: str) -> None:
+    """pyarrow's S3 client runs native threads that `threading` does not count: a process that used it
+    never forks its batch workers or its publish's writers (a forked child would inherit those threads'
+    locks in whatever state they were)."""
+    from augury import publish_pool
     from augury.batch.engine import LocalEngine, make_engine
 
-    as_before = "fork" if threading.active_count() == 1 else "spawn"  # (other tests may leave threads)
-    for may_fork, method in ((False, "spawn"), (True, as_before)):
+    loc.listing(f"{s3}/")  # (this process now holds an S3 filesystem)
+    assert loc.used_object_store()
+    for may_fork in (False, True):
         engine = make_engine("processes", str(hgb_model), None, "auto", 2, may_fork=may_fork)
         try:
-            assert isinstance(engine, LocalEngine) and engine.start_method == method
+            assert isinstance(engine, LocalEngine) and engine.start_method == "spawn"
         finally:
             engine.close()
+    assert publish_pool._context().get_start_method() == "spawn"

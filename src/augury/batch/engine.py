@@ -30,7 +30,6 @@ import functools
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -43,12 +42,13 @@ from concurrent.futures import (
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
-from augury.children import die_with_parent
+from augury.children import die_with_parent, start_method
 from augury.errors import AuguryError, BatchError, ConfigError
 from augury.models import load_model
 from augury.models.base import Model, ModelInfo
 from augury.models.evaluator import Choice
 
+from .location import used_object_store
 from .sources import Task
 from .worker import Job, TaskResult, score_task
 
@@ -192,8 +192,7 @@ class LocalEngine:
         # model file fails here, with its own message
         self.preloaded = load_model(model_ref, name=model_name, evaluator=evaluator).info
         threads = max(1, (os.cpu_count() or 1) // workers)
-        forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-        method = "fork" if may_fork and forkable else "spawn"
+        method = start_method(may_fork and not used_object_store())
         #: how the workers are started ("fork" or "spawn")
         self.start_method = method
         self.workers = workers

@@ -105,6 +105,12 @@ def _filesystem(scheme: str, netloc: str, what: str) -> pafs.FileSystem:
 
 
 @atexit.register
+def used_object_store() -> bool:
+    """Whether this process has opened an object store's filesystem (its client's native threads make
+    forking unsafe: `children.start_method`)."""
+    return bool(_filesystems)
+
+
 def _forget_filesystems() -> None:
     """Drop the filesystems before pyarrow finalizes S3 at exit (its handler, registered when pyarrow.fs
     was imported, runs after this one): an S3 filesystem still referenced then can hang the exit
