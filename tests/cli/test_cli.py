@@ -212,3 +212,16 @@ def test_an_interrupt_says_what_it_left_by_command() -> None:
     assert "--resume" in _interrupted(["batch", "in.parquet", "-o", "out.parquet"])
     assert "published nothing" in _interrupted(["publish", "preds.parquet", "--store", "s.db"])
     assert _interrupted(["serve", "--model", "m.joblib"]) == "augury: interrupted"
+
+
+def test_an_errors_file_in_a_missing_folder_is_refused_before_scoring(tmp_path: Path,
+                                                                     ab_parquet: Path) -> None:
+    out = tmp_path / "o.parquet"
+    proc = augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--workers", "1",
+                  "--errors", str(tmp_path / "nowhere" / "e.jsonl"))
+    assert_clean_error(proc, 2, "--errors")
+    assert "does not exist" in proc.stderr and not out.exists()
+    proc = augury("batch", "fixture_models:add", str(ab_parquet), "-o", str(out), "--workers", "1",
+                  "--errors", str(tmp_path / "e.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and not (tmp_path / "e.jsonl").exists()  # (no row failed: no errors file)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from augury.errors import BatchError
 
 from . import dataset
+from .object_output import ErrorsFile
 from .sources import Plan
 from .worker import ERROR_SCHEMA, errors_path, part_path
 
@@ -85,32 +86,25 @@ class LocalOutput:
         errors = errors_path(self.staging, task_id)
         return scored, pq.read_metadata(errors).num_rows if errors.exists() else 0
 
-    def collect_errors(self, task_ids: Sequence[str], errors_file: Path) -> int:
+    def collect_errors(self, task_ids: Sequence[str], errors_file: str) -> int:
         """Gather every task's rejected rows into `errors_file` (JSON Lines), their `row` counted from the
         input's first row (the rows read before a task: its predecessors' scored rows and rejected rows,
         but not their unreadable lines, row -1); return how many there are."""
         staging = self.staging
         for tmp in staging.glob(".*.tmp"):  # an attempt killed mid-write, its task retried (Dask)
             tmp.unlink(missing_ok=True)
-        count = before = 0
-        tmp = errors_file.with_name(f".{errors_file.name}.tmp")
-        with open(tmp, "wb") as fh:
+        before = 0
+        with ErrorsFile(errors_file) as out:  # (a local path or a URL; written only if a row failed)
             for task_id in task_ids:
                 path = errors_path(staging, task_id)
                 rows = pq.read_table(path, schema=ERROR_SCHEMA).to_pylist() if path.exists() else []
                 for row in rows:
                     if row["row"] >= 0:
                         row["row"] += before
-                    fh.write(orjson.dumps(row) + b"\n")
-                    count += 1
+                    out.write(orjson.dumps(row) + b"\n")
                 before += pq.read_metadata(part_path(staging, task_id)).num_rows
                 before += sum(1 for row in rows if row["row"] >= 0)
-        if count:
-            os.replace(tmp, errors_file)
-        else:
-            tmp.unlink()
-            errors_file.unlink(missing_ok=True)
-        return count
+        return out.count
 
     def commit(self, task_ids: Sequence[str], fingerprint: dict[str, Any]) -> int:
         """Write the output: the dataset (`_commit_dataset`) or the merged file (`_merge`, then the staging

@@ -222,10 +222,10 @@ class ObjectOutput:
 
     def collect_errors(self, task_ids: Sequence[str], errors_file: str) -> int:
         """Gather every task's rejected rows into `errors_file` (a local path or a URL), their `row`
-        counted from the input's first row, as `runner._collect_errors` does for a local run."""
+        counted from the input's first row, as `LocalOutput.collect_errors` does for a local run."""
         chosen = self._all(task_ids)
         before = 0
-        with _ErrorsFile(errors_file) as out:
+        with ErrorsFile(errors_file) as out:
             for task_id in task_ids:
                 marker = chosen[task_id]
                 rows: list[dict[str, Any]] = []
@@ -308,7 +308,7 @@ def _run_of(part: str) -> str | None:
     return token[:8] if len(token) == 16 else None
 
 
-class _ErrorsFile:
+class ErrorsFile:
     """The errors file (a local path or a URL), streamed: it appears whole when the block ends (a local
     one by rename, an object when its upload completes), or is removed when no line was written; a
     failure midway leaves none."""
@@ -320,16 +320,19 @@ class _ErrorsFile:
         self.out: Any = None
 
     def write(self, line: bytes) -> None:
-        if self.out is None:
-            if self.tmp is not None:
-                self.out = open(self.tmp, "wb")  # noqa: SIM115  (closed by __exit__)
-            else:
-                fs, path = filesystem(self.target)
-                self.out = fs.open_output_stream(path)
-        self.out.write(line)
+        try:
+            if self.out is None:
+                if self.tmp is not None:
+                    self.out = open(self.tmp, "wb")  # noqa: SIM115  (closed by __exit__)
+                else:
+                    fs, path = filesystem(self.target)
+                    self.out = fs.open_output_stream(path)
+            self.out.write(line)
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot write the errors file {self.target}: {exc}") from exc
         self.count += 1
 
-    def __enter__(self) -> _ErrorsFile:
+    def __enter__(self) -> ErrorsFile:
         return self
 
     def __exit__(self, kind: object, *rest: object) -> None:

@@ -51,7 +51,7 @@ class BatchOptions:
     #: the run fails when more than this share of rows cannot be scored.
     max_error_rate: float = 0.01
     #: where rows that cannot be scored are written (JSON Lines); default `<output>.errors.jsonl`.
-    errors_path: Path | None = None
+    errors_path: str | os.PathLike[str] | None = None
     #: "auto" (= "processes": worker processes on this machine), "threads" (one process, less memory),
     #: "processes", "inline" or "dask" (a Dask cluster: `dask_engine`).
     engine: str = "auto"
@@ -142,6 +142,7 @@ def run_batch(
         raise InputError(f"output folder {out.parent} does not exist")
     elif to_dataset:
         dataset.check_replaceable(out)
+    errors_given = None if options.errors_path is None else _errors_location(options.errors_path)
     if options.chunk_rows < 1:
         raise InputError("--chunk-rows must be at least 1")
     workers = options.workers or os.cpu_count() or 1
@@ -169,12 +170,13 @@ def run_batch(
             total, resumed, task_ids = _score(engine, job, source, plan, done, started, on_progress,
                                               target.task_rows)
             errors_file: Path | str
-            if isinstance(target, ObjectOutput):
-                errors_file = options.errors_path or target.url + ".errors.jsonl"
-                failed = target.collect_errors(task_ids, str(errors_file))
+            if errors_given is not None:
+                errors_file = errors_given
+            elif isinstance(target, ObjectOutput):
+                errors_file = target.url + ".errors.jsonl"
             else:
-                errors_file = Path(options.errors_path or out.with_name(out.stem + ".errors.jsonl"))
-                failed = target.collect_errors(task_ids, errors_file)
+                errors_file = out.with_name(out.stem + ".errors.jsonl")
+            failed = target.collect_errors(task_ids, str(errors_file))
             if total == 0:
                 raise InputError("the input has no rows")
             if failed / total > options.max_error_rate:
@@ -214,6 +216,16 @@ def _object_dataset(url: str) -> str:
         raise InputError(f"output {url}: name a prefix inside the bucket for the dataset "
                          f"({url.rstrip('/')}/preds/)")
     return url
+
+
+def _errors_location(given: str | os.PathLike[str]) -> str:
+    """`--errors` checked before any scoring: a URL, or a local path whose folder exists."""
+    location = normalize(given, "--errors")
+    if not is_url(location):
+        folder = Path(location).parent
+        if not folder.is_dir():
+            raise InputError(f"--errors {location}: the folder {folder} does not exist")
+    return location
 
 
 def _check_keys(info: ModelInfo, keys: tuple[str, ...]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from augury import console
@@ -114,7 +112,7 @@ def batch(
         workers=workers or settings.workers or None,
         resume=resume,
         max_error_rate=max_error_rate,
-        errors_path=Path(errors_path) if errors_path else None,
+        errors_path=errors_path or None,
         model_name=name,
         evaluator=evaluator,
     )
