@@ -19,10 +19,12 @@ answer the same bytes by construction, not by a parallel encoder).
 **Versions.** An entry holds only for the version it was read from. The memo follows the store as a
 lookup would: the store's `reads_stamp` (a write or a switch through this process, a reopened file)
 is compared on every answer, and at most `snapshot_s` after its last check it asks the store which
-version a lookup would answer from now (`lookup_view`, through a reader's snapshot), so a switch made
-by another process is seen as late as the store's own lookups see it, no later; a new version empties
-the memo. A version with a TTL is not kept (its records expire at each read). An answer computed under
-another version than the memo's (a lookup racing a switch) is not kept either.
+version a lookup would answer from now (`lookup_view`, through a snapshot renewed for the question),
+so a switch made by another process is seen as late as the store's own lookups see it, no later; a new
+version empties the memo. A store that cannot say (a file being reopened) empties it too: the lookup
+then goes to the store, which answers or fails as without a memo. A version with a TTL is not kept
+(its records expire at each read). An answer computed under another version than the memo's (a lookup
+racing a switch) is not kept either.
 
 **Bounds.** At most `max_bytes` of entries (estimated: the prediction's JSON and the key, plus a fixed
 overhead per entry, `ENTRY_OVERHEAD`); once full, new keys are simply not kept until the next version,
@@ -38,6 +40,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from augury.errors import StoreError
 from augury.serve.answers import Answer, age_s
 from augury.serve.wire import dump_json, parse_json
 from augury.store.codec import View
@@ -106,8 +109,9 @@ class LookupMemo:
         """`key`'s kept answer for the version a lookup would answer from now, or None."""
         if not self._entries:
             return None
-        if self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due:
-            self._follow()  # (which may empty it)
+        due = self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due
+        if due and not self._follow():  # (which may empty it)
+            return None
         return self._entries.get(key)
 
     def keep(self, key: str, answer: Answer, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
@@ -116,8 +120,8 @@ class LookupMemo:
         p = answer.provenance
         if p.get("source") != "static":
             return
-        if self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due:
-            self._follow()
+        if (self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due) and not self._follow():
+            return
         if p.get("store_version") != self.version or key in self._entries:
             return
         prediction = memoryview(dump_json(answer.values)).tobytes()  # (orjson's bytes hold 4 KiB: a copy)
@@ -130,10 +134,17 @@ class LookupMemo:
         self._entries[key] = Entry(prediction, provenance)
         self.bytes += size
 
-    def _follow(self) -> None:
-        """Ask the store which version lookups answer from now; empty the memo if it moved."""
+    def _follow(self) -> bool:
+        """Ask the store which version lookups answer from now; empty the memo if it moved. False, with
+        the memo emptied, when the store cannot say (the lookup itself then meets the same failure, or
+        answers from another reader: keeping nothing is always safe)."""
         stamp = self._store.reads_stamp()
-        view = self._store.lookup_view()
+        try:
+            view = self._store.lookup_view()
+        except StoreError:
+            self._entries, self._provenances, self.bytes, self.version = {}, {}, 0, None
+            self._due = -1.0
+            return False
         version = view.store_version if view is not None and view.ttl_s is None else None  # (TTL: none kept)
         if version != self.version:
             self._entries = {}
@@ -142,6 +153,7 @@ class LookupMemo:
             self.version = version
         self._stamp = stamp
         self._due = time.monotonic() + self._period
+        return True
 
     def _provenance(self, p: Any, headers: tuple[tuple[bytes, bytes], ...]) -> Provenance | None:
         """The shared `Provenance` of answers with provenance `p` and `headers` (None: not one to keep)."""

@@ -152,12 +152,12 @@ class Reader:
                 for key, blob in zip(keys, remembered, strict=True)]
 
     def lookup_view(self, generation: int) -> tuple[str, View] | None:
-        """The active version's table and view as `lookup` would answer from it now (the snapshot begun or
-        renewed first, as there): what a caller that keeps lookups' answers checks them against."""
+        """The active version's table and view as of now, through a snapshot renewed for it (one begun
+        earlier may be up to `snapshot_s` old): what a caller that keeps lookups' answers checks them
+        against, every `snapshot_s`, so it sees a switch no later than lookups do."""
         if self._snapshot_s <= 0.0:
             return self.active()
-        if generation != self._generation or time.monotonic() - self.since >= self._snapshot_s:
-            self._renew(generation)
+        self._renew(generation)
         return self._active
 
     def read(self, fn: Callable[[sqlite3.Connection], Any], generation: int) -> Any:
