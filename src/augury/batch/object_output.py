@@ -94,11 +94,21 @@ class PartUpload:
 
     def open(self) -> Any:
         fs, path = filesystem(self.url)
-        self.stream = fs.open_output_stream(path)
+        try:
+            self.stream = fs.open_output_stream(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise _upload_failed(self.url, exc) from exc
         return self.stream
 
     def commit(self, scored: int, errors: pa.Table | None) -> None:
-        """The part is written (its writer closed): complete its upload, then the errors, then the marker."""
+        """The part is written (its writer closed): complete its upload, then the errors, then the marker.
+        A failure is a BatchError: the task has no marker, so a resumed run scores it again."""
+        try:
+            self._commit(scored, errors)
+        except (OSError, pa.ArrowException) as exc:
+            raise _upload_failed(self.url, exc) from exc
+
+    def _commit(self, scored: int, errors: pa.Table | None) -> None:
         if self.stream is not None:
             self.stream.close()  # the upload completes: the part appears, whole
         errors_name = None
@@ -230,8 +240,12 @@ class ObjectOutput:
                 marker = chosen[task_id]
                 rows: list[dict[str, Any]] = []
                 if marker.errors:
-                    fs, path = filesystem(join(self.staging, marker.errors))
-                    rows = pq.read_table(path, filesystem=fs).to_pylist()
+                    url = join(self.staging, marker.errors)
+                    fs, path = filesystem(url)
+                    try:
+                        rows = pq.read_table(path, filesystem=fs).to_pylist()
+                    except (OSError, pa.ArrowException) as exc:
+                        raise BatchError(f"cannot read {url}: {exc}; rerun with --resume") from exc
                 for row in rows:
                     if row["row"] >= 0:
                         row["row"] += before
@@ -300,6 +314,10 @@ class ObjectOutput:
             location.write_bytes(url, data)
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot write {url}: {exc}") from exc
+
+
+def _upload_failed(url: str, exc: Exception) -> BatchError:
+    return BatchError(f"cannot write {url}: {exc}; finished tasks are kept: rerun with --resume to continue")
 
 
 def _run_of(part: str) -> str | None:
