@@ -274,6 +274,12 @@ class ObjectOutput:
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot read {self.url}/{parts[0].name}: {exc}") from exc
         manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
+        here = {f.path.rsplit("/", 1)[-1] for f in location.listing(self.url, recursive=False)}
+        gone = [p.name for p in parts if p.name not in here]
+        if gone:  # (another run on this dataset took this one for an interrupted run and removed them)
+            raise BatchError(f"{len(gone)} of this run's parts are no longer at {self.url} (another run "
+                             f"on the same dataset removes them); nothing was committed: run again, one "
+                             f"at a time")
         replaced = self._listed()
         self._write(join(self.url, dataset.MANIFEST), manifest.to_json())
         self._clean(self.run_id, {p.name for p in parts}, replaced)
