@@ -22,7 +22,7 @@ from augury.batch import BatchOptions, run_batch
 from augury.batch import location as loc
 from augury.batch.dataset import MANIFEST
 from augury.batch.sources import open_source
-from augury.errors import InputError, MissingExtraError
+from augury.errors import BatchError, InputError, MissingExtraError
 from augury.publish import publish_predictions
 from augury.store import SQLiteStore
 from augury.verify import Checks, verify
@@ -311,3 +311,26 @@ def test_a_process_that_used_an_object_store_spawns_its_workers_and_writers(hgb_
         finally:
             engine.close()
     assert publish_pool._context().get_start_method() == "spawn"
+
+
+def test_a_run_whose_parts_another_run_removed_commits_nothing(s3: str) -> None:
+    """Object stores have no lock: a second run on the same dataset takes the first's state for an
+    interrupted run's and removes its parts. The first then fails before its manifest, committing nothing
+    (it wrote a manifest naming parts that were gone)."""
+    put(f"{s3}/in.parquet", pa.table({"a": np.arange(400.0), "b": np.ones(400)}), row_group_size=100)
+    options = BatchOptions(workers=1, chunk_rows=50)
+    run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options)
+    before = loc.read_bytes(f"{s3}/preds/{MANIFEST}")
+    fs = loc.filesystem(f"{s3}/preds")[0]
+
+    def another_run_removes_a_part(progress: object) -> None:
+        for f in loc.listing(f"{s3}/preds", recursive=False):
+            name = f.path.rsplit("/", 1)[-1]
+            if name.startswith("part-") and name.encode() not in before:  # (one of this run's)
+                fs.delete_file(f.path)
+                return
+
+    with pytest.raises(BatchError, match="nothing was committed"):
+        run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options,
+                  on_progress=another_run_removes_a_part)  # type: ignore[arg-type]
+    assert loc.read_bytes(f"{s3}/preds/{MANIFEST}") == before and read_all(f"{s3}/preds/").num_rows == 400

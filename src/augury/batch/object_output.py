@@ -268,18 +268,18 @@ class ObjectOutput:
         parts = [dataset.Part(m.part, m.scored) for m in (chosen[t] for t in task_ids) if m.part and m.scored]
         if not parts:
             raise BatchError("no row of the input could be scored")
-        try:
-            first = location.parquet_file(join(self.url, parts[0].name))
-            schema = first.schema_arrow
-        except (OSError, pa.ArrowException) as exc:
-            raise BatchError(f"cannot read {self.url}/{parts[0].name}: {exc}") from exc
-        manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
         here = {f.path.rsplit("/", 1)[-1] for f in location.listing(self.url, recursive=False)}
         gone = [p.name for p in parts if p.name not in here]
         if gone:  # (another run on this dataset took this one for an interrupted run and removed them)
             raise BatchError(f"{len(gone)} of this run's parts are no longer at {self.url} (another run "
                              f"on the same dataset removes them); nothing was committed: run again, one "
                              f"at a time")
+        try:
+            first = location.parquet_file(join(self.url, parts[0].name))
+            schema = first.schema_arrow
+        except (OSError, pa.ArrowException) as exc:
+            raise BatchError(f"cannot read {self.url}/{parts[0].name}: {exc}") from exc
+        manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
         replaced = self._listed()
         self._write(join(self.url, dataset.MANIFEST), manifest.to_json())
         self._clean(self.run_id, {p.name for p in parts}, replaced)
