@@ -107,10 +107,7 @@ class LookupMemo:
 
     def get(self, key: str) -> Entry | None:
         """`key`'s kept answer for the version a lookup would answer from now, or None."""
-        if not self._entries:
-            return None
-        due = self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due
-        if due and not self._follow():  # (which may empty it)
+        if not self._entries or not self._current():  # (which may empty it)
             return None
         return self._entries.get(key)
 
@@ -120,7 +117,7 @@ class LookupMemo:
         p = answer.provenance
         if p.get("source") != "static":
             return
-        if (self._store.reads_stamp() != self._stamp or time.monotonic() >= self._due) and not self._follow():
+        if not self._current():
             return
         if p.get("store_version") != self.version or key in self._entries:
             return
@@ -134,26 +131,30 @@ class LookupMemo:
         self._entries[key] = Entry(prediction, provenance)
         self.bytes += size
 
-    def _follow(self) -> bool:
-        """Ask the store which version lookups answer from now; empty the memo if it moved. False, with
-        the memo emptied, when the store cannot say (the lookup itself then meets the same failure, or
+    def _current(self) -> bool:
+        """Whether the entries are of the version lookups answer from now: the store is asked when its
+        stamp moved or `snapshot_s` passed, and the memo emptied if the version moved. False, with the
+        memo emptied, when the store cannot say (the lookup itself then meets the same failure, or
         answers from another reader: keeping nothing is always safe)."""
         stamp = self._store.reads_stamp()
+        if stamp == self._stamp and time.monotonic() < self._due:
+            return True
         try:
             view = self._store.lookup_view()
         except StoreError:
-            self._entries, self._provenances, self.bytes, self.version = {}, {}, 0, None
+            self._empty(None)
             self._due = -1.0
             return False
         version = view.store_version if view is not None and view.ttl_s is None else None  # (TTL: none kept)
         if version != self.version:
-            self._entries = {}
-            self._provenances = {}
-            self.bytes = 0
-            self.version = version
+            self._empty(version)
         self._stamp = stamp
         self._due = time.monotonic() + self._period
         return True
+
+    def _empty(self, version: str | None) -> None:
+        """Forget every entry; what is kept from now on is of `version`."""
+        self._entries, self._provenances, self.bytes, self.version = {}, {}, 0, version
 
     def _provenance(self, p: Any, headers: tuple[tuple[bytes, bytes], ...]) -> Provenance | None:
         """The shared `Provenance` of answers with provenance `p` and `headers` (None: not one to keep)."""
