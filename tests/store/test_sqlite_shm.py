@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from augury.errors import StoreError
 from augury.store import SQLiteStore
-from augury.store.sqlite_watch import shm_shrank
+from augury.store.sqlite_watch import Shm, shm_shrank
 
 CUT = """
 import os, sys, time
@@ -140,8 +140,8 @@ def test_an_idle_store_reopens_a_replaced_file_on_its_next_lookups(tmp_path: Pat
 
 def test_shm_shrank() -> None:
     assert not shm_shrank(None, None)  # never seen: nothing to compare
-    assert not shm_shrank((1, 2, 32768), (1, 2, 32768))
-    assert not shm_shrank((1, 2, 32768), (1, 2, 65536))  # SQLite grows it
-    assert shm_shrank((1, 2, 32768), (1, 2, 0))  # truncated
-    assert shm_shrank((1, 2, 32768), (1, 3, 32768))  # another file
-    assert shm_shrank((1, 2, 32768), None)  # deleted
+    assert not shm_shrank(Shm(1, 2, 32768), Shm(1, 2, 32768))
+    assert not shm_shrank(Shm(1, 2, 32768), Shm(1, 2, 65536))  # SQLite grows it
+    assert shm_shrank(Shm(1, 2, 32768), Shm(1, 2, 0))  # truncated
+    assert shm_shrank(Shm(1, 2, 32768), Shm(1, 3, 32768))  # another file
+    assert shm_shrank(Shm(1, 2, 32768), None)  # deleted

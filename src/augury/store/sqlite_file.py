@@ -188,7 +188,7 @@ class StoreFile:
         known, now = self._shm, shm_of(self.path)
         if shm_shrank(known, now):
             return True
-        if known is not None and now is not None and now[2] > known[2]:
+        if known is not None and now is not None and now.size > known.size:
             self._shm = now  # (threads may race here: a lost update only remembers a smaller size)
         return False
 

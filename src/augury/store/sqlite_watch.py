@@ -122,17 +122,26 @@ def continues(known: Stamps, now: Stamps) -> bool:
     return known.store_id is not None or bool(shared) or not known.versions
 
 
-#: the ``-shm`` file (SQLite's WAL index) as seen: (device, inode, size in bytes).
-Shm = tuple[int, int, int]
+@dataclass(frozen=True)
+class Shm:
+    """The ``-shm`` file (SQLite's WAL index) as seen: which file (device, inode) and its size in bytes.
+    Taken once per read snapshot, write and janitor wake-up, never per lookup."""
+
+    dev: int
+    ino: int
+    size: int
+
+    def same_file(self, other: Shm) -> bool:
+        return (self.dev, self.ino) == (other.dev, other.ino)
 
 
 def shm_of(path: str) -> Shm | None:
-    """The ``-shm`` beside `path` now (`Shm`), or None when there is none."""
+    """The ``-shm`` beside `path` now, or None when there is none."""
     try:
         st = os.stat(path + "-shm")
     except OSError:
         return None
-    return st.st_dev, st.st_ino, st.st_size
+    return Shm(st.st_dev, st.st_ino, st.st_size)
 
 
 def shm_shrank(known: Shm | None, now: Shm | None) -> bool:
@@ -140,7 +149,7 @@ def shm_shrank(known: Shm | None, now: Shm | None) -> bool:
     docstring): gone, another file, or smaller than `known` (SQLite only grows it while it is open)."""
     if known is None:
         return False
-    return now is None or now[:2] != known[:2] or now[2] < known[2]
+    return now is None or not now.same_file(known) or now.size < known.size
 
 
 def sidecars(path: str) -> dict[str, tuple[int, int]]:
