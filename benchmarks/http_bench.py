@@ -153,6 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="extra arguments for every `augury serve`, e.g. --serve-args='--max-delay-ms 0'")
     ap.add_argument("--peer-venvs", type=Path, default=PEER_VENVS,
                     help=f"the peers' venvs (benchmarks/peers/setup_envs.sh) [{PEER_VENVS}]")
+    ap.add_argument("--server-cpus", default="",
+                    help="pin every server to these CPUs (taskset -c list, e.g. 1): with --wrk-cpus, wrk and "
+                         "the server stop sharing cores, as on a machine with cores to spare [not pinned]")
+    ap.add_argument("--wrk-cpus", default="",
+                    help="pin wrk to these CPUs (taskset -c list, e.g. 0) [not pinned]")
     ap.add_argument("--out", type=Path, help="write every record and the summary to this JSON file")
     ap.add_argument("--redis", default=None,
                     help="a Redis URL (its database is emptied!) or 'local' (a private redis-server): "

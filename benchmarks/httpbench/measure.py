@@ -35,7 +35,7 @@ def run_system(system: System, w: Workload, args: argparse.Namespace, round_no: 
     log_dir = w.work / "logs"
     log_dir.mkdir(exist_ok=True)
     server = start(system, w, log_dir, round_no, shlex.split(args.serve_args), args.peer_venvs,
-                   workers=args.workers)
+                   workers=args.workers, cpus=args.server_cpus)
     rec["command"] = " ".join(server.proc.args)  # type: ignore[arg-type]
     try:
         # the peers are given the peer harness's 180 s (Ray and BentoML start slowly)
@@ -43,12 +43,13 @@ def run_system(system: System, w: Workload, args: argparse.Namespace, round_no: 
         rec["check_problems"] = wait_ready(server, w, timeout)
         rec["startup_s"] = round(time.perf_counter() - server.started, 2)
         rec["pss_idle_mb"] = round(pss_mb(tree(server.proc.pid)), 1)
-        run_wrk(system.load, w, server.port, args.connections, args.warmup, args.wrk_threads)
+        run_wrk(system.load, w, server.port, args.connections, args.warmup, args.wrk_threads, args.wrk_cpus)
         procs = tree(server.proc.pid)
         rec["processes"] = len(procs)
         with PeakPss(server.proc.pid) as peak:
             cpu0, t0 = cpu_seconds(procs), time.perf_counter()
-            r = run_wrk(system.load, w, server.port, args.connections, args.duration, args.wrk_threads)
+            r = run_wrk(system.load, w, server.port, args.connections, args.duration, args.wrk_threads,
+                        args.wrk_cpus)
             cpu1, t1 = cpu_seconds(procs), time.perf_counter()
         r["server_cores"] = (cpu1 - cpu0) / (t1 - t0)
         r["peak_pss_mb"] = peak.peak

@@ -158,7 +158,8 @@ def command(system: System, w: Workload, port: int, extra: Sequence[str] = (), w
 
 
 def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequence[str],
-          venvs: Path = PEER_VENVS, workers: int = 1) -> Server:
+          venvs: Path = PEER_VENVS, workers: int = 1, cpus: str = "") -> Server:
+    """Start `system` on a free port (pinned with ``taskset -c cpus`` when `cpus` is given)."""
     port = free_port()
     log = log_dir / f"{system.name}_r{round_no}.log"
     env = dict(os.environ, **THREAD_ENV)
@@ -168,6 +169,8 @@ def start(system: System, w: Workload, log_dir: Path, round_no: int, extra: Sequ
         env.update(peer_env, PYTHONDONTWRITEBYTECODE="1")
     else:
         cmd = command(system, w, port, extra, workers)
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=w.work)

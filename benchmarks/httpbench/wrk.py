@@ -50,13 +50,15 @@ class Load:
 
 
 def run_wrk(load: Load, w: Workload, port: int, connections: int, duration: float,
-            threads: int = 1) -> dict[str, Any]:
+            threads: int = 1, cpus: str = "") -> dict[str, Any]:
     """One wrk run against 127.0.0.1:`port`: the script's WRKJSON numbers, plus ``rps`` (requests over
     wrk's own measured duration), ``non_2xx`` (wrk's status errors: 4xx and 5xx), ``socket_errors``
     (connect + read + write + timeout) and the command line."""
     env = dict(os.environ, **load.env(w))
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "--latency",
            "-s", str(WRK_DIR / load.script), f"http://127.0.0.1:{port}{load.path}"]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60, check=False)
     m = re.search(r"^WRKJSON (\{.*\})$", out.stdout, re.M)
     if not m:
