@@ -33,8 +33,11 @@ def test_calibration_measures_a_real_server(measured: ServingOverheads) -> None:
     assert 1e-6 < measured.round_trip_s < 50e-3
     details = dict(measured.details)
     assert details["inline_full_rows_per_call"] > details["inline_light_rows_per_call"]  # batches formed
-    # the stall probe ran: however busy the machine, the core was stalled a small share of the time
+    # the stall probes ran (before, between and after the servers' load, and more if they disagreed):
+    # however busy the machine, the core was stalled a small share of the time
     assert measured.stalls.per_s >= 0 and measured.stalls.share < 0.5
+    probes = [k for k in details if k.startswith("stall_probe_")]
+    assert 3 <= len(probes) <= 5 and (len(probes) == 3) == (measured.notes == ())
     # the loaded phases were timed by the kernel, and gave the server's own pauses (some, or none)
     assert details["timed_by_the_kernel"] == 1.0
     for pauses in (measured.pauses_inline, measured.pauses_hop):
@@ -47,6 +50,8 @@ def test_kept_in_a_file_and_read_back(measured: ServingOverheads, tmp_path: Path
     assert back.per_request_s == measured.per_request_s and back.path == str(path) and back.calibrated
     assert back.stalls == measured.stalls
     assert (back.pauses_inline, back.pauses_hop) == (measured.pauses_inline, measured.pauses_hop)
+    noted = replace(measured, notes=("the machine's load changed during calibration",))
+    assert load(save(noted, tmp_path / "noted.json")).notes == noted.notes
     assert resolve(path) == back
     assert resolve(None) == BUILT_IN  # the conftest points the default path at a missing file
 

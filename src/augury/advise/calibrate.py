@@ -23,11 +23,14 @@ server took longer over than usual, and how the number of those a second grows w
 many come with each request. (The server's collector and its other work come with its requests, so they
 are drawn per request, where the stalls below follow the clock.)
 
-Before that, with both servers started and idle, `stalls.probe` measures for `STALL_PROBE_S` how often
-and how long the server's core is taken from it by other work: the `stalls` the simulation lays over the
-worker's time. (They replaced a spread taken from the light phase's latencies divided by their mean: on
-a busy machine a few stalls made that mean 7 times the median, and the spread put predictions 40-640 %
-off; issue 15.)
+`stalls.probe` measures how often and how long the server's core is taken from it by other work, with
+the servers idle, three times (`PROBES`: before the first server's load, between the two, after the
+second's), `STALL_PROBE_S` in all: the `stalls` the simulation lays over the worker's time. (They
+replaced a spread taken from the light phase's latencies divided by their mean: on a busy machine a few
+stalls made that mean 7 times the median, and the spread put predictions 40-640 % off; issue 15.) Three
+probes tell whether the machine's load changed while calibration ran (`agree`); if it did, up to two
+more are taken, the median probe's stalls are kept, and the calibration's `notes` say so
+(`stalls.settled`).
 
 The figures are the server's CPU time, so a busy client or machine changes them little; they are saved
 to a small JSON file (`overheads.default_path()`, or the path given) that later advice reads.
@@ -36,29 +39,26 @@ to a small JSON file (`overheads.default_path()`, or the path given) that later 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from augury.advise import load
-from augury.advise.load import PHASE_S, CalibrationError, Measured, Phase, request_bytes
+from augury.advise import load, server
+from augury.advise.load import PHASE_S, Measured, Phase, request_bytes
 from augury.advise.overheads import ServingOverheads
-from augury.advise.stalls import pauses_from, probe
+from augury.advise.stalls import agree, pauses_from, probe, settled
 from augury.errors import MissingExtraError
 
-#: seconds of the stall probe (shortened like the warm-up with shorter phases, to at least 0.3 s).
+#: seconds of the stall probes together (shortened like the warm-up with shorter phases, each to at
+#: least 0.3 s), in `PROBES` probes: before, between and after the servers' load. Probes that do not
+#: `stalls.agree` saw the machine change, and more are taken, up to `MAX_PROBES` (at most 2 s more).
 STALL_PROBE_S = 3.0
-START_TIMEOUT_S = 60.0
+PROBES = 3
+MAX_PROBES = 5
 NAME = "calib"
+MODEL_REF = "augury_calibration_model:score"
 _MODEL = '''
 import numpy as np
 from augury.models import function_model
@@ -78,20 +78,30 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
         import psutil  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("augury advise --calibrate", "advise", "psutil") from exc
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    server_core = cores[0] if len(cores) >= 2 else None
+    core, client = server.cores()
+    probe_s = max(STALL_PROBE_S / PROBES * min(phase_s / PHASE_S, 1.0), 0.3)
     with tempfile.TemporaryDirectory(prefix="augury-calibrate-") as tmp:
-        (Path(tmp) / "augury_calibration_model.py").write_text(_MODEL, encoding="utf-8")
+        folder = Path(tmp)
+        (folder / "augury_calibration_model.py").write_text(_MODEL, encoding="utf-8")
         # both servers start at once (their start, mostly imports, is over a second each), then are
         # measured one after the other: the one waiting is idle meanwhile
-        with _server(Path(tmp), None) as first, _server(Path(tmp), 0.0) as second, \
-                _client_cores(cores[1:] if server_core is not None else []):
-            for proc, port, log in (first, second):
-                _wait_ready(proc, port, log)
-            stalls = probe(max(STALL_PROBE_S * min(phase_s / PHASE_S, 1.0), 0.3), server_core)
-            inline = _measure(first, server_core, phase_s)
-            _stop(first[0])
-            hop = _measure(second, server_core, phase_s)
+        with server.started(MODEL_REF, NAME, folder, _PREDICT, python_path=[tmp]) as first, \
+                server.started(MODEL_REF, NAME, folder, _PREDICT, ("--inline-below-ms", "0"),
+                               python_path=[tmp]) as second, server.client_cores(client):
+            for s in (first, second):
+                server.wait_ready(s)
+            probes = [probe(probe_s, core)]
+            inline = _measure(first, core, phase_s)
+            server.stop(first.proc)
+            probes.append(probe(probe_s, core))
+            hop = _measure(second, core, phase_s)
+            probes.append(probe(probe_s, core))
+            while not agree(probes) and len(probes) < MAX_PROBES:
+                probes.append(probe(probe_s, core))
+    stalls, changed = settled(probes)
+    notes = (f"the machine's load changed during calibration (probes before, between and after the "
+             f"servers' load, then again): {changed}. Calibrate again when the machine is as it will be "
+             f"when serving.",) if changed else ()
     per_request, batch_inline, wake_inline = _fit(inline.phases)
     per_request_hop, batch_hop, wake_hop = _fit(hop.phases)
     details = {f"{path}_{name}_{what}": value
@@ -100,6 +110,7 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                for what, value in (("rest_us", phase.rest_s * 1e6), ("rows_per_call", phase.rows_per_call),
                                    ("busy", phase.busy))}
     details["per_request_hop_us"] = per_request_hop * 1e6
+    details.update({f"stall_probe_{i + 1}_share": p.share for i, p in enumerate(probes)})
     pauses = {path: pauses_from([(t.sent_s, t.received_s, phase.busy)
                                  for t, phase in zip(run.timed, run.phases, strict=False)], stalls)
               for path, run in (("inline", inline), ("hop", hop))}
@@ -111,7 +122,8 @@ def calibrate(*, phase_s: float = PHASE_S) -> ServingOverheads:
                             per_wake_inline_s=wake_inline, per_wake_hop_s=wake_hop,
                             source=f"calibrated on this machine ({machine}) at {now}", calibrated=True,
                             measured_at=now, machine=machine, details=tuple(details.items()),
-                            stalls=stalls, pauses_inline=pauses["inline"], pauses_hop=pauses["hop"])
+                            stalls=stalls, pauses_inline=pauses["inline"], pauses_hop=pauses["hop"],
+                            notes=notes)
 
 
 def _fit(phases: tuple[Phase, ...]) -> tuple[float, float, float]:
@@ -159,89 +171,7 @@ def _fit_two(light: Phase, full: Phase) -> tuple[float, float]:
     return per_request, per_batch
 
 
-@contextlib.contextmanager
-def _client_cores(cores: list[int]) -> Iterator[None]:
-    """Run this process on `cores` (none: leave it) meanwhile, off the server's core."""
-    if not cores:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(cores))
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-_Server = tuple[subprocess.Popen[bytes], int, Path]
-
-
-@contextlib.contextmanager
-def _server(folder: Path, inline_below_ms: float | None) -> Iterator[_Server]:
-    """``augury serve`` of the calibration model started (not yet answering) on a free port; stopped
-    on the way out."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "augury.cli", "serve", "--model", "augury_calibration_model:score",
-           "--name", NAME, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--max-batch-size", "64"]
-    if inline_below_ms is not None:
-        cmd += ["--inline-below-ms", f"{inline_below_ms:g}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log = folder / f"serve-{port}.log"
-    with log.open("wb") as out:
-        # its own session: whatever it signals on the way down (its process group), never this process
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=folder, start_new_session=True)
-    try:
-        yield proc, port, log
-    finally:
-        _stop(proc)
-
-
-def _measure(server: _Server, core: int | None, phase_s: float) -> Measured:
-    """Pin `server` (answering) to `core`, and run the phases."""
-    import psutil
-
-    proc, port, _ = server
-    process = psutil.Process(proc.pid)
-    if core is not None:  # every thread: those started already (the model thread) keep their own mask
-        for thread in process.threads():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(thread.id, {core})
-    return asyncio.run(load.phases(port, process, phase_s, _PREDICT))
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group (its workers too), SIGKILL if it is not gone in 15 s."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < START_TIMEOUT_S:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-800:]
-            raise CalibrationError(f"augury serve exited with {proc.returncode} during calibration: {tail}")
-        with contextlib.suppress(OSError):
-            if asyncio.run(load.one(port, _PREDICT)) == 200:
-                return
-        time.sleep(0.2)
-    raise CalibrationError(f"augury serve did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:g} s")
+def _measure(served: server.Served, core: int | None, phase_s: float) -> Measured:
+    """Pin `served` (answering) to `core`, and run the phases."""
+    process = server.pinned(served, core)
+    return asyncio.run(load.phases(served.port, process, phase_s, _PREDICT))

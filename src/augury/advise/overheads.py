@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,12 @@ class ServingOverheads:
     #: the server's own pauses under load, scoring on the loop's thread and on the model thread.
     pauses_inline: Pauses = NO_PAUSES
     pauses_hop: Pauses = NO_PAUSES
+    #: what calibration noticed (the machine's load changed while it ran), kept in the file.
+    notes: tuple[str, ...] = ()
+    #: whose pauses these are, for the output: the calibration server's, or (`with_model_pauses`) those
+    #: of a server of the model advised on; and that server's figures. Not kept in the file.
+    pauses_used: str = ""
+    model_server: tuple[tuple[str, float], ...] = ()
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
@@ -70,6 +76,27 @@ class ServingOverheads:
     def pauses_for(self, call_s: float) -> Pauses:
         """The server's own pauses, for a model call of `call_s` seconds."""
         return self.pauses_inline if call_s < INLINE_BELOW_S else self.pauses_hop
+
+    @property
+    def pauses_said(self) -> str:
+        """Whose pauses the prediction draws, in words."""
+        if self.pauses_used:
+            return self.pauses_used
+        if not self.calibrated:
+            return "none (built-in estimates)"
+        return "the calibration server's (a tiny model)"
+
+    def with_model_pauses(self, pauses: Pauses, said: str,
+                          details: tuple[tuple[str, float], ...] = ()) -> ServingOverheads:
+        """These overheads with `pauses`, measured on a server of the model advised on, in place of the
+        calibration server's, for both paths (the model takes one of them): they hold the server's own
+        pauses too, as the calibration server had them, and the model's, which it cannot have."""
+        return replace(self, pauses_inline=pauses, pauses_hop=pauses, pauses_used=said, model_server=details)
+
+    def noted(self, note: str, details: tuple[tuple[str, float], ...] = ()) -> ServingOverheads:
+        """These overheads with whose pauses they are said (`pauses_used`), when a model's server's could
+        not be measured."""
+        return replace(self, pauses_used=note, model_server=details)
 
     def to_dict(self) -> dict[str, Any]:
         return {"per_batch_inline_us": round(self.per_batch_inline_s * 1e6, 1),
@@ -88,7 +115,9 @@ class ServingOverheads:
                 **{f"pauses_{path}": {"per_request": round(p.per_request, 5),
                                       "p50_p90_max_ms": [round(x * 1e3, 3) for x in _pick(p.durations_s,
                                                                                            (0.5, 0.9, 1.0))]}
-                   for path, p in (("inline", self.pauses_inline), ("hop", self.pauses_hop))}}
+                   for path, p in (("inline", self.pauses_inline), ("hop", self.pauses_hop))},
+                "pauses_used": self.pauses_said, "notes": list(self.notes),
+                "model_server": {k: round(v, 7) for k, v in self.model_server}}
 
 
 def _pick(values: tuple[float, ...], shares: tuple[float, ...]) -> list[float]:
@@ -114,7 +143,9 @@ def default_path() -> Path:
 
 def save(overheads: ServingOverheads, path: Path) -> Path:
     """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
-    doc = {"format": FORMAT, **asdict(overheads), "path": None, "details": dict(overheads.details),
+    fields = {k: v for k, v in asdict(overheads).items() if k not in ("pauses_used", "model_server")}
+    doc = {"format": FORMAT, **fields, "path": None, "details": dict(overheads.details),
+           "notes": list(overheads.notes),
            "stalls": {"per_s": overheads.stalls.per_s, "durations_s": list(overheads.stalls.durations_s)},
            **{name: {"per_request": p.per_request, "durations_s": list(p.durations_s)}
               for name, p in (("pauses_inline", overheads.pauses_inline),
@@ -148,6 +179,7 @@ def load(path: Path) -> ServingOverheads:
         pauses = {name: Pauses(float(dict(doc.get(name) or {}).get("per_request", 0.0)),
                                tuple(float(x) for x in dict(doc.get(name) or {}).get("durations_s", [])))
                   for name in ("pauses_inline", "pauses_hop")}
+        notes = tuple(str(n) for n in doc.get("notes") or ())
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"{path}: a calibration figure is missing or not a number ({exc})") from exc
     except ConfigError as exc:
@@ -158,7 +190,7 @@ def load(path: Path) -> ServingOverheads:
                             calibrated=True, measured_at=_text(doc.get("measured_at")),
                             machine=_text(doc.get("machine")), path=str(path), details=details,
                             stalls=stalls, pauses_inline=pauses["pauses_inline"],
-                            pauses_hop=pauses["pauses_hop"])
+                            pauses_hop=pauses["pauses_hop"], notes=notes, pauses_used="", model_server=())
 
 
 def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:
