@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augury.advise.stalls import NO_PAUSES, Pauses, Stalls, excess, pauses_from
+from augury.advise.stalls import NO_PAUSES, Pauses, Stalls, agree, excess, pauses_from, settled
 from augury.errors import ConfigError
 
 
@@ -65,3 +65,15 @@ def test_too_little_to_tell_is_no_pauses() -> None:
         Pauses(0.1, ())
     with pytest.raises(ConfigError):
         Pauses(1.5, (0.001,))
+
+
+def test_probes_that_disagree_keep_the_median_and_say_so() -> None:
+    """issue 15: a calibration taken as the machine's load changed predicted p99 15-63 ms against 0.7-1.4
+    ms measured minutes later. Probes within 3 x of each other are one probe; others keep the median."""
+    quiet, busy = Stalls(4.0, (0.0005,) * 4), Stalls(40.0, (0.001,) * 40)
+    assert agree([quiet, Stalls(8.0, (0.0005,) * 8)]) and not agree([quiet, busy])
+    assert agree([Stalls(0.0, ()), Stalls(2.0, (0.0004,) * 2)])  # both well under 0.2 % of the time
+    merged, note = settled([quiet, Stalls(8.0, (0.0005,) * 8)])
+    assert note == "" and merged.per_s == 6.0 and len(merged.durations_s) == 12
+    kept, note = settled([quiet, busy, Stalls(6.0, (0.0005,) * 6)])
+    assert kept == Stalls(6.0, (0.0005,) * 6) and "3 probes" in note and "median" in note

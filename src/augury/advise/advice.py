@@ -249,8 +249,11 @@ def _measured_rows(a: Advice) -> list[tuple[str, str]]:
                  f"{s.per_batch_inline_s * 1e6:.0f} / {s.per_batch_hop_s * 1e6:.0f} µs per batch (inline / "
                  f"model thread), round trip {s.round_trip_s * 1e6:.0f} µs"
                  + (f", core stalled {units.share(s.stalls.share)} of the time "
-                    f"({s.stalls.per_s:.0f} stalls/s), its own pauses on "
-                    f"{units.share(s.pauses_inline.per_request)} / {units.share(s.pauses_hop.per_request)} "
-                    f"of requests" if s.calibrated else "")
+                    f"({s.stalls.per_s:.0f} stalls/s)" if s.calibrated else "")
                  + f": {s.source}" + (f" [{s.path}]" if s.path else "")))
+    if s.calibrated:
+        pauses = s.pauses_for(one.p50_s)
+        rows.append(("server's pauses under load", f"{units.share(pauses.per_request)} of requests: "
+                                                   f"{s.pauses_said}"))
+    rows.extend(("calibration note", note) for note in s.notes)
     return rows

@@ -5,6 +5,11 @@ budgeted: the inputs must be read, and a bad one fails before anything is measur
 throughput (until 65 % of the budget is spent); scoring more of the sample for the store measurement (to
 75 %) and the store itself (to 85 %); the rest goes to the simulations of `recommend`, which take well
 under a second.
+
+With calibration (and a model a server can be started for, in time: `served.why_not`), a real
+``augury serve`` of the model is loaded for its pauses too (`served.model_pauses`: the server's start,
+2-3 s for a 100-tree HistGradientBoosting model on the 2-core VM, then two phases of up to 2 s): the
+steps' shares are then 50, 57 and 64 %, and the server has until 95 % (`served.SERVED_SHARE`).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import pyarrow as pa
 
 from augury.advise.advice import Advice
 from augury.advise.budget import Budget, ModelThread
+from augury.advise.capacity import service_curve
 from augury.advise.catalogue import Catalogue, read_catalogue
 from augury.advise.measure import measure_model, rss_bytes
 from augury.advise.measurements import CatalogueStats, Goals, Measurements, TrafficStats
 from augury.advise.overheads import ServingOverheads, resolve
 from augury.advise.recommend import recommend
+from augury.advise.served import FALLBACK, SERVED_SHARE, model_pauses, why_not
 from augury.advise.storecost import MAX_ROWS, measure_store
 from augury.advise.traffic import column_names, read_traffic
 from augury.errors import ConfigError
@@ -31,6 +38,10 @@ from augury.models import Model, load_model, predict_checked
 
 #: the default time budget for measuring, in seconds.
 DEFAULT_BUDGET_S = 30.0
+#: the budget's share spent when the model's measuring, scoring more of the sample and the store's end;
+#: with a server of the model to measure too, it has until 95 %.
+SHARES = (0.65, 0.75, 0.85)
+SHARES_SERVED = (0.5, 0.57, 0.64)
 
 
 def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequence[str] = (),
@@ -71,15 +82,26 @@ def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequenc
                            ", ".join(keys) or "feature hash", sample.rejected)
     traffic_stats = (read_traffic(traffic, model.info.inputs, keys, sample, total)
                      if traffic is not None else None)
+    why = why_not(model_ref, budget_s * SERVED_SHARE) if serving.calibrated else ""
+    shares = SHARES_SERVED if serving.calibrated and not why else SHARES
     thread = ModelThread(threads=1)
     try:
         rss = after - before if before is not None and after is not None else None
-        measured = measure_model(model, sample.rows, thread, budget.until(0.65), rss=rss, load_s=load_s)
+        measured = measure_model(model, sample.rows, thread, budget.until(shares[0]), rss=rss, load_s=load_s)
         outputs = _score_more(model, sample, measured.outputs, thread, measured.cost.throughput_rows_s,
-                              budget.until(0.75))
+                              budget.until(shares[1]))
     finally:
         thread.close()
-    store = measure_store(sample.keys, outputs, model.info.outputs, model.info.version, budget.until(0.85))
+    store = measure_store(sample.keys, outputs, model.info.outputs, model.info.version,
+                          budget.until(shares[2]))
+    if why:
+        serving = serving.noted(f"{FALLBACK}: {why}")
+    elif serving.calibrated:
+        one = service_curve(measured.cost, overheads=serving)
+        call_s = min(measured.cost.latency, key=lambda p: p.batch_size).p50_s
+        serving = model_pauses(str(model_ref), sample.rows, model.info.inputs, call_s,
+                               one.time(1) + serving.per_wake_s(call_s), serving,
+                               budget.until(SHARES_SERVED[-1] + SERVED_SHARE))
     measurements = Measurements(measured.cost, stats, store, _noted(traffic_stats, sample), budget_s,
                                 budget.spent(), serving)
     goals = Goals(qps, latency_slo_ms, max_staleness_s, cores or os.cpu_count() or 1, core_cost, store_cost)
