@@ -52,7 +52,7 @@ from augury.store.sqlite_publish import discard, insert
 from augury.store.sqlite_schema import layout, table
 
 if TYPE_CHECKING:
-    from augury.store.sqlite import SQLiteStore
+    from augury.store.sqlite_writes import StoreWrites
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class SQLitePublish:
     """One publish in progress (see the module docstring). Use `SQLiteStore.begin_publish` or
     `SQLiteStore.join_publish`."""
 
-    def __init__(self, store: SQLiteStore, version: int, model_version: str, lease: Lease | None) -> None:
+    def __init__(self, store: StoreWrites, version: int, model_version: str, lease: Lease | None) -> None:
         self._store = store
         self._number = version
         self.version = str(version)
@@ -197,7 +197,7 @@ def _clash(con: sqlite3.Connection, name: str, keys: list[str]) -> str:
     return "?"
 
 
-def join(store: SQLiteStore, version: str) -> SQLitePublish:
+def join(store: StoreWrites, version: str) -> SQLitePublish:
     """A writer of the publish of `version`, begun elsewhere: VersionNotFoundError if there is no such
     version, StoreError if it is not being published by a live process."""
     info = vs.find(store.versions(), version)

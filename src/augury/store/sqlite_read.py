@@ -212,7 +212,7 @@ class Reader:
         self._on_snapshot()
 
     def end_snapshot(self) -> None:
-        """End the open snapshot, if any, before a read outside any snapshot (`SQLiteStore._latest`):
+        """End the open snapshot, if any, before a read outside any snapshot (`StoreReads._latest`):
         the file is checked first, as before a snapshot begins (that read reads the WAL index too)."""
         self._check_file()
         self.close_snapshot()
