@@ -12,7 +12,11 @@ What is measured:
    run's. Then ``advise(model, sample, key_columns=("id",), qps=--advise-qps, latency_slo_ms=--slo-ms,
    cores=1, budget_s=--budget, overheads=<calibration>)``, run once in this process pinned to the server's
    core: its measured `ModelCost` (``advice.measurements.model``) and its recommended batcher settings.
-   Both are kept beside ``--out`` (``.pickle``) for ``--reuse``.
+   Both are kept beside ``--out`` (``.pickle``) for ``--reuse``. Since 2026-12-05 this process is not
+   pinned during it: with calibration, the advisor serves the model itself for its pauses (on the first
+   of this process's cores, the server's core 0 by default, with its client on the others), and the
+   prediction uses those (``advice.measurements.serving``; the column "with the calibration server's
+   pauses" is the prediction as before).
 3. Per server setting (``--settings``: ``advised`` and ``64/0`` by default, as B/D), ONE ``augury serve
    --model M --max-batch-size B --max-delay-ms D`` process (one worker, OMP/OPENBLAS/MKL threads = 1,
    pinned with sched_setaffinity to ``--server-core``; this process and the generator to
@@ -25,8 +29,10 @@ What is measured:
      C open-loop generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
      here with ``cc -O2``, run at SCHED_FIFO 1 with ``chrt`` when permitted: it is the instrument) for
      ``--warmup`` s, not counted, then ``--duration`` s: one-row v1 predicts (``POST
-     /v1/models/hgb20:predict``, one body), each sent when due on an idle keep-alive connection or a new
-     one, its latency from when it was due to the end of its answer (no coordinated omission). The
+     /v1/models/hgb20:predict``, one body), ``--repeats`` times back to back (0.5 s of warm-up before
+     each after the first; the table has the median p50 and p99 and each run's p99), each sent when
+     due on an idle keep-alive connection or a new one, its latency from when it was due to the end of
+     its answer (no coordinated omission). The
      asyncio client used before queued requests of its own at 1,000-3,000 req/s (send lags of several
      ms). Reported: p50/p99, how late sends were (lag; BEHIND when its p99 is over 1 ms), non-200
      answers, the server's CPU (cores), and from its /metrics: rows per model call, model call time and
@@ -93,6 +99,8 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 #: a run is BEHIND when its sends slipped more than this share of the run, or their lag p99 exceeds LAG_S.
 BEHIND_SHARE = 0.03
 LAG_S = 0.001
+#: the warm-up before each repeated run of a rate after the first (--repeats).
+REPEAT_WARMUP_S = 0.5
 #: the last part of a wait before a send is spun (asyncio.sleep(0)), not slept: timers are coarse.
 SPIN_S = 0.005
 #: talk to 127.0.0.1 directly, whatever *_proxy variables say.
@@ -384,7 +392,7 @@ def _delta(after: dict[str, float], before: dict[str, float], name: str) -> floa
 
 
 def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, now: Any,
-                during: Any, fresh: Any = None) -> dict[str, Any]:
+                during: Any, fresh: Any = None, tiny: Any = None) -> dict[str, Any]:
     """The advisor's predictions at `rate`: with the built-in overheads and extra_s = E ("e"); with the
     overheads calibrated on this machine, round trip included ("cal"); the same without stalls
     ("cal_no_stalls"); and with the stalls `now`, probed on the server's core just before the run
@@ -392,7 +400,9 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, no
     with the stalls probed on the server's core during the run ("cal_stalls_during"); and without the
     server's own pauses ("cal_no_pauses": the model before they were measured); with `fresh`, a
     calibration taken again just before this setting's runs ("recal": the model's own error, the
-    machine's change since the first calibration aside)."""
+    machine's change since the first calibration aside). `cal` is what the advisor used (with the
+    pauses of a server of this model, when it measured them); "cal_tiny_pauses" is the same with the
+    calibration server's pauses (`tiny`, the calibration as it was), as the advisor predicted before.)"""
     from dataclasses import replace
 
     from augury.advise import predict_latency
@@ -406,7 +416,10 @@ def predictions(cost: Any, rate: float, b: int, d: float, e: float, cal: Any, no
                                                               pauses_hop=NO_PAUSES), None),
                                     ("cal_stalls_now", replace(cal, stalls=now), None),
                                     ("cal_stalls_during", replace(cal, stalls=during), None),
-                                    *((("recal", fresh, None),) if fresh is not None else ())):
+                                    *((("recal", fresh, None),) if fresh is not None else ()),
+                                    *((("cal_tiny_pauses", replace(cal, pauses_inline=tiny.pauses_inline,
+                                                                   pauses_hop=tiny.pauses_hop), None),)
+                                      if tiny is not None else ())):
         r = predict_latency(cost, rate, max_batch_size=b, max_delay_ms=d, workers=1, extra_s=extra,
                             overheads=overheads)
         out[label] = {"p50_s": r.p50_s, "p99_s": r.p99_s, "mean_batch": r.mean_batch,
@@ -446,8 +459,29 @@ def parse_settings(text: str, advised: tuple[int, float]) -> list[tuple[int, flo
     return out
 
 
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`--repeats` runs of one rate as one: the median of their p50s, p99s and p99.9s, the longest
+    latency and send lag, the counts added up, and each run's p50 and p99 (`p50_runs_s`, `p99_runs_s`:
+    the measurement's own spread)."""
+    out = dict(runs[0])
+    for name in ("p50_s", "p90_s", "p99_s", "p999_s", "mean_s", "achieved_rps"):
+        out[name] = float(np.median([r[name] for r in runs]))
+    for name in ("max_s", "lag_p99_s", "lag_max_s", "max_backlog"):
+        out[name] = max(r[name] for r in runs)
+    for name in ("answered", "timed_out", "duration_s", "generator_cpu_s"):
+        out[name] = sum(r[name] for r in runs)
+    out["statuses"] = {k: sum(r["statuses"].get(k, 0) for r in runs)
+                       for k in {k for r in runs for k in r["statuses"]}}
+    out["behind"] = any(r["behind"] for r in runs)
+    out["p50_runs_s"] = [r["p50_s"] for r in runs]
+    out["p99_runs_s"] = [r["p99_s"] for r in runs]
+    out["loadgen"] = [r["loadgen"] for r in runs]
+    return out
+
+
 def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads: list[bytes],
-                capacity: float, log_dir: Path, cal: Any, gen: Path, fresh: Any = None) -> dict[str, Any]:
+                capacity: float, log_dir: Path, cal: Any, gen: Path, fresh: Any = None,
+                tiny: Any = None) -> dict[str, Any]:
     from augury.advise import predict_latency, service_curve
     from augury.advise.stalls import NONE, probe
 
@@ -492,11 +526,13 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
             # process, which only waits for the generator meanwhile). Off by default: it also waits for
             # the server's own work (r9: 176-255 "stalls" a second against 2-5 just before), and its
             # wake-ups take the server's core 2,000 times a second
+            loaded_s = args.warmup + args.repeats * args.duration + (args.repeats - 1) * REPEAT_WARMUP_S
             with ThreadPoolExecutor(1) as watcher:
-                watching = (watcher.submit(probe, args.warmup + args.duration, core) if args.probe_during
-                            else None)
-                run = open_loop(gen, server.port, body_path, rate, args.duration, args.warmup, k + 1,
-                                args.connections, args.client_rt)
+                watching = watcher.submit(probe, loaded_s, core) if args.probe_during else None
+                # --repeats: the same rate again right after (a short warm-up each), other arrivals
+                run = combined([open_loop(gen, server.port, body_path, rate, args.duration,
+                                          args.warmup if j == 0 else REPEAT_WARMUP_S, 10 * (k + 1) + j,
+                                          args.connections, args.client_rt) for j in range(args.repeats)])
                 during = watching.result() if watching is not None else NONE
             cpu1, after = server.cpu_s(), server.metrics()
             # the server's CPU over the whole run (warm-up, measured part, then about 2 s idle while the
@@ -504,11 +540,11 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
             served = after.get("augury_batch_rows_sum", 0.0) - before.get("augury_batch_rows_sum", 0.0)
             run["server_cpu_per_request_s"] = (cpu1 - cpu0) / max(served, 1.0)
             run["server_cores"] = run["server_cpu_per_request_s"] * rate
-            run["client_cores"] = run["generator_cpu_s"] / (args.warmup + args.duration + 2.0)
+            run["client_cores"] = run["generator_cpu_s"] / (loaded_s + 2.0 * args.repeats)
             run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
             run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
             run["mean_queue_wait_s"] = _delta(after, before, "augury_queue_wait_seconds")
-            run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during, fresh)
+            run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during, fresh, tiny)
             run["stalls_during"] = {"per_s": during.per_s, "share": during.share,
                                     "durations_s": list(during.durations_s)}
             run["stalls_now"] = {"per_s": now.per_s, "share": now.share,
@@ -535,8 +571,9 @@ def _pct(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x * 100:+.0f}%"
 
 
-HEADER = ("| req/s | B/D | predicted p50 / p99 ms (calibrated) | measured p50 / p99 ms "
-          "| error p50 / p99 | p99: stalls probed just before: predicted, error | p99: stalls probed "
+HEADER = ("| req/s | B/D | predicted p50 / p99 ms (advisor) | measured p50 / p99 ms (median of runs) "
+          "| error p50 / p99 | measured p99 of each run ms | p99 with the calibration server's pauses: "
+          "predicted, error | p99: stalls probed just before: predicted, error | p99: stalls probed "
           "during: predicted, error | p99 without stalls: predicted, error | p99 without pauses: predicted, "
           "error | stalls/s, stalled share: "
           "calibration / just before / during | send lag p99 ms | server cores | rows per call measured / "
@@ -546,7 +583,9 @@ HEADER = ("| req/s | B/D | predicted p50 / p99 ms (calibrated) | measured p50 / 
 def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
     pr = r["predicted"]
     pc, pn, pd, p0 = pr["cal"], pr["cal_stalls_now"], pr["cal_stalls_during"], pr["cal_no_stalls"]
-    pp = pr["cal_no_pauses"]
+    pp, pt = pr["cal_no_pauses"], pr.get("cal_tiny_pauses")
+    each = ", ".join(_ms(x) for x in r.get("p99_runs_s", [r["p99_s"]]))
+    tiny = f"{_ms(pt['p99_s'])}, {_pct(pt['err_p99'])}" if pt else "-"
     notes = []
     if r["behind"]:
         notes.append(f"BEHIND (send lag p99 {r['lag_p99_s'] * 1e3:.2f} ms)")
@@ -561,6 +600,7 @@ def row(b: int, d: float, r: dict[str, Any], cal: Any) -> str:
     mb, now, dur = r["mean_batch_rows"], r["stalls_now"], r["stalls_during"]
     return (f"| {r['target_rps']:,.0f} | {b}/{d:g} | {_ms(pc['p50_s'])} / {_ms(pc['p99_s'])} "
             f"| {_ms(r['p50_s'])} / {_ms(r['p99_s'])} | {_pct(pc['err_p50'])} / {_pct(pc['err_p99'])} "
+            f"| {each} | {tiny} "
             f"| {_ms(pn['p99_s'])}, {_pct(pn['err_p99'])} | {_ms(pd['p99_s'])}, {_pct(pd['err_p99'])} "
             f"| {_ms(p0['p99_s'])}, {_pct(p0['err_p99'])} | {_ms(pp['p99_s'])}, {_pct(pp['err_p99'])} "
             f"| {cal.stalls.per_s:.0f}, {cal.stalls.share:.1%} / {now['per_s']:.0f}, {now['share']:.1%} "
@@ -597,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calibration", type=Path, default=None,
                     help="use this calibration file instead of calibrating first (augury advise --calibrate)")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load measured per rate [8]")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="measured runs per rate, back to back: the table has their median p50 and p99 and "
+                         "each run's p99 (the measurement's own spread) [1]")
     ap.add_argument("--warmup", type=float, default=2.0,
                     help="seconds of load before each rate's measured part, not counted [2]")
     ap.add_argument("--settings", default="advised,64/0",
@@ -606,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="cap on the base rate (the client alone sent 7,000 req/s on time) [4000]")
     ap.add_argument("--advise-qps", type=float, default=500.0, help="qps given to advise [500]")
     ap.add_argument("--slo-ms", type=float, default=20.0, help="latency_slo_ms given to advise [20]")
-    ap.add_argument("--budget", type=float, default=20.0, help="advise's budget_s [20]")
+    ap.add_argument("--budget", type=float, default=30.0,
+                    help="advise's budget_s (as the CLI's default: with calibration, a server of the model "
+                         "is measured for its pauses in the last third) [30]")
     ap.add_argument("--connections", type=int, default=512,
                     help="the generator's keep-alive connections at most (opened as needed) [512]")
     ap.add_argument("--reuse", type=Path, default=None,
@@ -637,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
     if not args.rates or any(r <= 0 for r in args.rates):
         ap.error("--rates needs positive numbers")
+    if args.repeats < 1:
+        ap.error("--repeats needs 1 or more")
 
     meta = prepare(args.work)
     log_dir = args.work / "logs"
@@ -668,20 +715,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.perf_counter()
     if kept:
         cost, advice_doc = kept["cost"], kept["advice"]
+        served = kept.get("serving", cal)
     else:
-        pin(0, args.server_core)  # measure the model on the core the server will get
+        # on every core, as calibration: the advisor serves the model on the first of them (the
+        # server's, core 0 by default) for its pauses, with its client on the others. (Until 2026-12-05
+        # this process was pinned to the server's core here, to measure the model there.)
         with bench_lock(lock):
             advice = advise(str(args.work / f"{MODEL_NAME}.joblib"), args.work / "sample.parquet",
                             key_columns=("id",), qps=args.advise_qps, latency_slo_ms=args.slo_ms, cores=1,
                             budget_s=args.budget, overheads=cal)
         pin(0, args.client_core)
-        cost, advice_doc = advice.measurements.model, advice.to_dict()
+        cost, advice_doc, served = advice.measurements.model, advice.to_dict(), advice.measurements.serving
+    print(f"pauses used: {served.pauses_said}; model server: {dict(served.model_server)}", flush=True)
     advise_s = time.perf_counter() - t
     if args.out:  # what the predictions need, to predict again offline (--reuse)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".pickle").write_bytes(pickle.dumps({"cost": cost, "calibration": cal,
+                                                                   "serving": served,
                                                                    "advice": advice_doc}))
-    curve = service_curve(cost, overheads=cal)  # with the server's own work: the advisor's capacity
+    curve = service_curve(cost, overheads=served)  # with the server's own work: the advisor's capacity
     call = service_curve(cost, serving=False)  # the model call alone
     dyn = advice_doc["dynamic"]["settings"]
     advised = (int(dyn["max_batch_size"] or 64), float(dyn["max_delay_ms"] or 0.0))
@@ -709,7 +761,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fresh = calibrate()
                     finally:
                         os.sched_setaffinity(0, mine)
-                recs.append(run_setting(b, d, cost, args, payloads, capacity, log_dir, cal, gen, fresh))
+                recs.append(run_setting(b, d, cost, args, payloads, capacity, log_dir, served, gen, fresh,
+                                        cal))
                 if fresh is not None:
                     recs[-1]["recalibration"] = fresh.to_dict()
                 recs[-1]["load_average"] = [load0, os.getloadavg()[0]]
@@ -718,8 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
             recs.append({"max_batch_size": b, "max_delay_ms": d, "error": f"{type(exc).__name__}: {exc}"})
 
-    rows = [row(r["max_batch_size"], r["max_delay_ms"], run, cal) for r in recs for run in r.get("runs", [])]
-    table = "\n".join([HEADER, "|" + "---:|" * 13 + "---|", *rows])
+    rows = [row(r["max_batch_size"], r["max_delay_ms"], run, served)
+            for r in recs for run in r.get("runs", [])]
+    table = "\n".join([HEADER, "|" + "---:|" * 15 + "---|", *rows])
     cal_errs = [run["predicted"]["cal"]["err_p99"] for r in recs for run in r.get("runs", [])]
     print(f"\nOpen-loop Poisson, one-row v1 predicts, {args.duration:g} s per rate; server pinned to CPU "
           f"{args.server_core}, client to CPU {args.client_core}; err = (measured - predicted) / measured; "
@@ -728,6 +782,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     worst = max((abs(x) for x in cal_errs if math.isfinite(x)), default=math.nan)
     print(f"\ncalibrated p99 error: {', '.join(_pct(x) for x in cal_errs)}; worst |error| "
           f"{worst * 100:.0f} % (target: within 25 %)")
+    spreads = [max(run["p99_runs_s"]) / min(run["p99_runs_s"]) - 1 for r in recs for run in r.get("runs", [])
+               if len(run.get("p99_runs_s", [])) > 1]
+    if spreads:
+        print(f"measured p99, largest over smallest of each rate's {args.repeats} runs: "
+              f"{', '.join(f'+{x * 100:.0f}%' for x in spreads)}")
     runs = [(r["max_batch_size"], r["max_delay_ms"], run) for r in recs for run in r.get("runs", [])]
     where = "\n".join([WHERE, "|" + "---:|" * 9, *(where_row(*x) for x in runs)])
     idle = [f"- B={r['max_batch_size']} D={r['max_delay_ms']:g}: E {_ms(r['idle']['ready_p50_s'])} ms; "
@@ -745,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(json.dumps({
             "argv": sys.argv, "python": platform.python_version(), "cpus": os.cpu_count(), "workload": meta,
             "calibration": cal.to_dict(), "calibration_stalls": list(cal.stalls.durations_s),
+            "serving": served.to_dict(),
             "latency_samples": {p.batch_size: list(p.samples) for p in cost.latency},
             "advise_s": advise_s, "advice": advice_doc, "settings": recs, "table": table,
             "where": where, "idle": idle},
