@@ -334,3 +334,47 @@ def test_a_run_whose_parts_another_run_removed_commits_nothing(s3: str) -> None:
         run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options,
                   on_progress=another_run_removes_a_part)  # type: ignore[arg-type]
     assert loc.read_bytes(f"{s3}/preds/{MANIFEST}") == before and read_all(f"{s3}/preds/").num_rows == 400
+
+
+def archive(url: str, s3_env: dict[str, str]) -> None:
+    """Move the object at `url` to Glacier, as a lifecycle rule does: it is listed, but cannot be read."""
+    import boto3
+
+    bucket, key = url.removeprefix("s3://").split("/", 1)
+    boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, StorageClass="GLACIER")
+
+
+def test_a_manifest_that_cannot_be_read_loses_no_committed_part_and_leaves_no_stray(
+        s3: str, s3_env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """The dataset's manifest cannot be read (archived here; equally a damaged object or a failed request).
+    A run killed after its manifest, before its cleanup, left run.json naming the committed parts' run, and
+    an earlier cleanup left a stray part. A new run must not take the committed parts for an interrupted
+    run's (they were removed: the dataset lost), and a commit must still remove every part it replaces,
+    whatever its name (they stayed, silently, for good)."""
+    put(f"{s3}/in.parquet", pa.table({"a": np.arange(400.0), "b": np.ones(400)}), row_group_size=100)
+    options = BatchOptions(workers=1, chunk_rows=50)
+    run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options)
+    manifest = loc.read_bytes(f"{s3}/preds/{MANIFEST}")
+    committed = [p["name"] for p in orjson.loads(manifest)["parts"]]
+    run_id = committed[0][: -len(".parquet")].rsplit("-", 1)[1][:8]
+    loc.write_bytes(f"{s3}/preds/_augury-run/run.json", orjson.dumps({"run_id": run_id}))
+    fs, root = loc.filesystem(f"{s3}/preds")
+    stray = "part-00000-000000-0123456789abcdef.parquet"
+    fs.copy_file(f"{root}/{committed[0]}", f"{root}/{stray}")
+    archive(f"{s3}/preds/{MANIFEST}", s3_env)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options,
+                  on_progress=interrupt_after(1))  # type: ignore[arg-type]
+    assert set(committed) <= set(names(f"{s3}/preds"))  # every committed part kept
+    loc.write_bytes(f"{s3}/preds/{MANIFEST}", manifest)  # (readable again: the dataset is whole)
+    assert read_all(f"{s3}/preds/").num_rows == 400
+    archive(f"{s3}/preds/{MANIFEST}", s3_env)
+
+    with caplog.at_level("WARNING", logger="augury.batch.object_output"):
+        result = run_batch("fixture_models:add", f"{s3}/in.parquet", f"{s3}/preds/", options)
+    assert result.rows == 400 and "is not a readable prediction dataset manifest" in caplog.text
+    listed = [p["name"] for p in orjson.loads(loc.read_bytes(f"{s3}/preds/{MANIFEST}"))["parts"]]
+    assert names(f"{s3}/preds") == sorted([MANIFEST, *listed])  # no committed part, stray or interrupted part
+    assert read_all(f"{s3}/preds/").num_rows == 400

@@ -15,14 +15,21 @@ place) cannot be done there. So, under the dataset's own prefix:
   dataset's manifest, if any, still lists the previous parts, so a reader sees the old dataset or the new
   one, never a mix. Readers read only the parts a manifest lists (`dataset.read_manifest`), so a
   retried task's extra part is never read.
-- **Then, best effort**, the parts no manifest lists any more (the previous dataset's, and this run's
-  extra attempts) and the run's state are removed; a failure there is logged, the dataset is complete.
+- **Then, best effort**, the parts no manifest lists any more and the run's state are removed: every part
+  that was at the prefix when the run began (the previous dataset's, and any an earlier cleanup left),
+  those the replaced manifest lists (read again at the commit: another run's, committed meanwhile), and
+  this run's extra attempts. A failure there is logged, the dataset is complete, and the next run on it
+  removes what was left. A manifest that cannot be read (an object archived by a lifecycle rule, a damaged
+  one, a failed request) is logged and stops nothing: the parts found at the start are removed anyway.
 - **Resume** (`--resume`): ``_augury-run/run.json`` records the run's id, fingerprint and plan; the tasks
   with a marker in the run's folder are done (their rows are in the markers), the others are scored again.
-  A new run without ``--resume`` removes an interrupted run's parts and state first.
+  A new run without ``--resume`` removes an interrupted run's parts and state first, but never a part the
+  dataset's manifest lists (a run killed after its manifest, before its cleanup, is such an "interrupted"
+  run): when the manifest cannot be read, it removes only the state, and its commit the parts.
 
-Object stores offer no lock augury can take, so one run per dataset at a time is up to the user: two
-runs at once each commit whole parts, and the last manifest written wins.
+Object stores offer no lock augury can take, so one run per dataset at a time is up to the user: a
+second run takes the first one's state for an interrupted run's and removes its parts, and the first then
+fails before its manifest, committing nothing (docs/batch.md).
 """
 
 from __future__ import annotations
@@ -143,6 +150,8 @@ class ObjectOutput:
         self.staging = ""
         self.chosen: dict[str, Marker] = {}
         self.seen: set[str] = set()
+        #: the parts at the prefix when the run began (`prepare`): the commit replaces every one of them
+        self.found: set[str] = set()
 
     def check_replaceable(self) -> None:
         """Refuse a prefix holding anything but a dataset's objects (so `-o s3://b/` cannot remove yours)."""
@@ -172,6 +181,7 @@ class ObjectOutput:
                 raise BatchError(f"cannot resume: the {', '.join(changed)} changed since the interrupted "
                                  f"run; rerun without --resume to start over")
             self._start(run_id)
+            self.found = self._parts()
             return set(self.markers()), recorded
         if previous is not None:
             old = str(previous.get("run_id", ""))
@@ -183,6 +193,7 @@ class ObjectOutput:
         elif resume:
             notes.append("nothing to resume: starting a new run")
         self._start(uuid.uuid4().hex[:8])
+        self.found = self._parts()
         self._write(self.run_file, orjson.dumps({**fingerprint, "plan": plan.to_dict(),
                                                  "run_id": self.run_id}))
         return set(), plan
@@ -280,31 +291,44 @@ class ObjectOutput:
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot read {self.url}/{parts[0].name}: {exc}") from exc
         manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
-        replaced = self._listed()
+        replaced = self.found | (self._listed("the commit removes the parts found when the run began, "
+                                              "not those another run committed since") or set())
         self._write(join(self.url, dataset.MANIFEST), manifest.to_json())
         self._clean(self.run_id, {p.name for p in parts}, replaced)
         return manifest.rows
 
-    def _listed(self) -> set[str]:
-        """The parts the dataset's manifest lists now (none without a readable one)."""
+    def _parts(self) -> set[str]:
+        """The part files at the prefix now."""
+        names = (f.path.rsplit("/", 1)[-1] for f in location.listing(self.url, recursive=False))
+        return {name for name in names if dataset.is_part_name(name)}
+
+    def _listed(self, otherwise: str) -> set[str] | None:
+        """The parts the dataset's manifest lists now, whether they are all there or not (none without a
+        manifest); None when there is one but it cannot be read, logged with what happens `otherwise`."""
+        url = join(self.url, dataset.MANIFEST)
         try:
-            return {p.name for p in dataset.read_manifest(self.url).parts}
-        except InputError:
-            return set()
+            if location.info(url).type == pafs.FileType.NotFound:
+                return set()
+            return {p.name for p in dataset.parse_manifest(lambda: location.read_bytes(url), url).parts}
+        except InputError as exc:
+            log.warning("%s: %s; %s", self.url, exc, otherwise)
+            return None
 
     def _remove_run(self, run_id: str) -> None:
-        """An interrupted run's parts (those the current manifest does not list) and state."""
-        self._clean(run_id, self._listed(), set())
+        """An interrupted run's parts (those the current manifest does not list: none when it cannot be
+        read) and state."""
+        self._clean(run_id, self._listed("keeping every part (this run's commit removes them)"), set())
 
-    def _clean(self, run_id: str, kept: set[str], replaced: set[str]) -> None:
-        """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that the manifest it
-        `replaced` listed, or that no run of an object store named (`_run_of`); the run's state folder;
-        and run.json if it is the run's. Parts of another run in progress stay."""
+    def _clean(self, run_id: str, kept: set[str] | None, replaced: set[str]) -> None:
+        """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that are `replaced`,
+        or that no run of an object store named (`_run_of`), but no part at all if `kept` is None (the
+        manifest could not be read); the run's state folder; and run.json if it is the run's. Parts of
+        another run in progress wrote since this one began stay."""
         fs, root = filesystem(self.url)
         try:
             names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
             for name in sorted(names):
-                if (dataset.is_part_name(name) and name not in kept
+                if (kept is not None and dataset.is_part_name(name) and name not in kept
                         and (name in replaced or _run_of(name) in (run_id, None))):
                     fs.delete_file(f"{root}/{name}")
             fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
@@ -312,8 +336,8 @@ class ObjectOutput:
             if previous is not None and previous.get("run_id") == run_id:
                 fs.delete_file(filesystem(self.run_file)[1])
         except (OSError, pa.ArrowException, InputError, BatchError) as exc:
-            log.warning("%s: could not remove what the dataset no longer lists (%s); it is never read",
-                        self.url, exc)
+            log.warning("%s: could not remove what the dataset no longer lists (%s); it is never read, "
+                        "and the next run on this dataset removes it", self.url, exc)
 
     def _write(self, url: str, data: bytes) -> None:
         try:
