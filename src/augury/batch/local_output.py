@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from augury.errors import BatchError
 
 from . import dataset
-from .object_output import ErrorsFile
+from .errors_file import ErrorsFile
 from .sources import Plan
 from .worker import ERROR_SCHEMA, errors_path, part_path
 
