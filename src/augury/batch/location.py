@@ -104,13 +104,13 @@ def _filesystem(scheme: str, netloc: str, what: str) -> pafs.FileSystem:
         raise InputError(f"{what} {root}: no filesystem knows {scheme}:// ({exc})") from exc
 
 
-@atexit.register
 def used_object_store() -> bool:
     """Whether this process has opened an object store's filesystem (its client's native threads make
     forking unsafe: `children.start_method`)."""
     return bool(_filesystems)
 
 
+@atexit.register
 def _forget_filesystems() -> None:
     """Drop the filesystems before pyarrow finalizes S3 at exit (its handler, registered when pyarrow.fs
     was imported, runs after this one): an S3 filesystem still referenced then can hang the exit
