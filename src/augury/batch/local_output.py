@@ -55,8 +55,14 @@ class LocalOutput:
         if staging.exists() and resume:
             if not run_file.exists():
                 raise BatchError(f"cannot resume: {staging} has no run.json; rerun without --resume")
-            previous = orjson.loads(run_file.read_bytes())
-            recorded = Plan.from_dict(previous.pop("plan", None) or {})
+            try:
+                previous = orjson.loads(run_file.read_bytes())
+                if not isinstance(previous, dict):
+                    raise ValueError(f"it holds {type(previous).__name__}, not an object")
+                recorded = Plan.from_dict(previous.pop("plan", None) or {})
+            except (OSError, ValueError) as exc:  # (orjson.JSONDecodeError is a ValueError)
+                raise BatchError(f"cannot resume: cannot read {run_file}: {exc}; rerun without --resume to "
+                                 f"start over") from exc
             if previous != fingerprint:
                 changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
                 raise BatchError(

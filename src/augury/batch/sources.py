@@ -89,9 +89,14 @@ class Plan:
         return {"task_rows": self.task_rows, "task_bytes": self.task_bytes}
 
     @staticmethod
-    def from_dict(d: dict[str, int | None]) -> Plan:
-        task_bytes = d.get("task_bytes")
-        return Plan(d.get("task_rows"), int(task_bytes) if task_bytes else Plan.task_bytes)
+    def from_dict(d: object) -> Plan:
+        """The plan `to_dict` recorded; ValueError when `d` is not one (a damaged run.json)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the plan is {type(d).__name__}, not an object")
+        task_rows, task_bytes = d.get("task_rows"), d.get("task_bytes")
+        if any(not (v is None or type(v) is int) for v in (task_rows, task_bytes)):
+            raise ValueError(f"the plan {d} does not say how the input was cut")
+        return Plan(task_rows, task_bytes or Plan.task_bytes)
 
 
 @dataclass
