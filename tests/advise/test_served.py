@@ -32,13 +32,16 @@ def test_a_server_of_the_model_gives_its_pauses(lr_model: Path) -> None:
     model = load_model(lr_model)
     got = model_pauses(str(lr_model), rows(), model.info.inputs, 1e-4, 2e-4, CALIBRATED,
                        time.monotonic() + MIN_SERVED_S)
-    assert got.pauses_used.startswith("measured on a server of this model"), got.pauses_used
     details = dict(got.model_server)
     assert details["timed_by_the_kernel"] == 1.0
     assert details["heavy_rate"] > 1.2 * details["light_rate"] > 0  # two rates: the slope is per request
-    # the calibration server's pauses are replaced, for both paths (the model takes one)
-    assert got.pauses_inline == got.pauses_hop and got.pauses_inline != CALIBRATED.pauses_inline
-    assert 0 <= got.pauses_inline.per_request < 0.3
+    assert 0 <= details["pauses_per_request"] < 0.3
+    if "load changed" in got.pauses_used:  # the stall probes before and after disagreed: not used
+        assert got.pauses_used.startswith(FALLBACK) and got.pauses_inline == CALIBRATED.pauses_inline
+    else:  # the calibration server's pauses are replaced, for both paths (the model takes one)
+        assert got.pauses_used.startswith("measured on a server of this model"), got.pauses_used
+        assert got.pauses_inline == got.pauses_hop and got.pauses_inline != CALIBRATED.pauses_inline
+        assert got.pauses_inline.per_request == details["pauses_per_request"]
     doc = got.to_dict()
     assert doc["pauses_used"] == got.pauses_used and doc["model_server"]["heavy_rate"] > 0
     assert (got.per_request_s, got.stalls) == (CALIBRATED.per_request_s, CALIBRATED.stalls)

@@ -10,14 +10,19 @@ two timed open-loop phases of one-row predicts, rows taken in turn from DATA: a 
 or less for a slower model: `LIGHT_BUSY` of the core) and a heavy one (`load.HEAVY_BUSY` of what the
 light phase's CPU per request allows). `stalls.pauses_from` reads the pauses from them, as calibration
 does, less the core's stalls probed on the idle server's core just before and just after. They replace
-the calibration server's: they hold the server's own pauses too, and the model's.
+the calibration server's: they hold the server's own pauses too, and the model's. If the two probes
+disagree (`stalls.agree`: the machine's load changed meanwhile), the pauses are not used: in the first
+benchmark series with them (2026-12-05), probes of 0.06 % and 2.08 % stalled framed 5.7 % of requests
+paused, p50 1.6 ms, and the predicted p99 was 5.5-8.3 ms against 0.8-4.2 ms measured a minute later
+(-98 to -868 %), where the calibration server's pauses gave -17 to +74 %.
 
-They are not measured, and the calibration server's are used, with the reason said, when there is no
-calibration; for a Python function model (``module:function``: imported in this process, which a server
-in another process may not import alike); for a model whose one-row call takes over `MAX_CALL_S` (its
-own call-to-call spread, which the simulation draws already from the measured calls, would be counted
-twice, and pauses of a few tenths of a millisecond matter little beside it); when the budget leaves too
-little time; and when the server does not start or answer 200.
+They are not measured (or not used), and the calibration server's are used, with the reason said, when
+there is no calibration; for a Python function model (``module:function``: imported in this process,
+which a server in another process may not import alike); for a model whose one-row call takes over
+`MAX_CALL_S` (its own call-to-call spread, which the simulation draws already from the measured calls,
+would be counted twice, and pauses of a few tenths of a millisecond matter little beside it); when the
+budget leaves too little time; when the server does not start or answer 200; and when the machine's
+load changed while they were measured.
 """
 
 from __future__ import annotations
@@ -167,8 +172,10 @@ def _measured(ref: str, predicts: list[bytes], cpu_s: float, serving: ServingOve
             + (f", p50 {_median(pauses.durations_s) * 1e3:.2f} ms" if pauses.durations_s else "")
             + f"; {light.requests:,} requests at {details[0][1]:,.0f} and {heavy.requests:,} at "
               f"{details[1][1]:,.0f} req/s)")
-    if changed:
-        said += f"; the machine's load changed meanwhile (before and after: {changed})"
+    if changed:  # what the phases saw was the machine's change as much as the server
+        return serving.noted(f"{FALLBACK}: the machine's load changed while a server of this model was "
+                             f"measured (before and after: {changed}), so its pauses "
+                             f"({pauses.per_request:.2%} of requests) were not used", details)
     return serving.with_model_pauses(pauses, said, details)
 
 
