@@ -43,7 +43,7 @@ import pyarrow as pa
 from augury.advise import load, server
 from augury.advise.load import HEAVY_BUSY, LIGHT_RATE, MAX_RATE, CalibrationError, Phase, Timed, request_bytes
 from augury.advise.overheads import ServingOverheads
-from augury.advise.stalls import pauses_from, probe, settled
+from augury.advise.stalls import MIN_PAUSE_S, excess, pauses_from, probe, settled
 from augury.schema import Schema
 
 #: a one-row call longer than this is not timed for pauses (above).
@@ -167,6 +167,9 @@ def _measured(ref: str, predicts: list[bytes], cpu_s: float, serving: ServingOve
                ("heavy_rows_per_call", heavy.rows_per_call), ("phase_s", phase_s), ("start_s", start_s),
                ("stalled_share_before", before.share), ("stalled_share_after", after.share),
                ("pauses_per_request", pauses.per_request),
+               # the share of each phase's requests held (before the stalls and the slope): a share that
+               # falls as the rate grows is pauses that follow the clock, not the requests
+               ("light_held_share", _held(light_timed)), ("heavy_held_share", _held(heavy_timed)),
                ("timed_by_the_kernel", float(light_timed.stamped and heavy_timed.stamped)))
     said = (f"measured on a server of this model ({pauses.per_request:.2%} of requests"
             + (f", p50 {_median(pauses.durations_s) * 1e3:.2f} ms" if pauses.durations_s else "")
@@ -195,6 +198,11 @@ async def _phases(port: int, process: load.CpuTimed, predicts: list[bytes], ligh
             break
         rate *= 0.6
     return light, light_timed, heavy, heavy_timed
+
+
+def _held(timed: Timed) -> float:
+    over, _ = excess(timed.sent_s, timed.received_s)
+    return float((over > MIN_PAUSE_S).mean()) if len(over) else 0.0
 
 
 def _median(values: tuple[float, ...]) -> float:
