@@ -174,7 +174,11 @@ class ObjectOutput:
         """Start or resume a run; return the tasks already done and the plan (a resumed run's own)."""
         previous = self._read_run()
         if previous is not None and resume:
-            recorded = Plan.from_dict(previous.pop("plan", None) or {})
+            try:
+                recorded = Plan.from_dict(previous.pop("plan", None) or {})
+            except ValueError as exc:
+                raise BatchError(f"cannot resume: cannot read {self.run_file}: {exc}; rerun without --resume "
+                                 f"to start over") from exc
             run_id = str(previous.pop("run_id", ""))
             if previous != fingerprint or not run_id:
                 changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]] or ["run"]
@@ -209,7 +213,10 @@ class ObjectOutput:
             doc = orjson.loads(location.read_bytes(self.run_file))
         except (OSError, orjson.JSONDecodeError) as exc:
             raise BatchError(f"cannot read {self.run_file}: {exc}; remove it to start over") from exc
-        return dict(doc)
+        if not isinstance(doc, dict):
+            raise BatchError(f"cannot read {self.run_file}: it holds {type(doc).__name__}, not an object; "
+                             f"remove it to start over")
+        return doc
 
     def markers(self) -> dict[str, Marker]:
         """The chosen marker of every task done so far: a task keeps the first one seen; of several seen
