@@ -164,4 +164,5 @@ def _calibration_text(o: ServingOverheads) -> str:
     return (f"augury serve's own work on this machine: {o.per_request_s * 1e6:.0f} µs per request, "
             f"{o.per_batch_inline_s * 1e6:.0f} µs per batch scored on the loop's thread, "
             f"{o.per_batch_hop_s * 1e6:.0f} µs per batch on the model thread; a trivial request's round trip "
-            f"{o.round_trip_s * 1e6:.0f} µs.\nsaved to {o.path}; `augury advise` uses it from now on.")
+            f"{o.round_trip_s * 1e6:.0f} µs.\nsaved to {o.path}; `augury advise` uses it from now on."
+            + "".join(f"\nnote: {note}" for note in o.notes))
