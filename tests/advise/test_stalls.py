@@ -10,9 +10,9 @@ from augury.errors import ConfigError
 
 
 def one_worker(rate: float, seconds: float, per_request: float, pause_s: float, stalls_per_s: float,
-               seed: int) -> tuple[list[float], list[float], float]:
+               seed: int, stall_s: float = 0.002) -> tuple[list[float], list[float], float]:
     """Send and answer times of a FIFO server (0.1 ms a request, 0.2 ms of round trip): a request brings
-    a pause of `pause_s` with probability `per_request`; stalls of 2 ms come `stalls_per_s` a second."""
+    a pause of `pause_s` with probability `per_request`; stalls of `stall_s` come `stalls_per_s` a second."""
     rng = np.random.default_rng(seed)
     sent = np.cumsum(rng.exponential(1 / rate, int(rate * seconds)))
     stall_at = np.cumsum(rng.exponential(1 / stalls_per_s, int(stalls_per_s * seconds * 2) + 1))
@@ -20,7 +20,7 @@ def one_worker(rate: float, seconds: float, per_request: float, pause_s: float, 
     for t in sent:
         start = max(t, free)
         while k < len(stall_at) and stall_at[k] < start:  # a stall that began before: wait for its end
-            start = max(start, stall_at[k] + 0.002)
+            start = max(start, stall_at[k] + stall_s)
             k += 1
         free = start + 0.0001 + (pause_s if rng.random() < per_request else 0.0)
         out.append(free + 0.0002)
@@ -41,11 +41,14 @@ def test_pauses_are_counted_per_request_and_stalls_left_to_the_clock() -> None:
 
 def test_stalls_the_probe_counts_are_not_counted_again() -> None:
     """A stall shows as a pause more often at a higher rate (the server is busier, more requests arrive
-    while it lasts): without the probe's stalls taken out, 40 stalls a second of 2 ms would look like
-    pauses on requests."""
-    phases = [one_worker(400, 5.0, 0.0, 0.0, 40.0, 6), one_worker(3000, 3.0, 0.0, 0.0, 40.0, 7)]
+    while it lasts): without the probe's stalls taken out, 40 stalls a second of 0.8 ms would look like
+    pauses on requests. Events over 1 ms follow the clock and are never counted per request."""
+    phases = [one_worker(400, 5.0, 0.0, 0.0, 40.0, 6, 0.0008),
+              one_worker(3000, 3.0, 0.0, 0.0, 40.0, 7, 0.0008)]
     assert pauses_from(phases).per_request > 0.003
-    assert pauses_from(phases, Stalls(40.0, (0.002,))).per_request < 0.001
+    assert pauses_from(phases, Stalls(40.0, (0.0008,))).per_request < 0.001
+    long = [one_worker(400, 5.0, 0.0, 0.0, 40.0, 6), one_worker(3000, 3.0, 0.0, 0.0, 40.0, 7)]
+    assert pauses_from(long).per_request < 0.001 and pauses_from(long, Stalls(40.0, (0.002,))) == NO_PAUSES
 
 
 def test_a_pause_shows_once_not_on_every_request_behind_it() -> None:
