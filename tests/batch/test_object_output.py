@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augury.batch import location as loc
-from augury.batch.dataset import MANIFEST
+from augury.batch.dataset import MANIFEST, read_manifest
 from augury.batch.object_output import ObjectOutput, PartUpload, _dataset_of, _run_of, staging_of
 from augury.batch.sources import Plan
 from augury.errors import BatchError, InputError
@@ -135,3 +135,89 @@ def test_a_commit_needs_every_tasks_marker_and_a_row(s3: str) -> None:
     with pytest.raises(BatchError, match=r"^no row of the input could be scored$"):
         output.commit(["00000-000000"], FINGERPRINT)
     assert MANIFEST not in names(f"{s3}/preds")
+
+
+def manifest_parts(url: str) -> list[str]:
+    return [p.name for p in read_manifest(url).parts]  # (InputError if a part it lists is missing)
+
+
+def test_two_runs_at_once_while_the_manifest_cannot_be_read_leave_a_readable_dataset(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged manifest: B, starting while A runs, keeps A's parts (it cannot tell them from the
+    committed dataset's), so A is not stopped and B's `found` holds A's part. A's manifest lands between
+    B's manifest and B's cleanup: B must not remove the parts A's manifest lists (it did: the dataset
+    named a missing part, and both runs succeeded). Both succeed; the dataset is A's, whole."""
+    loc.write_bytes(f"{s3}/preds/{MANIFEST}", b"{damaged")
+    a = ObjectOutput(f"{s3}/preds")
+    a.prepare(FINGERPRINT, PLAN, False, [])
+    part_a = uploaded(a.staging, "00000-000000", 5).part
+    a.markers()
+    b = ObjectOutput(f"{s3}/preds")
+    b.prepare(FINGERPRINT, PLAN, False, [])
+    assert part_a in b.found
+    uploaded(b.staging, "00000-000000", 7)
+    write = b._write
+
+    def then_a_commits(url: str, data: bytes) -> None:
+        write(url, data)
+        if url.endswith(MANIFEST):
+            assert a.commit(["00000-000000"], FINGERPRINT) == 5
+
+    monkeypatch.setattr(b, "_write", then_a_commits)
+    assert b.commit(["00000-000000"], FINGERPRINT) == 7
+    assert manifest_parts(f"{s3}/preds") == [part_a]
+    assert names(f"{s3}/preds") == [MANIFEST, part_a]  # (A's commit replaced B's manifest: B's part went)
+    c = ObjectOutput(f"{s3}/preds")
+    c.prepare(FINGERPRINT, PLAN, False, [])
+    part_c = uploaded(c.staging, "00000-000000", 2).part
+    c.commit(["00000-000000"], FINGERPRINT)
+    assert names(f"{s3}/preds") == [MANIFEST, part_c]
+
+
+def test_a_cleanup_that_removes_what_another_runs_manifest_just_listed_is_an_error(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moment no check closes (no conditional write): A's manifest lands after B has read its own
+    back, and B removes A's part. The dataset names a missing part until a run completes; B says so."""
+    loc.write_bytes(f"{s3}/preds/{MANIFEST}", b"{damaged")
+    a = ObjectOutput(f"{s3}/preds")
+    a.prepare(FINGERPRINT, PLAN, False, [])
+    part_a = uploaded(a.staging, "00000-000000", 5).part
+    a.markers()
+    b = ObjectOutput(f"{s3}/preds")
+    b.prepare(FINGERPRINT, PLAN, False, [])
+    uploaded(b.staging, "00000-000000", 7)
+    check = b._manifest_is
+    calls = []
+
+    def then_a_commits(written: bytes) -> bool:
+        ours = check(written)
+        calls.append(ours)
+        if len(calls) == 1:
+            assert a.commit(["00000-000000"], FINGERPRINT) == 5
+        return ours
+
+    monkeypatch.setattr(b, "_manifest_is", then_a_commits)
+    with pytest.raises(BatchError, match=rf"1 part\(s\) the manifest of \S+ lists \({part_a}, \.\.\.\) were "
+                                         r"removed by a run on the same dataset at the same time"):
+        b.commit(["00000-000000"], FINGERPRINT)
+    assert calls == [True, False]
+
+
+def test_a_commit_whose_part_another_run_removes_after_its_check_is_an_error(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run removes this run's part between `commit`'s check and its manifest: the manifest names
+    a missing part, and the run says so instead of succeeding."""
+    output = ObjectOutput(f"{s3}/preds")
+    output.prepare(FINGERPRINT, PLAN, False, [])
+    part = uploaded(output.staging, "00000-000000", 3).part
+    write = output._write
+
+    def removed_first(url: str, data: bytes) -> None:
+        if url.endswith(MANIFEST):
+            fs, path = loc.filesystem(f"{s3}/preds/{part}")
+            fs.delete_file(path)
+        write(url, data)
+
+    monkeypatch.setattr(output, "_write", removed_first)
+    with pytest.raises(BatchError, match=rf"\({part}, \.\.\.\) were removed by a run on the same dataset"):
+        output.commit(["00000-000000"], FINGERPRINT)

@@ -18,18 +18,24 @@ place) cannot be done there. So, under the dataset's own prefix:
 - **Then, best effort**, the parts no manifest lists any more and the run's state are removed: every part
   that was at the prefix when the run began (the previous dataset's, and any an earlier cleanup left),
   those the replaced manifest lists (read again at the commit: another run's, committed meanwhile), and
-  this run's extra attempts. A failure there is logged, the dataset is complete, and the next run on it
-  removes what was left. A manifest that cannot be read (an object archived by a lifecycle rule, a damaged
-  one, a failed request) is logged and stops nothing: the parts found at the start are removed anyway.
+  this run's extra attempts, but only while the manifest read back is still this run's: if another run's
+  replaced it meanwhile, only this run's extra attempts go and the rest is left to the next run. A
+  failure there is logged, the dataset is complete, and the next run on it removes what was left. A
+  manifest that cannot be read (an object archived by a lifecycle rule, a damaged one, a failed request)
+  is logged and stops nothing: the parts found at the start are removed anyway.
 - **Resume** (`--resume`): ``_augury-run/run.json`` records the run's id, fingerprint and plan; the tasks
   with a marker in the run's folder are done (their rows are in the markers), the others are scored again.
   A new run without ``--resume`` removes an interrupted run's parts and state first, but never a part the
   dataset's manifest lists (a run killed after its manifest, before its cleanup, is such an "interrupted"
   run): when the manifest cannot be read, it removes only the state, and its commit the parts.
 
-Object stores offer no lock augury can take, so one run per dataset at a time is up to the user: a
-second run takes the first one's state for an interrupted run's and removes its parts, and the first then
-fails before its manifest, committing nothing (docs/batch.md).
+Object stores offer no lock augury can take, so one run per dataset at a time is up to the user. Two at
+once: the second takes the first one's state for an interrupted run's and removes its parts (all of them
+but those the manifest lists, or none while the manifest cannot be read), and the first then fails
+before its manifest, committing nothing; or both commit, the last manifest written is the dataset, and
+the other run's parts are strays the next run removes. Where a removal and a manifest land in the same
+moment (a check and an action are two requests), the manifest can name a part that is gone: the run
+that finds it fails saying so, and the dataset is unreadable until a run completes (docs/batch.md).
 """
 
 from __future__ import annotations
@@ -300,8 +306,9 @@ class ObjectOutput:
         manifest = dataset.Manifest(tuple(parts), schema, fingerprint)
         replaced = self.found | (self._listed("the commit removes the parts found when the run began, "
                                               "not those another run committed since") or set())
-        self._write(join(self.url, dataset.MANIFEST), manifest.to_json())
-        self._clean(self.run_id, {p.name for p in parts}, replaced)
+        written = manifest.to_json()
+        self._write(join(self.url, dataset.MANIFEST), written)
+        self._clean(self.run_id, {p.name for p in parts}, replaced, written)
         return manifest.rows
 
     def _parts(self) -> set[str]:
@@ -326,18 +333,41 @@ class ObjectOutput:
         read) and state."""
         self._clean(run_id, self._listed("keeping every part (this run's commit removes them)"), set())
 
-    def _clean(self, run_id: str, kept: set[str] | None, replaced: set[str]) -> None:
+    def _clean(self, run_id: str, kept: set[str] | None, replaced: set[str],
+               written: bytes | None = None) -> None:
         """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that are `replaced`,
         or that no run of an object store named (`_run_of`), but no part at all if `kept` is None (the
         manifest could not be read); the run's state folder; and run.json if it is the run's. Parts of
-        another run in progress wrote since this one began stay."""
+        another run in progress wrote since this one began stay.
+
+        After a commit (`written`: the manifest it wrote), the manifest is read again first: if another
+        run's has replaced it meanwhile, that one may list parts this run found or replaced, so only this
+        run's own unchosen attempts go, and the rest is left to the next run. Object stores have no
+        conditional write augury can use, so that check and the removals are still separate requests:
+        when the manifest ends up naming a part that is gone (another run's manifest written in that
+        moment, or this run's parts removed by another run after `commit` checked them), this is a
+        BatchError, never a silent success."""
         fs, root = filesystem(self.url)
+        removed: list[str] = []
+        lost: list[str] = []
         try:
             names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
+            ours = written is None or self._manifest_is(written)
+            if not ours:
+                log.warning("%s: another run committed this dataset after this one; its manifest stands, and "
+                            "this run's parts are left for the next run to remove", self.url)
+            elif written is not None and kept is not None:  # (this run's manifest, naming a part gone)
+                lost = sorted(kept - names)
             for name in sorted(names):
                 if (kept is not None and dataset.is_part_name(name) and name not in kept
-                        and (name in replaced or _run_of(name) in (run_id, None))):
+                        and (_run_of(name) == run_id
+                             or (ours and (name in replaced or _run_of(name) is None)))):
                     fs.delete_file(f"{root}/{name}")
+                    removed.append(name)
+            others = [name for name in removed if _run_of(name) != run_id]
+            if written is not None and others and not self._manifest_is(written):
+                lost = sorted((self._listed("cannot tell whether the parts this run removed were "
+                                            "another run's committed ones") or set()) & set(others))
             fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
             previous = self._read_run()
             if previous is not None and previous.get("run_id") == run_id:
@@ -345,6 +375,20 @@ class ObjectOutput:
         except (OSError, pa.ArrowException, InputError, BatchError) as exc:
             log.warning("%s: could not remove what the dataset no longer lists (%s); it is never read, "
                         "and the next run on this dataset removes it", self.url, exc)
+        if lost:
+            raise BatchError(f"{len(lost)} part(s) the manifest of {self.url} lists ({lost[0]}, ...) were "
+                             f"removed by a run on the same dataset at the same time: the dataset cannot be "
+                             f"read until a run completes; run again, one at a time")
+
+    def _manifest_is(self, written: bytes) -> bool:
+        """Whether the dataset's manifest is still the one this run wrote (False if it cannot be read)."""
+        url = join(self.url, dataset.MANIFEST)
+        try:
+            return location.read_bytes(url) == written
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("%s: cannot read %s again (%s); leaving the parts it replaced for the next run",
+                        self.url, url, exc)
+            return False
 
     def _write(self, url: str, data: bytes) -> None:
         try:
