@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augury.batch import BatchOptions, run_batch, staging_dir
-from augury.batch.dataset import MANIFEST
+from augury.batch.dataset import MANIFEST, read_manifest
 from augury.errors import InputError
 from augury.publish import publish_predictions
 from augury.store import SQLiteStore
@@ -100,3 +100,14 @@ def test_an_incomplete_dataset_is_refused_in_one_line(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "incomplete prediction dataset" in lines[0], proc.stderr
     assert not (tmp_path / "s.db").exists()  # refused before a store was created
+
+
+@pytest.mark.parametrize("text", [b"null", b"[]", b'"a manifest"', b"3"])
+def test_a_manifest_that_is_json_but_not_an_object_is_one_input_error(tmp_path: Path, text: bytes) -> None:
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    pq.write_table(pa.table({"value": [1.0]}), folder / "part-00000-000000.parquet")
+    (folder / MANIFEST).write_bytes(text)
+    with pytest.raises(InputError, match=r"_manifest\.json is not a readable prediction dataset manifest: it "
+                                         r"holds \w+, not an object"):
+        read_manifest(folder)

@@ -221,3 +221,17 @@ def test_a_commit_whose_part_another_run_removes_after_its_check_is_an_error(
     monkeypatch.setattr(output, "_write", removed_first)
     with pytest.raises(BatchError, match=rf"\({part}, \.\.\.\) were removed by a run on the same dataset"):
         output.commit(["00000-000000"], FINGERPRINT)
+
+
+@pytest.mark.parametrize("text", [b"null", b"[]"])
+def test_a_manifest_that_is_json_but_not_an_object_is_taken_for_an_unreadable_one(
+        s3: str, text: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """(It crashed with an AttributeError.) The commit replaces it, and logs that it cannot be read."""
+    loc.write_bytes(f"{s3}/preds/{MANIFEST}", text)
+    output = ObjectOutput(f"{s3}/preds")
+    output.prepare(FINGERPRINT, PLAN, False, [])
+    part = uploaded(output.staging, "00000-000000", 4).part
+    with caplog.at_level("WARNING", logger="augury.batch.object_output"):
+        assert output.commit(["00000-000000"], FINGERPRINT) == 4
+    assert "it holds" in caplog.text and "not an object" in caplog.text
+    assert manifest_parts(f"{s3}/preds") == [part] and names(f"{s3}/preds") == [MANIFEST, part]

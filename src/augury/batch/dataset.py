@@ -166,6 +166,8 @@ def parse_manifest(read: Callable[[], bytes], path: str) -> Manifest:
     """The manifest in the bytes `read` returns; InputError naming `path` when they are not one."""
     try:
         doc = orjson.loads(read())
+        if not isinstance(doc, dict):
+            raise ValueError(f"it holds {type(doc).__name__}, not an object")
         if doc.get("kind") != KIND:
             raise ValueError(f"kind {doc.get('kind')!r}, expected {KIND!r}")
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(doc["schema"])))
