@@ -235,3 +235,20 @@ def test_a_manifest_that_is_json_but_not_an_object_is_taken_for_an_unreadable_on
         assert output.commit(["00000-000000"], FINGERPRINT) == 4
     assert "it holds" in caplog.text and "not an object" in caplog.text
     assert manifest_parts(f"{s3}/preds") == [part] and names(f"{s3}/preds") == [MANIFEST, part]
+
+
+def test_a_resume_after_a_cleanup_killed_midway_chooses_the_attempt_whose_part_is_there(s3: str) -> None:
+    """A task retried (Dask) has two attempts; the commit chose one, and its cleanup removed the other's
+    part but was killed before the markers went. The resume chose the smallest attempt, whose part was
+    gone, and its commit failed ('another run ... removes them') on every rerun."""
+    output = ObjectOutput(f"{s3}/preds")
+    output.prepare(FINGERPRINT, PLAN, False, [])
+    first, second = sorted((uploaded(output.staging, "00000-000000", 2) for _ in range(2)),
+                           key=lambda u: u.attempt)
+    fs, path = loc.filesystem(first.url)
+    fs.delete_file(path)
+    resumed = ObjectOutput(f"{s3}/preds")
+    assert resumed.prepare(FINGERPRINT, PLAN, True, [])[0] == {"00000-000000"}
+    assert resumed.chosen["00000-000000"].attempt == second.attempt
+    assert resumed.commit(["00000-000000"], FINGERPRINT) == 2
+    assert manifest_parts(f"{s3}/preds") == [second.part] and names(f"{s3}/preds") == [MANIFEST, second.part]

@@ -10,11 +10,11 @@ place) cannot be done there. So, under the dataset's own prefix:
   attempt killed midway leaves no marker; one retried (a Dask worker that seemed dead) leaves a second
   complete part and marker, never a mix.
 - **The manifest is the commit.** When every task has a marker, the driver chooses one marker per task
-  (the first it saw; of several seen at once, the smallest attempt: deterministic), and writes
-  ``_manifest.json`` listing exactly those parts, in input order, in one request: until then the previous
-  dataset's manifest, if any, still lists the previous parts, so a reader sees the old dataset or the new
-  one, never a mix. Readers read only the parts a manifest lists (`dataset.read_manifest`), so a
-  retried task's extra part is never read.
+  (the first it saw; of several seen at once, the smallest attempt whose part is there: deterministic),
+  and writes ``_manifest.json`` listing exactly those parts, in input order, in one request: until then
+  the previous dataset's manifest, if any, still lists the previous parts, so a reader sees the old
+  dataset or the new one, never a mix. Readers read only the parts a manifest lists
+  (`dataset.read_manifest`), so a retried task's extra part is never read.
 - **Then, best effort**, the parts no manifest lists any more and the run's state are removed: every part
   that was at the prefix when the run began (the previous dataset's, and any an earlier cleanup left),
   those the replaced manifest lists (read again at the commit: another run's, committed meanwhile), and
@@ -226,7 +226,8 @@ class ObjectOutput:
 
     def markers(self) -> dict[str, Marker]:
         """The chosen marker of every task done so far: a task keeps the first one seen; of several seen
-        together, the smallest attempt."""
+        together, the smallest attempt whose part is still there (a commit's cleanup killed midway may
+        have removed an unchosen attempt's part before its marker: a resume must not choose it)."""
         prefix = filesystem(self.staging)[1] + "/"
         new: list[str] = sorted(
             name for name in (f.path[len(prefix):] for f in location.listing(self.staging, recursive=False))
@@ -235,7 +236,8 @@ class ObjectOutput:
         with ThreadPoolExecutor(_READERS) as pool:
             read = list(pool.map(lambda name: self._marker(name), new))
         self.seen.update(new)
-        for marker in sorted(read, key=lambda m: m.attempt):
+        present = self._parts() if new else set()
+        for marker in sorted(read, key=lambda m: (m.part is not None and m.part not in present, m.attempt)):
             self.chosen.setdefault(marker.task_id, marker)
         return self.chosen
 
