@@ -252,3 +252,18 @@ def test_a_resume_after_a_cleanup_killed_midway_chooses_the_attempt_whose_part_i
     assert resumed.chosen["00000-000000"].attempt == second.attempt
     assert resumed.commit(["00000-000000"], FINGERPRINT) == 2
     assert manifest_parts(f"{s3}/preds") == [second.part] and names(f"{s3}/preds") == [MANIFEST, second.part]
+
+
+def test_discarding_an_interrupted_run_that_wrote_no_marker_removes_its_state_without_a_warning(
+        s3: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Its staging folder never existed: removing it raised on S3 and stopped the rest of the cleanup
+    (its run.json stayed), with a warning that something could not be removed."""
+    interrupted = ObjectOutput(f"{s3}/preds")
+    interrupted.prepare(FINGERPRINT, PLAN, False, [])
+    notes: list[str] = []
+    with caplog.at_level("WARNING", logger="augury.batch.object_output"):
+        interrupted._remove_run(interrupted.run_id)
+        assert names(f"{s3}/preds") == []
+        ObjectOutput(f"{s3}/preds").prepare(FINGERPRINT, PLAN, False, notes)
+    assert notes == ["discarded an interrupted run's 0 finished task(s); pass --resume to continue one"]
+    assert "could not remove" not in caplog.text

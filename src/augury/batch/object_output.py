@@ -40,6 +40,7 @@ that finds it fails saying so, and the dataset is unreadable until a run complet
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -370,7 +371,8 @@ class ObjectOutput:
             if written is not None and others and not self._manifest_is(written):
                 lost = sorted((self._listed("cannot tell whether the parts this run removed were "
                                             "another run's committed ones") or set()) & set(others))
-            fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
+            with contextlib.suppress(FileNotFoundError):  # (a run that wrote no marker has no folder)
+                fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
             previous = self._read_run()
             if previous is not None and previous.get("run_id") == run_id:
                 fs.delete_file(filesystem(self.run_file)[1])
