@@ -258,12 +258,12 @@ def test_discarding_an_interrupted_run_that_wrote_no_marker_removes_its_state_wi
         s3: str, caplog: pytest.LogCaptureFixture) -> None:
     """Its staging folder never existed: removing it raised on S3 and stopped the rest of the cleanup
     (its run.json stayed), with a warning that something could not be removed."""
-    interrupted = ObjectOutput(f"{s3}/preds")
-    interrupted.prepare(FINGERPRINT, PLAN, False, [])
+    ObjectOutput(f"{s3}/preds").prepare(FINGERPRINT, PLAN, False, [])
     notes: list[str] = []
     with caplog.at_level("WARNING", logger="augury.batch.object_output"):
-        interrupted._remove_run(interrupted.run_id)
-        assert names(f"{s3}/preds") == []
         ObjectOutput(f"{s3}/preds").prepare(FINGERPRINT, PLAN, False, notes)
     assert notes == ["discarded an interrupted run's 0 finished task(s); pass --resume to continue one"]
     assert "could not remove" not in caplog.text
+    done = ObjectOutput(f"{s3}/preds")
+    done._remove_run(str((done._read_run() or {})["run_id"]))
+    assert names(f"{s3}/preds") == []
