@@ -56,3 +56,19 @@ def test_an_object_appears_when_its_upload_completes_and_only_with_a_line(s3: st
     with ErrorsFile(target):
         pass
     assert loc.info(target).type == pafs.FileType.NotFound  # (the earlier run's removed)
+
+
+def test_a_failure_midway_leaves_an_earlier_object_as_it_was(s3: str) -> None:
+    """(The upload went to the target's own key: closing it on the failure replaced the earlier file, and
+    then removed it.)"""
+    target = f"{s3}/preds.errors.jsonl"
+    loc.write_bytes(target, b'{"row": 9}\n')
+    with pytest.raises(KeyboardInterrupt), ErrorsFile(target) as out:
+        out.write(b'{"row": 1}\n')
+        raise KeyboardInterrupt
+    assert loc.read_bytes(target) == b'{"row": 9}\n'
+    assert [f.path.rsplit("/", 1)[-1] for f in loc.listing(s3)] == ["preds.errors.jsonl"]
+    with ErrorsFile(target) as out:
+        out.write(b'{"row": 2}\n')
+    assert loc.read_bytes(target) == b'{"row": 2}\n'
+    assert [f.path.rsplit("/", 1)[-1] for f in loc.listing(s3)] == ["preds.errors.jsonl"]

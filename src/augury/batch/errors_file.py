@@ -21,24 +21,31 @@ from .location import filesystem
 
 
 class ErrorsFile:
-    """The errors file (a local path or a URL), streamed: it appears whole when the block ends (a local
-    one by rename, an object when its upload completes), or is removed when no line was written; a
-    failure midway leaves none."""
+    """The errors file (a local path or a URL), streamed beside it under a temporary name, then put in
+    place whole when the block ends: a local one renamed, an object copied (an object store has no
+    rename; its copy appears whole, like any object; S3's CopyObject takes up to 5 GB, some 20 million
+    lines of 250 bytes). No line written: no file, and an earlier run's is removed. A failure midway
+    leaves the earlier file as it was (streaming to the target's own key would have completed that
+    upload on close, replacing it)."""
 
     def __init__(self, target: str) -> None:
         self.target, self.count = target, 0
         self.remote = location.is_url(target)
-        self.tmp = Path(target).with_name(f".{Path(target).name}.tmp") if not self.remote else None
+        if self.remote:
+            base, _, name = target.rpartition("/")
+            self.tmp = f"{base}/.{name}.tmp"
+        else:
+            self.tmp = str(Path(target).with_name(f".{Path(target).name}.tmp"))
         self.out: Any = None
 
     def write(self, line: bytes) -> None:
         try:
             if self.out is None:
-                if self.tmp is not None:
-                    self.out = open(self.tmp, "wb")  # noqa: SIM115  (closed by __exit__)
-                else:
-                    fs, path = filesystem(self.target)
+                if self.remote:
+                    fs, path = filesystem(self.tmp)
                     self.out = fs.open_output_stream(path)
+                else:
+                    self.out = open(self.tmp, "wb")  # noqa: SIM115  (closed by __exit__)
             self.out.write(line)
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot write the errors file {self.target}: {exc}") from exc
@@ -52,19 +59,23 @@ class ErrorsFile:
             if self.out is not None:
                 self.out.close()
             if kind is not None or self.count == 0:
-                self._remove(self.target if kind is None else None)
-            elif self.tmp is not None:
-                self.tmp.replace(self.target)
+                if self.out is not None:
+                    self._remove(self.tmp)
+                if kind is None:
+                    self._remove(self.target)  # (an earlier run's)
+            elif self.remote:
+                fs, path = filesystem(self.tmp)
+                fs.copy_file(path, filesystem(self.target)[1])
+                fs.delete_file(path)
+            else:
+                Path(self.tmp).replace(self.target)
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot write {self.target}: {exc}") from exc
 
-    def _remove(self, target: str | None) -> None:
-        """Remove what was written (and, with `target`, the errors file of an earlier run)."""
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            if target is not None:
-                Path(target).unlink(missing_ok=True)
+    def _remove(self, target: str) -> None:
+        if not self.remote:
+            Path(target).unlink(missing_ok=True)
             return
-        fs, path = filesystem(self.target)
-        if (self.out is not None or target is not None) and fs.get_file_info(path).type == pafs.FileType.File:
+        fs, path = filesystem(target)
+        if fs.get_file_info(path).type == pafs.FileType.File:
             fs.delete_file(path)
