@@ -4,6 +4,8 @@ test_object_store.py; these pin the pieces' contracts: names, markers, run state
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,8 +102,10 @@ def test_a_run_records_its_state_and_a_resume_checks_it(s3: str) -> None:
 
 
 @pytest.mark.parametrize("run_json,message", [
-    (b'{"run_id": ', r"cannot read \S+/_augury-run/run\.json: .*; remove it to start over"),
-    (b'["run_id", "0123abcd"]', r"cannot read \S+/run\.json: it holds list, not an object; remove it to"),
+    (b'{"run_id": ', r"cannot resume: cannot read \S+/_augury-run/run\.json: .*; rerun without --resume to "
+                    r"start over"),
+    (b'["run_id", "0123abcd"]', r"cannot resume: cannot read \S+/run\.json: it holds list, not an object; "
+                                r"rerun without --resume to start over"),
     (orjson.dumps({**FINGERPRINT, "plan": {"task_rows": "many"}, "run_id": "0123abcd"}),
      r"cannot resume: cannot read \S+/run\.json: the plan .* does not say how the input was cut; rerun"),
 ], ids=["not-json", "not-an-object", "not-a-plan"])
@@ -267,3 +271,27 @@ def test_discarding_an_interrupted_run_that_wrote_no_marker_removes_its_state_wi
     done = ObjectOutput(f"{s3}/preds")
     done._remove_run(str((done._read_run() or {})["run_id"]))
     assert names(f"{s3}/preds") == []
+
+
+@pytest.mark.parametrize("run_json", [b'{"run_id": ', b'["run_id", "0123abcd"]'],
+                         ids=["not-json", "not-an-object"])
+def test_a_run_without_resume_starts_over_from_damaged_run_state(s3: str, run_json: bytes) -> None:
+    """As a local run does (it blocked every run until run.json was removed by hand): the state of every
+    run found goes, with its parts but those the manifest lists; the commit removes the rest."""
+    committed = ObjectOutput(f"{s3}/preds")
+    committed.prepare(FINGERPRINT, PLAN, False, [])
+    kept = uploaded(committed.staging, "00000-000000", 3).part
+    committed.commit(["00000-000000"], FINGERPRINT)
+    interrupted = ObjectOutput(f"{s3}/preds")
+    interrupted.prepare(FINGERPRINT, PLAN, False, [])
+    uploaded(interrupted.staging, "00000-000000", 4)
+    loc.write_bytes(interrupted.run_file, run_json)
+    notes: list[str] = []
+    output = ObjectOutput(f"{s3}/preds")
+    assert output.prepare(FINGERPRINT, PLAN, False, notes) == (set(), PLAN)
+    assert len(notes) == 1 and re.match(r"cannot read \S+/run\.json: .*: discarded the state of 1 "
+                                        r"interrupted run\(s\)$", notes[0])
+    assert names(f"{s3}/preds") == ["_augury-run/run.json", MANIFEST, kept]
+    part = uploaded(output.staging, "00000-000000", 5).part
+    assert output.commit(["00000-000000"], FINGERPRINT) == 5
+    assert names(f"{s3}/preds") == [MANIFEST, part]

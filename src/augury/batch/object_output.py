@@ -27,7 +27,8 @@ place) cannot be done there. So, under the dataset's own prefix:
   with a marker in the run's folder are done (their rows are in the markers), the others are scored again.
   A new run without ``--resume`` removes an interrupted run's parts and state first, but never a part the
   dataset's manifest lists (a run killed after its manifest, before its cleanup, is such an "interrupted"
-  run): when the manifest cannot be read, it removes only the state, and its commit the parts.
+  run): when the manifest cannot be read, it removes only the state, and its commit the parts. A run.json
+  that cannot be read stops a resume; a new run then discards the state of every run it finds.
 
 Object stores offer no lock augury can take, so one run per dataset at a time is up to the user. Two at
 once: the second takes the first one's state for an interrupted run's and removes its parts (all of them
@@ -178,8 +179,19 @@ class ObjectOutput:
 
     def prepare(self, fingerprint: dict[str, Any], plan: Plan, resume: bool,
                 notes: list[str]) -> tuple[set[str], Plan]:
-        """Start or resume a run; return the tasks already done and the plan (a resumed run's own)."""
-        previous = self._read_run()
+        """Start or resume a run; return the tasks already done and the plan (a resumed run's own). A
+        run.json that cannot be read stops a resume; a new run discards every run's state it finds, as a
+        local run removes its staging folder, and each run's parts that the manifest does not list."""
+        try:
+            previous = self._read_run()
+        except BatchError as exc:
+            if resume:
+                raise BatchError(f"cannot resume: {exc}; rerun without --resume to start over") from exc
+            previous = None
+            runs = self._run_ids()
+            notes.append(f"{exc}: discarded the state of {len(runs)} interrupted run(s)")
+            for old in runs:
+                self._remove_run(old)
         if previous is not None and resume:
             try:
                 recorded = Plan.from_dict(previous.pop("plan", None) or {})
@@ -219,11 +231,16 @@ class ObjectOutput:
         try:
             doc = orjson.loads(location.read_bytes(self.run_file))
         except (OSError, orjson.JSONDecodeError) as exc:
-            raise BatchError(f"cannot read {self.run_file}: {exc}; remove it to start over") from exc
+            raise BatchError(f"cannot read {self.run_file}: {exc}") from exc
         if not isinstance(doc, dict):
-            raise BatchError(f"cannot read {self.run_file}: it holds {type(doc).__name__}, not an object; "
-                             f"remove it to start over")
+            raise BatchError(f"cannot read {self.run_file}: it holds {type(doc).__name__}, not an object")
         return doc
+
+    def _run_ids(self) -> list[str]:
+        """The runs with a state folder under the prefix."""
+        prefix = filesystem(self.url)[1] + f"/{RUN_FOLDER}/"
+        names = (f.path[len(prefix):] for f in location.listing(join(self.url, RUN_FOLDER)))
+        return sorted({name.split("/", 1)[0] for name in names if "/" in name})
 
     def markers(self) -> dict[str, Marker]:
         """The chosen marker of every task done so far: a task keeps the first one seen; of several seen
@@ -373,7 +390,10 @@ class ObjectOutput:
                                             "another run's committed ones") or set()) & set(others))
             with contextlib.suppress(FileNotFoundError):  # (a run that wrote no marker has no folder)
                 fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
-            previous = self._read_run()
+            try:
+                previous = self._read_run()
+            except BatchError:
+                previous = None  # (unreadable: a new run's replaces it)
             if previous is not None and previous.get("run_id") == run_id:
                 fs.delete_file(filesystem(self.run_file)[1])
         except (OSError, pa.ArrowException, InputError, BatchError) as exc:
