@@ -5,6 +5,7 @@ other reads share `StoreReads._read`: this holds the two copies to one behaviour
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from augury.errors import StoreError
+from augury.errors import StoreBroken, StoreError
 from augury.store import SQLiteStore
 from augury.store.base import WrittenBack
 
@@ -49,3 +50,39 @@ def test_a_failed_read_is_a_store_error_and_its_reader_is_never_lent_again(
         assert store._pool.open_readers == 1
     finally:
         store.close()
+
+
+def test_a_damaged_record_is_the_same_store_error_through_get_many_and_read(
+        tmp_path: Path, batch_of: Callable[..., Any]) -> None:
+    """The StoreError branch (`sqlite_read`'s corrupt record): get_many's inline block and `_read` running
+    the same lookup raise the same error, with the same cause, and discard the reader alike."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.publish([batch_of(["a", "b"])], model_version="1")
+    store.close()
+    con = sqlite3.connect(path)
+    (table,) = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'preds_%'"
+                           ).fetchone()
+    con.execute(f"UPDATE {table} SET v = x'c1' WHERE key = 'b'")
+    con.commit()
+    con.close()
+    paths: dict[str, Callable[[SQLiteStore], Any]] = {
+        "get_many": lambda s: s.get_many(["b"]),
+        "_read": lambda s: s._read("lookup", lambda reader, generation: reader.lookup(["b"], generation)),
+    }
+    outcomes = []
+    for read in paths.values():
+        damaged = SQLiteStore(path, max_readers=1, cache_entries=0)
+        try:
+            damaged.get_many(["a"])
+            with pytest.raises(StoreError) as raised:
+                read(damaged)
+            error = raised.value
+            outcomes.append((type(error), str(error), type(error.__cause__), damaged._pool.open_readers))
+            assert damaged.get_many(["a"])[0] is not None  # a new reader
+        finally:
+            damaged.close()
+    assert outcomes[0] == outcomes[1]
+    kind, message, cause, readers = outcomes[0]
+    assert kind is StoreBroken and "corrupt record for key 'b'" in message and cause is not type(None)
+    assert readers == 0  # discarded
