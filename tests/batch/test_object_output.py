@@ -13,7 +13,8 @@ import pytest
 
 from augury.batch import location as loc
 from augury.batch.dataset import MANIFEST, read_manifest
-from augury.batch.object_output import ObjectOutput, PartUpload, _dataset_of, _run_of, staging_of
+from augury.batch.object_attempt import PartUpload, dataset_of, run_of, staging_of
+from augury.batch.object_output import ObjectOutput
 from augury.batch.sources import Plan
 from augury.errors import BatchError, InputError
 
@@ -38,14 +39,14 @@ def uploaded(staging: str, task_id: str, rows: int, errors: pa.Table | None = No
 def test_names_of_a_runs_state_and_parts(s3: str) -> None:
     staging = staging_of(f"{s3}/preds", "0123abcd")
     assert staging == f"{s3}/preds/_augury-run/0123abcd"
-    assert _dataset_of(staging) == (f"{s3}/preds", "0123abcd")
+    assert dataset_of(staging) == (f"{s3}/preds", "0123abcd")
     with pytest.raises(BatchError, match="is not a run's staging location"):
-        _dataset_of(f"{s3}/preds/elsewhere/0123abcd")
-    assert _run_of("part-00000-000002-0123abcd89abcdef.parquet") == "0123abcd"
-    assert _run_of("part-00000-000002.parquet") is None  # a local run's part, uploaded as it was
+        dataset_of(f"{s3}/preds/elsewhere/0123abcd")
+    assert run_of("part-00000-000002-0123abcd89abcdef.parquet") == "0123abcd"
+    assert run_of("part-00000-000002.parquet") is None  # a local run's part, uploaded as it was
     upload = PartUpload(staging, "00000-000002")
     assert upload.part == f"part-00000-000002-0123abcd{upload.attempt}.parquet" and len(upload.attempt) == 8
-    assert _run_of(upload.part) == "0123abcd" and upload.url == f"{s3}/preds/{upload.part}"
+    assert run_of(upload.part) == "0123abcd" and upload.url == f"{s3}/preds/{upload.part}"
 
 
 def test_an_attempt_commits_its_part_then_errors_then_marker(s3: str) -> None:

@@ -6,9 +6,9 @@ place) cannot be done there. So, under the dataset's own prefix:
 
 - **Each task attempt writes its part under a name of its own**, ``part-<task>-<run><attempt>.parquet``,
   then its rejected rows (``_augury-run/<run>/errors-<task>-<attempt>.parquet``), then a small commit
-  marker, ``_augury-run/<run>/done-<task>-<attempt>.json``, naming the part, its rows and its errors. An
-  attempt killed midway leaves no marker; one retried (a Dask worker that seemed dead) leaves a second
-  complete part and marker, never a mix.
+  marker, ``_augury-run/<run>/done-<task>-<attempt>.json``, naming the part, its rows and its errors
+  (`object_attempt`). An attempt killed midway leaves no marker; one retried (a Dask worker that seemed
+  dead) leaves a second complete part and marker, never a mix.
 - **The manifest is the commit.** When every task has a marker, the driver chooses one marker per task
   (the first it saw; of several seen at once, the smallest attempt whose part is there: deterministic),
   and writes ``_manifest.json`` listing exactly those parts, in input order, in one request: until then
@@ -46,7 +46,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -59,93 +58,13 @@ from augury.errors import BatchError, InputError
 from . import dataset, location
 from .errors_file import ErrorsFile
 from .location import filesystem, join
+from .object_attempt import RUN_FOLDER, Marker, read_marker, run_of, staging_of
 from .sources import Plan
 
 log = logging.getLogger(__name__)
 
-#: the folder, inside the dataset's prefix, of a run's state (a name starting with `_`: never a part).
-RUN_FOLDER = "_augury-run"
 #: markers read at once (each a small GET).
 _READERS = 8
-
-
-def staging_of(dataset_url: str, run_id: str) -> str:
-    """Where the run `run_id` of the dataset at `dataset_url` keeps its markers and errors."""
-    return join(dataset_url, f"{RUN_FOLDER}/{run_id}")
-
-
-def _dataset_of(staging: str) -> tuple[str, str]:
-    """(the dataset's URL, the run id) of a run's staging URL (`staging_of`)."""
-    dataset_url, folder, run_id = staging.rstrip("/").rsplit("/", 2)
-    if folder != RUN_FOLDER:
-        raise BatchError(f"{staging} is not a run's staging location on an object store")
-    return dataset_url, run_id
-
-
-@dataclass(frozen=True)
-class Marker:
-    """One finished attempt of a task: its part (None: no row scored), rows scored, errors part and count."""
-
-    task_id: str
-    attempt: str
-    part: str | None
-    scored: int
-    errors: str | None
-    failed: int
-
-
-class PartUpload:
-    """A worker's attempt at one task on an object store: the part's stream, then `commit` (errors, then
-    the marker) or `abort` (the partial part removed, best effort)."""
-
-    def __init__(self, staging: str, task_id: str) -> None:
-        self.staging, self.task_id = staging, task_id
-        dataset_url, run_id = _dataset_of(staging)
-        self.attempt = uuid.uuid4().hex[:8]
-        self.part = f"part-{task_id}-{run_id}{self.attempt}.parquet"
-        self.url = join(dataset_url, self.part)
-        self.stream: Any = None
-        self.done = False
-
-    def open(self) -> Any:
-        fs, path = filesystem(self.url)
-        try:
-            self.stream = fs.open_output_stream(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise _upload_failed(self.url, exc) from exc
-        return self.stream
-
-    def commit(self, scored: int, errors: pa.Table | None) -> None:
-        """The part is written (its writer closed): complete its upload, then the errors, then the marker.
-        A failure is a BatchError: the task has no marker, so a resumed run scores it again."""
-        try:
-            self._commit(scored, errors)
-        except (OSError, pa.ArrowException) as exc:
-            raise _upload_failed(self.url, exc) from exc
-
-    def _commit(self, scored: int, errors: pa.Table | None) -> None:
-        if self.stream is not None:
-            self.stream.close()  # the upload completes: the part appears, whole
-        errors_name = None
-        if errors is not None and errors.num_rows:
-            errors_name = f"errors-{self.task_id}-{self.attempt}.parquet"
-            fs, path = filesystem(join(self.staging, errors_name))
-            pq.write_table(errors, path, filesystem=fs)
-        marker = {"part": self.part if self.stream is not None else None, "scored": scored,
-                  "errors": errors_name, "failed": errors.num_rows if errors is not None else 0}
-        location.write_bytes(join(self.staging, f"done-{self.task_id}-{self.attempt}.json"),
-                             orjson.dumps(marker))
-        self.done = True
-
-    def abort(self) -> None:
-        if self.done or self.stream is None:
-            return
-        try:
-            self.stream.close()  # (there is no way to abandon an upload: it completes, and goes)
-            fs, path = filesystem(self.url)
-            fs.delete_file(path)
-        except (OSError, pa.ArrowException):
-            pass  # never read (no marker names it); the run's commit removes it
 
 
 class ObjectOutput:
@@ -252,22 +171,12 @@ class ObjectOutput:
             if name.startswith("done-") and name.endswith(".json") and name not in self.seen
         )
         with ThreadPoolExecutor(_READERS) as pool:
-            read = list(pool.map(lambda name: self._marker(name), new))
+            read = list(pool.map(lambda name: read_marker(self.staging, name), new))
         self.seen.update(new)
         present = self._parts() if new else set()
         for marker in sorted(read, key=lambda m: (m.part is not None and m.part not in present, m.attempt)):
             self.chosen.setdefault(marker.task_id, marker)
         return self.chosen
-
-    def _marker(self, name: str) -> Marker:
-        task_id, attempt = name[len("done-"):-len(".json")].rsplit("-", 1)
-        url = join(self.staging, name)
-        try:
-            doc = orjson.loads(location.read_bytes(url))
-            return Marker(task_id, attempt, doc["part"], int(doc["scored"]), doc["errors"],
-                          int(doc["failed"]))
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BatchError(f"cannot read the commit marker {url}: {exc}") from exc
 
     def task_rows(self, task_id: str) -> tuple[int, int]:
         """A finished task's rows (scored, in errors), from its marker: what a resumed run counts."""
@@ -356,9 +265,9 @@ class ObjectOutput:
     def _clean(self, run_id: str, kept: set[str] | None, replaced: set[str],
                written: bytes | None = None) -> None:
         """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that are `replaced`,
-        or that no run of an object store named (`_run_of`), but no part at all if `kept` is None (the
-        manifest could not be read); the run's state folder; and run.json if it is the run's. Parts of
-        another run in progress wrote since this one began stay.
+        or that no run of an object store named (`object_attempt.run_of`), but no part at all if `kept`
+        is None (the manifest could not be read); the run's state folder; and run.json if it is the
+        run's. Parts of another run in progress wrote since this one began stay.
 
         After a commit (`written`: the manifest it wrote), the manifest is read again first: if another
         run's has replaced it meanwhile, that one may list parts this run found or replaced, so only this
@@ -380,11 +289,11 @@ class ObjectOutput:
                 lost = sorted(kept - names)
             for name in sorted(names):
                 if (kept is not None and dataset.is_part_name(name) and name not in kept
-                        and (_run_of(name) == run_id
-                             or (ours and (name in replaced or _run_of(name) is None)))):
+                        and (run_of(name) == run_id
+                             or (ours and (name in replaced or run_of(name) is None)))):
                     fs.delete_file(f"{root}/{name}")
                     removed.append(name)
-            others = [name for name in removed if _run_of(name) != run_id]
+            others = [name for name in removed if run_of(name) != run_id]
             if written is not None and others and not self._manifest_is(written):
                 lost = sorted((self._listed("cannot tell whether the parts this run removed were "
                                             "another run's committed ones") or set()) & set(others))
@@ -419,13 +328,3 @@ class ObjectOutput:
             location.write_bytes(url, data)
         except (OSError, pa.ArrowException) as exc:
             raise BatchError(f"cannot write {url}: {exc}") from exc
-
-
-def _upload_failed(url: str, exc: Exception) -> BatchError:
-    return BatchError(f"cannot write {url}: {exc}; finished tasks are kept: rerun with --resume to continue")
-
-
-def _run_of(part: str) -> str | None:
-    """The run id in a part's name written to an object store (`PartUpload`); None for another name."""
-    token = part[: -len(".parquet")].rsplit("-", 1)[-1]
-    return token[:8] if len(token) == 16 else None

@@ -9,7 +9,7 @@ of the tasks before when it gathers the errors file.
 
 When the staging location is on an object store (a URL), which has no rename, the part is uploaded under
 a name of the attempt's own and a commit marker written after it says the task is done
-(`object_output.PartUpload`).
+(`object_attempt.PartUpload`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from augury.schema import RowError, conform
 from augury.store.base import FEATURES_KEY_COLUMN
 
 from .location import is_url
-from .object_output import PartUpload
+from .object_attempt import PartUpload
 from .readers import read_task
 from .sources import Task
 
