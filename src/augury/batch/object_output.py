@@ -282,10 +282,7 @@ class ObjectOutput:
         try:
             names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
             ours = written is None or self._manifest_is(written)
-            if not ours:
-                log.warning("%s: another run committed this dataset after this one; its manifest stands, and "
-                            "this run's parts are left for the next run to remove", self.url)
-            elif written is not None and kept is not None:  # (this run's manifest, naming a part gone)
+            if ours and written is not None and kept is not None:  # (this run's manifest, naming a part gone)
                 lost = sorted(kept - names)
             for name in sorted(names):
                 if (kept is not None and dataset.is_part_name(name) and name not in kept
@@ -314,14 +311,18 @@ class ObjectOutput:
                              f"read until a run completes; run again, one at a time")
 
     def _manifest_is(self, written: bytes) -> bool:
-        """Whether the dataset's manifest is still the one this run wrote (False if it cannot be read)."""
+        """Whether the dataset's manifest is still the one this run wrote; when not (or it cannot be read),
+        logged: the parts this run found or replaced are left for the next run."""
         url = join(self.url, dataset.MANIFEST)
         try:
-            return location.read_bytes(url) == written
+            if location.read_bytes(url) == written:
+                return True
+            log.warning("%s: another run committed this dataset after this one; its manifest stands, and "
+                        "the parts it does not list are left for the next run to remove", self.url)
         except (OSError, pa.ArrowException) as exc:
-            log.warning("%s: cannot read %s again (%s); leaving the parts it replaced for the next run",
+            log.warning("%s: cannot read %s again (%s); the parts it replaced are left for the next run",
                         self.url, url, exc)
-            return False
+        return False
 
     def _write(self, url: str, data: bytes) -> None:
         try:
