@@ -30,7 +30,8 @@ What is measured:
      here with ``cc -O2``, run at SCHED_FIFO 1 with ``chrt`` when permitted: it is the instrument) for
      ``--warmup`` s, not counted, then ``--duration`` s: one-row v1 predicts (``POST
      /v1/models/hgb20:predict``, one body), ``--repeats`` times back to back (0.5 s of warm-up before
-     each after the first; the table has the median p50 and p99 and each run's p99), each sent when
+     each after the first; with ``--rounds R`` the rates in turn, R times over, each rate's runs of all
+     rounds taken together; the table has the median p50 and p99 and each run's p99), each sent when
      due on an idle keep-alive connection or a new one, its latency from when it was due to the end of
      its answer (no coordinated omission). The
      asyncio client used before queued requests of its own at 1,000-3,000 req/s (send lags of several
@@ -483,7 +484,7 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
                 capacity: float, log_dir: Path, cal: Any, gen: Path, fresh: Any = None,
                 tiny: Any = None) -> dict[str, Any]:
     from augury.advise import predict_latency, service_curve
-    from augury.advise.stalls import NONE, probe
+    from augury.advise.stalls import NONE, probe, settled
 
     rec: dict[str, Any] = {"max_batch_size": b, "max_delay_ms": d, "capacity_rps": capacity, "runs": []}
     base = min(capacity, args.max_rate)
@@ -518,46 +519,67 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
               f"{np.median(idle) * 1e3:.3f} ms; server CPU per idle predict {cpu_per_req * 1e6:.0f} us "
               f"(model call {model_s * 1e6:.0f} us; advisor's batch-1 call {curve_1 * 1e6:.0f} us)",
               flush=True)
+        core = args.server_core if args.server_core >= 0 else None
+        loaded_s = args.warmup + args.repeats * args.duration + (args.repeats - 1) * REPEAT_WARMUP_S
+        seen: list[dict[str, Any]] = [{"runs": [], "now": [], "during": [], "cpu_s": 0.0, "metrics": {}}
+                                      for _ in rates]
+        # --rounds: the rates in turn, R times over, so that each rate's runs spread over the same minutes
+        # as the others' (a rate run in a busy minute is not compared with one run in a quiet one)
+        for round_ in range(args.rounds):
+            for k, rate in enumerate(rates):
+                got = seen[k]
+                got["now"].append(probe(args.stall_probe, core))
+                before, cpu0 = server.metrics(), server.cpu_s()
+                # --probe-during: the probe again, on the server's core while it serves (a thread of this
+                # process, which only waits for the generator meanwhile). Off by default: it also waits
+                # for the server's own work (r9: 176-255 "stalls" a second against 2-5 just before), and
+                # its wake-ups take the server's core 2,000 times a second
+                with ThreadPoolExecutor(1) as watcher:
+                    watching = watcher.submit(probe, loaded_s, core) if args.probe_during else None
+                    # --repeats: the same rate again right after (a short warm-up each), other arrivals
+                    got["runs"] += [open_loop(gen, server.port, body_path, rate, args.duration,
+                                              args.warmup if j == 0 else REPEAT_WARMUP_S,
+                                              100 * round_ + 10 * (k + 1) + j, args.connections,
+                                              args.client_rt)
+                                    for j in range(args.repeats)]
+                    if watching is not None:
+                        got["during"].append(watching.result())
+                cpu1, after = server.cpu_s(), server.metrics()
+                got["cpu_s"] += cpu1 - cpu0
+                for name, value in after.items():
+                    got["metrics"][name] = got["metrics"].get(name, 0.0) + value - before.get(name, 0.0)
+                if args.rounds > 1:
+                    print(f"  round {round_ + 1}: {rate:,.0f} req/s p99 "
+                          f"{', '.join(_ms(r['p99_s']) for r in got['runs'][-args.repeats:])} ms", flush=True)
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"augury serve exited with {server.proc.returncode} during the load")
         for k, rate in enumerate(rates):
-            core = args.server_core if args.server_core >= 0 else None
-            now = probe(args.stall_probe, core)
-            before, cpu0 = server.metrics(), server.cpu_s()
-            # --probe-during: the probe again, on the server's core while it serves (a thread of this
-            # process, which only waits for the generator meanwhile). Off by default: it also waits for
-            # the server's own work (r9: 176-255 "stalls" a second against 2-5 just before), and its
-            # wake-ups take the server's core 2,000 times a second
-            loaded_s = args.warmup + args.repeats * args.duration + (args.repeats - 1) * REPEAT_WARMUP_S
-            with ThreadPoolExecutor(1) as watcher:
-                watching = watcher.submit(probe, loaded_s, core) if args.probe_during else None
-                # --repeats: the same rate again right after (a short warm-up each), other arrivals
-                run = combined([open_loop(gen, server.port, body_path, rate, args.duration,
-                                          args.warmup if j == 0 else REPEAT_WARMUP_S, 10 * (k + 1) + j,
-                                          args.connections, args.client_rt) for j in range(args.repeats)])
-                during = watching.result() if watching is not None else NONE
-            cpu1, after = server.cpu_s(), server.metrics()
+            got = seen[k]
+            run = combined(got["runs"])
+            now = settled(got["now"])[0]
+            during = settled(got["during"])[0] if got["during"] else NONE
             # the server's CPU over the whole run (warm-up, measured part, then about 2 s idle while the
             # generator waits for the last answers): per request from the rows it scored
-            served = after.get("augury_batch_rows_sum", 0.0) - before.get("augury_batch_rows_sum", 0.0)
-            run["server_cpu_per_request_s"] = (cpu1 - cpu0) / max(served, 1.0)
+            deltas = got["metrics"]
+            rows_scored = max(deltas.get("augury_batch_rows_sum", 0.0), 1.0)
+            run["server_cpu_per_request_s"] = got["cpu_s"] / rows_scored
             run["server_cores"] = run["server_cpu_per_request_s"] * rate
-            run["client_cores"] = run["generator_cpu_s"] / (loaded_s + 2.0 * args.repeats)
-            run["mean_batch_rows"] = _delta(after, before, "augury_batch_rows")
-            run["mean_model_call_s"] = _delta(after, before, "augury_model_inference_seconds")
-            run["mean_queue_wait_s"] = _delta(after, before, "augury_queue_wait_seconds")
+            run["client_cores"] = run["generator_cpu_s"] / ((loaded_s + 2.0 * args.repeats) * args.rounds)
+            run["mean_batch_rows"] = _delta(deltas, {}, "augury_batch_rows")
+            run["mean_model_call_s"] = _delta(deltas, {}, "augury_model_inference_seconds")
+            run["mean_queue_wait_s"] = _delta(deltas, {}, "augury_queue_wait_seconds")
             run["predicted"] = predictions(cost, rate, b, d, e, cal, now, during, fresh, tiny)
             run["stalls_during"] = {"per_s": during.per_s, "share": during.share,
                                     "durations_s": list(during.durations_s)}
             run["stalls_now"] = {"per_s": now.per_s, "share": now.share,
-                                 "durations_s": list(now.durations_s)}
+                                 "durations_s": list(now.durations_s),
+                                 "shares": [x.share for x in got["now"]]}
             run["curve_call_s"] = curve_time(cost, run["mean_batch_rows"])
             for p in run["predicted"].values():
                 p["err_p50"] = err(run["p50_s"], p["p50_s"])
                 p["err_p99"] = err(run["p99_s"], p["p99_s"])
             rec["runs"].append(run)
             print("  " + row(b, d, run, cal), flush=True)
-            if server.proc.poll() is not None:
-                rec["error"] = f"augury serve exited with {server.proc.returncode} during the load"
-                break
     finally:
         server.stop()
     return rec
@@ -637,6 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calibration", type=Path, default=None,
                     help="use this calibration file instead of calibrating first (augury advise --calibrate)")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load measured per rate [8]")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the rates in turn this many times over on each setting's server; each rate's "
+                         "runs of all rounds are taken together (the stalls probed before them: the median "
+                         "probe when they disagree) [1]")
     ap.add_argument("--repeats", type=int, default=1,
                     help="measured runs per rate, back to back: the table has their median p50 and p99 and "
                          "each run's p99 (the measurement's own spread) [1]")
@@ -682,8 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
     if not args.rates or any(r <= 0 for r in args.rates):
         ap.error("--rates needs positive numbers")
-    if args.repeats < 1:
-        ap.error("--repeats needs 1 or more")
+    if args.repeats < 1 or args.rounds < 1:
+        ap.error("--repeats and --rounds need 1 or more")
 
     meta = prepare(args.work)
     log_dir = args.work / "logs"
