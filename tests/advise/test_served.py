@@ -67,6 +67,7 @@ def test_what_is_not_measured_says_why(lr_model: Path, tmp_path: Path) -> None:
     failed = model_pauses(str(broken), rows(), schema, 1e-4, 2e-4, CALIBRATED, deadline)
     assert failed.pauses_used.startswith(f"{FALLBACK}: a server of this model could not be measured")
     assert "exited" in failed.pauses_used and failed.pauses_inline == CALIBRATED.pauses_inline
+    assert "\n" not in failed.pauses_used  # one line, whatever the log held
 
 
 def test_the_advice_says_whose_pauses_it_used(tmp_path: Path,

@@ -85,7 +85,7 @@ def model_pauses(model_ref: str, rows: pa.RecordBatch, schema: Schema, call_s: f
     try:
         return _measured(ref, predicts, cpu_s, serving, deadline)
     except (CalibrationError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        return serving.noted(f"{FALLBACK}: a server of this model could not be measured ({exc})")
+        return serving.noted(f"{FALLBACK}: a server of this model could not be measured ({_one_line(exc)})")
 
 
 def why_not(model_ref: str | os.PathLike[str], seconds: float) -> str:
@@ -203,6 +203,13 @@ async def _phases(port: int, process: load.CpuTimed, predicts: list[bytes], ligh
 def _held(timed: Timed) -> float:
     over, _ = excess(timed.sent_s, timed.received_s)
     return float((over > MIN_PAUSE_S).mean()) if len(over) else 0.0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error in one line: its first and last lines (a server's log tail ends with its error)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _median(values: tuple[float, ...]) -> float:

@@ -95,9 +95,13 @@ def pinned(server: Served, core: int | None) -> load.CpuTimed:
     Threads started already (the model thread) keep their own mask, so each is moved."""
     import psutil
 
-    process = psutil.Process(server.proc.pid)
+    try:
+        process = psutil.Process(server.proc.pid)
+        threads = process.threads()
+    except psutil.Error as exc:
+        raise CalibrationError(f"augury serve (pid {server.proc.pid}) is gone: {exc}") from exc
     if core is not None:
-        for thread in process.threads():
+        for thread in threads:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(thread.id, {core})
     cpu: load.CpuTimed = process
