@@ -194,8 +194,8 @@ def test_a_cleanup_that_removes_what_another_runs_manifest_just_listed_is_an_err
     check = b._manifest_is
     calls = []
 
-    def then_a_commits(written: bytes) -> bool:
-        ours = check(written)
+    def then_a_commits(written: bytes, *rest: str) -> bool | None:
+        ours = check(written, *rest)
         calls.append(ours)
         if len(calls) == 1:
             assert a.commit(["00000-000000"], FINGERPRINT) == 5
@@ -278,21 +278,219 @@ def test_discarding_an_interrupted_run_that_wrote_no_marker_removes_its_state_wi
                          ids=["not-json", "not-an-object"])
 def test_a_run_without_resume_starts_over_from_damaged_run_state(s3: str, run_json: bytes) -> None:
     """As a local run does (it blocked every run until run.json was removed by hand): the state of every
-    run found goes, with its parts but those the manifest lists; the commit removes the rest."""
+    run found goes, and no part; the commit removes those no manifest lists."""
     committed = ObjectOutput(f"{s3}/preds")
     committed.prepare(FINGERPRINT, PLAN, False, [])
     kept = uploaded(committed.staging, "00000-000000", 3).part
     committed.commit(["00000-000000"], FINGERPRINT)
     interrupted = ObjectOutput(f"{s3}/preds")
     interrupted.prepare(FINGERPRINT, PLAN, False, [])
-    uploaded(interrupted.staging, "00000-000000", 4)
+    interrupted_part = uploaded(interrupted.staging, "00000-000000", 4).part
     loc.write_bytes(interrupted.run_file, run_json)
     notes: list[str] = []
     output = ObjectOutput(f"{s3}/preds")
     assert output.prepare(FINGERPRINT, PLAN, False, notes) == (set(), PLAN)
     assert len(notes) == 1 and re.match(r"cannot read \S+/run\.json: .*: discarded the state of 1 "
                                         r"interrupted run\(s\)$", notes[0])
-    assert names(f"{s3}/preds") == ["_augury-run/run.json", MANIFEST, kept]
+    assert names(f"{s3}/preds") == ["_augury-run/run.json", MANIFEST, *sorted([kept, interrupted_part])]
     part = uploaded(output.staging, "00000-000000", 5).part
     assert output.commit(["00000-000000"], FINGERPRINT) == 5
     assert names(f"{s3}/preds") == [MANIFEST, part]
+
+
+def two_drivers_of_one_run(s3: str) -> tuple[ObjectOutput, ObjectOutput, str, PartUpload, PartUpload]:
+    """A run (A) whose driver is still alive when a `--resume` (B) of the same run starts: both drivers
+    score task 1, and choose different attempts of it (A listed the markers before the smaller attempt's
+    appeared; B sees both and chooses the smaller). Returns A, B, task 0's part, A's and B's choice."""
+    a = ObjectOutput(f"{s3}/preds")
+    a.prepare(FINGERPRINT, PLAN, False, [])
+    part0 = uploaded(a.staging, "00000-000000", 3).part
+    a.markers()
+    b = ObjectOutput(f"{s3}/preds")
+    assert b.prepare(FINGERPRINT, PLAN, True, [])[0] == {"00000-000000"} and b.run_id == a.run_id
+    small, large = sorted((uploaded(a.staging, "00000-000001", 4) for _ in range(2)), key=lambda u: u.attempt)
+    a.seen.add(f"done-00000-000001-{small.attempt}.json")  # (A listed before this marker appeared)
+    assert a.markers()["00000-000001"].part == large.part and b.markers()["00000-000001"].part == small.part
+    return a, b, part0, large, small
+
+
+def test_two_drivers_of_one_run_committing_one_after_the_other_leave_a_readable_dataset(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B commits between A's manifest and A's cleanup. A's cleanup removed every part with the run's id
+    that A had not chosen, though the manifest it read back was B's: B's choice went, both runs exited 0,
+    and the dataset named a missing part. Now a run whose manifest was replaced removes no part."""
+    a, b, part0, _, small = two_drivers_of_one_run(s3)
+    write = a._write
+
+    def then_b_commits(url: str, data: bytes) -> None:
+        write(url, data)
+        if url.endswith(MANIFEST):
+            assert b.commit(["00000-000000", "00000-000001"], FINGERPRINT) == 7
+
+    monkeypatch.setattr(a, "_write", then_b_commits)
+    assert a.commit(["00000-000000", "00000-000001"], FINGERPRINT) == 7
+    assert manifest_parts(f"{s3}/preds") == [part0, small.part]
+    assert names(f"{s3}/preds") == sorted([MANIFEST, part0, small.part])  # (B's cleanup removed A's choice)
+
+
+def test_two_drivers_of_one_run_a_cleanup_that_removes_the_others_new_choice_is_an_error(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commits after B has read its own manifest back, and B's cleanup removes A's choice (a part with
+    B's own run id, which B did not check again): both exited 0 over a dataset naming a missing part."""
+    a, b, _, large, _ = two_drivers_of_one_run(s3)
+    check = b._manifest_is
+    calls: list[bool | None] = []
+
+    def then_a_commits(written: bytes, *rest: str) -> bool | None:
+        ours = check(written, *rest)
+        calls.append(ours)
+        if len(calls) == 1:
+            assert a.commit(["00000-000000", "00000-000001"], FINGERPRINT) == 7
+        return ours
+
+    monkeypatch.setattr(b, "_manifest_is", then_a_commits)
+    with pytest.raises(BatchError, match=rf"1 part\(s\) the manifest of \S+ lists \({large.part}, \.\.\.\) "
+                                         r"were removed by a run on the same dataset at the same time"):
+        b.commit(["00000-000000", "00000-000001"], FINGERPRINT)
+    assert calls == [True, False]
+    with pytest.raises(InputError, match=rf"the part {large.part} its manifest lists is missing"):
+        read_manifest(f"{s3}/preds")  # (until a run completes, as B says)
+
+
+def test_a_new_run_removes_an_interrupted_runs_state_but_no_part(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "interrupted" run A is alive and commits while B's prepare discards it. B's prepare read the
+    manifest, listed the prefix and removed A's parts the manifest did not list: A's commit landing
+    between (here: when B read the manifest) lost its part, A exited 0, and nothing checked. B's prepare
+    now removes A's state only; B's commit removes A's parts (found at B's start), checked."""
+    committed = ObjectOutput(f"{s3}/preds")
+    committed.prepare(FINGERPRINT, PLAN, False, [])
+    uploaded(committed.staging, "00000-000000", 2)
+    committed.commit(["00000-000000"], FINGERPRINT)
+    a = ObjectOutput(f"{s3}/preds")
+    a.prepare(FINGERPRINT, PLAN, False, [])
+    part_a = uploaded(a.staging, "00000-000000", 3).part
+    a.markers()
+    b = ObjectOutput(f"{s3}/preds")
+    listed = b._listed
+    rows: list[int] = []
+
+    def then_a_commits(otherwise: str) -> set[str] | None:
+        got = listed(otherwise)
+        if not rows:
+            rows.append(a.commit(["00000-000000"], FINGERPRINT))
+        return got
+
+    monkeypatch.setattr(b, "_listed", then_a_commits)
+    notes: list[str] = []
+    b.prepare(FINGERPRINT, PLAN, False, notes)
+    assert notes == ["discarded an interrupted run's 1 finished task(s); pass --resume to continue one"]
+    if not rows:  # (B's prepare no longer reads the manifest: A commits after it)
+        rows.append(a.commit(["00000-000000"], FINGERPRINT))
+    assert rows == [3] and manifest_parts(f"{s3}/preds") == [part_a]
+    monkeypatch.undo()
+    part_b = uploaded(b.staging, "00000-000000", 5).part
+    assert b.commit(["00000-000000"], FINGERPRINT) == 5
+    assert names(f"{s3}/preds") == [MANIFEST, part_b]
+
+
+def test_an_interrupted_runs_parts_outlive_its_state_and_go_with_the_next_commit(s3: str) -> None:
+    """An interrupted run's parts outlive its state now; the next commit removes them, and a resume of
+    the discarded run finds the new run's state, not the old one's."""
+    old = ObjectOutput(f"{s3}/preds")
+    old.prepare(FINGERPRINT, PLAN, False, [])
+    stray = uploaded(old.staging, "00000-000000", 3).part
+    new = ObjectOutput(f"{s3}/preds")
+    new.prepare(FINGERPRINT, PLAN, False, [])
+    assert stray in new.found and names(f"{s3}/preds") == ["_augury-run/run.json", stray]
+    resumed = ObjectOutput(f"{s3}/preds")
+    assert resumed.prepare(FINGERPRINT, PLAN, True, [])[0] == set() and resumed.run_id == new.run_id
+    part = uploaded(resumed.staging, "00000-000000", 4).part
+    assert resumed.commit(["00000-000000"], FINGERPRINT) == 4
+    assert names(f"{s3}/preds") == [MANIFEST, part]
+
+
+def race_on_a_damaged_manifest(s3: str) -> tuple[ObjectOutput, ObjectOutput, str]:
+    """A then B start while the manifest cannot be read; each uploads its part (B's `found` holds A's)."""
+    loc.write_bytes(f"{s3}/preds/{MANIFEST}", b"{damaged")
+    a = ObjectOutput(f"{s3}/preds")
+    a.prepare(FINGERPRINT, PLAN, False, [])
+    part_a = uploaded(a.staging, "00000-000000", 5).part
+    a.markers()
+    b = ObjectOutput(f"{s3}/preds")
+    b.prepare(FINGERPRINT, PLAN, False, [])
+    uploaded(b.staging, "00000-000000", 7)
+    assert part_a in b.found
+    return a, b, part_a
+
+
+def a_commits_after_bs_read_back(a: ObjectOutput, b: ObjectOutput, monkeypatch: pytest.MonkeyPatch) -> None:
+    check = b._manifest_is
+    calls: list[bool | None] = []
+
+    def then_a_commits(written: bytes, *rest: str) -> bool | None:
+        ours = check(written, *rest)
+        calls.append(ours)
+        if len(calls) == 1:
+            assert a.commit(["00000-000000"], FINGERPRINT) == 5
+        return ours
+
+    monkeypatch.setattr(b, "_manifest_is", then_a_commits)
+
+
+def test_a_cleanup_that_cannot_read_the_manifest_again_cannot_tell_and_says_so(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the test above of a cleanup removing A's part, but B's second read of A's manifest fails (a
+    failed request): B found nothing lost and exited 0, with a warning, over a dataset naming a missing
+    part."""
+    a, b, part_a = race_on_a_damaged_manifest(s3)
+    a_commits_after_bs_read_back(a, b, monkeypatch)
+    listed = b._listed
+    reads: list[str] = []
+
+    def fails_the_second_time(otherwise: str) -> set[str] | None:
+        reads.append(otherwise)  # (the first: the commit's, of the manifest it replaces)
+        return None if len(reads) == 2 else listed(otherwise)
+
+    monkeypatch.setattr(b, "_listed", fails_the_second_time)
+    with pytest.raises(BatchError, match=rf"cannot tell whether the 1 part\(s\) this run removed from \S+ "
+                                         rf"after its commit \({part_a}, \.\.\.\) include one the dataset's "
+                                         r"manifest lists now; run again, one at a time"):
+        b.commit(["00000-000000"], FINGERPRINT)
+    assert len(reads) == 2
+
+
+def test_a_cleanup_stopped_partway_still_checks_what_it_removed(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B removes A's part, then fails to remove a stray that A's cleanup removed first: the failure was
+    logged and the check of what B had removed skipped, so B exited 0 over a dataset naming a missing
+    part."""
+    loc.write_bytes(f"{s3}/preds/part-99999-999999.parquet", b"")  # (a stray, of no run: sorted last)
+    a, b, part_a = race_on_a_damaged_manifest(s3)
+    a_commits_after_bs_read_back(a, b, monkeypatch)
+    with pytest.raises(BatchError, match=rf"1 part\(s\) the manifest of \S+ lists \({part_a}, \.\.\.\) were "
+                                         r"removed by a run on the same dataset at the same time"):
+        b.commit(["00000-000000"], FINGERPRINT)
+    assert "part-99999-999999.parquet" not in names(f"{s3}/preds")
+
+
+def test_a_commit_that_cannot_read_its_manifest_back_while_a_part_it_names_is_gone_says_so(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its part removed by another run after `commit` checked it, and its read-back fails: it cannot
+    tell whether its manifest (naming the missing part) is the dataset's."""
+    output = ObjectOutput(f"{s3}/preds")
+    output.prepare(FINGERPRINT, PLAN, False, [])
+    part = uploaded(output.staging, "00000-000000", 3).part
+    write = output._write
+
+    def removed_first(url: str, data: bytes) -> None:
+        if url.endswith(MANIFEST):
+            fs, path = loc.filesystem(f"{s3}/preds/{part}")
+            fs.delete_file(path)
+        write(url, data)
+
+    monkeypatch.setattr(output, "_write", removed_first)
+    monkeypatch.setattr(output, "_manifest_is", lambda *args: None)  # (a failed request)
+    with pytest.raises(BatchError, match=rf"cannot tell whether the manifest of \S+ this run wrote stands, "
+                                         rf"and it names 1 part\(s\) that are gone \({part}, \.\.\.\)"):
+        output.commit(["00000-000000"], FINGERPRINT)

@@ -16,27 +16,31 @@ place) cannot be done there. So, under the dataset's own prefix:
   dataset or the new one, never a mix. Readers read only the parts a manifest lists
   (`dataset.read_manifest`), so a retried task's extra part is never read.
 - **Then, best effort**, the parts no manifest lists any more and the run's state are removed: every part
-  that was at the prefix when the run began (the previous dataset's, and any an earlier cleanup left),
-  those the replaced manifest lists (read again at the commit: another run's, committed meanwhile), and
-  this run's extra attempts, but only while the manifest read back is still this run's: if another run's
-  replaced it meanwhile, only this run's extra attempts go and the rest is left to the next run. A
-  failure there is logged, the dataset is complete, and the next run on it removes what was left. A
-  manifest that cannot be read (an object archived by a lifecycle rule, a damaged one, a failed request)
-  is logged and stops nothing: the parts found at the start are removed anyway.
+  that was at the prefix when the run began (the previous dataset's, an interrupted run's, any an earlier
+  cleanup left), those the replaced manifest lists (read again at the commit: another run's, committed
+  meanwhile), and this run's extra attempts, but only while the manifest read back is still the one this
+  run wrote: if another's replaced it meanwhile, no part is removed and the rest is left to the next run.
+  After the removals the manifest is read once more (`ObjectOutput._clean`). A failure to remove is
+  logged, the dataset is complete, and the next run on it removes what was left. A previous manifest
+  that cannot be read (an object archived by a lifecycle rule, a damaged one, a failed request) is
+  logged and stops nothing: the parts found at the start are removed anyway.
 - **Resume** (`--resume`): ``_augury-run/run.json`` records the run's id, fingerprint and plan; the tasks
   with a marker in the run's folder are done (their rows are in the markers), the others are scored again.
-  A new run without ``--resume`` removes an interrupted run's parts and state first, but never a part the
-  dataset's manifest lists (a run killed after its manifest, before its cleanup, is such an "interrupted"
-  run): when the manifest cannot be read, it removes only the state, and its commit the parts. A run.json
-  that cannot be read stops a resume; a new run then discards the state of every run it finds.
+  A new run without ``--resume`` removes an interrupted run's state (markers, errors, run.json) first,
+  never a part (the "interrupted" run may be alive and about to commit, or killed after its manifest,
+  before its cleanup): its parts are at the prefix when the new run begins, and its commit removes them.
+  A run.json that cannot be read stops a resume; a new run then discards the state of every run it finds.
 
-Object stores offer no lock augury can take, so one run per dataset at a time is up to the user. Two at
-once: the second takes the first one's state for an interrupted run's and removes its parts (all of them
-but those the manifest lists, or none while the manifest cannot be read), and the first then fails
-before its manifest, committing nothing; or both commit, the last manifest written is the dataset, and
-the other run's parts are strays the next run removes. Where a removal and a manifest land in the same
-moment (a check and an action are two requests), the manifest can name a part that is gone: the run
-that finds it fails saying so, and the dataset is unreadable until a run completes (docs/batch.md).
+Object stores offer no lock augury can take, so one run per dataset at a time is up to the user; it is the
+supported use. Two at once (two runs, or two drivers of one run: a ``--resume`` while the first is still
+alive, whose parts carry the same run id): a run's commit removes the other run's parts it found when
+it began, so if it commits first the other fails before its manifest ("nothing was committed"); or both
+commit, the last manifest written is the dataset, and the parts it does not list are strays the next run
+removes. A check and an action are two requests, so a removal and a manifest can land in the same
+moment. What is promised: if the dataset's manifest ends up naming a part that is gone, a run fails
+saying so (the one that removed it after its commit, or the one whose manifest names it; a run that
+cannot read the manifest to tell fails too), and the dataset is unreadable until a run completes
+(docs/batch.md). Two such runs never both exit 0 over a broken dataset.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ class ObjectOutput:
                 notes: list[str]) -> tuple[set[str], Plan]:
         """Start or resume a run; return the tasks already done and the plan (a resumed run's own). A
         run.json that cannot be read stops a resume; a new run discards every run's state it finds, as a
-        local run removes its staging folder, and each run's parts that the manifest does not list."""
+        local run removes its staging folder. No part is removed here (`_remove_run`): those at the prefix
+        now are `found`, and the commit removes them."""
         try:
             previous = self._read_run()
         except BatchError as exc:
@@ -237,7 +242,7 @@ class ObjectOutput:
                                               "not those another run committed since") or set())
         written = manifest.to_json()
         self._write(join(self.url, dataset.MANIFEST), written)
-        self._clean(self.run_id, {p.name for p in parts}, replaced, written)
+        self._clean({p.name for p in parts}, replaced, written)
         return manifest.rows
 
     def _parts(self) -> set[str]:
@@ -258,70 +263,98 @@ class ObjectOutput:
             return None
 
     def _remove_run(self, run_id: str) -> None:
-        """An interrupted run's parts (those the current manifest does not list: none when it cannot be
-        read) and state."""
-        self._clean(run_id, self._listed("keeping every part (this run's commit removes them)"), set())
+        """An interrupted run's state (`_remove_state`), never its parts: a part it wrote may be one a
+        manifest committed meanwhile lists (the run was alive, and a check of the manifest and a removal
+        are two requests, so reading the manifest first cannot tell). Its parts are at the prefix when
+        this run begins (`found`), and this run's commit removes them, checked (`_clean`)."""
+        try:
+            self._remove_state(run_id)
+        except (OSError, pa.ArrowException, InputError) as exc:
+            log.warning("%s: could not remove the state of the interrupted run %s (%s); it is never read",
+                        self.url, run_id, exc)
 
-    def _clean(self, run_id: str, kept: set[str] | None, replaced: set[str],
-               written: bytes | None = None) -> None:
-        """Best effort: remove the parts not in `kept` that the run `run_id` wrote, that are `replaced`,
-        or that no run of an object store named (`object_attempt.run_of`), but no part at all if `kept`
-        is None (the manifest could not be read); the run's state folder; and run.json if it is the
-        run's. Parts of another run in progress wrote since this one began stay.
+    def _remove_state(self, run_id: str) -> None:
+        """The run's folder of markers and errors, and run.json if it is the run's."""
+        fs = filesystem(self.url)[0]
+        with contextlib.suppress(FileNotFoundError):  # (a run that wrote no marker has no folder)
+            fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
+        try:
+            previous = self._read_run()
+        except BatchError:
+            previous = None  # (unreadable: a new run's replaces it)
+        if previous is not None and previous.get("run_id") == run_id:
+            fs.delete_file(filesystem(self.run_file)[1])
 
-        After a commit (`written`: the manifest it wrote), the manifest is read again first: if another
-        run's has replaced it meanwhile, that one may list parts this run found or replaced, so only this
-        run's own unchosen attempts go, and the rest is left to the next run. Object stores have no
-        conditional write augury can use, so that check and the removals are still separate requests:
-        when the manifest ends up naming a part that is gone (another run's manifest written in that
-        moment, or this run's parts removed by another run after `commit` checked them), this is a
-        BatchError, never a silent success."""
+    def _clean(self, kept: set[str], replaced: set[str], written: bytes) -> None:
+        """After the commit (`written`: the manifest it wrote, listing `kept`), best effort: remove the
+        parts not in `kept` that are `replaced`, that this run wrote, or that no run of an object store
+        named (`object_attempt.run_of`), then this run's state. A failure is logged: the dataset is
+        complete, and the next run removes what is left.
+
+        Parts go only while the manifest read back is the one this run wrote. When another run's has
+        replaced it (another run on the dataset, or a second driver of this same run: a ``--resume``
+        while the first was alive, whose parts carry this run's id too), no part is removed: that
+        manifest may list any of them, and they are left for the next run. Object stores have no
+        conditional write augury can use, so that check and the removals are separate requests; the
+        manifest is read once more after them, whatever stopped them, and if it lists a part removed
+        (another run's manifest written in that moment), or this run's manifest names a part that is
+        gone, or either read fails where it would tell, this is a BatchError, never a silent success."""
         fs, root = filesystem(self.url)
         removed: list[str] = []
-        lost: list[str] = []
         try:
             names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
-            ours = written is None or self._manifest_is(written)
-            if ours and written is not None and kept is not None:  # (this run's manifest, naming a part gone)
-                lost = sorted(kept - names)
-            for name in sorted(names):
-                if (kept is not None and dataset.is_part_name(name) and name not in kept
-                        and (run_of(name) == run_id
-                             or (ours and (name in replaced or run_of(name) is None)))):
+            ours = self._manifest_is(written, "the parts it does not list are left for the next run")
+            missing = sorted(kept - names)  # (this run's parts, removed by another run after commit checked)
+            if missing and ours is not False:
+                raise self._lost(missing) if ours else BatchError(
+                    f"cannot tell whether the manifest of {self.url} this run wrote stands, and it names "
+                    f"{len(missing)} part(s) that are gone ({missing[0]}, ...): the dataset may not be "
+                    f"readable until a run completes; run again, one at a time")
+            for name in sorted(names) if ours else ():
+                if (dataset.is_part_name(name) and name not in kept
+                        and (name in replaced or run_of(name) in (self.run_id, None))):
                     fs.delete_file(f"{root}/{name}")
                     removed.append(name)
-            others = [name for name in removed if run_of(name) != run_id]
-            if written is not None and others and not self._manifest_is(written):
-                lost = sorted((self._listed("cannot tell whether the parts this run removed were "
-                                            "another run's committed ones") or set()) & set(others))
-            with contextlib.suppress(FileNotFoundError):  # (a run that wrote no marker has no folder)
-                fs.delete_dir(filesystem(staging_of(self.url, run_id))[1])
-            try:
-                previous = self._read_run()
-            except BatchError:
-                previous = None  # (unreadable: a new run's replaces it)
-            if previous is not None and previous.get("run_id") == run_id:
-                fs.delete_file(filesystem(self.run_file)[1])
-        except (OSError, pa.ArrowException, InputError, BatchError) as exc:
+            self._remove_state(self.run_id)
+        except (OSError, pa.ArrowException, InputError) as exc:
             log.warning("%s: could not remove what the dataset no longer lists (%s); it is never read, "
                         "and the next run on this dataset removes it", self.url, exc)
-        if lost:
-            raise BatchError(f"{len(lost)} part(s) the manifest of {self.url} lists ({lost[0]}, ...) were "
-                             f"removed by a run on the same dataset at the same time: the dataset cannot be "
-                             f"read until a run completes; run again, one at a time")
+        finally:
+            if removed:
+                self._check_removed(removed, written)
 
-    def _manifest_is(self, written: bytes) -> bool:
-        """Whether the dataset's manifest is still the one this run wrote; when not (or it cannot be read),
-        logged: the parts this run found or replaced are left for the next run."""
+    def _check_removed(self, removed: list[str], written: bytes) -> None:
+        """The parts `removed` after the manifest read back was this run's: none may be one the manifest
+        lists now (another run's, written after that read). A manifest that cannot be read cannot tell."""
+        unknown = (f"cannot tell whether the {len(removed)} part(s) this run removed from {self.url} after "
+                   f"its commit ({removed[0]}, ...) include one the dataset's manifest lists now")
+        ours = self._manifest_is(written, "the parts this run removed are checked against it")
+        if ours:
+            return
+        listed = None if ours is None else self._listed("the parts this run removed cannot be checked")
+        if listed is None:
+            raise BatchError(f"{unknown}; run again, one at a time")
+        lost = sorted(listed & set(removed))
+        if lost:
+            raise self._lost(lost)
+
+    def _lost(self, lost: list[str]) -> BatchError:
+        return BatchError(f"{len(lost)} part(s) the manifest of {self.url} lists ({lost[0]}, ...) were "
+                          f"removed by a run on the same dataset at the same time: the dataset cannot be "
+                          f"read until a run completes; run again, one at a time")
+
+    def _manifest_is(self, written: bytes, otherwise: str) -> bool | None:
+        """Whether the dataset's manifest is still the one this run wrote (None: it cannot be read);
+        when not, logged with what happens `otherwise`."""
         url = join(self.url, dataset.MANIFEST)
         try:
             if location.read_bytes(url) == written:
                 return True
-            log.warning("%s: another run committed this dataset after this one; its manifest stands, and "
-                        "the parts it does not list are left for the next run to remove", self.url)
         except (OSError, pa.ArrowException) as exc:
-            log.warning("%s: cannot read %s again (%s); the parts it replaced are left for the next run",
-                        self.url, url, exc)
+            log.warning("%s: cannot read %s again (%s); %s", self.url, url, exc, otherwise)
+            return None
+        log.warning("%s: another run committed this dataset after this one; its manifest stands, and %s",
+                    self.url, otherwise)
         return False
 
     def _write(self, url: str, data: bytes) -> None:
