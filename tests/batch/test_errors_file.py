@@ -72,3 +72,23 @@ def test_a_failure_midway_leaves_an_earlier_object_as_it_was(s3: str) -> None:
         out.write(b'{"row": 2}\n')
     assert loc.read_bytes(target) == b'{"row": 2}\n'
     assert [f.path.rsplit("/", 1)[-1] for f in loc.listing(s3)] == ["preds.errors.jsonl"]
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "object"])
+def test_a_run_without_a_line_removes_a_temporary_file_a_killed_run_left(
+        tmp_path: Path, s3: str, remote: bool) -> None:
+    """A run killed while writing its file, or on an object store between its copy and its delete, leaves
+    the temporary one; the next run with a bad row overwrites it, but one without left it for good."""
+    target = f"{s3}/preds.errors.jsonl" if remote else str(tmp_path / "p.errors.jsonl")
+    out = ErrorsFile(target)
+    for name in (out.tmp, target):
+        if remote:
+            loc.write_bytes(name, b'{"row": 2}\n')
+        else:
+            Path(name).write_bytes(b'{"row": 2}\n')
+    with ErrorsFile(target):
+        pass
+    if remote:
+        assert loc.listing(s3) == []
+    else:
+        assert list(tmp_path.iterdir()) == []

@@ -24,9 +24,12 @@ class ErrorsFile:
     """The errors file (a local path or a URL), streamed beside it under a temporary name, then put in
     place whole when the block ends: a local one renamed, an object copied (an object store has no
     rename; its copy appears whole, like any object; S3's CopyObject takes up to 5 GB, some 20 million
-    lines of 250 bytes). No line written: no file, and an earlier run's is removed. A failure midway
-    leaves the earlier file as it was (streaming to the target's own key would have completed that
-    upload on close, replacing it)."""
+    lines of 250 bytes: a bigger one fails the run, saying so). No line written: no file, and an
+    earlier run's is removed, with a temporary one a killed run left (midway, or on an object store
+    between its copy and its delete). A failure inside the
+    block leaves the earlier file as it was (streaming to the target's own key would have completed that
+    upload on close, replacing it); the block ends before the run's commit (`runner`), so a run failing
+    at its commit has already replaced it."""
 
     def __init__(self, target: str) -> None:
         self.target, self.count = target, 0
@@ -59,7 +62,7 @@ class ErrorsFile:
             if self.out is not None:
                 self.out.close()
             if kind is not None or self.count == 0:
-                if self.out is not None:
+                if self.out is not None or kind is None:  # (this run's, or one a killed run left)
                     self._remove(self.tmp)
                 if kind is None:
                     self._remove(self.target)  # (an earlier run's)
