@@ -8,6 +8,7 @@ import re
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -494,3 +495,32 @@ def test_a_commit_that_cannot_read_its_manifest_back_while_a_part_it_names_is_go
     with pytest.raises(BatchError, match=rf"cannot tell whether the manifest of \S+ this run wrote stands, "
                                          rf"and it names 1 part\(s\) that are gone \({part}, \.\.\.\)"):
         output.commit(["00000-000000"], FINGERPRINT)
+
+
+def test_a_commit_that_cannot_list_its_parts_after_its_manifest_says_so(
+        s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its part removed by another run after `commit` checked it, and the listing after the manifest
+    fails (a failed request): the failure was logged as a cleanup's, and the run exited 0."""
+    output = ObjectOutput(f"{s3}/preds")
+    output.prepare(FINGERPRINT, PLAN, False, [])
+    part = uploaded(output.staging, "00000-000000", 3).part
+    write = output._write
+
+    def removed_then_unlistable(url: str, data: bytes) -> None:
+        if url.endswith(MANIFEST):
+            fs, path = loc.filesystem(f"{s3}/preds/{part}")
+            fs.delete_file(path)
+        write(url, data)
+
+        def fails(url: str, recursive: bool = True) -> list[pafs.FileInfo]:
+            raise InputError(f"cannot list {url}: a failed request")
+
+        monkeypatch.setattr(loc, "listing", fails)
+
+    monkeypatch.setattr(output, "_write", removed_then_unlistable)
+    with pytest.raises(BatchError, match=r"cannot tell whether every part the manifest of \S+ this run "
+                                         r"wrote names is still there: cannot list \S+: a failed request"):
+        output.commit(["00000-000000"], FINGERPRINT)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match=rf"the part {part} its manifest lists is missing"):
+        read_manifest(f"{s3}/preds")

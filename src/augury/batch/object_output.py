@@ -298,11 +298,17 @@ class ObjectOutput:
         conditional write augury can use, so that check and the removals are separate requests; the
         manifest is read once more after them, whatever stopped them, and if it lists a part removed
         (another run's manifest written in that moment), or this run's manifest names a part that is
-        gone, or either read fails where it would tell, this is a BatchError, never a silent success."""
+        gone, or a listing or read fails where it would tell, this is a BatchError, never a silent
+        success."""
         fs, root = filesystem(self.url)
         removed: list[str] = []
         try:
             names = {f.path[len(root) + 1:] for f in location.listing(self.url, recursive=False)}
+        except InputError as exc:  # (another run may have removed a part this run's manifest names)
+            raise BatchError(f"cannot tell whether every part the manifest of {self.url} this run wrote "
+                             f"names is still there: {exc}; run again if a reader says one is "
+                             f"missing") from exc
+        try:
             ours = self._manifest_is(written, "the parts it does not list are left for the next run")
             missing = sorted(kept - names)  # (this run's parts, removed by another run after commit checked)
             if missing and ours is not False:
