@@ -18,7 +18,7 @@ model slower than the threshold does). Each time, after a warm-up, the load of `
   figures (`_fit`).
 
 The open-loop phases also give the server's own **pauses** (`stalls.pauses_from`): each request's
-send time and its answer's arrival, timed by the kernel (`load.TimedConn`), show the requests the
+send time and its answer's arrival, timed by the kernel (`timed_conn.TimedConn`), show the requests the
 server took longer over than usual, and how the number of those a second grows with the rate says how
 many come with each request. (The server's collector and its other work come with its requests, so they
 are drawn per request, where the stalls below follow the clock.)

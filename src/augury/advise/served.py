@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from augury.advise import load, server
-from augury.advise.load import HEAVY_BUSY, LIGHT_RATE, MAX_RATE, CalibrationError, Phase, Timed, request_bytes
+from augury.advise.load import LIGHT_RATE, CalibrationError, Phase, Timed, request_bytes
 from augury.advise.overheads import ServingOverheads
 from augury.advise.stalls import MIN_PAUSE_S, excess, pauses_from, probe, settled
 from augury.schema import Schema
@@ -187,17 +187,7 @@ async def _phases(port: int, process: load.CpuTimed, predicts: list[bytes], ligh
     """A closed-loop warm-up, then the light and the heavy open-loop phases (the heavy one slower again
     if the server sheds)."""
     await load.closed_loop(port, load.CONCURRENCY, phase_s * WARMUP_SHARE, process, predicts)
-    light, light_timed, refused = await load.open_loop(port, light_rate, phase_s, process, predicts)
-    if refused:
-        raise CalibrationError(f"{refused} of {light.requests + refused} predicts at {light_rate:.0f} req/s "
-                               f"did not answer 200")
-    rate = min(HEAVY_BUSY * light.requests / max(light.cpu_s, 1e-9), MAX_RATE)
-    for _ in range(2):
-        heavy, heavy_timed, refused = await load.open_loop(port, rate, phase_s, process, predicts)
-        if refused <= 0.01 * (heavy.requests + refused):
-            break
-        rate *= 0.6
-    return light, light_timed, heavy, heavy_timed
+    return await load.light_then_heavy(port, process, light_rate, phase_s, predicts, tries=2)
 
 
 def _held(timed: Timed) -> float:
