@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,11 @@ import pyarrow as pa
 import pytest
 
 from augury.advise.budget import ModelThread
-from augury.advise.capacity import predict_latency, service_curve
+from augury.advise.capacity import max_qps_within, predict_latency, service_curve
 from augury.advise.measure import measure_model, tiled
+from augury.advise.measurements import LatencyPoint, ModelCost
+from augury.advise.overheads import BUILT_IN
+from augury.advise.stalls import Pauses
 from augury.models import load_model
 from augury.schema import conform
 
@@ -123,3 +127,18 @@ def test_a_smaller_batch_measured_slower_takes_the_larger_ones_time() -> None:
     fixed, notes = _consistent(points)
     assert fixed[0].p50_s == 0.001 and fixed[0].samples == pytest.approx((0.001, 0.001, 0.0015))
     assert fixed[1:] == points[1:] and len(notes) == 1 and "batch 1 measured slower than batch 2" in notes[0]
+
+
+def test_the_rate_a_target_allows_stays_within_the_servers_cost_per_request() -> None:
+    """issue 15 (2026-12-05): with pauses of 5.7 % of requests, 1.6 ms each (measured while the machine's
+    load changed), the advisor said one core serves 156,300 HGB requests a second within 20 ms, where the
+    server's own cost per request (30 us) alone allows 33,000. Pauses are now drawn per request, as
+    measured, so a batch cannot hide them."""
+    cost = ModelCost("hgb20", "1", (LatencyPoint(1, 6.1e-5, 8e-5, 20), LatencyPoint(64, 2.28e-4, 3e-4, 20),
+                                    LatencyPoint(256, 7.3e-4, 9e-4, 20)), 350_000.0)
+    pauses = Pauses(0.0573, (0.0008, 0.0016, 0.0024))
+    served = replace(BUILT_IN, per_request_s=30e-6, pauses_inline=pauses, pauses_hop=pauses)
+    curve = service_curve(cost, overheads=served)
+    most = max_qps_within(curve, 0.020)
+    assert 0 < most <= 1 / (0.0573 * 0.0016)  # the pauses' mean alone: 10,900 requests a second
+    assert curve.capacity(256) <= 1 / (0.0573 * 0.0016)

@@ -163,3 +163,24 @@ def test_pauses_come_with_requests_so_they_widen_the_tail_more_as_the_rate_grows
     # without pauses, the same draws as before they existed
     same = ServiceCurve((1, 8), (0.0002, 0.0006), pauses=NO_PAUSES)
     assert simulate(same, 1500, settings) == simulate(plain, 1500, settings)
+
+
+def test_a_batch_takes_the_pauses_its_requests_bring() -> None:
+    """issue 15: pauses come with requests, so a batch of 256 carries 256 requests' share of them. Drawn
+    at most once a batch, the advisor put an HGB model's capacity at 156,300 requests a second per core,
+    where its server serves about 30,000."""
+    curve = ServiceCurve((1, 256), (1e-4, 1e-3), pauses=Pauses(0.05, (0.001,)))
+    ends, sizes = run_batcher([0.0] * 2560, curve, BatcherSettings(256, 0.0), np.random.default_rng(0))
+    assert sizes == [256] * 10
+    # ten calls of 1 ms, and 2,560 requests bringing a 1 ms pause each with a chance of 5 %: 128 ms
+    assert ends[-1] == pytest.approx(0.010 + 2560 * 0.05 * 0.001, rel=0.15)
+
+
+def test_capacity_counts_the_requests_pauses_and_the_cores_stalls() -> None:
+    plain = ServiceCurve((1, 256), (1e-4, 1e-3))
+    paused = ServiceCurve((1, 256), (1e-4, 1e-3), pauses=Pauses(0.05, (0.001,)),
+                          stalls=Stalls(10.0, (0.01,)))  # 10 % of each second stalls: 9.1 % of the time
+    assert plain.capacity(256) == pytest.approx(256_000)
+    assert paused.capacity(256) == pytest.approx(256 / (1e-3 + 256 * 5e-5) * (1 - 0.1 / 1.1))
+    # past that capacity the queue grows without bound: not simulated
+    assert not simulate(paused, paused.capacity(256) * 1.01, BatcherSettings(256, 0.0)).stable

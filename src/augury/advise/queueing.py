@@ -9,7 +9,7 @@ the model at a time. A batch of b rows occupies the model for the measured laten
 interpolated between measured sizes (`ServiceCurve`), optionally with the measured call-to-call jitter
 of the model's part, and the core's stalls (`augury.advise.stalls`): while one lasts, the worker neither
 takes requests nor scores, and the work it interrupted resumes after it. The server's own pauses, whose
-number follows its requests, make a batch longer (`Pauses`).
+number follows its requests, make a batch longer by its requests' pauses (`Pauses`).
 
 Why a simulation rather than a formula: with batching the service time depends on the queue (a batch
 takes what waited), and with stalls the server is an M/G/1 queue with interruptions; the simulation
@@ -64,8 +64,11 @@ class ServiceCurve:
     stalls: Stalls = NONE
     #: the server's cost to wake its idle loop, added to a batch whose first request found it idle.
     wake_s: float = 0.0
-    #: the server's own pauses (from calibration): a batch of b requests takes one of their durations
-    #: longer with probability 1 - (1 - per_request) ** b.
+    #: the server's own pauses (from calibration): each request brings one with probability
+    #: `per_request`, and a batch takes its requests' pauses longer. Drawn per batch instead (at most one
+    #: a batch), a batch of 256 carried one pause where its requests bring 256 times the share: the
+    #: advisor put an HGB model's capacity at 156,300-247,900 requests a second per core where its
+    #: server serves about 30,000 (issue 15, 2026-12-05).
     pauses: Pauses = NO_PAUSES
 
     def __post_init__(self) -> None:
@@ -103,8 +106,9 @@ class ServiceCurve:
         return max(over[lo] + slope * (b - sizes[lo]), 0.0)
 
     def capacity(self, b: int) -> float:
-        """Rows per second one worker serves with full batches of `b` rows."""
-        return b / self.time(b)
+        """Rows per second one worker serves with full batches of `b` rows: each batch's time and its
+        requests' mean pauses, on the share of the core its stalls leave."""
+        return b / (self.time(b) + b * self.pauses.mean_s) * (1.0 - self.stalls.share)
 
     def jitter_pool(self, b: int) -> tuple[float, ...]:
         """The relative call-time factors of the measured size nearest `b` (on a log scale) that has any."""
@@ -187,10 +191,9 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
                     rng if rng is not None else np.random.default_rng(0))
     paused = curve.pauses.per_request > 0 and rng is not None
     if paused and rng is not None:  # drawn after the rest: without pauses, the same draws as before
-        chance = [1.0 - (1.0 - curve.pauses.per_request) ** b for b in range(big + 1)]
-        pause_draws = rng.random(n).tolist()
-        pause_lasts = np.asarray(curve.pauses.durations_s)[rng.integers(0, len(curve.pauses.durations_s),
-                                                                        n)].tolist()
+        hit = rng.random(n) < curve.pauses.per_request
+        lasts = np.asarray(curve.pauses.durations_s)[rng.integers(0, len(curve.pauses.durations_s), n)]
+        pause_sum = np.concatenate(([0.0], np.cumsum(np.where(hit, lasts, 0.0)))).tolist()  # by request
     ends: list[float] = []
     sizes: list[int] = []
     i, loop_t, free_t = 0, 0.0, 0.0
@@ -211,8 +214,8 @@ def run_batcher(arr: Sequence[float], curve: ServiceCurve, settings: BatcherSett
         if pools and pools[b]:
             fixed = over[b]
             s = fixed + (s - fixed) * pools[b][int(draws[len(ends)] * len(pools[b]))]
-        if paused and pause_draws[len(ends)] < chance[b]:
-            s += pause_lasts[len(ends)]
+        if paused:
+            s += pause_sum[j] - pause_sum[i]
         free_t = core.finish(dispatch, s)
         ends.append(free_t)
         sizes.append(b)

@@ -85,7 +85,7 @@ LEADERS = 0.2
 @dataclass(frozen=True)
 class Pauses:
     """The server's own pauses: each request brings one with probability `per_request`, lasting one of
-    `durations_s` (drawn); a batch of b requests pauses with probability 1 - (1 - per_request) ** b."""
+    `durations_s` (drawn); a batch of b requests takes the pauses its b requests brought longer."""
 
     per_request: float
     durations_s: tuple[float, ...]
