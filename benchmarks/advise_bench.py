@@ -811,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spreads = [max(run["p99_runs_s"]) / min(run["p99_runs_s"]) - 1 for r in recs for run in r.get("runs", [])
                if len(run.get("p99_runs_s", [])) > 1]
     if spreads:
-        print(f"measured p99, largest over smallest of each rate's {args.repeats} runs: "
+        print(f"measured p99, largest over smallest of each rate's {args.repeats * args.rounds} runs: "
               f"{', '.join(f'+{x * 100:.0f}%' for x in spreads)}")
     runs = [(r["max_batch_size"], r["max_delay_ms"], run) for r in recs for run in r.get("runs", [])]
     where = "\n".join([WHERE, "|" + "---:|" * 9, *(where_row(*x) for x in runs)])
