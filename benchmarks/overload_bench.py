@@ -58,7 +58,8 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @contextlib.contextmanager
 def bench_lock(enabled: bool) -> Iterator[None]:
-    """Hold /tmp/BENCH_LOCK (waiting while another benchmark holds it)."""
+    """Hold /tmp/BENCH_LOCK (waiting while another benchmark holds it), with an `owner` file inside that
+    says which process holds it."""
     if enabled:
         while True:
             try:
@@ -67,11 +68,13 @@ def bench_lock(enabled: bool) -> Iterator[None]:
             except FileExistsError:
                 print("waiting for /tmp/BENCH_LOCK ...", file=sys.stderr, flush=True)
                 time.sleep(30)
+        (LOCK / "owner").write_text(f"{Path(sys.argv[0]).name} pid {os.getpid()}\n")
     try:
         yield
     finally:
         if enabled:
             with contextlib.suppress(FileNotFoundError):  # someone took it for stale: nothing to give back
+                (LOCK / "owner").unlink(missing_ok=True)
                 LOCK.rmdir()
 
 
