@@ -292,8 +292,13 @@ def _throughput(model: Model, big: pa.RecordBatch, thread: ModelThread, measured
 
 
 def _overhead(batch: pa.RecordBatch, schema: Schema, n: int = 200) -> float:
-    """Mean seconds per request of the server's work outside the model: cast the example, hash its key."""
+    """Mean seconds per request of the server's work outside the model: cast the example, hash its key.
+    A first pass over a few rows is not timed: the first cast in a process takes about 0.3 s (imports
+    and first-use setup), which put an XGBoost model's figure at 1,436 us a request, against 11 us
+    warm (issue 15, 2026-12-05)."""
     objs = batch.slice(0, n).to_pylist()
+    for obj in objs[:5]:
+        row_key(cast_row(obj, schema, ignore_unknown=True), schema)
     started = time.perf_counter()
     for obj in objs:
         row_key(cast_row(obj, schema, ignore_unknown=True), schema)
