@@ -5,7 +5,9 @@ What is measured:
 
 1. The workload, built once under /tmp/augury-bench/advise (``--work``): a HistGradientBoostingClassifier
    (100 iterations, no early stopping, features f0..f19) trained on 50k rows of make_classification,
-   saved with joblib as ``hgb20.joblib``, and a 20k-row sample Parquet with an ``id`` column.
+   saved with joblib as ``hgb20.joblib``, and a 20k-row sample Parquet with an ``id`` column. With
+   ``--model xgb`` (under /tmp/augury-bench/advise-xgb), an XGBClassifier of 100 trees of depth 6 on the
+   same rows, saved as ``xgb20.ubj`` and served as ``xgb20``: the issue's own case.
 2. Calibration first (``augury.advise.calibrate.calibrate()``, as ``augury advise --calibrate`` does: a
    real ``augury serve`` of a tiny model on one core, this process's client on the others, and the
    stall probe on the server's core), unless ``--calibration FILE`` gives one or ``--reuse`` an earlier
@@ -29,11 +31,11 @@ What is measured:
      C open-loop generator (benchmarks/loadgen.c, issue 11's, with Poisson arrivals; compiled
      here with ``cc -O2``, run at SCHED_FIFO 1 with ``chrt`` when permitted: it is the instrument) for
      ``--warmup`` s, not counted, then ``--duration`` s: one-row v1 predicts (``POST
-     /v1/models/hgb20:predict``, one body), ``--repeats`` times back to back (0.5 s of warm-up before
-     each after the first; with ``--rounds R`` the rates in turn, R times over, each rate's runs of all
-     rounds taken together; the table has the median p50 and p99 and each run's p99), each sent when
-     due on an idle keep-alive connection or a new one, its latency from when it was due to the end of
-     its answer (no coordinated omission). The
+     /v1/models/hgb20:predict``, or ``xgb20``, one body), ``--repeats`` times back to back (0.5 s of
+     warm-up before each after the first; with ``--rounds R`` the rates in turn, R times over, each
+     rate's runs of all rounds taken together; the table has the median p50 and p99 and each run's
+     p99), each sent when due on an idle keep-alive connection or a new one, its latency from when it
+     was due to the end of its answer (no coordinated omission). The
      asyncio client used before queued requests of its own at 1,000-3,000 req/s (send lags of several
      ms). Reported: p50/p99, how late sends were (lag; BEHIND when its p99 is over 1 ms), non-200
      answers, the server's CPU (cores), and from its /metrics: rows per model call, model call time and
@@ -86,14 +88,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overload_bench import bench_lock
 
 WORK = Path("/tmp/augury-bench/advise")
-MODEL_NAME = "hgb20"
+#: the models `--model` serves: the name they are served under, and their file (built by `prepare`).
+MODELS = {"hgb": ("hgb20", "hgb20.joblib"), "xgb": ("xgb20", "xgb20.ubj")}
 N_FEATURES = 20
 TRAIN_ROWS = 50_000
 SAMPLE_ROWS = 20_000
 BODIES = 1_000
 #: bump when `prepare` changes what it writes, so an old workload is rebuilt.
 SETUP_VERSION = 1
-V1 = f"/v1/models/{MODEL_NAME}:predict"
 READY = "/v2/health/ready"
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "PYTHONUNBUFFERED": "1"}
@@ -111,14 +113,20 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # ---------------------------------------------------------------------------------------------- workload
 
 
-def prepare(work: Path) -> dict[str, Any]:
-    """Build the model and the sample under `work` unless there; the workload's description."""
+def v1(name: str) -> str:
+    return f"/v1/models/{name}:predict"
+
+
+def prepare(work: Path, kind: str = "hgb") -> dict[str, Any]:
+    """Build the model (`MODELS[kind]`) and the sample under `work` unless there; the workload's
+    description."""
     work.mkdir(parents=True, exist_ok=True)
     meta_path = work / "meta.json"
+    name, file = MODELS[kind]
     if meta_path.exists():
         meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if meta.get("setup_version") == SETUP_VERSION:
-            return meta
+        if meta.get("setup_version") == SETUP_VERSION and meta.get("name", "hgb20") == name:
+            return {"name": name, "file": file, **meta}
     print(f"building the workload in {work} (once) ...", flush=True)
     import joblib
     import pyarrow as pa
@@ -129,24 +137,35 @@ def prepare(work: Path) -> dict[str, Any]:
 
     x, y = make_classification(n_samples=TRAIN_ROWS + SAMPLE_ROWS, n_features=N_FEATURES, n_informative=10,
                                n_redundant=5, random_state=0)
-    # early_stopping=False: exactly 100 trees (the default turns early stopping on past 10k rows).
-    clf = HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)
-    clf.fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
-    joblib.dump(clf, work / f"{MODEL_NAME}.joblib")
-    (work / f"{MODEL_NAME}.augury.toml").write_text(f'name = "{MODEL_NAME}"\nversion = "1"\n')
     x_s = x[TRAIN_ROWS:]
+    if kind == "xgb":  # the issue's own case: 100 trees of depth 6, one thread
+        import xgboost
+
+        clf = xgboost.XGBClassifier(n_estimators=100, max_depth=6, tree_method="hist", n_jobs=1,
+                                    random_state=0)
+        clf.fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
+        clf.get_booster().save_model(str(work / file))
+        described = f"XGBClassifier(n_estimators=100, max_depth=6) (xgboost {xgboost.__version__})"
+        n_iter = 100
+    else:
+        # early_stopping=False: exactly 100 trees (the default turns early stopping on past 10k rows).
+        clf = HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)
+        clf.fit(x[:TRAIN_ROWS], y[:TRAIN_ROWS])
+        joblib.dump(clf, work / file)
+        described, n_iter = "HistGradientBoostingClassifier(max_iter=100)", int(clf.n_iter_)
+    (work / f"{name}.augury.toml").write_text(f'name = "{name}"\nversion = "1"\n')
     names = [f"f{j}" for j in range(N_FEATURES)]
     pq.write_table(pa.table({"id": [f"s{i:06d}" for i in range(SAMPLE_ROWS)],
                              **{n: x_s[:, j] for j, n in enumerate(names)}}), work / "sample.parquet")
     bodies = [json.dumps({"instances": [dict(zip(names, map(float, row), strict=True))]})
               for row in x_s[:BODIES]]
     (work / "bodies.jsonl").write_text("\n".join(bodies) + "\n")
-    meta = {"setup_version": SETUP_VERSION, "model": f"HistGradientBoostingClassifier(max_iter=100), "
-            f"{N_FEATURES} features, {TRAIN_ROWS:,} training rows", "n_iter": int(clf.n_iter_),
+    meta = {"setup_version": SETUP_VERSION, "name": name, "model": f"{described}, "
+            f"{N_FEATURES} features, {TRAIN_ROWS:,} training rows", "n_iter": n_iter,
             "sample_rows": SAMPLE_ROWS, "scikit-learn": sklearn.__version__,
             "check_proba": [float(v) for v in clf.predict_proba(x_s[:1])[0]]}
     meta_path.write_text(json.dumps(meta, indent=2))
-    return meta
+    return {"file": file, **meta}
 
 
 # ---------------------------------------------------------------------------------------------- server
@@ -217,9 +236,9 @@ class Server:
                 continue
 
 
-def start_server(model: Path, b: int, d: float, core: int, log: Path, timeout: float,
+def start_server(model: Path, path: str, b: int, d: float, core: int, log: Path, timeout: float,
                  check_body: bytes, extra: Sequence[str] = ()) -> Server:
-    """Start ``augury serve`` and wait until a real predict answers 200 with predictions."""
+    """Start ``augury serve`` and wait until a real predict to `path` answers 200 with predictions."""
     port = free_port()
     exe = Path(sys.executable).with_name("augury")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from augury.cli import main; main()"]
@@ -235,7 +254,7 @@ def start_server(model: Path, b: int, d: float, core: int, log: Path, timeout: f
         if proc.poll() is not None:
             raise RuntimeError(f"augury serve exited with {proc.returncode}: {log.read_text()[-1500:]}")
         try:
-            status, raw = http(port, "POST", V1, check_body)
+            status, raw = http(port, "POST", path, check_body)
         except OSError as exc:
             last = repr(exc)
             time.sleep(0.2)
@@ -343,14 +362,14 @@ def build_loadgen(work: Path) -> Path:
     return gen
 
 
-def open_loop(gen: Path, port: int, body: Path, rate: float, duration: float, warmup: float, seed: int,
-              max_conns: int, realtime: bool = False) -> dict[str, Any]:
+def open_loop(gen: Path, port: int, path: str, body: Path, rate: float, duration: float, warmup: float,
+              seed: int, max_conns: int, realtime: bool = False) -> dict[str, Any]:
     """`warmup` + `duration` s of Poisson arrivals at `rate` from the C generator (`loadgen.c`, run as a
     child process on this process's core): latency from each request's due time to the end of its
     answer, for the requests due after the warm-up. The generator is one epoll thread with sends timed
     to the microsecond, so unlike the earlier asyncio client it does not queue requests of its own
     (which, at 1,000-3,000 req/s, had shown as send lags of several ms)."""
-    cmd = [str(gen), "127.0.0.1", str(port), V1, str(body), f"{rate:.3f}", f"{duration:g}", f"{warmup:g}",
+    cmd = [str(gen), "127.0.0.1", str(port), path, str(body), f"{rate:.3f}", f"{duration:g}", f"{warmup:g}",
            str(max_conns), READY, "0", "10000", f"poisson:{seed}"]
     if realtime and shutil.which("chrt"):
         # the generator is the measuring instrument: at a real-time priority (SCHED_FIFO 1) other work
@@ -493,12 +512,12 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
     body = payloads[0].split(b"\r\n\r\n", 1)[1]
     body_path = log_dir / "body.json"
     body_path.write_bytes(body)
-    server = start_server(args.work / f"{MODEL_NAME}.joblib", b, d, args.server_core,
+    server = start_server(args.work / args.model_file, args.path, b, d, args.server_core,
                           log_dir / f"serve_b{b}_d{d:g}.log", args.start_timeout, body,
                           args.serve_args.split())
     rec["command"] = " ".join(server.command)
     try:
-        open_loop(gen, server.port, body_path, rates[0], 1.0, args.warmup, 99, args.connections)
+        open_loop(gen, server.port, args.path, body_path, rates[0], 1.0, args.warmup, 99, args.connections)
         ready = request_bytes("GET", READY)
         rts = run_async(sequential(server.port, [ready], args.idle_requests))
         e = float(np.median(rts))
@@ -537,7 +556,7 @@ def run_setting(b: int, d: float, cost: Any, args: argparse.Namespace, payloads:
                 with ThreadPoolExecutor(1) as watcher:
                     watching = watcher.submit(probe, loaded_s, core) if args.probe_during else None
                     # --repeats: the same rate again right after (a short warm-up each), other arrivals
-                    got["runs"] += [open_loop(gen, server.port, body_path, rate, args.duration,
+                    got["runs"] += [open_loop(gen, server.port, args.path, body_path, rate, args.duration,
                                               args.warmup if j == 0 else REPEAT_WARMUP_S,
                                               100 * round_ + 10 * (k + 1) + j, args.connections,
                                               args.client_rt)
@@ -687,7 +706,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--server-core", type=int, default=0, help="CPU the server is pinned to; -1: none [0]")
     ap.add_argument("--client-core", type=int, default=1, help="CPU this process is pinned to; -1: none [1]")
     ap.add_argument("--start-timeout", type=float, default=60.0, help="seconds a server has to answer [60]")
-    ap.add_argument("--work", type=Path, default=WORK, help=f"workload and logs folder [{WORK}]")
+    ap.add_argument("--model", choices=sorted(MODELS), default="hgb",
+                    help="hgb: a HistGradientBoostingClassifier of 100 iterations; xgb: an XGBClassifier of "
+                         "100 trees of depth 6 (the issue's case); both on the same 20 features [hgb]")
+    ap.add_argument("--work", type=Path, default=None,
+                    help=f"workload and logs folder [{WORK}, or {WORK}-MODEL for another --model]")
     ap.add_argument("--out", type=Path, help="write everything to this JSON file")
     ap.add_argument("--recalibrate", action="store_true",
                     help="calibrate again just before each setting's runs, and predict with that too")
@@ -711,11 +734,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1 or args.rounds < 1:
         ap.error("--repeats and --rounds need 1 or more")
 
-    meta = prepare(args.work)
+    args.work = args.work or (WORK if args.model == "hgb" else WORK.with_name(f"advise-{args.model}"))
+    meta = prepare(args.work, args.model)
+    args.model_file, args.path = meta["file"], v1(meta["name"])
     log_dir = args.work / "logs"
     log_dir.mkdir(exist_ok=True)
     lines = (args.work / "bodies.jsonl").read_bytes().splitlines()
-    payloads = [request_bytes("POST", V1, body) for body in lines if body.strip()]
+    payloads = [request_bytes("POST", args.path, body) for body in lines if body.strip()]
 
     from augury.advise import advise, service_curve
     from augury.advise.calibrate import calibrate
@@ -747,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # server's, core 0 by default) for its pauses, with its client on the others. (Until 2026-12-05
         # this process was pinned to the server's core here, to measure the model there.)
         with bench_lock(lock):
-            advice = advise(str(args.work / f"{MODEL_NAME}.joblib"), args.work / "sample.parquet",
+            advice = advise(str(args.work / args.model_file), args.work / "sample.parquet",
                             key_columns=("id",), qps=args.advise_qps, latency_slo_ms=args.slo_ms, cores=1,
                             budget_s=args.budget, overheads=cal)
         pin(0, args.client_core)
