@@ -59,6 +59,16 @@ def service_curve(model: ModelCost, *, jitter: bool = True, serving: bool = True
                         overheads.per_wake_s(points[0].p50_s) if serving else 0.0, pauses)
 
 
+def lookup_curve(lookup_s: float, overheads: ServingOverheads = BUILT_IN) -> ServiceCurve:
+    """One server worker answering from the store: each request alone (no batch, no model), the server's
+    per-request work and one lookup of `lookup_s` seconds, under the same stalls, pauses and wake-ups as
+    a fast model's server (its loop's thread does the work)."""
+    pauses = overheads.pauses_for(0.0)
+    work = max(overheads.per_request_s - pauses.mean_s, 0.0) + lookup_s
+    return ServiceCurve((1,), (max(work, 1e-7),), stalls=overheads.stalls, wake_s=overheads.per_wake_s(0.0),
+                        pauses=pauses)
+
+
 def settings_grid(curve: ServiceCurve, slo_s: float | None = None, *, sizes: Sequence[int] = GRID_SIZES,
                   delays_ms: Sequence[float] = GRID_DELAYS_MS) -> list[BatcherSettings]:
     """Settings worth trying: batch sizes up to the curve's largest whose call fits in the target (a

@@ -12,12 +12,13 @@ from augury.advise.advice import Forecast
 from augury.advise.capacity import (
     best_settings,
     cores_needed,
+    lookup_curve,
     max_qps_within,
     service_curve,
     settings_grid,
 )
 from augury.advise.measurements import Goals, Measurements
-from augury.advise.queueing import ServiceCurve, simulate
+from augury.advise.queueing import BatcherSettings, ServiceCurve, simulate
 from augury.errors import ConfigError
 
 #: what the advisor assumes when the user does not say.
@@ -33,7 +34,8 @@ DEFAULT_STORE_COST = 0.10
 class Facts:
     """The numbers every option and reason uses. `round_trip_s` is added to every predicted latency (the
     client's round trip, from calibration); `per_core` is the rate one core serves dynamically within the
-    target; `need` the cores the whole rate needs (None: more than 64, or the target is out of reach)."""
+    target; `need` the cores the whole rate needs (None: more than 64, or the target is out of reach);
+    `lookup_curve` and `lookup_per_core` the same for a server answering from the store."""
 
     m: Measurements
     qps: float
@@ -49,6 +51,8 @@ class Facts:
     full: Forecast
     score_all_s: float
     share: float | None
+    lookup_curve: ServiceCurve
+    lookup_per_core: float
     assumptions: list[str] = field(default_factory=list)
 
     def forecast(self, qps: float, workers: int) -> Forecast:
@@ -103,9 +107,11 @@ def facts(m: Measurements, goals: Goals) -> Facts:
     need = cores_needed(qps, per_core)
     if full.holds and (need is None or need > goals.cores):
         need = goals.cores  # the full grid found a setting that the search's smaller grid did not
+    lookups = lookup_curve(m.store.lookup_p50_s if m.store else 0.0, m.serving)
+    lookup_per_core = max_qps_within(lookups, slo_s, overhead_s=trip, grid=[BatcherSettings(1, 0.0)])
     return Facts(m, qps, slo_s, stale_s, goals.cores, core_cost, store_cost, curve, trip, per_core, need,
                  full, m.catalogue.catalogue_rows / (m.model.throughput_rows_s * goals.cores),
-                 t.catalogue_share if t is not None else None, assumptions)
+                 t.catalogue_share if t is not None else None, lookups, lookup_per_core, assumptions)
 
 
 def forecast(curve: ServiceCurve, qps: float, workers: int, slo_s: float, round_trip_s: float) -> Forecast:

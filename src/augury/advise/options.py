@@ -7,8 +7,17 @@ the share of requests it answers, the worst staleness of an answer, and the shar
 before they are served (published predictions pass the verification gates; dynamic ones are not).
 
 The constraints: the p99 target at the request rate, the staleness limit, every request answered, and
-the cores given. A hybrid is an option only when its head answers at least `HYBRID_MIN_HEAD_SHARE` of
-the requests; below that it is a dynamic server with a store beside it that seldom answers.
+the cores given (the servers' and, on average, the refresh runs'). A hybrid is an option only when its
+head answers at least `HYBRID_MIN_HEAD_SHARE` of the requests; below that it is a dynamic server with a
+store beside it that seldom answers.
+
+A lookup server is sized by the rule dynamic serving is: the highest rate one core serves with the
+simulated p99 within the target (`max_qps_within`), here of a "model" that answers each request alone
+with the server's per-request work and one store lookup, under the same stalls and pauses. (Until
+2026-12-05 a lookup was charged a whole batch's work as well, 247 us with the built-in figures, and its
+cores were sized to be at most 70 % busy, where dynamic cores run up to the target: at 20,000 req/s the
+advisor put static at 8 cores against dynamic's 2, where a real static server answers 35,720 req/s on
+one core against dynamic's 21,801, BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -19,9 +28,9 @@ from typing import Any
 
 from augury.advise import units
 from augury.advise.advice import Forecast
-from augury.advise.capacity import MAX_CORES, cores_needed
+from augury.advise.capacity import cores_needed
 from augury.advise.facts import Facts
-from augury.advise.queueing import BatcherSettings
+from augury.advise.queueing import BatcherSettings, simulate
 from augury.advise.units import ms, sig
 
 #: static must answer all but this share of the logged requests.
@@ -30,8 +39,9 @@ STATIC_MAX_MISS = 0.001
 HYBRID_MIN_HEAD_SHARE = 0.20
 #: the hybrid's tail may use this share of the dynamic capacity within the target.
 TAIL_MARGIN = 0.8
-#: servers that only look predictions up are sized to be at most this busy.
-LOOKUP_UTILISATION = 0.7
+#: refresh runs that keep at most this many cores busy on average fit beside servers that hold every
+#: core given (servers sized to a p99 target are seldom fully busy).
+REFRESH_SLACK_CORES = 0.05
 
 
 #: how much a missed constraint weighs when no mode meets them all: requests unanswered, or a target out
@@ -108,36 +118,61 @@ def refresh(f: Facts, rows: int) -> tuple[float, float, float, str | None]:
     return interval, scoring, core_s_day, miss
 
 
-def _lookup(f: Facts) -> tuple[float, float, float]:
-    """A static answer: the server's CPU per request (its own work and one lookup), and p50/p99."""
-    s, store = f.m.serving, f.m.store
-    cpu = s.per_request_s + s.per_batch_inline_s + (store.lookup_p50_s if store else 0.0)
-    p50 = cpu + f.round_trip_s
-    p99 = p50 + ((store.lookup_p99_s - store.lookup_p50_s) if store else 0.0)
-    return cpu, p50, p99
+def _lookups_needed(f: Facts, qps: float) -> tuple[float, int | None]:
+    """Cores' worth of lookups for `qps` (each core loaded up to the rate that holds the target), and the
+    whole cores that serves them (None: a lone lookup misses the target)."""
+    if qps <= 0:
+        return 0.0, 0
+    if f.lookup_per_core <= 0:
+        return math.inf, None
+    share = qps / f.lookup_per_core
+    return share, max(1, math.ceil(share - 1e-9))
 
 
-def _lookup_cores(f: Facts, qps: float) -> int:
-    return max(1, math.ceil(qps * _lookup(f)[0] / LOOKUP_UTILISATION - 1e-9))
+def _lookup_latency(f: Facts, qps: float, cores: int) -> tuple[float, float]:
+    """Simulated p50/p99 of lookups at `qps` on `cores` (the round trip and the store's own spread
+    added), or a lone lookup's when none is simulated."""
+    store = f.m.store
+    spread = (store.lookup_p99_s - store.lookup_p50_s) if store else 0.0
+    if qps <= 0 or cores < 1 or qps / cores >= f.lookup_curve.capacity(1):
+        alone = f.lookup_curve.time(1) + f.lookup_curve.wake_s + f.round_trip_s
+        return alone, alone + spread
+    r = simulate(f.lookup_curve, qps, BatcherSettings(1, 0.0), workers=cores, overhead_s=f.round_trip_s)
+    return r.p50_s, r.p99_s + spread
 
 
-def _cores_miss(need: int | None, f: Facts, what: str, share: float = 1.0) -> tuple[float, str] | None:
-    """A miss for `need` cores (None: none hold the target) to serve `share` of the requests."""
+def _cores_miss(need: int | None, f: Facts, what: str, qps: float, share: float = 1.0
+                ) -> tuple[float, str] | None:
+    """A miss for `need` cores (None: a lone request misses the target, or more than `MAX_CORES`) to
+    serve `qps`, `share` of the requests. More cores than given weighs as much whichever mode needs
+    them; only a target out of reach on any number of cores is hard."""
     if need is None:
         if f.per_core <= 0:
             return HARD * share, f"{what}: even a lone request takes longer than the p99 target"
-        return HARD * share, f"{what}: no number of cores up to {MAX_CORES} holds the p99 target"
+        return CORES, (f"{what} needs about {units.count(math.ceil(qps / f.per_core))} cores, more than "
+                       f"the {f.cores} given")
     if need > f.cores:
         return CORES, f"{what} needs {need} cores, more than the {f.cores} given"
     return None
+
+
+def _refresh_miss(f: Facts, serve_cores: float, core_s_day: float) -> tuple[float, str] | None:
+    """A miss when the servers' cores and the refresh runs' (on average) are more than the cores given:
+    batch runs score on the given cores too (`Facts.score_s`)."""
+    busy = core_s_day / 86_400
+    if core_s_day <= 0 or serve_cores + busy <= f.cores + REFRESH_SLACK_CORES:
+        return None
+    return CORES, (f"the refresh runs keep {busy:.2g} cores busy on average and the servers hold "
+                   f"{serve_cores:.3g}: more than the {f.cores} given")
 
 
 def static_option(f: Facts) -> ModeOption:
     n = f.m.catalogue.catalogue_rows
     interval, scoring, core_s_day, stale_miss = refresh(f, n)
     store = f.m.store.bytes_for(n) if f.m.store else 0.0
-    cores = _lookup_cores(f, f.qps)
-    _, p50, p99 = _lookup(f)
+    _, need = _lookups_needed(f, f.qps)
+    cores = need if need is not None else f.cores
+    p50, p99 = _lookup_latency(f, f.qps, cores)
     misses: list[tuple[float, str]] = [(CORES, stale_miss)] if stale_miss else []
     if f.share is None:
         misses.append((UNKNOWN, "whether every request is for a catalogue example is unknown without a "
@@ -148,7 +183,9 @@ def static_option(f: Facts) -> ModeOption:
     if cores > f.cores:
         misses.append((CORES, f"looking up {units.rate(f.qps)} needs {cores} cores, more than the "
                               f"{f.cores} given"))
-    if p99 > f.slo_s:
+    elif refreshing := _refresh_miss(f, cores, core_s_day):
+        misses.append(refreshing)
+    if need is None or p99 > f.slo_s:
         misses.append((HARD, f"a lookup's p99 ({units.duration(p99)}) is over the target"))
     return ModeOption("static", True, tuple(t for _, t in misses), cores, core_s_day, store, p50, p99,
                       f.share, interval + scoring, 1.0, f.cost_per_day(cores, core_s_day, store), n, f.share,
@@ -157,8 +194,10 @@ def static_option(f: Facts) -> ModeOption:
 
 def dynamic_option(f: Facts) -> ModeOption:
     workers = f.need if f.need is not None else f.cores
+    if f.need is None and f.per_core > 0:  # more than MAX_CORES: planned and priced on what it needs
+        workers = math.ceil(f.qps / f.per_core - 1e-9)
     fc = f.full if workers == f.cores else f.forecast(f.qps, workers)
-    miss = _cores_miss(f.need, f, "serving every request")
+    miss = _cores_miss(f.need, f, "serving every request", f.qps)
     r = fc.result
     return ModeOption("dynamic", True, (miss[1],) if miss else (), workers, 0.0, 0.0, r.p50_s, r.p99_s,
                       1.0, 0.0, 0.0, f.cost_per_day(workers, 0.0, 0.0), settings=r.settings, forecast=fc,
@@ -186,18 +225,21 @@ def hybrid_option(f: Facts) -> ModeOption:
     store = f.m.store.bytes_for(head) if f.m.store else 0.0
     tail_qps = f.qps * (1 - covered)
     need = cores_needed(tail_qps, f.per_core) if tail_qps > 1e-9 else 0
-    lookups = f.qps * covered * _lookup(f)[0] / LOOKUP_UTILISATION  # cores' worth of lookups
-    if need is None:  # no number of cores holds the tail within the target: plan on the cores given
+    lookups, lookup_need = _lookups_needed(f, f.qps * covered)  # cores' worth of lookups
+    if f.per_core <= 0 or lookup_need is None:  # the target is out of reach: plan on the cores given
         workers = f.cores
     else:
-        workers = max(1, math.ceil((tail_qps / f.per_core if need else 0.0) + lookups - 1e-9), need)
+        workers = max(1, math.ceil(tail_qps / f.per_core + lookups - 1e-9), need or 0)
     misses = [m for m in ((CORES, stale_miss) if stale_miss else None,
-                          _cores_miss(need, f, "the requests the head does not answer", 1 - covered)) if m]
+                          _cores_miss(need, f, "the requests the head does not answer", tail_qps,
+                                      1 - covered)) if m]
     if need is not None and need <= f.cores < workers:
         misses.append((CORES, f"the tail and the lookups need {workers} cores, more than the {f.cores} "
                               f"given"))
+    elif workers <= f.cores and (refreshing := _refresh_miss(f, workers, core_s_day)):
+        misses.append(refreshing)
     tail = f.forecast(tail_qps, need or f.cores) if tail_qps > 1e-9 else None
-    _, l50, l99 = _lookup(f)
+    l50, l99 = _lookup_latency(f, f.qps * covered, max(workers, 1))
     p50 = l50 if covered >= 0.5 or tail is None else tail.result.p50_s
     p99 = l99 if tail is None or 1 - covered < 0.01 else tail.result.p99_s  # the tail's: an upper bound
     return ModeOption("hybrid", True, tuple(t for _, t in misses), workers, core_s_day, store, p50, p99,

@@ -21,9 +21,11 @@ than the limit), but never less than that scoring time. The store's TTL is the s
 
 from __future__ import annotations
 
+import math
+
 from augury.advise import units
 from augury.advise.advice import Advice, Plan
-from augury.advise.capacity import MAX_CORES, latency_by_rate, rate_grid
+from augury.advise.capacity import latency_by_rate, rate_grid
 from augury.advise.facts import Facts, facts
 from augury.advise.measurements import Goals, Measurements
 from augury.advise.options import ModeOption, options
@@ -101,7 +103,7 @@ def _common_reasons(f: Facts) -> list[str]:
         if f.per_core <= 0:
             more = "even a lone request takes longer than the target, on any number of cores"
         elif f.need is None:
-            more = f"no number of cores up to {MAX_CORES} makes it hold"
+            more = f"it would need about {units.count(math.ceil(f.qps / f.per_core))} cores"
         else:
             more = f"it would hold on {f.need} cores"
         reasons.append(f"Serving all {units.rate(f.qps)} dynamically on {f.cores} core(s) misses {target}: "
