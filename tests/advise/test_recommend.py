@@ -130,6 +130,22 @@ def test_target_impossible_on_any_cores() -> None:
     assert any("no mode meets every constraint, and hybrid misses the least" in r for r in with_log.reasons)
 
 
+def test_a_target_no_rate_holds_is_said_plainly() -> None:
+    # issue 15 review: "2 core(s) hold the target up to about 0 req/s (0 x this rate...)"
+    lone = cost(0.0, 0.3)  # 300 ms per example, 100 ms target
+    a = recommend(measurements(lone, 500, traffic(0.0, distinct=500)), Goals(5, 100, 86_400, 2))
+    assert a.mode == "dynamic" and a.per_core_qps == 0
+    assert any("no request rate holds the 100 ms target on any number of cores" in x for x in a.limits)
+    assert not any("0 req/s" in x or "0 x this rate" in x for x in a.limits), a.limits
+
+
+def test_a_load_far_past_capacity_is_a_multiple_not_a_huge_percentage() -> None:
+    # issue 15 review: "the model cannot keep up (4.9e+03 % of the cores' capacity needed)"
+    a = recommend(measurements(FAST, 500, traffic(1.0, distinct=500)), Goals(20_000_000, 50, 86_400, 2))
+    line = next(r for r in a.reasons if r.startswith("Serving all"))
+    assert " x the cores' capacity needed" in line and "e+" not in line and "%" not in line, line
+
+
 def test_unseen_traffic_that_no_head_relieves_goes_dynamic_on_more_cores() -> None:
     # 1,500 req/s, 80 % of them for examples outside the catalogue: more than 2 cores serve within 100 ms
     a = recommend(measurements(MID, 10_000, traffic(0.2)), Goals(1500, 100, 86_400, 2))

@@ -74,6 +74,18 @@ def choose(opts: tuple[ModeOption, ...]) -> tuple[ModeOption, str]:
                   f"{units.share(cheapest.verified_share)}){missing}")
 
 
+#: a load past this many times the cores' capacity is said as a multiple ("49 x"), not "4.9e+03 %".
+LOAD_AS_MULTIPLE = 2.0
+
+
+def _load(utilisation: float) -> str:
+    """The share of the cores' capacity a load needs, in words a reader takes in at once."""
+    if utilisation >= LOAD_AS_MULTIPLE:
+        return f"{utilisation:,.0f} x the cores' capacity" if utilisation >= 10 else \
+            f"{utilisation:.2g} x the cores' capacity"
+    return f"{units.share(utilisation)} of the cores' capacity"
+
+
 def _money(x: float) -> str:
     return f"{x:.3g}"
 
@@ -98,7 +110,7 @@ def _common_reasons(f: Facts) -> list[str]:
                        f"simulated p99 {units.duration(d.p99_s)}; these cores hold it up to about "
                        f"{units.rate(f.per_core * f.cores)}.")
     else:
-        why = (f"the model cannot keep up ({units.share(d.utilisation)} of the cores' capacity needed)"
+        why = (f"the model cannot keep up ({_load(d.utilisation)} needed)"
                if not d.stable else f"simulated p99 {units.duration(d.p99_s)}")
         if f.per_core <= 0:
             more = "even a lone request takes longer than the target, on any number of cores"
@@ -167,9 +179,12 @@ def _dynamic(f: Facts, o: ModeOption, why: str, opts: tuple[ModeOption, ...]) ->
     limits = ["Dynamic must hold the target under real load: the p99 here is simulated from measured model "
               f"times and the server's own cost per batch and request ({source}); watch the server's "
               "latency and queue metrics and its 503 (shed) responses.",
-              f"Every request runs the model: {workers} core(s) hold the target up to about "
-              f"{units.rate(f.per_core * workers)} ({f.per_core * workers / f.qps:.2g} x this rate, "
-              f"simulated); past that, latency climbs fast.",
+              (f"Every request runs the model: {workers} core(s) hold the target up to about "
+               f"{units.rate(f.per_core * workers)} ({f.per_core * workers / f.qps:.2g} x this rate, "
+               f"simulated); past that, latency climbs fast." if f.per_core > 0 else
+               f"Every request runs the model, and no request rate holds the "
+               f"{units.duration(f.slo_s)} target on any number of cores: even a lone request takes "
+               f"longer."),
               "Predictions are computed on request: none is verified before it is served."]
     if not fc.holds:
         limits.insert(0, f"No setting found holds the {units.duration(f.slo_s)} target: predicted p99 "
