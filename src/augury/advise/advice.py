@@ -132,7 +132,7 @@ class Advice:
             _bullets("Limits", self.limits),
             _table("Settings", _settings_rows(self)),
             _modes_table(self),
-            _table("Measured on this machine", _measured_rows(self)),
+            _table("Measured on this machine", measured_rows(self)),
         ]
         if self.assumptions:
             parts.append(_bullets("Assumed", self.assumptions, style="dim"))
@@ -211,7 +211,9 @@ def _settings_rows(a: Advice) -> list[tuple[str, str]]:
     return rows
 
 
-def _measured_rows(a: Advice) -> list[tuple[str, str]]:
+def measured_rows(a: Advice) -> list[tuple[str, str]]:
+    """What was measured on this machine (and the server's own costs used, and calibration's notes), for
+    people: the terminal's table and the HTML report's."""
     m = a.measurements
     mc = m.model
     one = min(mc.latency, key=lambda x: x.batch_size)
@@ -253,7 +255,8 @@ def _measured_rows(a: Advice) -> list[tuple[str, str]]:
                  + f": {s.source}" + (f" [{s.path}]" if s.path else "")))
     if s.calibrated:
         pauses = s.pauses_for(one.p50_s)
-        rows.append(("server's pauses under load", f"{units.share(pauses.per_request)} of requests: "
-                                                   f"{s.pauses_said}"))
+        said = s.pauses_said  # a model's server's figures name their share already: say it once
+        rows.append(("server's pauses under load", said if f"{pauses.per_request:.2%} of requests" in said
+                     else f"{units.share(pauses.per_request)} of requests: {said}"))
     rows.extend(("calibration note", note) for note in s.notes)
     return rows

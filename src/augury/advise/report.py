@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from augury.advise import units
-from augury.advise.advice import Advice, mode_rows
+from augury.advise.advice import Advice, measured_rows, mode_rows
 from augury.errors import InputError, MissingExtraError
 
 FILENAME = "advice.html"
@@ -57,7 +57,7 @@ def _page(a: Advice, plots: dict[str, str]) -> str:
              f"<h1>Serving advice for {e(a.measurements.model.name)} <span class='mode {e(a.mode)}'>"
              f"{e(a.mode)}</span></h1>", f"<p>{e(a.summary)}</p>",
              _list("Why", a.reasons), _list("Limits", a.limits), "<h2>Settings</h2>",
-             _rows(_plan_rows(a)), _modes(a)]
+             _rows(_plan_rows(a)), _modes(a), "<h2>Measured on this machine</h2>", _rows(measured_rows(a))]
     for title, png in plots.items():
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(title)}' src='data:image/png;base64,{png}'>")
     if a.assumptions:
