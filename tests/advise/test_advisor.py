@@ -104,8 +104,15 @@ def catalogue(tmp_path: Path, write_ab_catalogue: Callable[..., Path]) -> Path:
 def test_empty_samples(tmp_path: Path) -> None:
     pq.write_table(pa.table({"a": pa.array([], pa.float64()), "b": pa.array([], pa.float64())}),
                    tmp_path / "empty.parquet")
-    with pytest.raises(InputError, match="no rows"):
+    # the error names the file and what it is for (issue 15 review: "the input has no rows" for both)
+    with pytest.raises(InputError, match=r"^the sample DATA: .*empty\.parquet has no rows$"):
         advise("advise_models:mid", tmp_path / "empty.parquet", budget_s=1)
+    pq.write_table(pa.table({"a": [1.0], "b": [2.0]}), tmp_path / "one.parquet")
+    pq.write_table(pa.table({"id": pa.array([], pa.int64())}), tmp_path / "log.parquet")
+    for keys in ((), ("id",)):  # the log's columns are read first with a key, the log itself without
+        with pytest.raises(InputError, match=r"^the traffic log: .*log\.parquet has no rows$"):
+            advise("advise_models:mid", tmp_path / "one.parquet", key_columns=keys,
+                   traffic=tmp_path / "log.parquet", budget_s=1)
     (tmp_path / "header.csv").write_text("a,b\n")
     with pytest.raises(InputError, match="has no row the model can score"):
         advise("advise_models:mid", tmp_path / "header.csv", budget_s=1)

@@ -26,10 +26,16 @@ def test_advise_json_and_report(hgb_model: Path, features_parquet: Path, tmp_pat
 def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, "empty")
-    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2, "qps")
-    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--core-cost", "0"), 2, "core_cost")
-    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--store-cost", "-1"), 2, "store_cost")
+    # each error names the input or the flag it is about (issue 15 review: "the input has no rows",
+    # "core_cost must be a positive number")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, f"the sample DATA: input file {empty} "
+                                                                        f"is empty")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2,
+                       "--qps must be a positive number, not -5")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--core-cost", "0"), 2,
+                       "--core-cost must be a positive number, not 0")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty), "--store-cost", "-1"), 2,
+                       "--store-cost must be 0 or more, not -1")
 
 
 @pytest.mark.slow

@@ -51,6 +51,15 @@ def batches(source: Source) -> Iterator[pa.RecordBatch]:
         yield from read_task(task, source.columns, source.chunk_rows)
 
 
+def open_input(path: str | os.PathLike[str], columns: Sequence[str], role: str) -> Source:
+    """`open_source`, its errors saying which of the advisor's inputs they are about (`role`: "the
+    sample DATA", "the traffic log"): batch's own name the file, not what it is for here."""
+    try:
+        return open_source(path, columns, CHUNK_ROWS)
+    except InputError as exc:
+        raise type(exc)(f"{role}: {exc}") from exc
+
+
 def read_catalogue(path: str | os.PathLike[str], schema: Schema, key_columns: Sequence[str], *,
                    hashes: bool = True) -> Catalogue:
     """Read the sample at `path`; with key columns, hold the feature-hash keys too only if `hashes`
@@ -58,7 +67,7 @@ def read_catalogue(path: str | os.PathLike[str], schema: Schema, key_columns: Se
     missing column, or no scorable row; SchemaError (an InputError) for a missing feature column."""
     keys = list(key_columns)
     columns = list(dict.fromkeys([*keys, *schema.names]))
-    source = open_source(path, columns, CHUNK_ROWS)
+    source = open_input(path, columns, "the sample DATA")
     kept: list[pa.RecordBatch] = []
     kept_keys: list[str] = []
     kept_rows = 0

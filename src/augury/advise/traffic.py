@@ -17,11 +17,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from augury.advise.catalogue import CHUNK_ROWS, Catalogue, batches
+from augury.advise.catalogue import Catalogue, batches, open_input
 from augury.advise.measurements import CoveragePoint, HourStat, TrafficStats
 from augury.advise.timestamps import seconds_of
 from augury.batch.location import open_binary
-from augury.batch.sources import open_source
 from augury.errors import InputError
 from augury.keys import column_keys, feature_keys
 from augury.schema import Schema, conform
@@ -32,6 +31,8 @@ TIME_COLUMNS = ("timestamp", "ts", "time")
 MAX_REQUESTS = 5_000_000
 #: points on the coverage curve (log-spaced head sizes).
 CURVE_POINTS = 80
+#: what the log is, in the errors of reading it.
+LOG = "the traffic log"
 
 
 def read_traffic(path: str | os.PathLike[str], schema: Schema, key_columns: Sequence[str],
@@ -53,7 +54,7 @@ def read_traffic(path: str | os.PathLike[str], schema: Schema, key_columns: Sequ
                          f"(its columns: {has})")
     time_col = next((c for c in TIME_COLUMNS if c in names), None)
     columns = list(keys) if by_key else list(schema.names)
-    source = open_source(path, columns + ([time_col] if time_col else []), CHUNK_ROWS)
+    source = open_input(path, columns + ([time_col] if time_col else []), LOG)
     ids: dict[str, int] = {}
     id_parts: list[np.ndarray] = []
     time_parts: list[np.ndarray] = []
@@ -103,7 +104,7 @@ def read_traffic(path: str | os.PathLike[str], schema: Schema, key_columns: Sequ
 
 def column_names(path: str | os.PathLike[str]) -> list[str]:
     """The columns of the log at `path` (its first file; JSON Lines: the fields of its first 1,000 lines)."""
-    source = open_source(path, [], CHUNK_ROWS)
+    source = open_input(path, [], LOG)
     first = source.files[0]  # (a local path or an object-store URL: `batch.location`)
     try:
         if source.format == "parquet":

@@ -175,7 +175,7 @@ def open_source(path: str | os.PathLike[str], columns: Sequence[str], chunk_rows
     assert fmt is not None
     source = Source(files, fmt, list(columns), chunk_rows)
     if fmt == "parquet":
-        source.total_rows = _check_parquet(source, columns)
+        source.total_rows = _check_parquet(source, columns, p)
     else:
         for f in files:
             if size_of(f) == 0:
@@ -257,7 +257,7 @@ def _parquet_metadata(file: str) -> pq.FileMetaData:
         raise InputError(f"cannot read {file} as Parquet: {exc}") from exc
 
 
-def _check_parquet(source: Source, columns: Sequence[str]) -> int:
+def _check_parquet(source: Source, columns: Sequence[str], path: str) -> int:
     total = 0
     for f in source.files:
         meta = source.metadata(f)
@@ -269,7 +269,7 @@ def _check_parquet(source: Source, columns: Sequence[str]) -> int:
             )
         total += meta.num_rows
     if total == 0:
-        raise InputError("the input has no rows")
+        raise InputError(f"{source.files[0] if len(source.files) == 1 else path} has no rows")
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,6 +119,7 @@ def advise(
 
     if (model is None or data is None) and not calibrate:
         raise ConfigError("augury advise needs MODEL and DATA (or --calibrate alone)")
+    _check_flags(qps=qps, latency_slo_ms=latency_slo_ms, core_cost=core_cost, store_cost=store_cost)
     calibrated: ServingOverheads | None = None
     if calibrate:
         from augury.advise.calibrate import calibrate as run_calibration
@@ -158,6 +160,16 @@ def advise(
     if report is not None:
         console.out.print(f"report: {report}", markup=False)
     return 0
+
+
+def _check_flags(**values: float | None) -> None:
+    """The goals' flags checked here, so that an error names the flag given (`advise` itself names its
+    parameters: "--core-cost", not "core_cost"); a store may be free, the others must be positive."""
+    for name, value in values.items():
+        least_zero = name == "store_cost"
+        if value is not None and not (math.isfinite(value) and (value >= 0 if least_zero else value > 0)):
+            what = "0 or more" if least_zero else "a positive number"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {what}, not {value:g}")
 
 
 def _calibration_text(o: ServingOverheads) -> str:
