@@ -72,7 +72,7 @@ def demo(workdir: str, rows: int) -> int:
 @click.option(
     "--calibrate",
     is_flag=True,
-    help="Measure the server's own costs on this machine with a real `augury serve` (about 15 s) and keep "
+    help="Measure the server's own costs on this machine with a real `augury serve` (about 20 s) and keep "
     "them for later advice; with MODEL and DATA, advise with them at once.",
 )
 @click.option(
