@@ -28,8 +28,8 @@ def test_advise_bad_input(hgb_model: Path, tmp_path: Path) -> None:
     empty.write_text("")
     # each error names the input or the flag it is about (issue 15 review: "the input has no rows",
     # "core_cost must be a positive number")
-    assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2, f"the sample DATA: input file {empty} "
-                                                                        f"is empty")
+    assert_clean_error(augury("advise", str(hgb_model), str(empty)), 2,
+                       f"the sample DATA: input file {empty} is empty")
     assert_clean_error(augury("advise", str(hgb_model), str(empty), "--qps", "-5"), 2,
                        "--qps must be a positive number, not -5")
     assert_clean_error(augury("advise", str(hgb_model), str(empty), "--core-cost", "0"), 2,
