@@ -9,7 +9,8 @@ import pytest
 from advise_synthetic import FAST, MID, SLOW, cost, measurements, traffic
 
 from augury.advise import Goals, TrafficStats, recommend
-from augury.advise.options import HYBRID_MIN_HEAD_SHARE
+from augury.advise.facts import facts
+from augury.advise.options import HYBRID_MIN_HEAD_SHARE, hybrid_option
 from augury.advise.units import flag
 from augury.config import parse_duration
 from augury.errors import ConfigError
@@ -118,6 +119,30 @@ def test_a_hybrid_needs_a_head_that_answers_a_real_share() -> None:
     hybrid = off.option("hybrid")
     assert off.mode == "dynamic" and hybrid is not None and not hybrid.available
     assert "catalogue example" in hybrid.misses[0]
+
+
+def test_a_hybrid_takes_a_head_larger_than_the_knee_when_the_knee_answers_too_little() -> None:
+    # issue 15 review: a flat popularity's knee (23,286 examples) answers 16.6 %; the whole ranked head
+    # (100,000) 30 %, so 37,021 examples answer 20 %: that head is considered, where the hybrid was refused
+    t = traffic(0.3, s=0.6, distinct=100_000)
+    knee = t.knee()
+    assert knee is not None and t.share_of_head(knee) < HYBRID_MIN_HEAD_SHARE
+    hybrid = hybrid_option(facts(measurements(MID, 100_000, t), Goals(100, 100, 86_400, 2)))
+    assert hybrid.available and hybrid.head_size is not None
+    assert hybrid.head_size == t.head_for_share(HYBRID_MIN_HEAD_SHARE) > knee
+    assert hybrid.head_share is not None and hybrid.head_share >= HYBRID_MIN_HEAD_SHARE
+    # unless a batch run cannot score that head within the staleness limit (1,000 rows/s on 2 cores,
+    # predictions up to twice the scoring time old: 29,970 examples in 60 s): the miss says what was tried
+    fast = hybrid_option(facts(measurements(MID, 100_000, t), Goals(100, 100, 60, 2)))
+    assert not fast.available
+    assert fast.misses[0].startswith(f"the {knee:,} most requested catalogue examples (the coverage curve's "
+                                     f"knee) would answer only 16.6 % of requests"), fast.misses
+    assert "takes the 37,021 most requested, more than the 29,970" in fast.misses[0]
+    # and when all the ranked examples answer less than the threshold, it says so
+    few = hybrid_option(facts(measurements(MID, 100_000, traffic(0.19, s=0.6, distinct=100_000)),
+                              Goals(100, 100, 86_400, 2)))
+    assert not few.available
+    assert "all 100,000 requested catalogue examples would answer only 19 % of requests" in few.misses[0]
 
 
 def test_target_impossible_on_any_cores() -> None:

@@ -217,10 +217,11 @@ def hybrid_option(f: Facts) -> ModeOption:
     head = max(1, min(max(head if head is not None else t.ranked_keys, t.knee() or 0), t.ranked_keys,
                       f.m.catalogue.catalogue_rows))
     covered = t.share_of_head(head)
-    if covered < HYBRID_MIN_HEAD_SHARE:
-        return _no_hybrid(f, f"even the {units.count(head)} requested catalogue examples would answer only "
-                             f"{units.share(covered)} of requests (a hybrid needs a head answering at least "
-                             f"{units.share(HYBRID_MIN_HEAD_SHARE)})")
+    if covered < HYBRID_MIN_HEAD_SHARE:  # the knee (or what the tail needs) answers too little: a larger
+        head, why = _real_head(f, head, covered)  # head that answers enough, if one can be kept fresh
+        if why:
+            return _no_hybrid(f, why)
+        covered = t.share_of_head(head)
     interval, scoring, core_s_day, stale_miss = refresh(f, head)
     store = f.m.store.bytes_for(head) if f.m.store else 0.0
     tail_qps = f.qps * (1 - covered)
@@ -247,6 +248,33 @@ def hybrid_option(f: Facts) -> ModeOption:
                       covered, interval, scoring, tail.result.settings if tail else None, tail,
                       ("p99 is the tail's (the model's), an upper bound for the mix",),
                       severity=sum(k for k, _ in misses))
+
+
+def _real_head(f: Facts, head: int, covered: float) -> tuple[int, str]:
+    """The smallest head answering `HYBRID_MIN_HEAD_SHARE` of requests, where `head` (the coverage curve's
+    knee, or what the tail needs) answers only `covered`; or why there is none: the whole ranked head
+    answers less, or the head that answers enough is more than a batch run scores within the staleness
+    limit (predictions up to twice its scoring time old, `refresh`). Whether it pays is the rule's."""
+    t = f.m.traffic
+    assert t is not None
+    ranked = min(t.ranked_keys, f.m.catalogue.catalogue_rows)
+    need = f"a hybrid needs a head answering at least {units.share(HYBRID_MIN_HEAD_SHARE)}"
+    enough = t.head_for_share(HYBRID_MIN_HEAD_SHARE)
+    every = (f"all {units.count(ranked)} requested catalogue examples would answer only "
+             f"{units.share(t.share_of_head(ranked))} of requests")
+    if head >= ranked:
+        return head, f"{every}, and {need}"
+    knee = " (the coverage curve's knee)" if head == t.knee() else ""
+    tried = (f"the {units.count(head)} most requested catalogue examples{knee} would answer only "
+             f"{units.share(covered)} of requests, and {need}")
+    if enough is None or enough > ranked:
+        return head, f"{tried}; {every}"
+    fresh = math.floor(f.stale_s / 2 * f.m.model.throughput_rows_s * f.cores)
+    if enough > fresh:
+        return head, (f"{tried}; that takes the {units.count(enough)} most requested, more than the "
+                      f"{units.count(fresh)} a batch run on {f.cores} core(s) keeps within the "
+                      f"{units.duration(f.stale_s)} staleness limit")
+    return max(enough, 1), ""
 
 
 def _no_hybrid(f: Facts, why: str) -> ModeOption:
