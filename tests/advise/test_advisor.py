@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import advise_models
@@ -164,9 +165,9 @@ def test_a_sample_is_scaled_to_the_catalogue(tmp_path: Path, write_ab_catalogue:
     assert any(f"(2,000,000 examples) takes about {est}" in r for r in a.reasons)
 
 
-def test_same_arguments_give_the_same_mode(tmp_path: Path) -> None:
-    """issue 15: three runs on an XGBoost model gave hybrid, dynamic (2 / 5 ms) and dynamic (256 / 2);
-    one slow call among sixty had made the one-row p99 50 times its median."""
+def _xgb_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An XGBoost model of 60 trees on 8 features, a 1,000-row catalogue, and a log of 4,000 requests
+    half of which are for catalogue examples."""
     xgb = pytest.importorskip("xgboost")
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3000, 8))
@@ -178,7 +179,53 @@ def test_same_arguments_give_the_same_mode(tmp_path: Path) -> None:
     requests = rng.normal(size=(4000, 8))
     requests[:2000] = x[rng.integers(0, 1000, 2000)]  # half the requests are for catalogue examples
     pq.write_table(pa.table({n: requests[:, i] for i, n in enumerate(names)}), tmp_path / "log.parquet")
-    runs = [advise(str(tmp_path / "model.ubj"), tmp_path / "catalogue.parquet",
-                   traffic=tmp_path / "log.parquet", qps=300, latency_slo_ms=10, max_staleness_s=3600,
+    return tmp_path / "model.ubj", tmp_path / "catalogue.parquet", tmp_path / "log.parquet"
+
+
+def test_same_arguments_give_the_same_mode(tmp_path: Path) -> None:
+    """issue 15: three runs on an XGBoost model gave hybrid, dynamic (2 / 5 ms) and dynamic (256 / 2);
+    one slow call among sixty had made the one-row p99 50 times its median."""
+    model, catalogue, log = _xgb_files(tmp_path)
+    runs = [advise(str(model), catalogue, traffic=log, qps=300, latency_slo_ms=10, max_staleness_s=3600,
                    cores=2, budget_s=3) for _ in range(3)]
     assert [a.mode for a in runs] == [runs[0].mode] * 3
+
+
+def test_same_arguments_give_the_same_advice_with_a_calibration_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calibrated path, three times, with a calibration file of known figures (the server's own work,
+    the core's stalls and the server's pauses, as `augury advise --calibrate` writes them): the same mode,
+    and the dynamic batcher's max_batch_size within a factor of 2 of the first run's. Why 2: the sizes
+    tried are powers of 2 (`capacity.GRID_SIZES`) and the one chosen is the largest whose simulated p99
+    is within 5 % of the best (`capacity.best_settings`); where p99 is flat, a few per cent of noise in
+    the measured model times moves that choice by one grid step, never more without a real change
+    in the model's cost. The budget is 2 s a run (about 7 s in all): a server of the model is measured
+    only with a budget of 20 s or more (`served.why_not`), so here the calibration file's pauses are
+    used, as a user's short runs use them."""
+    from augury.advise.overheads import BUILT_IN, save
+    from augury.advise.stalls import Pauses, Stalls
+
+    model, catalogue, log = _xgb_files(tmp_path)
+    fixed = replace(BUILT_IN, per_batch_inline_s=60e-6, per_batch_hop_s=150e-6, per_request_s=40e-6,
+                    round_trip_s=150e-6, per_wake_inline_s=30e-6, per_wake_hop_s=50e-6,
+                    source="fixed for this test", calibrated=True,
+                    stalls=Stalls(20.0, (0.1e-3, 0.2e-3, 0.5e-3)),
+                    pauses_inline=Pauses(0.01, (0.3e-3, 0.4e-3, 1e-3)),
+                    pauses_hop=Pauses(0.01, (0.3e-3, 0.4e-3, 1e-3)))
+    path = save(fixed, tmp_path / "calibration.json")
+    monkeypatch.setenv("AUGURY_CALIBRATION", str(path))
+    runs = [advise(str(model), catalogue, traffic=log, qps=300, latency_slo_ms=10, max_staleness_s=3600,
+                   cores=2, budget_s=2) for _ in range(3)]
+    for a in runs:
+        s = a.measurements.serving
+        assert s.calibrated and s.path == str(path) and s.per_request_s == pytest.approx(40e-6)
+        assert "a --budget of 20 s or more" in s.pauses_said  # the model-server step was skipped
+    assert [a.mode for a in runs] == [runs[0].mode] * 3, [a.summary for a in runs]
+    sizes = []
+    for a in runs:
+        dynamic = a.option("dynamic")
+        assert dynamic is not None and dynamic.settings is not None
+        sizes.append(dynamic.settings.max_batch_size)
+        if a.plan.max_batch_size is not None:  # the plan's own batcher (dynamic, or a hybrid's tail)
+            sizes.append(a.plan.max_batch_size)
+    assert max(sizes) <= 2 * min(sizes), sizes
