@@ -247,7 +247,8 @@ def measured_rows(a: Advice) -> list[tuple[str, str]]:
                  f"{units.rate(d.qps)} on {d.workers} core(s)"))
     rows.append(("dynamic capacity within target", f"{units.rate(a.per_core_qps)} per core"))
     s = m.serving
-    rows.append(("server's own work", f"{s.per_request_s * 1e6:.0f} µs per request, "
+    rows.append(("server's own work", f"{s.per_request_s * 1e6:.0f} µs per request"
+                 + (f" ({s.work_used})" if s.work_used else "") + ", "
                  f"{s.per_batch_inline_s * 1e6:.0f} / {s.per_batch_hop_s * 1e6:.0f} µs per batch (inline / "
                  f"model thread), round trip {s.round_trip_s * 1e6:.0f} µs"
                  + (f", core stalled {units.share(s.stalls.share)} of the time "

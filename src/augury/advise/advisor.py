@@ -99,9 +99,10 @@ def advise(model_ref: str, data: str | os.PathLike[str], *, key_columns: Sequenc
     elif serving.calibrated:
         one = service_curve(measured.cost, overheads=serving)
         call_s = min(measured.cost.latency, key=lambda p: p.batch_size).p50_s
+        model_call = service_curve(measured.cost, jitter=False, serving=False).time
         serving = model_pauses(str(model_ref), sample.rows, model.info.inputs, call_s,
                                one.time(1) + serving.per_wake_s(call_s), serving,
-                               budget.until(SHARES_SERVED[-1] + SERVED_SHARE))
+                               budget.until(SHARES_SERVED[-1] + SERVED_SHARE), model_call)
     measurements = Measurements(measured.cost, stats, store, _noted(traffic_stats, sample), budget_s,
                                 budget.spent(), serving)
     goals = Goals(qps, latency_slo_ms, max_staleness_s, cores or os.cpu_count() or 1, core_cost, store_cost)

@@ -64,6 +64,8 @@ class ServingOverheads:
     #: of a server of the model advised on; and that server's figures. Not kept in the file.
     pauses_used: str = ""
     model_server: tuple[tuple[str, float], ...] = ()
+    #: where `per_request_s` comes from when not from `source` (`with_model_work`). Not kept in the file.
+    work_used: str = ""
 
     def per_batch_s(self, call_s: float) -> float:
         """The per-batch cost for a model call of `call_s` seconds (inline below the server's threshold)."""
@@ -93,6 +95,11 @@ class ServingOverheads:
         pauses too, as the calibration server had them, and the model's, which it cannot have."""
         return replace(self, pauses_inline=pauses, pauses_hop=pauses, pauses_used=said, model_server=details)
 
+    def with_model_work(self, per_request_s: float, said: str) -> ServingOverheads:
+        """These overheads with the server's own work per request measured on a server of the model
+        advised on (`served.own_work`), in place of the calibration server's; `said` says so."""
+        return replace(self, per_request_s=per_request_s, work_used=said)
+
     def noted(self, note: str, details: tuple[tuple[str, float], ...] = ()) -> ServingOverheads:
         """These overheads with whose pauses they are said (`pauses_used`), when a model's server's could
         not be measured."""
@@ -102,6 +109,7 @@ class ServingOverheads:
         return {"per_batch_inline_us": round(self.per_batch_inline_s * 1e6, 1),
                 "per_batch_hop_us": round(self.per_batch_hop_s * 1e6, 1),
                 "per_request_us": round(self.per_request_s * 1e6, 1),
+                "per_request_from": self.work_used or self.source,
                 "per_wake_inline_us": round(self.per_wake_inline_s * 1e6, 1),
                 "per_wake_hop_us": round(self.per_wake_hop_s * 1e6, 1),
                 "round_trip_us": round(self.round_trip_s * 1e6, 1),
@@ -143,7 +151,8 @@ def default_path() -> Path:
 
 def save(overheads: ServingOverheads, path: Path) -> Path:
     """Write `overheads` to `path` (its folder created), atomically (a temporary file, then a rename)."""
-    fields = {k: v for k, v in asdict(overheads).items() if k not in ("pauses_used", "model_server")}
+    fields = {k: v for k, v in asdict(overheads).items()
+              if k not in ("pauses_used", "model_server", "work_used")}
     doc = {"format": FORMAT, **fields, "path": None, "details": dict(overheads.details),
            "notes": list(overheads.notes),
            "stalls": {"per_s": overheads.stalls.per_s, "durations_s": list(overheads.stalls.durations_s)},
@@ -190,7 +199,8 @@ def load(path: Path) -> ServingOverheads:
                             calibrated=True, measured_at=_text(doc.get("measured_at")),
                             machine=_text(doc.get("machine")), path=str(path), details=details,
                             stalls=stalls, pauses_inline=pauses["pauses_inline"],
-                            pauses_hop=pauses["pauses_hop"], notes=notes, pauses_used="", model_server=())
+                            pauses_hop=pauses["pauses_hop"], notes=notes, pauses_used="", model_server=(),
+                            work_used="")
 
 
 def resolve(path: str | os.PathLike[str] | None) -> ServingOverheads:

@@ -16,6 +16,15 @@ benchmark series with them (2026-12-05), probes of 0.06 % and 2.08 % stalled fra
 paused, p50 1.6 ms, and the predicted p99 was 5.5-8.3 ms against 0.8-4.2 ms measured a minute later
 (-98 to -868 %), where the calibration server's pauses gave -17 to +74 %.
 
+The same server, loaded by `load.FULL_CONCURRENCY` closed-loop clients for `FULL_S` (full batches, as
+calibration's last phase), gives **the server's own work per request for this model**: its CPU per
+request there, less the model's call at those rows per call as the advisor measured it (`model_call`),
+less the calibrated per-batch work. It replaces the calibration's figure, which a tiny model's server
+gave. It is what sets a core's capacity: on the 2-core VM an XGBoost model's server did 55-65 us more
+per request beyond its model than the calibration's fit gave, and near capacity the advisor said one
+core holds a 10 ms p99 up to 20,900-24,487 req/s where the real server's p99 was 128 ms at 20,000
+(issue 15's review, 2026-12-05).
+
 They are not measured (or not used), and the calibration server's are used, with the reason said, when
 there is no calibration; for a Python function model (``module:function``: imported in this process,
 which a server in another process may not import alike); for a model whose one-row call takes over
@@ -33,6 +42,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from datetime import time as daytime
 from pathlib import Path
@@ -55,6 +65,8 @@ PHASE_S = 2.0
 MIN_PHASE_S = 0.6
 WARMUP_SHARE = 0.25
 PROBE_S = 0.5
+#: the full-batch phase's seconds (after the warm-up).
+FULL_S = 0.5
 #: the seconds the step needs at the least (a server's start, 2-3 s for a 100-tree HistGradientBoosting
 #: model on the 2-core VM, the probes and two short phases), and the advisor's budget's share it gets.
 MIN_SERVED_S = 6.0
@@ -67,12 +79,14 @@ FALLBACK = "the calibration server's (a tiny model)"
 
 
 def model_pauses(model_ref: str, rows: pa.RecordBatch, schema: Schema, call_s: float, cpu_s: float,
-                 serving: ServingOverheads, deadline: float) -> ServingOverheads:
+                 serving: ServingOverheads, deadline: float,
+                 model_call: Callable[[int], float] | None = None) -> ServingOverheads:
     """`serving` with the pauses of a real server of `model_ref` measured under load until `deadline`
-    (monotonic), rows from `rows` (conformed to `schema`); or `serving` as it is, saying why not.
-    `call_s` is the model's one-row call and `cpu_s` the server's CPU per request at one row (the
-    advisor's figures), which set the light phase's rate. With the built-in estimates (no calibration),
-    `serving` as it is: they have no pauses."""
+    (monotonic), rows from `rows` (conformed to `schema`), and with `model_call` (the model's call time
+    by batch size, as the advisor measured it) the server's own work per request for this model; or
+    `serving` as it is, saying why not. `call_s` is the model's one-row call and `cpu_s` the server's
+    CPU per request at one row (the advisor's figures), which set the light phase's rate. With the
+    built-in estimates (no calibration), `serving` as it is: they have no pauses."""
     if not serving.calibrated:
         return serving
     why = _unservable(model_ref, call_s)
@@ -83,7 +97,7 @@ def model_pauses(model_ref: str, rows: pa.RecordBatch, schema: Schema, call_s: f
         return serving.noted(f"{FALLBACK}: no row of DATA could be sent to a server as JSON")
     ref = str(Path(model_ref).resolve())
     try:
-        return _measured(ref, predicts, cpu_s, serving, deadline)
+        return _measured(ref, predicts, cpu_s, serving, deadline, model_call)
     except (CalibrationError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
         return serving.noted(f"{FALLBACK}: a server of this model could not be measured ({_one_line(exc)})")
 
@@ -138,23 +152,24 @@ def _json(value: Any) -> Any:
 
 
 def _measured(ref: str, predicts: list[bytes], cpu_s: float, serving: ServingOverheads,
-              deadline: float) -> ServingOverheads:
+              deadline: float, model_call: Callable[[int], float] | None = None) -> ServingOverheads:
     core, client = server.cores()
     started_at = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="augury-advise-serve-") as tmp, \
             server.started(ref, NAME, Path(tmp), predicts[0]) as served, server.client_cores(client):
         # what the phases need at the least, after the server answers
-        need = 2 * PROBE_S + 2 * MIN_PHASE_S * (1 + WARMUP_SHARE) + 0.5
+        need = 2 * PROBE_S + 2 * MIN_PHASE_S * (1 + WARMUP_SHARE) + FULL_S + 0.5
         server.wait_ready(served, max(deadline - time.monotonic() - need, 0.1))
         start_s = time.monotonic() - started_at
-        phase_s = min(PHASE_S, (deadline - time.monotonic() - 2 * PROBE_S - 0.5) / (2 + WARMUP_SHARE))
+        phase_s = min(PHASE_S, (deadline - time.monotonic() - 2 * PROBE_S - FULL_S - 0.5)
+                      / (2 + WARMUP_SHARE))
         if phase_s < MIN_PHASE_S:
             raise CalibrationError(f"the budget left {max(deadline - time.monotonic(), 0):.1f} s after "
                                    f"the server started ({start_s:.1f} s); a longer --budget leaves more")
         process = server.pinned(served, core)
         before = probe(PROBE_S, core)
         light_rate = min(LIGHT_RATE, LIGHT_BUSY / max(cpu_s, 1e-6))
-        light, light_timed, heavy, heavy_timed = asyncio.run(
+        full, light, light_timed, heavy, heavy_timed = asyncio.run(
             _phases(served.port, process, predicts, light_rate, phase_s))
         after = probe(PROBE_S, core)
     stalls, changed = settled([before, after])
@@ -164,7 +179,9 @@ def _measured(ref: str, predicts: list[bytes], cpu_s: float, serving: ServingOve
                ("heavy_rate", heavy.requests / max(heavy.wall_s, 1e-9)),
                ("light_busy", light.busy), ("heavy_busy", heavy.busy),
                ("heavy_cpu_per_request_us", heavy.cpu_s / max(heavy.requests, 1) * 1e6),
-               ("heavy_rows_per_call", heavy.rows_per_call), ("phase_s", phase_s), ("start_s", start_s),
+               ("heavy_rows_per_call", heavy.rows_per_call),
+               ("full_cpu_per_request_us", full.cpu_s / max(full.requests, 1) * 1e6),
+               ("full_rows_per_call", full.rows_per_call), ("phase_s", phase_s), ("start_s", start_s),
                ("stalled_share_before", before.share), ("stalled_share_after", after.share),
                ("pauses_per_request", pauses.per_request),
                # the share of each phase's requests held (before the stalls and the slope): a share that
@@ -179,15 +196,37 @@ def _measured(ref: str, predicts: list[bytes], cpu_s: float, serving: ServingOve
         return serving.noted(f"{FALLBACK}: the machine's load changed while a server of this model was "
                              f"measured (before and after: {changed}), so its pauses "
                              f"({pauses.per_request:.2%} of requests) were not used", details)
-    return serving.with_model_pauses(pauses, said, details)
+    measured = serving.with_model_pauses(pauses, said, details)
+    own = own_work(full, model_call, serving) if model_call is not None else None
+    if own is None:
+        return measured
+    return measured.with_model_work(own, f"{own * 1e6:.0f} us a request beyond the model, measured at "
+                                         f"{full.rows_per_call:.0f} rows a call on a server of this model "
+                                         f"(calibration: {serving.per_request_s * 1e6:.0f} us)")
+
+
+def own_work(full: Phase, model_call: Callable[[int], float], serving: ServingOverheads) -> float | None:
+    """The server's own work per request for this model, from its full-batch phase: its CPU per request,
+    less the model's call at those rows per call (as the advisor measured it, so that the simulation's
+    sum of the two is the server's CPU) and the calibrated per-batch work; None when the phase answered
+    too few requests to tell (under 200) or batched too little (under 4 rows a call: wake-ups, which
+    the calibrated figure holds apart, would be counted in it)."""
+    rows = full.rows_per_call
+    if full.requests < 200 or rows < 4:
+        return None
+    b = max(round(rows), 1)
+    call = model_call(b)
+    work = full.cpu_s / full.requests - (call + serving.per_batch_s(model_call(1))) / rows
+    return max(work, 0.0)
 
 
 async def _phases(port: int, process: load.CpuTimed, predicts: list[bytes], light_rate: float,
-                  phase_s: float) -> tuple[Phase, Timed, Phase, Timed]:
-    """A closed-loop warm-up, then the light and the heavy open-loop phases (the heavy one slower again
-    if the server sheds)."""
+                  phase_s: float) -> tuple[Phase, Phase, Timed, Phase, Timed]:
+    """A closed-loop warm-up, the full-batch phase, then the light and the heavy open-loop phases (the
+    heavy one slower again if the server sheds)."""
     await load.closed_loop(port, load.CONCURRENCY, phase_s * WARMUP_SHARE, process, predicts)
-    return await load.light_then_heavy(port, process, light_rate, phase_s, predicts, tries=2)
+    full = await load.closed_loop(port, load.FULL_CONCURRENCY, FULL_S, process, predicts)
+    return (full, *await load.light_then_heavy(port, process, light_rate, phase_s, predicts, tries=2))
 
 
 def _held(timed: Timed) -> float:
