@@ -68,7 +68,7 @@ class ServiceCurve:
     #: `per_request`, and a batch takes its requests' pauses longer. Drawn per batch instead (at most one
     #: a batch), a batch of 256 carried one pause where its requests bring 256 times the share: the
     #: advisor put an HGB model's capacity at 156,300-247,900 requests a second per core where its
-    #: server serves about 30,000 (issue 15, 2026-12-05).
+    #: server's p99 passed 20 ms past about 20,000 (issue 15, 2026-12-05; BENCHMARKS.md).
     pauses: Pauses = NO_PAUSES
 
     def __post_init__(self) -> None:
