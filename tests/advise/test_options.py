@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from advise_synthetic import FAST, cost, measurements, traffic
+from advise_synthetic import FAST, STORE, cost, measurements, traffic
 
 from augury.advise import Goals, recommend
 from augury.advise.facts import facts
@@ -20,7 +20,7 @@ def test_a_lookup_costs_no_batch_and_its_cores_are_sized_as_dynamic_ones_are() -
     m = measurements(FAST, 500, traffic(1.0, distinct=500))
     f = facts(m, Goals(20_000, 50, 3600, 16))
     # a core looks up as fast as the target allows: near all its time, as a dynamic core is loaded
-    per_lookup = BUILT_IN.per_request_s + m.store.lookup_p50_s
+    per_lookup = BUILT_IN.per_request_s + STORE.lookup_p50_s
     assert 0.8 / per_lookup <= f.lookup_per_core <= 1 / per_lookup
     static, dynamic, _ = options(f)
     assert static.meets and static.serve_cores <= dynamic.serve_cores
@@ -56,3 +56,33 @@ def test_refresh_runs_count_against_the_cores_given() -> None:
     assert not any("refresh runs" in x for x in roomy.misses)
     tiny = measurements(slow_rows, 500, traffic(1.0, distinct=500))  # 0.5 s a refresh: fits beside
     assert not any("refresh runs" in x for x in options(facts(tiny, Goals(10, 100, 3600, 1)))[0].misses)
+
+
+def test_more_cores_given_than_the_cap_plan_on_what_the_rate_needs() -> None:
+    """With 128 cores given (a default of `os.cpu_count()`), a rate that needs 105 is planned on 105,
+    not missed as "more than the 128 given" nor priced on all 128 (review, 2026-12-05)."""
+    m = measurements(FAST, 500, traffic(1.0, distinct=500))
+    f = facts(m, Goals(2_000_000, 50, 86_400, 128))
+    n = math.ceil(2_000_000 / f.per_core)
+    assert 64 < n < 128 and f.need == n
+    dynamic = options(f)[1]
+    assert dynamic.meets and dynamic.serve_cores == n
+
+
+def test_a_refresh_that_cannot_keep_up_is_one_miss_not_two() -> None:
+    slow_rows = cost(0.0, 0.001)
+    m = measurements(slow_rows, 5_000_000, traffic(1.0, distinct=100_000))
+    static = options(facts(m, Goals(10, 100, 3600, 2)))[0]  # 2,500 s to score, a 1 h limit
+    assert any("past the 60 min limit" in x for x in static.misses)
+    assert not any("refresh runs" in x for x in static.misses) and static.severity == CORES
+
+
+def test_lookups_that_cannot_hold_the_target_are_a_miss_for_static_and_hybrid() -> None:
+    """A 40 us target: a lone lookup (the server's 45 us of work) misses it, so neither static nor a
+    hybrid's head can meet it, whatever the cores."""
+    m = measurements(FAST, 1000, traffic(0.9, distinct=1000))
+    f = facts(m, Goals(100, 0.04, 86_400, 2))
+    assert f.lookup_per_core == 0
+    static, _, hybrid = options(f)
+    assert any("lone lookup" in x for x in static.misses) and not static.meets
+    assert not hybrid.meets

@@ -74,6 +74,14 @@ def test_the_servers_own_work_is_its_cpu_beyond_the_models_call_with_full_batche
     assert own_work(replace(full, calls=5_000), call, BUILT_IN) is None  # 2 rows a call: wake-ups
     assert own_work(replace(full, cpu_s=0.1), call, BUILT_IN) == 0.0  # never below nothing
 
+    # the per-batch work of the path the server takes at those rows (the model thread past 0.5 ms), as
+    # the simulation counts it, not the one-row call's (inline)
+    def fast(b: int) -> float:  # 0.2 ms at one row, 0.6 ms at 40
+        return 1.9e-4 + 1.025e-5 * b
+
+    paths = replace(BUILT_IN, per_batch_inline_s=0.0, per_batch_hop_s=3e-4)
+    assert own_work(full, fast, paths) == pytest.approx(1e-4 - (fast(40) + 3e-4) / 40)
+
 
 def test_what_is_not_measured_says_why(lr_model: Path, tmp_path: Path) -> None:
     schema = load_model(lr_model).info.inputs

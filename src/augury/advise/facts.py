@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from augury.advise import units
 from augury.advise.advice import Forecast
 from augury.advise.capacity import (
+    MAX_CORES,
     best_settings,
     cores_needed,
     lookup_curve,
@@ -104,11 +105,12 @@ def facts(m: Measurements, goals: Goals) -> Facts:
     slo_s, trip = slo_ms / 1e3, m.serving.round_trip_s
     per_core = max_qps_within(curve, slo_s, overhead_s=trip)
     full = forecast(curve, qps, goals.cores, slo_s, trip)
-    need = cores_needed(qps, per_core)
+    need = cores_needed(qps, per_core, max(MAX_CORES, goals.cores))
     if full.holds and (need is None or need > goals.cores):
         need = goals.cores  # the full grid found a setting that the search's smaller grid did not
     lookups = lookup_curve(m.store.lookup_p50_s if m.store else 0.0, m.serving)
-    lookup_per_core = max_qps_within(lookups, slo_s, overhead_s=trip, grid=[BatcherSettings(1, 0.0)])
+    spread = (m.store.lookup_p99_s - m.store.lookup_p50_s) if m.store else 0.0  # the store's own tail
+    lookup_per_core = max_qps_within(lookups, slo_s, overhead_s=trip + spread, grid=[BatcherSettings(1, 0.0)])
     return Facts(m, qps, slo_s, stale_s, goals.cores, core_cost, store_cost, curve, trip, per_core, need,
                  full, m.catalogue.catalogue_rows / (m.model.throughput_rows_s * goals.cores),
                  t.catalogue_share if t is not None else None, lookups, lookup_per_core, assumptions)

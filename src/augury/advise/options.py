@@ -2,7 +2,7 @@
 
 Costs per day, at the prices of `Facts`: the cores a mode's servers hold all day (a server holds its
 cores whether busy or not), the CPU time of the batch runs that keep its store within the staleness limit,
-and the store's bytes. What it gives: predicted p50/p99 (simulated for the model, estimated for a lookup),
+and the store's bytes. What it gives: predicted p50/p99 (simulated, for the model and for lookups),
 the share of requests it answers, the worst staleness of an answer, and the share of answers verified
 before they are served (published predictions pass the verification gates; dynamic ones are not).
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from augury.advise import units
 from augury.advise.advice import Forecast
-from augury.advise.capacity import cores_needed
+from augury.advise.capacity import MAX_CORES, cores_needed
 from augury.advise.facts import Facts
 from augury.advise.queueing import BatcherSettings, simulate
 from augury.advise.units import ms, sig
@@ -134,9 +134,11 @@ def _lookup_latency(f: Facts, qps: float, cores: int) -> tuple[float, float]:
     added), or a lone lookup's when none is simulated."""
     store = f.m.store
     spread = (store.lookup_p99_s - store.lookup_p50_s) if store else 0.0
-    if qps <= 0 or cores < 1 or qps / cores >= f.lookup_curve.capacity(1):
+    if qps <= 0:
         alone = f.lookup_curve.time(1) + f.lookup_curve.wake_s + f.round_trip_s
         return alone, alone + spread
+    if cores < 1 or qps / cores >= f.lookup_curve.capacity(1):  # the queue grows without bound
+        return math.inf, math.inf
     r = simulate(f.lookup_curve, qps, BatcherSettings(1, 0.0), workers=cores, overhead_s=f.round_trip_s)
     return r.p50_s, r.p99_s + spread
 
@@ -149,8 +151,9 @@ def _cores_miss(need: int | None, f: Facts, what: str, qps: float, share: float 
     if need is None:
         if f.per_core <= 0:
             return HARD * share, f"{what}: even a lone request takes longer than the p99 target"
-        return CORES, (f"{what} needs about {units.count(math.ceil(qps / f.per_core))} cores, more than "
-                       f"the {f.cores} given")
+        n = math.ceil(qps / f.per_core - 1e-9)
+        return (CORES, f"{what} needs about {units.count(n)} cores, more than the {f.cores} given") \
+            if n > f.cores else None
     if need > f.cores:
         return CORES, f"{what} needs {need} cores, more than the {f.cores} given"
     return None
@@ -183,10 +186,12 @@ def static_option(f: Facts) -> ModeOption:
     if cores > f.cores:
         misses.append((CORES, f"looking up {units.rate(f.qps)} needs {cores} cores, more than the "
                               f"{f.cores} given"))
-    elif refreshing := _refresh_miss(f, cores, core_s_day):
-        misses.append(refreshing)
-    if need is None or p99 > f.slo_s:
-        misses.append((HARD, f"a lookup's p99 ({units.duration(p99)}) is over the target"))
+    elif not stale_miss and (refreshing := _refresh_miss(f, cores, core_s_day)):
+        misses.append(refreshing)  # (a refresh that cannot keep up is the staleness miss already)
+    if need is None:
+        misses.append((HARD, "even a lone lookup's p99 is over the target"))
+    elif p99 > f.slo_s:  # sized on the search's shorter simulation: a little short, not out of reach
+        misses.append((CORES, f"a lookup's p99 on {cores} cores ({units.duration(p99)}) is over the target"))
     return ModeOption("static", True, tuple(t for _, t in misses), cores, core_s_day, store, p50, p99,
                       f.share, interval + scoring, 1.0, f.cost_per_day(cores, core_s_day, store), n, f.share,
                       interval, scoring, severity=sum(k for k, _ in misses))
@@ -225,7 +230,7 @@ def hybrid_option(f: Facts) -> ModeOption:
     interval, scoring, core_s_day, stale_miss = refresh(f, head)
     store = f.m.store.bytes_for(head) if f.m.store else 0.0
     tail_qps = f.qps * (1 - covered)
-    need = cores_needed(tail_qps, f.per_core) if tail_qps > 1e-9 else 0
+    need = cores_needed(tail_qps, f.per_core, max(MAX_CORES, f.cores)) if tail_qps > 1e-9 else 0
     lookups, lookup_need = _lookups_needed(f, f.qps * covered)  # cores' worth of lookups
     if f.per_core <= 0 or lookup_need is None:  # the target is out of reach: plan on the cores given
         workers = f.cores
@@ -234,10 +239,12 @@ def hybrid_option(f: Facts) -> ModeOption:
     misses = [m for m in ((CORES, stale_miss) if stale_miss else None,
                           _cores_miss(need, f, "the requests the head does not answer", tail_qps,
                                       1 - covered)) if m]
+    if lookup_need is None:
+        misses.append((HARD * covered, "even a lone lookup's p99 is over the target"))
     if need is not None and need <= f.cores < workers:
         misses.append((CORES, f"the tail and the lookups need {workers} cores, more than the {f.cores} "
                               f"given"))
-    elif workers <= f.cores and (refreshing := _refresh_miss(f, workers, core_s_day)):
+    elif workers <= f.cores and not stale_miss and (refreshing := _refresh_miss(f, workers, core_s_day)):
         misses.append(refreshing)
     tail = f.forecast(tail_qps, need or f.cores) if tail_qps > 1e-9 else None
     l50, l99 = _lookup_latency(f, f.qps * covered, max(workers, 1))

@@ -20,10 +20,10 @@ The same server, loaded by `load.FULL_CONCURRENCY` closed-loop clients for `FULL
 calibration's last phase), gives **the server's own work per request for this model**: its CPU per
 request there, less the model's call at those rows per call as the advisor measured it (`model_call`),
 less the calibrated per-batch work. It replaces the calibration's figure, which a tiny model's server
-gave. It is what sets a core's capacity: on the 2-core VM an XGBoost model's server did 55-65 us more
-per request beyond its model than the calibration's fit gave, and near capacity the advisor said one
-core holds a 10 ms p99 up to 20,900-24,487 req/s where the real server's p99 was 128 ms at 20,000
-(issue 15's review, 2026-12-05).
+gave. It is what sets a core's capacity: on the 2-core VM an XGBoost model's server did 44-51 us of
+its own work per request where the calibration said 26-33, and with the calibration's figure the
+advisor said one core holds a 20 ms p99 up to 27,030 req/s, where the real server's p99 was 24 ms at
+13,825 (issue 15, 2026-12-05, BENCHMARKS.md).
 
 They are not measured (or not used), and the calibration server's are used, with the reason said, when
 there is no calibration; for a Python function model (``module:function``: imported in this process,
@@ -67,8 +67,9 @@ WARMUP_SHARE = 0.25
 PROBE_S = 0.5
 #: the full-batch phase's seconds (after the warm-up).
 FULL_S = 0.5
-#: the seconds the step needs at the least (a server's start, 2-3 s for a 100-tree HistGradientBoosting
-#: model on the 2-core VM, the probes and two short phases), and the advisor's budget's share it gets.
+#: the seconds the step needs at the least (a server's start, 1.2-1.8 s for a 100-tree HistGradientBoosting
+#: or XGBoost model on the 2-core VM on 2026-12-05, the probes, the full-batch phase and two short
+#: phases: 3.5 s after the start), and the advisor's budget's share it gets.
 MIN_SERVED_S = 6.0
 SERVED_SHARE = 0.31
 #: rows of DATA sent in turn.
@@ -216,7 +217,7 @@ def own_work(full: Phase, model_call: Callable[[int], float], serving: ServingOv
         return None
     b = max(round(rows), 1)
     call = model_call(b)
-    work = full.cpu_s / full.requests - (call + serving.per_batch_s(model_call(1))) / rows
+    work = full.cpu_s / full.requests - (call + serving.per_batch_s(call)) / rows  # the server's path
     return max(work, 0.0)
 
 
