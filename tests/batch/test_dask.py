@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
+from terminal import sigint_as_in_a_terminal
 
 from augury.batch import BatchOptions, run_batch, staging_dir
 from augury.batch.dask_worker import LoadModel, info_on_worker, loads_in_worker, pid
@@ -209,7 +210,7 @@ def test_resume_on_dask_scores_only_the_missing_tasks(scheduler: str, tmp_path: 
     cmd = [sys.executable, "-m", "augury.cli", "batch", "fixture_models:slow_add", str(src), "-o", f"{out}/",
            "--key", "id", "--chunk-rows", "250", "--workers", "2", "--engine", "dask"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=sigint_as_in_a_terminal)
     staging = staging_dir(out)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(list(staging.glob("part-*.parquet"))) < 10:

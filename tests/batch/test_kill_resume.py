@@ -14,6 +14,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from terminal import sigint_as_in_a_terminal
 
 from augury.batch import BatchOptions, run_batch, staging_dir
 from augury.verify.source import PredictionsFile
@@ -37,7 +38,8 @@ def start_run(tmp_path: Path, workers: int, output: str = "out.parquet",
     cmd = [sys.executable, "-m", "augury.cli", "batch", "fixture_models:slow_add", str(src), "-o", target]
     cmd += ["--key", "id", "--chunk-rows", "250", "--workers", str(workers)]
     proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     staging = staging_dir(out)
     deadline = time.monotonic() + 60
