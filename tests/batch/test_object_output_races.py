@@ -52,6 +52,19 @@ def commits_after_read_back(a: ObjectOutput, b: ObjectOutput, monkeypatch: pytes
     return calls
 
 
+def commits_after_manifest(a: ObjectOutput, b: ObjectOutput, monkeypatch: pytest.MonkeyPatch,
+                           tasks: list[str], rows: int) -> None:
+    """A commits `tasks` (`rows` rows) just after B's manifest is written, before B's cleanup."""
+    write = b._write
+
+    def then_a_commits(url: str, data: bytes) -> None:
+        write(url, data)
+        if url.endswith(MANIFEST):
+            assert a.commit(tasks, FINGERPRINT) == rows
+
+    monkeypatch.setattr(b, "_write", then_a_commits)
+
+
 def part_removed_with_the_manifest(output: ObjectOutput, part: str, monkeypatch: pytest.MonkeyPatch,
                                    then: Callable[[], None] = lambda: None) -> None:
     """Another run removes `part` just before `output` writes its manifest (after its check); `then`
@@ -98,14 +111,7 @@ def test_two_runs_at_once_while_the_manifest_cannot_be_read_leave_a_readable_dat
     B's manifest and B's cleanup: B must not remove the parts A's manifest lists (it did: the dataset
     named a missing part, and both runs succeeded). Both succeed; the dataset is A's, whole."""
     a, b, part_a = race_on_a_damaged_manifest(s3)
-    write = b._write
-
-    def then_a_commits(url: str, data: bytes) -> None:
-        write(url, data)
-        if url.endswith(MANIFEST):
-            assert a.commit(ONE_TASK, FINGERPRINT) == 5
-
-    monkeypatch.setattr(b, "_write", then_a_commits)
+    commits_after_manifest(a, b, monkeypatch, ONE_TASK, 5)
     assert b.commit(ONE_TASK, FINGERPRINT) == 7
     assert manifest_parts(f"{s3}/preds") == [part_a]
     assert names(f"{s3}/preds") == [MANIFEST, part_a]  # (A's commit replaced B's manifest: B's part went)
@@ -144,14 +150,7 @@ def test_two_drivers_of_one_run_committing_one_after_the_other_leave_a_readable_
     that A had not chosen, though the manifest it read back was B's: B's choice went, both runs exited 0,
     and the dataset named a missing part. Now a run whose manifest was replaced removes no part."""
     a, b, part0, _, small = two_drivers_of_one_run(s3)
-    write = a._write
-
-    def then_b_commits(url: str, data: bytes) -> None:
-        write(url, data)
-        if url.endswith(MANIFEST):
-            assert b.commit(TWO_TASKS, FINGERPRINT) == 7
-
-    monkeypatch.setattr(a, "_write", then_b_commits)
+    commits_after_manifest(b, a, monkeypatch, TWO_TASKS, 7)
     assert a.commit(TWO_TASKS, FINGERPRINT) == 7
     assert manifest_parts(f"{s3}/preds") == [part0, small.part]
     assert names(f"{s3}/preds") == sorted([MANIFEST, part0, small.part])  # (B's cleanup removed A's choice)
